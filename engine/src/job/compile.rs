@@ -1,0 +1,456 @@
+//! Compiles a raw job row into the [`Job`] the pipeline runs. Pure: no I/O, no
+//! environment; every problem is reported at once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+
+use super::ConfigError;
+use super::shape::{self, Problem};
+use super::spec::{Compression, ConnectionKind, ConnectionSpec, JobSpec, Mode};
+use super::units::{parse_duration, parse_size};
+
+pub const DEFAULT_BATCH_ROWS: usize = 65_536;
+pub const DEFAULT_FILE_SIZE: u64 = 128 << 20;
+
+/// A job ready to run: every default applied, every reference resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    /// Where the row came from (`jobs/orders.yaml`, `dynamodb://jobs/orders`).
+    pub origin: String,
+    pub connection: Connection,
+    pub from: From,
+    pub cursor: Option<String>,
+    pub primary_key: Vec<String>,
+    pub lag: Option<Duration>,
+    pub batch_rows: usize,
+    pub mode: Mode,
+    pub transform: Option<String>,
+    pub target: Target,
+}
+
+/// A named connection; its URL still holds `${VAR}` placeholders, filled in when the job
+/// connects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub name: String,
+    pub kind: ConnectionKind,
+    pub url: String,
+    /// The folder relative SQLite paths are resolved against.
+    pub base_dir: Option<PathBuf>,
+}
+
+/// What the extract reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum From {
+    /// A table, with its schema (PostgreSQL) or database (MySQL) when given.
+    Table {
+        schema: Option<String>,
+        name: String,
+    },
+    /// A SELECT, read as a subquery.
+    Query(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub table: String,
+    pub partition_by: Vec<String>,
+    pub compression: Compression,
+    pub file_size: u64,
+}
+
+/// The connections a set of job rows may name.
+pub type Connections = BTreeMap<String, Connection>;
+
+/// Turns `connections.yaml` entries into connections, checking their URLs' shape.
+pub fn compile_connections(
+    specs: &BTreeMap<String, ConnectionSpec>,
+    origin: &str,
+    base_dir: Option<PathBuf>,
+) -> (Connections, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    let mut out = Connections::new();
+    for (name, spec) in specs {
+        let at = |field: &str, message: String| {
+            ConfigError::new(origin, format!("{name}.{field}"), message)
+        };
+        if !is_identifier(name) {
+            errors.push(ConfigError::new(
+                origin,
+                name.clone(),
+                "connection names are letters, digits and `_`, starting with a letter".into(),
+            ));
+        }
+        if let Err(m) = check_placeholders(&spec.url) {
+            errors.push(at("url", m));
+        }
+        let schemes: &[&str] = match spec.kind {
+            ConnectionKind::Postgres => &["postgres://", "postgresql://"],
+            ConnectionKind::Mysql => &["mysql://", "mariadb://"],
+            ConnectionKind::Sqlite => &["sqlite:"],
+        };
+        if !schemes.iter().any(|s| spec.url.starts_with(s)) {
+            errors.push(at(
+                "url",
+                format!(
+                    "a {} URL starts with {}",
+                    spec.kind.name(),
+                    schemes.join(" or ")
+                ),
+            ));
+        }
+        out.insert(
+            name.clone(),
+            Connection {
+                name: name.clone(),
+                kind: spec.kind,
+                url: spec.url.clone(),
+                base_dir: base_dir.clone(),
+            },
+        );
+    }
+    (out, errors)
+}
+
+/// Compiles one job row. `origin` names the file or item in every error.
+pub fn compile(
+    spec: &JobSpec,
+    origin: &str,
+    connections: &Connections,
+) -> Result<Job, Vec<ConfigError>> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut bad = |path: &str, message: String| {
+        problems.push(Problem {
+            path: path.to_string(),
+            message,
+        })
+    };
+
+    if !is_job_id(&spec.job) {
+        bad(
+            "job",
+            format!(
+                "{:?} is not a valid id: use lower-case letters, digits and `_`, starting with a letter, at most 64 characters",
+                spec.job
+            ),
+        );
+    }
+
+    let source = &spec.source;
+    let connection = match connections.get(&source.connection) {
+        Some(c) => Some(c.clone()),
+        None => {
+            let hint =
+                shape::did_you_mean(&source.connection, connections.keys().map(String::as_str))
+                    .map(|m| format!("; did you mean `{m}`?"))
+                    .unwrap_or_else(|| ".".to_string());
+            let known = if connections.is_empty() {
+                "none are defined (add connections.yaml beside the job files)".to_string()
+            } else {
+                connections.keys().cloned().collect::<Vec<_>>().join(", ")
+            };
+            bad(
+                "source.connection",
+                format!(
+                    "no connection named `{}`{hint} Known connections: {known}",
+                    source.connection
+                ),
+            );
+            None
+        }
+    };
+
+    let from = match (&source.table, &source.query) {
+        (Some(_), Some(_)) => {
+            bad(
+                "source",
+                "has both `table` and `query`; give exactly one".into(),
+            );
+            None
+        }
+        (None, None) => {
+            bad(
+                "source",
+                "needs `table` (a table name) or `query` (a SELECT)".into(),
+            );
+            None
+        }
+        (Some(table), None) => match parse_table_name(table) {
+            Ok(from) => Some(from),
+            Err(m) => {
+                bad("source.table", m);
+                None
+            }
+        },
+        (None, Some(query)) => match check_select(query) {
+            Ok(q) => Some(From::Query(q)),
+            Err(m) => {
+                bad("source.query", m);
+                None
+            }
+        },
+    };
+
+    let mode = spec.mode.unwrap_or(Mode::Full);
+    if let Some(cursor) = &source.cursor
+        && !is_identifier(cursor)
+    {
+        bad("source.cursor", format!("{cursor:?} is not a column name"));
+    }
+    if mode == Mode::Incremental && source.cursor.is_none() {
+        bad(
+            "source.cursor",
+            "is required for mode `incremental`: name the column that grows with every change (such as updated_at or id)".into(),
+        );
+    }
+
+    let primary_key = source.primary_key.clone().unwrap_or_default();
+    check_column_list("source.primary_key", &primary_key, &mut bad);
+
+    let lag = match &source.lag {
+        None => None,
+        Some(text) => {
+            if mode != Mode::Incremental {
+                bad(
+                    "source.lag",
+                    format!(
+                        "only applies to mode `incremental` (this job's mode is `{}`)",
+                        mode_name(mode)
+                    ),
+                );
+            }
+            match parse_duration(text) {
+                Ok(d) => Some(d),
+                Err(m) => {
+                    bad("source.lag", m);
+                    None
+                }
+            }
+        }
+    };
+
+    let batch_rows = source.batch_rows.map_or(DEFAULT_BATCH_ROWS, |n| n as usize);
+    if !(1024..=1 << 20).contains(&batch_rows) {
+        bad(
+            "source.batch_rows",
+            format!("{batch_rows} is out of range (1024 to 1048576)"),
+        );
+    }
+
+    let transform = match &spec.transform {
+        None => None,
+        Some(sql) => match check_select(sql) {
+            Ok(q) => Some(q),
+            Err(m) => {
+                bad("transform", m);
+                None
+            }
+        },
+    };
+
+    let target = &spec.target;
+    if !is_table_name(&target.table) {
+        bad(
+            "target.table",
+            format!(
+                "{:?} is not a valid lake table name: use lower-case letters, digits and `_` (Athena folds names to lower case)",
+                target.table
+            ),
+        );
+    }
+    let partition_by = target.partition_by.clone().unwrap_or_default();
+    check_column_list("target.partition_by", &partition_by, &mut bad);
+    if mode == Mode::Snapshot && partition_by.iter().any(|p| p == "snapshot") {
+        bad(
+            "target.partition_by",
+            "`snapshot` is the partition that mode `snapshot` adds itself; remove it".into(),
+        );
+    }
+    let file_size = match &target.file_size {
+        None => DEFAULT_FILE_SIZE,
+        Some(text) => match parse_size(text) {
+            Ok(n) if (1 << 20..=5 << 30).contains(&n) => n,
+            Ok(_) => {
+                bad(
+                    "target.file_size",
+                    format!("{text} is out of range (1MiB to 5GiB)"),
+                );
+                DEFAULT_FILE_SIZE
+            }
+            Err(m) => {
+                bad("target.file_size", m);
+                DEFAULT_FILE_SIZE
+            }
+        },
+    };
+
+    match (problems.is_empty(), connection, from) {
+        (true, Some(connection), Some(from)) => Ok(Job {
+            id: spec.job.clone(),
+            description: spec.description.clone(),
+            enabled: spec.enabled.unwrap_or(true),
+            origin: origin.to_string(),
+            connection,
+            from,
+            cursor: source.cursor.clone(),
+            primary_key,
+            lag,
+            batch_rows,
+            mode,
+            transform,
+            target: Target {
+                table: target.table.clone(),
+                partition_by,
+                compression: target.compression.unwrap_or(Compression::Zstd),
+                file_size,
+            },
+        }),
+        _ => Err(problems
+            .into_iter()
+            .map(|p| ConfigError::new(origin, p.path, p.message))
+            .collect()),
+    }
+}
+
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Full => "full",
+        Mode::Incremental => "incremental",
+        Mode::Snapshot => "snapshot",
+    }
+}
+
+fn check_column_list(path: &str, columns: &[String], bad: &mut impl FnMut(&str, String)) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in columns.iter().enumerate() {
+        if !is_identifier(c) {
+            bad(
+                &format!("{path}[{i}]"),
+                format!("{c:?} is not a column name"),
+            );
+        } else if !seen.insert(c.to_ascii_lowercase()) {
+            bad(&format!("{path}[{i}]"), format!("`{c}` is listed twice"));
+        }
+    }
+}
+
+/// `name`, `schema.name`: plain identifiers (letters, digits, `_`, `$`), no quoting, so
+/// that sluice quotes them itself for each database.
+fn parse_table_name(text: &str) -> Result<From, String> {
+    let parts: Vec<&str> = text.trim().split('.').collect();
+    let valid = "a table name such as `orders` or `sales.orders` (letters, digits, `_`)";
+    if parts.iter().any(|p| !is_identifier(p)) || parts.len() > 2 {
+        return Err(format!("{text:?} is not {valid}"));
+    }
+    Ok(match parts.as_slice() {
+        [name] => From::Table {
+            schema: None,
+            name: name.to_string(),
+        },
+        [schema, name] => From::Table {
+            schema: Some(schema.to_string()),
+            name: name.to_string(),
+        },
+        _ => return Err(format!("{text:?} is not {valid}")),
+    })
+}
+
+/// Checks that `sql` is exactly one SELECT (or WITH … SELECT), parsed with the generic
+/// dialect: what the source database or DataFusion accepts is checked when the job runs.
+fn check_select(sql: &str) -> Result<String, String> {
+    let trimmed = sql.trim().trim_end_matches(';').trim();
+    if trimmed.is_empty() {
+        return Err("is empty; expected a SELECT".into());
+    }
+    let statements = DFParser::parse_sql(trimmed).map_err(|e| format!("is not valid SQL: {e}"))?;
+    match statements.iter().collect::<Vec<_>>().as_slice() {
+        [DfStatement::Statement(s)] if matches!(**s, Statement::Query(_)) => {
+            Ok(trimmed.to_string())
+        }
+        [_] => Err("must be a SELECT (or WITH … SELECT); it only reads".into()),
+        _ => Err(format!(
+            "must be one SELECT, found {} statements",
+            statements.len()
+        )),
+    }
+}
+
+/// `${VAR}` placeholders must be closed and name a variable.
+fn check_placeholders(url: &str) -> Result<(), String> {
+    let mut rest = url;
+    while let Some(start) = rest.find("${") {
+        let Some(end) = rest[start..].find('}') else {
+            return Err("has an unclosed `${` placeholder; write `${VAR_NAME}`".into());
+        };
+        let name = &rest[start + 2..start + end];
+        if !is_identifier(name) {
+            return Err(format!(
+                "placeholder `${{{name}}}` is not an environment variable name"
+            ));
+        }
+        rest = &rest[start + end + 1..];
+    }
+    Ok(())
+}
+
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+fn is_job_id(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_table_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_checks() {
+        assert!(check_select("SELECT 1;").is_ok());
+        assert!(check_select("WITH a AS (SELECT 1) SELECT * FROM a").is_ok());
+        assert!(check_select("DELETE FROM t").is_err());
+        assert!(check_select("SELECT 1; SELECT 2").is_err());
+        assert!(check_select("SELEC 1").is_err());
+    }
+
+    #[test]
+    fn table_names() {
+        assert_eq!(
+            parse_table_name("public.orders"),
+            Ok(From::Table {
+                schema: Some("public".into()),
+                name: "orders".into()
+            })
+        );
+        assert!(parse_table_name("a.b.c").is_err());
+        assert!(parse_table_name("orders; drop table x").is_err());
+    }
+
+    #[test]
+    fn placeholders() {
+        assert!(check_placeholders("postgres://u:${PW}@h/db").is_ok());
+        assert!(check_placeholders("postgres://u:${PW@h/db").is_err());
+        assert!(check_placeholders("postgres://u:${1x}@h/db").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! Job rows: the raw spec, its JSON Schema, the shape check, and compilation into runnable
+//! [`Job`]s. Parse → check shape → deserialize → compile; every step is pure except
+//! reading the files, and every step reports all of its problems at once.
+
+mod compile;
+mod load;
+pub mod shape;
+pub mod spec;
+pub mod units;
+
+use std::fmt;
+
+pub use compile::{
+    Connection, Connections, From, Job, Target, compile, compile_connections, is_identifier,
+    mode_name,
+};
+pub use load::{JobSet, LoadedRow, load_dir};
+pub use spec::{Compression, ConnectionKind, JobSpec, Mode};
+
+use crate::error::Error;
+
+/// One problem with a job row or a connection: where it is and what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or item) the row came from.
+    pub origin: String,
+    /// The field path inside the row, such as `source.cursor` or `target.partition_by[1]`.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(origin: &str, path: impl Into<String>, message: String) -> Self {
+        Self {
+            origin: origin.to_string(),
+            path: path.into(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.origin, self.path, self.message)
+    }
+}
+
+/// Joins config problems into one user error (one problem a line).
+pub fn config_error(problems: &[ConfigError]) -> Error {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Error::user(format!(
+        "invalid job configuration ({} problem{}):\n  {}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        lines.join("\n  ")
+    ))
+}
+
+/// The JSON Schema of a job row, as `sluice jobs schema` prints it.
+pub fn job_schema() -> serde_json::Value {
+    schemars::schema_for!(JobSpec).to_value()
+}
+
+/// The JSON Schema of `connections.yaml`.
+pub fn connections_schema() -> serde_json::Value {
+    schemars::schema_for!(spec::ConnectionsSpec).to_value()
+}
+
+/// Checks a row's shape and deserializes it. Every shape problem is reported.
+pub fn parse_row<T: serde::de::DeserializeOwned>(
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    origin: &str,
+) -> Result<T, Vec<ConfigError>> {
+    let problems = shape::check(schema, value);
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|p| ConfigError::new(origin, p.path, p.message))
+            .collect());
+    }
+    serde_json::from_value(value.clone())
+        .map_err(|e| vec![ConfigError::new(origin, "(top level)", e.to_string())])
+}

@@ -1,0 +1,157 @@
+//! The job row as users write it: in `jobs/*.yaml`, or as a DynamoDB item.
+//!
+//! These raw types mirror the file exactly (`Option`s, no defaults applied) and carry the
+//! documentation that `sluice jobs schema` publishes for editor completion. They are
+//! turned into a [`super::Job`] by [`super::compile`], which checks everything the types
+//! cannot.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One job: one table (or query) of one source database, copied into one lake table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's id: lower-case letters, digits and `_`, starting with a letter (at most
+    /// 64 characters). Used in state, metrics, logs and file names.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,63}$"))]
+    pub job: String,
+    /// What the job copies, for people reading the job list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `false` keeps the row but leaves it out of `sluice run --all` and the scheduled
+    /// runs. Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Where the rows come from.
+    pub source: SourceSpec,
+    /// How each run treats the lake table. Default `full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Optional DataFusion SQL run over the extracted rows, which are the table `source`;
+    /// its result is what lands in the lake. Example:
+    /// `SELECT *, date_format(created_at, '%Y-%m-%d') AS dt FROM source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    /// Where the rows go.
+    pub target: TargetSpec,
+}
+
+/// The source side of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Name of a connection in `connections.yaml` beside the job files.
+    pub connection: String,
+    /// The table to read, as `table` or `schema.table` (`database.table` on MySQL).
+    /// Exactly one of `table` and `query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// A SELECT to read instead of a table. Exactly one of `table` and `query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The incremental column (a timestamp, date, integer or text column that grows).
+    /// Required for mode `incremental`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// The columns that identify a row. Orders the extract, so the same window always
+    /// gives the same files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<Vec<String>>,
+    /// Rows whose cursor is newer than now minus `lag` wait for the next run, so that
+    /// transactions still committing are not skipped. A duration such as `90s`, `5m`,
+    /// `1h30m`, `2d`. Only with a timestamp or date cursor in mode `incremental`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<String>,
+    /// Rows per Arrow batch read from the source (default 65536, from 1024 to 1048576).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_rows: Option<u32>,
+}
+
+/// How a run treats the lake table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every run copies the whole source and replaces the table's data.
+    Full,
+    /// Every run appends the rows whose cursor is in the window (last watermark, now].
+    Incremental,
+    /// Every run copies the whole source under a `snapshot=YYYY-MM-DD` partition; earlier
+    /// snapshots are kept, a rerun on the same day replaces that day's.
+    Snapshot,
+}
+
+/// The lake side of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// The lake (and Athena) table name: lower-case letters, digits and `_`.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,254}$"))]
+    pub table: String,
+    /// Columns of the output (after `transform`) that become Hive partitions
+    /// (`dt=2024-05-01/`), outermost first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_by: Option<Vec<String>>,
+    /// Parquet compression. Default `zstd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// Files roll when they reach this size: `128MiB` (the default), `1GiB`, `512MB`.
+    /// From 1MiB to 5GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<String>,
+}
+
+/// Parquet compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// ZSTD (level 3): the smallest files at a good speed.
+    Zstd,
+    /// Snappy: faster, larger files.
+    Snappy,
+    /// No compression.
+    None,
+}
+
+/// `connections.yaml`: connection name → how to reach the database.
+pub type ConnectionsSpec = BTreeMap<String, ConnectionSpec>;
+
+/// How to reach one source database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSpec {
+    /// The database engine.
+    pub kind: ConnectionKind,
+    /// The connection URL, e.g. `postgres://etl:${SALES_PASSWORD}@10.0.0.5:5432/sales`.
+    /// `${VAR}` is replaced by the environment variable VAR when the job runs, so that no
+    /// password sits in a file. For SQLite, a relative path is relative to the folder of
+    /// this file: `sqlite:data/logistics.db`.
+    pub url: String,
+    /// What this database is, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Database engines sluice reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionKind {
+    /// PostgreSQL 12 or newer.
+    Postgres,
+    /// MySQL 8 or MariaDB 10.5 or newer.
+    Mysql,
+    /// SQLite 3 (a file).
+    Sqlite,
+}
+
+impl ConnectionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionKind::Postgres => "postgres",
+            ConnectionKind::Mysql => "mysql",
+            ConnectionKind::Sqlite => "sqlite",
+        }
+    }
+}

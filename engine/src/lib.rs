@@ -1,0 +1,13 @@
+//! sluice: a Glue-style ETL job engine. Job rows → extract from a relational database →
+//! DataFusion transform → partitioned Parquet in a lake → watermark. See DESIGN.md.
+
+pub mod cli;
+pub mod demo;
+pub mod error;
+pub mod job;
+pub mod pipeline;
+pub mod query;
+pub mod sink;
+pub mod source;
+pub mod store;
+pub mod transform;

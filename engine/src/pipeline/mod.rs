@@ -1,0 +1,342 @@
+//! One run of one job: the only place the stages are wired together.
+//!
+//! The commit protocol, whose invariants the tests check:
+//! 1. The run takes the job's lease: no other run of the job writes state or files until
+//!    it ends.
+//! 2. If the state records a pending attempt, that attempt failed: its files (all named
+//!    with its run key) and its manifest are removed, then the pending mark is cleared.
+//! 3. The window `(lo, hi]` is fixed: `lo` is the committed watermark, `hi` the source's
+//!    greatest cursor (not after now − lag). The run key is a hash of the job and window
+//!    (full and snapshot runs: of the run id), so a retry of the same window writes the
+//!    same file names.
+//! 4. The attempt is recorded as pending (compare-and-set) before any file is written.
+//! 5. Files are written and closed; then the manifest.
+//! 6. Commit: one compare-and-set moves the watermark to `hi`, records the run, and
+//!    clears the pending mark. Until this succeeds the files are not part of the table's
+//!    history, and step 2 of the next run removes them.
+//! 7. Full and snapshot runs then remove the files they replace (older run keys in the
+//!    table, or in the day's snapshot partition). A crash here is finished by the next
+//!    run's step 2b.
+
+pub mod summary;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::SchemaRef;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+pub use summary::{RunStatus, RunSummary};
+
+use crate::error::{Error, Result};
+use crate::job::{Job, Mode, mode_name};
+use crate::sink::{self, Lake, Manifest, PartitionedWriter};
+use crate::source::{self, Window, cursor};
+use crate::store::{Attempt, CommittedRun, JobState, StateStore, Versioned};
+use crate::transform;
+
+/// How long a lease lasts when the store expires leases (not the local one).
+const LEASE_TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// Reads an environment variable (for connection URL placeholders).
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a run needs besides its job.
+pub struct Context {
+    pub lake: Lake,
+    pub store: Arc<dyn StateStore>,
+    /// Reads environment variables (connection URL placeholders).
+    pub env: Env,
+}
+
+impl Context {
+    pub fn new(lake: Lake, store: Arc<dyn StateStore>) -> Self {
+        Self {
+            lake,
+            store,
+            env: Arc::new(|k| std::env::var(k).ok()),
+        }
+    }
+}
+
+/// Runs one job once.
+pub async fn run_job(job: &Job, ctx: &Context) -> Result<RunSummary> {
+    let started = Instant::now();
+    let now = Utc::now();
+    let run_id = format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let span = tracing::info_span!("run", job_id = %job.id, run_id = %run_id);
+    let _enter = span.enter();
+    let mut summary = RunSummary::new(job, &run_id);
+
+    let _lease = ctx.store.lease(&job.id, &run_id, LEASE_TTL).await?;
+    let mut state = ctx.store.load(&job.id).await?;
+    recover(job, ctx, &mut state).await?;
+
+    let mut source = source::open(job, ctx.env.as_ref()).await?;
+    let columns = source.columns().await?;
+    let window = match job.mode {
+        Mode::Incremental => {
+            let Some(window) =
+                incremental_window(job, source.as_mut(), &columns, &state.value, now).await?
+            else {
+                tracing::info!("no new rows");
+                summary.status = RunStatus::UpToDate;
+                summary.window = Window {
+                    cursor: job.cursor.clone(),
+                    lo: state.value.watermark.clone(),
+                    hi: state.value.watermark.clone(),
+                };
+                summary.seconds.total = started.elapsed().as_secs_f64();
+                return Ok(summary);
+            };
+            window
+        }
+        Mode::Full | Mode::Snapshot => Window::everything(),
+    };
+    summary.window = window.clone();
+    let run_key = run_key(job, &window, &run_id);
+
+    state.value.pending = Some(Attempt {
+        run_id: run_id.clone(),
+        run_key: run_key.clone(),
+        table: job.target.table.clone(),
+        window: window.clone(),
+        started_at: now,
+    });
+    state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+
+    let schema = source::types::arrow_schema(&columns);
+    let extract = source.extract(columns, window.clone());
+    let snapshot =
+        (job.mode == Mode::Snapshot).then(|| format!("snapshot={}", now.format("%Y-%m-%d")));
+    let written = write(
+        job,
+        ctx,
+        (schema, extract),
+        &window,
+        &run_key,
+        snapshot,
+        &mut summary,
+    )
+    .await;
+    let manifest = match written {
+        Ok(m) => m,
+        Err(e) => {
+            abandon(job, ctx, &mut state, &run_key).await;
+            return Err(e);
+        }
+    };
+    let commit_started = Instant::now();
+    state.value.pending = None;
+    if job.mode == Mode::Incremental {
+        state.value.watermark = window.hi.clone();
+    }
+    state.value.committed = Some(CommittedRun {
+        run_id: run_id.clone(),
+        run_key: run_key.clone(),
+        mode: mode_name(job.mode).to_string(),
+        window: window.clone(),
+        rows: manifest.rows,
+        files: manifest.files.len(),
+        bytes: manifest.bytes,
+        finished_at: Utc::now(),
+    });
+    state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+    summary.replaced_files = replace(job, ctx, &run_key, now).await?;
+    summary.seconds.commit = commit_started.elapsed().as_secs_f64();
+    summary.seconds.total = started.elapsed().as_secs_f64();
+    summary.status = RunStatus::Committed;
+    tracing::info!(rows = summary.rows, files = summary.files, "committed");
+    Ok(summary)
+}
+
+/// Step 2: removes a failed attempt's files; 2b: finishes a replacement a crash cut short.
+async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) -> Result<()> {
+    if let Some(attempt) = state.value.pending.clone() {
+        let removed = sink::remove_run(&ctx.lake, &attempt.table, &attempt.run_key).await?;
+        tracing::warn!(failed_run = %attempt.run_id, removed, "removed the files of a failed attempt");
+        state.value.pending = None;
+        state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+    }
+    if let Some(committed) = &state.value.committed
+        && committed.mode == mode_name(job.mode)
+        && job.mode == Mode::Full
+    {
+        sink::remove_other_runs(
+            &ctx.lake,
+            &job.target.table,
+            &job.target.table,
+            &committed.run_key,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Fixes `(lo, hi]`, or `None` when there is nothing new.
+async fn incremental_window(
+    job: &Job,
+    source: &mut dyn source::Source,
+    columns: &[source::SourceColumn],
+    state: &JobState,
+    now: DateTime<Utc>,
+) -> Result<Option<Window>> {
+    let name = job
+        .cursor
+        .as_deref()
+        .ok_or_else(|| Error::internal("incremental job without cursor"))?;
+    let column = source::find_column(columns, name).map_err(|e| e.context("source.cursor"))?;
+    cursor::check_cursor_column(column)?;
+    let ceiling = job
+        .lag
+        .map(|lag| cursor::lag_ceiling(column, lag, now))
+        .transpose()?;
+    let lo = state.watermark.clone();
+    let hi = source.max_cursor(column, ceiling.as_ref()).await?;
+    if let (Some(lo), Some(hi)) = (&lo, &hi)
+        && std::mem::discriminant(lo) != std::mem::discriminant(hi)
+    {
+        return Err(Error::user(format!(
+            "the stored watermark {lo} does not match the type of cursor `{name}` ({}); the cursor column changed type — rewind the job's state",
+            column.source_type
+        )));
+    }
+    Ok(match (&lo, hi) {
+        (_, None) => None,
+        (Some(lo), Some(hi)) if hi <= *lo => None,
+        (_, Some(hi)) => Some(Window {
+            cursor: Some(column.name.clone()),
+            lo,
+            hi: Some(hi),
+        }),
+    })
+}
+
+/// Step 5: extract → transform → write, then the manifest.
+async fn write(
+    job: &Job,
+    ctx: &Context,
+    (schema, extract): (SchemaRef, transform::BatchStream),
+    window: &Window,
+    run_key: &str,
+    snapshot: Option<String>,
+    summary: &mut RunSummary,
+) -> Result<Manifest> {
+    let read_rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = read_rows.clone();
+    let extract = extract
+        .inspect(move |b| {
+            if let Ok(b) = b {
+                counter.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .boxed();
+    let (out_schema, mut output) =
+        transform::apply(job.transform.as_deref(), schema, extract).await?;
+    let mut writer = PartitionedWriter::new(
+        ctx.lake.clone(),
+        &job.target,
+        run_key,
+        &out_schema,
+        snapshot,
+    )?;
+    let mut waiting = Duration::ZERO;
+    let mut writing = Duration::ZERO;
+    loop {
+        let t = Instant::now();
+        let Some(batch) = output.next().await else {
+            break;
+        };
+        waiting += t.elapsed();
+        let batch = batch?;
+        let t = Instant::now();
+        summary.rows += batch.num_rows() as u64;
+        writer.write(&batch).await?;
+        writing += t.elapsed();
+    }
+    let t = Instant::now();
+    let files = writer.finish().await?;
+    writing += t.elapsed();
+    summary.rows_read = read_rows.load(std::sync::atomic::Ordering::Relaxed);
+    summary.files = files.len();
+    summary.bytes = files.iter().map(|f| f.bytes).sum();
+    summary.partitions = files
+        .iter()
+        .map(|f| f.partition.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    summary.seconds.extract_transform = waiting.as_secs_f64();
+    summary.seconds.write = writing.as_secs_f64();
+    let manifest = Manifest {
+        job: job.id.clone(),
+        table: job.target.table.clone(),
+        run_id: summary.run_id.clone(),
+        run_key: run_key.to_string(),
+        mode: mode_name(job.mode).to_string(),
+        window: window.clone(),
+        rows: summary.rows,
+        bytes: summary.bytes,
+        files,
+        written_at: Utc::now(),
+    };
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| Error::internal(format!("encoding the manifest: {e}")))?;
+    ctx.lake
+        .put(&ctx.lake.manifest_path(&job.target.table, run_key), json)
+        .await?;
+    Ok(manifest)
+}
+
+/// After a failure: removes what the attempt wrote, right away if possible. If this fails
+/// too, the pending mark stays and the next run removes the files (step 2).
+async fn abandon(job: &Job, ctx: &Context, state: &mut Versioned<JobState>, run_key: &str) {
+    match sink::remove_run(&ctx.lake, &job.target.table, run_key).await {
+        Ok(_) => {
+            state.value.pending = None;
+            if let Ok(v) = ctx.store.save(&job.id, &state.value, state.version).await {
+                state.version = v;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.report(), "could not remove the failed attempt's files; the next run will")
+        }
+    }
+}
+
+/// Step 7: the files a full or snapshot run replaces.
+async fn replace(job: &Job, ctx: &Context, run_key: &str, now: DateTime<Utc>) -> Result<usize> {
+    let table = &job.target.table;
+    match job.mode {
+        Mode::Full => sink::remove_other_runs(&ctx.lake, table, table, run_key).await,
+        Mode::Snapshot => {
+            let scope = format!("{table}/snapshot={}", now.format("%Y-%m-%d"));
+            sink::remove_other_runs(&ctx.lake, table, &scope, run_key).await
+        }
+        Mode::Incremental => Ok(0),
+    }
+}
+
+/// 16 hex digits: of the job, table and window for incremental runs (a retry of the
+/// same window writes the same names), of the run id otherwise.
+fn run_key(job: &Job, window: &Window, run_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(job.id.as_bytes());
+    h.update([0]);
+    h.update(job.target.table.as_bytes());
+    h.update([0]);
+    match job.mode {
+        Mode::Incremental => h.update(serde_json::to_vec(window).unwrap_or_default()),
+        Mode::Full | Mode::Snapshot => h.update(run_id.as_bytes()),
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

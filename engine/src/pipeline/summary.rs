@@ -1,0 +1,137 @@
+//! What a run reports: printed at the end, or as JSON with `--output json`.
+
+use serde::Serialize;
+
+use crate::error::ErrorClass;
+use crate::job::{Job, mode_name};
+use crate::source::Window;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Files written and the watermark moved.
+    Committed,
+    /// Nothing new in the source: no files, no state change.
+    UpToDate,
+    /// The run failed; nothing it wrote is part of the table.
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Seconds {
+    /// Waiting for rows from the source and the transform (they run concurrently).
+    pub extract_transform: f64,
+    /// Encoding Parquet and uploading.
+    pub write: f64,
+    /// Recording the commit and removing replaced files.
+    pub commit: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub job: String,
+    pub run_id: String,
+    pub mode: String,
+    pub table: String,
+    pub status: RunStatus,
+    pub window: Window,
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// Rows written to the lake (after the transform).
+    pub rows: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub partitions: usize,
+    /// Files of earlier runs that a full or snapshot run replaced.
+    pub replaced_files: usize,
+    pub seconds: Seconds,
+    /// Peak resident memory of the process, in bytes (Linux).
+    pub peak_rss: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+}
+
+impl RunSummary {
+    pub fn new(job: &Job, run_id: &str) -> Self {
+        Self::named(&job.id, mode_name(job.mode), &job.target.table, run_id)
+    }
+
+    pub fn named(job: &str, mode: &str, table: &str, run_id: &str) -> Self {
+        Self {
+            job: job.to_string(),
+            run_id: run_id.to_string(),
+            mode: mode.to_string(),
+            table: table.to_string(),
+            status: RunStatus::Failed,
+            window: Window::everything(),
+            rows_read: 0,
+            rows: 0,
+            files: 0,
+            bytes: 0,
+            partitions: 0,
+            replaced_files: 0,
+            seconds: Seconds::default(),
+            peak_rss: None,
+            error: None,
+            error_class: None,
+        }
+    }
+
+    /// One line for people.
+    pub fn line(&self) -> String {
+        let window = match (&self.window.lo, &self.window.hi) {
+            (None, None) => String::new(),
+            (lo, Some(hi)) => format!(
+                " window ({}, {hi}]",
+                lo.as_ref().map_or("start".to_string(), ToString::to_string)
+            ),
+            (Some(lo), None) => format!(" after {lo}"),
+        };
+        match self.status {
+            RunStatus::Committed => format!(
+                "{}: {} rows → {} ({} files, {} partitions, {}) in {:.2}s{window}",
+                self.job,
+                self.rows,
+                self.table,
+                self.files,
+                self.partitions,
+                human_bytes(self.bytes),
+                self.seconds.total
+            ),
+            RunStatus::UpToDate => format!("{}: up to date, nothing new{window}", self.job),
+            RunStatus::Failed => format!(
+                "{}: FAILED ({}): {}",
+                self.job,
+                self.error_class
+                    .map_or("unknown".to_string(), |c| c.to_string()),
+                self.error.as_deref().unwrap_or("")
+            ),
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Peak resident set size of this process (`VmHWM` in /proc/self/status).
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

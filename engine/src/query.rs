@@ -1,0 +1,104 @@
+//! `sluice query`: ANSI SQL over the lake's tables, each registered from its Hive layout
+//! (partition folders become string columns), the way Athena sees them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
+use object_store::ObjectStore;
+
+use crate::error::{Error, Result, classify_datafusion, classify_object_store};
+use crate::sink::Lake;
+
+/// A DataFusion context with every table of the lake registered under its name.
+pub async fn lake_context(lake: &Lake) -> Result<SessionContext> {
+    let ctx = SessionContext::new();
+    let base =
+        url::Url::parse(lake.url()).map_err(|e| Error::internal(format!("lake url: {e}")))?;
+    if base.scheme() != "file" {
+        let bucket = url::Url::parse(&format!(
+            "{}://{}",
+            base.scheme(),
+            base.host_str().unwrap_or_default()
+        ))
+        .map_err(|e| Error::internal(format!("lake url: {e}")))?;
+        ctx.register_object_store(&bucket, lake.store());
+    }
+    let listing = lake
+        .store()
+        .list_with_delimiter(Some(&lake.path("")))
+        .await
+        .map_err(|e| classify_object_store(e, "listing the lake's tables"))?;
+    for dir in listing.common_prefixes {
+        let Some(name) = dir.filename().map(str::to_string) else {
+            continue;
+        };
+        if name.starts_with('_') || name.starts_with('.') {
+            continue;
+        }
+        if let Some(table) = table_from_dir(&ctx, lake, &name).await? {
+            ctx.register_table(name.as_str(), table)
+                .map_err(|e| classify_datafusion(e, &format!("registering lake table {name}")))?;
+        }
+    }
+    Ok(ctx)
+}
+
+async fn table_from_dir(
+    ctx: &SessionContext,
+    lake: &Lake,
+    name: &str,
+) -> Result<Option<Arc<ListingTable>>> {
+    let url = format!("{}/{name}/", lake.url().trim_end_matches('/'));
+    let table_url = ListingTableUrl::parse(&url)
+        .map_err(|e| classify_datafusion(e, &format!("lake table {name}")))?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let state = ctx.state();
+    let config = ListingTableConfig::new(table_url).with_listing_options(options);
+    let config = config
+        .infer_partitions_from_path(&state)
+        .await
+        .map_err(|e| classify_datafusion(e, &format!("reading the partitions of {name}")))?;
+    let config = match config.infer_schema(&state).await {
+        Ok(c) => c,
+        // A table folder with no Parquet files (yet): nothing to register.
+        Err(e) if e.to_string().contains("No files") || e.to_string().contains("empty") => {
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(classify_datafusion(
+                e,
+                &format!("reading the schema of {name}"),
+            ));
+        }
+    };
+    let table = ListingTable::try_new(config)
+        .map_err(|e| classify_datafusion(e, &format!("lake table {name}")))?;
+    Ok(Some(Arc::new(table)))
+}
+
+/// Runs `sql` over the lake and returns every result batch (query results are for
+/// people: they are expected to be small).
+pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
+    let ctx = lake_context(lake).await?;
+    let frame = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| classify_datafusion(e, "query"))?;
+    frame
+        .collect()
+        .await
+        .map_err(|e| classify_datafusion(e, "query"))
+}
+
+/// The result as a text table.
+pub fn render(batches: &[RecordBatch]) -> Result<String> {
+    datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .map(|t| t.to_string())
+        .map_err(|e| Error::internal(format!("formatting the result: {e}")))
+}

@@ -1,0 +1,155 @@
+//! The lake: a local folder or an `s3://bucket/prefix`, through `object_store`.
+//!
+//! Layout, for lake table `orders`:
+//! ```text
+//! orders/dt=2024-05-01/part-<run key>-00000.parquet   data (what Athena reads)
+//! _sluice/manifests/orders/<run key>.json             what each committed run wrote
+//! ```
+//! Every data file's name carries the key of the run that wrote it, which is how a failed
+//! attempt's files are found and removed, and how a full reload finds the files it
+//! replaces.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{Error, Result, classify_object_store};
+
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    /// Where the lake starts inside the store (the S3 prefix; empty for a folder).
+    root: Path,
+    /// The lake as the user named it, with a scheme: `file:///abs/path` or `s3://b/p`.
+    url: String,
+}
+
+impl Lake {
+    /// Opens `s3://bucket/prefix` (credentials, region and endpoint from the standard
+    /// AWS variables) or a local folder, which is created if missing.
+    pub fn open(location: &str) -> Result<Lake> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| classify_object_store(e, &format!("opening lake {location}")))?;
+            return Ok(Lake {
+                store: Arc::new(store),
+                root: Path::from(prefix.trim_matches('/')),
+                url: format!("s3://{bucket}/{}", prefix.trim_matches('/')),
+            });
+        }
+        if location.contains("://") && !location.starts_with("file://") {
+            return Err(Error::user(format!(
+                "lake {location:?} is not supported: use a folder or s3://bucket/prefix"
+            )));
+        }
+        let dir = std::path::PathBuf::from(location.trim_start_matches("file://"));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::user(format!(
+                "cannot create the lake folder {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| Error::user(format!("lake folder {}: {e}", dir.display())))?;
+        let store = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| classify_object_store(e, "opening the lake folder"))?
+            .with_automatic_cleanup(true);
+        Ok(Lake {
+            store: Arc::new(store),
+            root: Path::default(),
+            url: format!("file://{}", dir.display()),
+        })
+    }
+
+    /// An in-memory lake, for tests.
+    pub fn in_memory() -> Lake {
+        Lake {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            root: Path::default(),
+            url: "memory:///".into(),
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A path below the lake's root.
+    pub fn path(&self, relative: &str) -> Path {
+        let mut parts: Vec<String> = self.root.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.extend(
+            relative
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+        );
+        Path::from(parts.join("/"))
+    }
+
+    /// The path relative to the lake's root, as manifests record it.
+    pub fn relative(&self, path: &Path) -> String {
+        let root = self.root.as_ref();
+        let full = path.as_ref();
+        full.strip_prefix(root)
+            .unwrap_or(full)
+            .trim_start_matches('/')
+            .to_string()
+    }
+
+    pub fn table_dir(&self, table: &str) -> Path {
+        self.path(table)
+    }
+
+    pub fn manifest_path(&self, table: &str, run_key: &str) -> Path {
+        self.path(&format!("_sluice/manifests/{table}/{run_key}.json"))
+    }
+
+    /// Every object below `prefix`.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        self.store
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| classify_object_store(e, &format!("listing {prefix}")))
+    }
+
+    /// Deletes an object; one that is already gone is fine (deletes are retried).
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(classify_object_store(e, &format!("deleting {path}"))),
+        }
+    }
+
+    pub async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
+        self.store
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| classify_object_store(e, &format!("writing {path}")))
+    }
+
+    pub async fn get(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        match self.store.get(path).await {
+            Ok(got) => Ok(Some(
+                got.bytes()
+                    .await
+                    .map_err(|e| classify_object_store(e, &format!("reading {path}")))?
+                    .to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(classify_object_store(e, &format!("reading {path}"))),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The sink: partitioned Parquet in the lake, the run manifest, and the clean-up that
+//! makes retries exactly-once.
+
+pub mod lake;
+pub mod writer;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use lake::Lake;
+pub use writer::{PartitionedWriter, WrittenFile};
+
+use crate::error::Result;
+use crate::source::Window;
+
+/// What one committed run wrote: `_sluice/manifests/<table>/<run key>.json`. Written
+/// before the watermark moves; a manifest whose run the state store does not record as
+/// committed belongs to a failed attempt and is removed with its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub job: String,
+    pub table: String,
+    pub run_id: String,
+    pub run_key: String,
+    pub mode: String,
+    pub window: Window,
+    pub files: Vec<WrittenFile>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub written_at: DateTime<Utc>,
+}
+
+/// The run key in a data file's name: `part-<key>-<n>.parquet` (also the upload staging
+/// names the local store uses, `part-<key>-<n>.parquet#1`).
+pub fn run_key_of(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix("part-")?;
+    let (key, tail) = rest.split_once('-')?;
+    (key.len() == 16 && key.chars().all(|c| c.is_ascii_hexdigit()) && tail.contains(".parquet"))
+        .then_some(key)
+}
+
+/// Removes every file a run wrote under `table` and its manifest. Used for a failed
+/// attempt before its retry writes. Returns how many data files were removed.
+pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize> {
+    let mut removed = 0;
+    for object in lake.list(&lake.table_dir(table)).await? {
+        if object.location.filename().and_then(run_key_of) == Some(run_key) {
+            lake.delete(&object.location).await?;
+            removed += 1;
+        }
+    }
+    lake.delete(&lake.manifest_path(table, run_key)).await?;
+    Ok(removed)
+}
+
+/// Removes the data files below `scope` (relative to the lake) that `keep` did not write:
+/// what a full reload (the whole table) or a snapshot rerun (that day's partition)
+/// replaces. Files sluice did not write (other names) are left alone.
+pub async fn remove_other_runs(lake: &Lake, table: &str, scope: &str, keep: &str) -> Result<usize> {
+    let mut removed = 0;
+    for object in lake.list(&lake.path(scope)).await? {
+        match object.location.filename().and_then(run_key_of) {
+            Some(key) if key != keep => {
+                lake.delete(&object.location).await?;
+                lake.delete(&lake.manifest_path(table, key)).await?;
+                removed += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_keys_from_names() {
+        assert_eq!(
+            run_key_of("part-0123456789abcdef-00000.parquet"),
+            Some("0123456789abcdef")
+        );
+        assert_eq!(
+            run_key_of("part-0123456789abcdef-00003.parquet#1"),
+            Some("0123456789abcdef")
+        );
+        assert_eq!(run_key_of("part-xyz-00000.parquet"), None);
+        assert_eq!(run_key_of("data.parquet"), None);
+    }
+}

@@ -1,0 +1,400 @@
+//! Hive-partitioned Parquet writing.
+//!
+//! Guarantees, in the spirit of DataFusion's demux and delta-rs's writer:
+//! - a file is opened only when a row arrives for it: no empty files;
+//! - a file is closed and the next one opened when it reaches the target size;
+//! - partition columns become folders (`dt=2024-05-01/`) and are not stored in the files,
+//!   as Athena and Hive expect; a NULL value goes to `__HIVE_DEFAULT_PARTITION__`;
+//! - file names are `part-<run key>-<n>.parquet` with `n` counting per partition in the
+//!   order rows arrive, so the same window, read in the same order, gives the same names;
+//! - memory is bounded: buffered row groups beyond the budget are flushed (largest
+//!   first), and at most [`MAX_OPEN_FILES`] files are open (the least recently written
+//!   is closed).
+//!
+//! Nothing here commits: the files are invisible to the job's state until the pipeline
+//! records them (see `pipeline`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression as Codec, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use super::lake::Lake;
+use crate::error::{Error, Result};
+use crate::job::{Compression, Target};
+
+/// Files open at once, at most; each holds an upload buffer.
+pub const MAX_OPEN_FILES: usize = 32;
+/// Bytes an open file's upload buffer holds before it becomes a multipart upload.
+const UPLOAD_BUFFER: usize = 8 << 20;
+/// A row group is flushed when its buffered (uncompressed) size reaches this.
+const ROW_GROUP_BYTES: usize = 64 << 20;
+/// Buffered row groups across all open files, at most.
+const BUFFER_BUDGET: usize = 128 << 20;
+
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// A file the writer finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WrittenFile {
+    /// Relative to the lake's root.
+    pub path: String,
+    /// The partition folder (`dt=2024-05-01`), empty when unpartitioned.
+    pub partition: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+struct OpenFile {
+    writer: AsyncArrowWriter<BufWriter>,
+    path: Path,
+    rows: u64,
+    last_write: u64,
+}
+
+/// Writes one run's output into one lake table.
+pub struct PartitionedWriter {
+    lake: Lake,
+    table_dir: String,
+    run_key: String,
+    /// A leading partition every row gets (`snapshot=2024-05-01`), or empty.
+    fixed_partition: String,
+    partition_columns: Vec<(usize, String)>,
+    data_columns: Vec<usize>,
+    file_schema: SchemaRef,
+    props: WriterProperties,
+    file_size: u64,
+    open: HashMap<String, OpenFile>,
+    next_seq: HashMap<String, u32>,
+    files: Vec<WrittenFile>,
+    clock: u64,
+}
+
+impl PartitionedWriter {
+    /// Fails (the user's error) when a partition column is not in the output, or when
+    /// every output column would be a partition column.
+    pub fn new(
+        lake: Lake,
+        target: &Target,
+        run_key: &str,
+        schema: &SchemaRef,
+        fixed_partition: Option<String>,
+    ) -> Result<Self> {
+        let mut partition_columns = Vec::new();
+        for name in &target.partition_by {
+            let index = schema.index_of(name).map_err(|_| {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                Error::user(format!(
+                    "target.partition_by names `{name}`, which the output does not have; output columns: {} (add it in `transform`)",
+                    names.join(", ")
+                ))
+            })?;
+            partition_columns.push((index, name.clone()));
+        }
+        let data_columns: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !partition_columns.iter().any(|(p, _)| p == i))
+            .collect();
+        if data_columns.is_empty() {
+            return Err(Error::user(
+                "every output column is a partition column; the files would hold nothing",
+            ));
+        }
+        let file_schema = Arc::new(Schema::new(
+            data_columns
+                .iter()
+                .map(|&i| schema.field(i).clone())
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self {
+            lake,
+            table_dir: target.table.clone(),
+            run_key: run_key.to_string(),
+            fixed_partition: fixed_partition.unwrap_or_default(),
+            partition_columns,
+            data_columns,
+            file_schema,
+            props: writer_properties(target.compression),
+            file_size: target.file_size,
+            open: HashMap::new(),
+            next_seq: HashMap::new(),
+            files: Vec::new(),
+            clock: 0,
+        })
+    }
+
+    /// Writes a batch, splitting it by partition.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let data = batch
+            .project(&self.data_columns)
+            .map_err(|e| Error::internal(format!("projecting data columns: {e}")))?;
+        if self.partition_columns.is_empty() {
+            let key = self.fixed_partition.clone();
+            return self.write_to(&key, &data).await;
+        }
+        for (key, rows) in self.split(batch)? {
+            let part = if rows.len() == data.num_rows() {
+                data.clone()
+            } else if is_contiguous(&rows) {
+                data.slice(rows[0] as usize, rows.len())
+            } else {
+                take_record_batch(&data, &UInt32Array::from(rows))
+                    .map_err(|e| Error::internal(format!("splitting by partition: {e}")))?
+            };
+            self.write_to(&key, &part).await?;
+        }
+        Ok(())
+    }
+
+    /// Groups row indices by partition folder, in order of first appearance.
+    fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, Vec<u32>)>> {
+        let values: Vec<(String, ArrayRef)> = self
+            .partition_columns
+            .iter()
+            .map(|(i, name)| {
+                cast(batch.column(*i), &DataType::Utf8)
+                    .map(|a| (name.clone(), a))
+                    .map_err(|e| {
+                        Error::user(format!(
+                            "partition column `{name}` cannot be written as text: {e}"
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let strings: Vec<(&str, &StringArray)> = values
+            .iter()
+            .map(|(n, a)| {
+                a.as_any()
+                    .downcast_ref::<StringArray>()
+                    .map(|s| (n.as_str(), s))
+                    .ok_or_else(|| Error::internal("cast to Utf8 gave another type"))
+            })
+            .collect::<Result<_>>()?;
+        let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut key = String::new();
+        for row in 0..batch.num_rows() {
+            key.clear();
+            key.push_str(&self.fixed_partition);
+            for (name, array) in &strings {
+                if !key.is_empty() {
+                    key.push('/');
+                }
+                key.push_str(name);
+                key.push('=');
+                if array.is_null(row) {
+                    key.push_str(HIVE_NULL);
+                } else {
+                    escape_partition_value(array.value(row), &mut key);
+                }
+            }
+            match index.get(key.as_str()) {
+                Some(&g) => groups[g].1.push(row as u32),
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key.clone(), vec![row as u32]));
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    async fn write_to(&mut self, partition: &str, batch: &RecordBatch) -> Result<()> {
+        if !self.open.contains_key(partition) {
+            if self.open.len() >= MAX_OPEN_FILES {
+                self.close_least_recent().await?;
+            }
+            let file = self.open_file(partition)?;
+            self.open.insert(partition.to_string(), file);
+        }
+        self.clock += 1;
+        let Some(file) = self.open.get_mut(partition) else {
+            return Err(Error::internal("open file vanished"));
+        };
+        file.writer
+            .write(batch)
+            .await
+            .map_err(|e| Error::external(format!("writing {}: {e}", file.path)))?;
+        file.rows += batch.num_rows() as u64;
+        file.last_write = self.clock;
+        if file.writer.in_progress_size() >= ROW_GROUP_BYTES {
+            file.writer
+                .flush()
+                .await
+                .map_err(|e| Error::external(format!("writing {}: {e}", file.path)))?;
+        }
+        // Buffered (uncompressed) bytes shrink several times when encoded; counting them
+        // at a quarter keeps files near the target size.
+        let estimate =
+            file.writer.bytes_written() as u64 + file.writer.in_progress_size() as u64 / 4;
+        if estimate >= self.file_size {
+            self.close(partition).await?;
+        }
+        self.keep_within_budget().await
+    }
+
+    fn open_file(&mut self, partition: &str) -> Result<OpenFile> {
+        let seq = self.next_seq.entry(partition.to_string()).or_insert(0);
+        let name = format!("part-{}-{:05}.parquet", self.run_key, seq);
+        *seq += 1;
+        let relative = if partition.is_empty() {
+            format!("{}/{name}", self.table_dir)
+        } else {
+            format!("{}/{partition}/{name}", self.table_dir)
+        };
+        let path = self.lake.path(&relative);
+        let upload = BufWriter::with_capacity(self.lake.store(), path.clone(), UPLOAD_BUFFER);
+        let writer =
+            AsyncArrowWriter::try_new(upload, self.file_schema.clone(), Some(self.props.clone()))
+                .map_err(|e| Error::internal(format!("opening a Parquet writer: {e}")))?;
+        Ok(OpenFile {
+            writer,
+            path,
+            rows: 0,
+            last_write: self.clock,
+        })
+    }
+
+    async fn close(&mut self, partition: &str) -> Result<()> {
+        let Some(file) = self.open.remove(partition) else {
+            return Ok(());
+        };
+        let path = file.path.clone();
+        let rows = file.rows;
+        let writer = file.writer;
+        let bytes = {
+            let mut w = writer;
+            w.flush()
+                .await
+                .map_err(|e| Error::external(format!("writing {path}: {e}")))?;
+            let n = w.bytes_written() as u64;
+            w.close()
+                .await
+                .map_err(|e| Error::external(format!("finishing {path}: {e}")))?;
+            n
+        };
+        self.files.push(WrittenFile {
+            path: self.lake.relative(&path),
+            partition: partition.to_string(),
+            rows,
+            bytes,
+        });
+        Ok(())
+    }
+
+    async fn close_least_recent(&mut self) -> Result<()> {
+        let oldest = self
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.last_write)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(key) => self.close(&key).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn keep_within_budget(&mut self) -> Result<()> {
+        loop {
+            let total: usize = self
+                .open
+                .values()
+                .map(|f| f.writer.in_progress_size())
+                .sum();
+            if total <= BUFFER_BUDGET {
+                return Ok(());
+            }
+            let Some(largest) = self
+                .open
+                .values_mut()
+                .max_by_key(|f| f.writer.in_progress_size())
+            else {
+                return Ok(());
+            };
+            largest
+                .writer
+                .flush()
+                .await
+                .map_err(|e| Error::external(format!("writing {}: {e}", largest.path)))?;
+        }
+    }
+
+    /// Closes every open file and returns all files written, in the order they closed.
+    pub async fn finish(mut self) -> Result<Vec<WrittenFile>> {
+        let mut keys: Vec<String> = self.open.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            self.close(&key).await?;
+        }
+        // The byte count of the footer is not in `bytes_written` before close; report the
+        // real sizes from the store so the manifest matches the files.
+        let mut files = std::mem::take(&mut self.files);
+        for f in &mut files {
+            if let Ok(meta) = self.lake.store().head(&self.lake.path(&f.path)).await {
+                f.bytes = meta.size;
+            }
+        }
+        Ok(files)
+    }
+}
+
+fn is_contiguous(rows: &[u32]) -> bool {
+    rows.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+/// Hive's escaping of partition values: characters that mean something in a path or to
+/// Hive become `%XX`.
+pub fn escape_partition_value(value: &str, out: &mut String) {
+    if value.is_empty() {
+        out.push_str(HIVE_NULL);
+        return;
+    }
+    for c in value.chars() {
+        if c.is_control() || "\"#%'*/:=?\\{[]^".contains(c) {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+fn writer_properties(compression: Compression) -> WriterProperties {
+    let codec = match compression {
+        Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
+        Compression::Snappy => Codec::SNAPPY,
+        Compression::None => Codec::UNCOMPRESSED,
+    };
+    WriterProperties::builder()
+        .set_compression(codec)
+        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hive_escaping() {
+        let mut s = String::new();
+        escape_partition_value("a/b=c", &mut s);
+        assert_eq!(s, "a%2Fb%3Dc");
+        let mut s = String::new();
+        escape_partition_value("2024-05-01", &mut s);
+        assert_eq!(s, "2024-05-01");
+    }
+}

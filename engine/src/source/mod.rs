@@ -1,0 +1,177 @@
+//! Sources: relational databases read through sqlx and streamed as Arrow batches of
+//! bounded size. One module per database; this module holds what they share: the
+//! [`Source`] contract, cursor values and windows, SQL building, and the extract loop.
+
+mod batch;
+pub mod cursor;
+mod mysql;
+mod postgres;
+mod sql;
+mod sqlite;
+pub mod types;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::stream::BoxStream;
+
+pub use batch::BatchBuilder;
+pub use cursor::{CursorValue, Window};
+pub use types::{LakeType, SourceColumn};
+
+use crate::error::{Error, Result};
+use crate::job::{ConnectionKind, Job};
+
+/// A connected source database, for one job.
+///
+/// Contract: `columns` is called first; `max_cursor` at most once, only for incremental
+/// jobs; then `extract` exactly once, which consumes the source. Nothing is written to
+/// the database: every statement is a SELECT.
+#[async_trait]
+pub trait Source: Send {
+    /// The columns the job's table or query yields, in order, with their lake types.
+    async fn columns(&mut self) -> Result<Vec<SourceColumn>>;
+
+    /// The greatest value of `cursor` not after `ceiling` (when given), or `None` when no
+    /// row qualifies. This fixes the window's upper bound for the whole run.
+    async fn max_cursor(
+        &mut self,
+        cursor: &SourceColumn,
+        ceiling: Option<&CursorValue>,
+    ) -> Result<Option<CursorValue>>;
+
+    /// Streams the rows of `window` (all rows when the window is unbounded) ordered by the
+    /// cursor and then the primary key, as batches of at most the job's `batch_rows`.
+    /// Memory is bounded: the driver reads ahead at most two batches.
+    fn extract(
+        self: Box<Self>,
+        columns: Vec<SourceColumn>,
+        window: Window,
+    ) -> BoxStream<'static, Result<RecordBatch>>;
+}
+
+/// Connects to the job's source database.
+pub async fn open(job: &Job, env: &dyn Fn(&str) -> Option<String>) -> Result<Box<dyn Source>> {
+    let (url, secrets) = resolve_url(&job.connection.url, &job.connection.name, env)?;
+    let plan = sql::Plan::new(job);
+    let source: Result<Box<dyn Source>> = match job.connection.kind {
+        ConnectionKind::Postgres => postgres::connect(&url, plan)
+            .await
+            .map(|s| Box::new(s) as Box<dyn Source>),
+        ConnectionKind::Mysql => mysql::connect(&url, plan)
+            .await
+            .map(|s| Box::new(s) as Box<dyn Source>),
+        ConnectionKind::Sqlite => sqlite::connect(&url, job.connection.base_dir.as_deref(), plan)
+            .await
+            .map(|s| Box::new(s) as Box<dyn Source>),
+    };
+    source.map_err(|e| redact(e, &secrets).context(format!("connection `{}`", job.connection.name)))
+}
+
+/// Fills `${VAR}` placeholders from the environment. Returns the URL and the values put
+/// in, so that they can be scrubbed from any error message.
+pub fn resolve_url(
+    template: &str,
+    connection: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, Vec<String>)> {
+    let mut out = String::with_capacity(template.len());
+    let mut secrets = Vec::new();
+    let mut missing = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            return Err(Error::user(format!(
+                "connection `{connection}`: unclosed `${{` in url"
+            )));
+        };
+        let name = &rest[start + 2..start + len];
+        match env(name) {
+            Some(value) => {
+                out.push_str(&url_escape(&value));
+                if !value.is_empty() {
+                    secrets.push(value);
+                }
+            }
+            None => missing.push(name.to_string()),
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    if !missing.is_empty() {
+        return Err(Error::user(format!(
+            "connection `{connection}` needs the environment variable{} {} (its url has ${{…}} placeholders)",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", ")
+        )));
+    }
+    Ok((out, secrets))
+}
+
+/// Percent-escapes the characters that would break a URL's user-info or path, so that a
+/// password such as `p@ss/word` works as a placeholder value.
+fn url_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '@' | '/' | ':' | '?' | '#' | '%' | ' ' | '[' | ']' => {
+                out.push_str(&format!("%{:02X}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Removes secret values from an error message.
+pub fn redact(mut err: Error, secrets: &[String]) -> Error {
+    for s in secrets {
+        err.message = err
+            .message
+            .replace(s.as_str(), "***")
+            .replace(&url_escape(s), "***");
+    }
+    if !secrets.is_empty() {
+        // The driver error's own text may hold the URL: keep only our scrubbed message.
+        err.source = None;
+    }
+    err
+}
+
+/// Columns of `columns` by lower-case lake name, for resolving job column references.
+pub fn find_column<'a>(columns: &'a [SourceColumn], name: &str) -> Result<&'a SourceColumn> {
+    let by_name: BTreeMap<&str, &SourceColumn> =
+        columns.iter().map(|c| (c.lake_name.as_str(), c)).collect();
+    by_name
+        .get(name.to_lowercase().as_str())
+        .copied()
+        .ok_or_else(|| {
+            let hint =
+                crate::job::shape::did_you_mean(&name.to_lowercase(), by_name.keys().copied())
+                    .map(|m| format!("; did you mean `{m}`?"))
+                    .unwrap_or_else(|| ".".into());
+            Error::user(format!(
+                "the source has no column `{name}`{hint} Its columns: {}",
+                by_name.keys().copied().collect::<Vec<_>>().join(", ")
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_resolve_and_redact() {
+        let env = |k: &str| (k == "PW").then(|| "s3cr@t".to_string());
+        let (url, secrets) =
+            resolve_url("postgres://u:${PW}@h/db", "sales", &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(url, "postgres://u:s3cr%40t@h/db");
+        let err = redact(Error::external(format!("cannot reach {url}")), &secrets);
+        assert!(!err.message.contains("s3cr"), "{}", err.message);
+        let missing = resolve_url("postgres://u:${NOPE}@h/db", "sales", &env);
+        assert!(missing.is_err_and(|e| e.message.contains("NOPE")));
+    }
+}

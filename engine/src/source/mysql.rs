@@ -1,0 +1,169 @@
+//! MySQL and MariaDB through sqlx: column discovery from the prepared statement plus
+//! `information_schema.COLUMNS` (DECIMAL precision and scale, for tables), and the MySQL
+//! type mapping. Sessions run in UTC so that TIMESTAMP values arrive as UTC.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use bigdecimal::BigDecimal;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::{Column, ConnectOptions, Executor, MySql, Row, Statement, TypeInfo};
+
+use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError, read_common};
+use super::sql::{Dialect, Plan, SqlSource, Syntax, extract_loop};
+use super::types::{LakeType, Read, SourceColumn};
+use crate::error::{Error, Result, classify_sqlx};
+use crate::job::From;
+
+extract_loop!(MySql);
+
+pub async fn connect(url: &str, plan: Plan) -> Result<SqlSource<MySql>> {
+    let url = url.replacen("mariadb://", "mysql://", 1);
+    let options = MySqlConnectOptions::from_str(&url)
+        .map_err(|e| Error::user(format!("invalid mysql url: {e}")))?
+        .timezone(Some("+00:00".to_string()));
+    let conn = options
+        .connect()
+        .await
+        .map_err(|e| classify_sqlx(e, "connecting to MySQL"))?;
+    Ok(SqlSource { conn, plan })
+}
+
+impl Dialect for MySql {
+    const SYNTAX: Syntax = Syntax {
+        quote: '`',
+        numbered_params: false,
+        text_type: "CHAR",
+    };
+
+    async fn columns(conn: &mut MySqlConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
+        let sql = Self::SYNTAX.describe(&plan.from);
+        let statement = conn
+            .prepare(&sql)
+            .await
+            .map_err(|e| classify_sqlx(e, "reading the source's columns"))?;
+        let described: Vec<(String, String)> = statement
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+            .collect();
+        let decimals = match &plan.from {
+            From::Table { schema, name } => table_decimals(conn, schema.as_deref(), name).await?,
+            From::Query(_) => HashMap::new(),
+        };
+        Ok(described
+            .iter()
+            .map(|(name, type_name)| map_type(name, type_name, decimals.get(name).copied()))
+            .collect())
+    }
+}
+
+/// DECIMAL(p, s) of a table's columns; a query's DECIMAL columns are read as text.
+async fn table_decimals(
+    conn: &mut MySqlConnection,
+    schema: Option<&str>,
+    table: &str,
+) -> Result<HashMap<String, (u32, i32)>> {
+    let rows: Vec<(String, Option<u64>, Option<u64>)> = sqlx::query_as(
+        "SELECT CAST(COLUMN_NAME AS CHAR), NUMERIC_PRECISION, NUMERIC_SCALE FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND DATA_TYPE = 'decimal'",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| classify_sqlx(e, "reading DECIMAL precision"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, p, s)| Some((name, (u32::try_from(p?).ok()?, i32::try_from(s?).ok()?))))
+        .collect())
+}
+
+/// The MySQL type mapping. Unsigned integers widen so that every value fits; TINYINT(1)
+/// (`BOOLEAN`) stays a tinyint because it may hold any value from -128 to 127.
+fn map_type(name: &str, type_name: &str, decimal: Option<(u32, i32)>) -> SourceColumn {
+    let typed = |read, lake| SourceColumn::new(name, type_name, read, lake, false);
+    match type_name {
+        "BOOLEAN" | "TINYINT" => typed(Read::I8, LakeType::Int8),
+        "TINYINT UNSIGNED" => typed(Read::U8, LakeType::Int16),
+        "SMALLINT" => typed(Read::I16, LakeType::Int16),
+        "SMALLINT UNSIGNED" => typed(Read::U16, LakeType::Int32),
+        "MEDIUMINT" | "INT" => typed(Read::I32, LakeType::Int32),
+        "MEDIUMINT UNSIGNED" | "INT UNSIGNED" => typed(Read::U32, LakeType::Int64),
+        "BIGINT" => typed(Read::I64, LakeType::Int64),
+        "BIGINT UNSIGNED" => typed(Read::U64, LakeType::decimal(20, 0)),
+        "YEAR" => typed(Read::U16, LakeType::Int16),
+        "FLOAT" => typed(Read::F32, LakeType::Float32),
+        "DOUBLE" => typed(Read::F64, LakeType::Float64),
+        "DECIMAL" => match decimal.map(|(p, s)| LakeType::decimal(p, s)) {
+            Some(lake @ LakeType::Decimal { .. }) => typed(Read::Decimal, lake),
+            _ => SourceColumn::text(name, type_name),
+        },
+        "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" => {
+            typed(Read::Text, LakeType::String)
+        }
+        "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+            typed(Read::Bytes, LakeType::Binary)
+        }
+        "DATE" => typed(Read::Date, LakeType::Date),
+        "DATETIME" => typed(Read::DateTime, LakeType::Timestamp),
+        "TIMESTAMP" => typed(Read::DateTimeUtc, LakeType::TimestampUtc),
+        // TIME, JSON, ENUM, SET, BIT, GEOMETRY, …
+        _ => SourceColumn::text(name, type_name),
+    }
+}
+
+impl DialectRow for MySqlRow {
+    fn read(
+        &self,
+        i: usize,
+        read: Read,
+        b: &mut ColumnBuilder,
+    ) -> std::result::Result<(), ReadError> {
+        if read_common(self, i, read, b)? {
+            return Ok(());
+        }
+        let unsigned = match read {
+            Read::Decimal => {
+                match self.try_get::<Option<BigDecimal>, _>(i)? {
+                    Some(v) => b.decimal(&v)?,
+                    None => b.null(),
+                }
+                return Ok(());
+            }
+            Read::U8 => self.try_get::<Option<u8>, _>(i)?.map(u64::from),
+            Read::U16 => self.try_get::<Option<u16>, _>(i)?.map(u64::from),
+            Read::U32 => self.try_get::<Option<u32>, _>(i)?.map(u64::from),
+            Read::U64 => self.try_get::<Option<u64>, _>(i)?,
+            other => return Err(Misfit(format!("MySQL has no {other:?} values")).into()),
+        };
+        match unsigned {
+            Some(v) => b.uint(v)?,
+            None => b.null(),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsigned_integers_widen() {
+        assert_eq!(
+            map_type("a", "TINYINT UNSIGNED", None).lake,
+            LakeType::Int16
+        );
+        assert_eq!(map_type("a", "INT UNSIGNED", None).lake, LakeType::Int64);
+        assert_eq!(
+            map_type("a", "BIGINT UNSIGNED", None).lake,
+            LakeType::Decimal {
+                precision: 20,
+                scale: 0
+            }
+        );
+        assert_eq!(map_type("a", "DECIMAL", None).lake, LakeType::String);
+        assert_eq!(map_type("a", "JSON", None).lake, LakeType::String);
+    }
+}

@@ -1,0 +1,151 @@
+//! PostgreSQL through sqlx: column discovery from the prepared statement plus
+//! `pg_attribute` (for NUMERIC precision and scale), and the PostgreSQL type mapping.
+
+use std::str::FromStr;
+
+use bigdecimal::BigDecimal;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{Column, ConnectOptions, Executor, Postgres, Row, Statement, TypeInfo};
+
+use super::batch::{ColumnBuilder, DialectRow, ReadError, read_common};
+use super::sql::{Dialect, Plan, SqlSource, Syntax, extract_loop};
+use super::types::{LakeType, Read, SourceColumn};
+use crate::error::{Error, Result, classify_sqlx};
+
+extract_loop!(Postgres);
+
+pub async fn connect(url: &str, plan: Plan) -> Result<SqlSource<Postgres>> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::user(format!("invalid postgres url: {e}")))?
+        .application_name("sluice");
+    let conn = options
+        .connect()
+        .await
+        .map_err(|e| classify_sqlx(e, "connecting to PostgreSQL"))?;
+    Ok(SqlSource { conn, plan })
+}
+
+impl Dialect for Postgres {
+    const SYNTAX: Syntax = Syntax {
+        quote: '"',
+        numbered_params: true,
+        text_type: "TEXT",
+    };
+
+    async fn columns(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
+        let sql = Self::SYNTAX.describe(&plan.from);
+        let statement = conn
+            .prepare(&sql)
+            .await
+            .map_err(|e| classify_sqlx(e, "reading the source's columns"))?;
+        let mut out = Vec::new();
+        for column in statement.columns() {
+            let type_name = column.type_info().name().to_string();
+            let numeric = match (
+                type_name.as_str(),
+                column.relation_id(),
+                column.relation_attribute_no(),
+            ) {
+                ("NUMERIC", Some(table), Some(attnum)) => {
+                    let typmod: i32 = sqlx::query_scalar(
+                        "SELECT atttypmod FROM pg_attribute WHERE attrelid = $1 AND attnum = $2",
+                    )
+                    .bind(table)
+                    .bind(attnum)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| classify_sqlx(e, "reading NUMERIC precision"))?;
+                    numeric_typmod(typmod)
+                }
+                _ => None,
+            };
+            out.push(map_type(column.name(), &type_name, numeric));
+        }
+        Ok(out)
+    }
+}
+
+/// NUMERIC(p, s) is stored as typmod `((p << 16) | s) + 4`; -1 means unconstrained.
+fn numeric_typmod(typmod: i32) -> Option<(u32, i32)> {
+    (typmod >= 4).then(|| {
+        let t = typmod - 4;
+        (((t >> 16) & 0xffff) as u32, t & 0xffff)
+    })
+}
+
+/// The PostgreSQL type mapping. Types not listed are read as text.
+fn map_type(name: &str, type_name: &str, numeric: Option<(u32, i32)>) -> SourceColumn {
+    let typed = |read, lake| SourceColumn::new(name, type_name, read, lake, false);
+    match type_name {
+        "BOOL" => typed(Read::Bool, LakeType::Boolean),
+        "INT2" => typed(Read::I16, LakeType::Int16),
+        "INT4" => typed(Read::I32, LakeType::Int32),
+        "INT8" => typed(Read::I64, LakeType::Int64),
+        "FLOAT4" => typed(Read::F32, LakeType::Float32),
+        "FLOAT8" => typed(Read::F64, LakeType::Float64),
+        "NUMERIC" => match numeric.map(|(p, s)| LakeType::decimal(p, s)) {
+            Some(lake @ LakeType::Decimal { .. }) => typed(Read::Decimal, lake),
+            _ => SourceColumn::text(name, type_name),
+        },
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => typed(Read::Text, LakeType::String),
+        "BYTEA" => typed(Read::Bytes, LakeType::Binary),
+        "DATE" => typed(Read::Date, LakeType::Date),
+        "TIMESTAMP" => typed(Read::DateTime, LakeType::Timestamp),
+        "TIMESTAMPTZ" => typed(Read::DateTimeUtc, LakeType::TimestampUtc),
+        // TIME, JSON, JSONB, UUID, INTERVAL, INET, MONEY, arrays, enums, …
+        _ => SourceColumn::text(name, type_name),
+    }
+}
+
+impl DialectRow for PgRow {
+    fn read(
+        &self,
+        i: usize,
+        read: Read,
+        b: &mut ColumnBuilder,
+    ) -> std::result::Result<(), ReadError> {
+        if read_common(self, i, read, b)? {
+            return Ok(());
+        }
+        match read {
+            Read::Decimal => match self.try_get::<Option<BigDecimal>, _>(i)? {
+                Some(v) => b.decimal(&v)?,
+                None => b.null(),
+            },
+            other => {
+                return Err(ReadError::Misfit(super::batch::Misfit(format!(
+                    "PostgreSQL has no {other:?} values"
+                ))));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typmod_decoding() {
+        assert_eq!(numeric_typmod(-1), None);
+        assert_eq!(numeric_typmod(((12 << 16) | 2) + 4), Some((12, 2)));
+    }
+
+    #[test]
+    fn numeric_wider_than_38_is_text() {
+        let c = map_type("n", "NUMERIC", Some((50, 2)));
+        assert_eq!(c.lake, LakeType::String);
+        assert!(c.as_text);
+        let c = map_type("n", "NUMERIC", None);
+        assert_eq!(c.lake, LakeType::String);
+        let c = map_type("n", "NUMERIC", Some((38, 10)));
+        assert_eq!(
+            c.lake,
+            LakeType::Decimal {
+                precision: 38,
+                scale: 10
+            }
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! SQLite through sqlx, opened read-only. SQLite types are declared, not enforced, so the
+//! mapping follows SQLite's own affinity rules on the declared type (`PRAGMA table_info`
+//! for a table, the prepared statement for a query), and a stored value that does not
+//! fit its declared type is an error naming the column.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
+use sqlx::{Column, ConnectOptions, Executor, Row, Sqlite, Statement, TypeInfo};
+
+use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError, read_common};
+use super::sql::{Dialect, Plan, SqlSource, Syntax, extract_loop};
+use super::types::{LakeType, Read, SourceColumn};
+use crate::error::{Error, Result, classify_sqlx};
+use crate::job::From;
+
+extract_loop!(Sqlite);
+
+/// Opens the database file read-only; a relative path is taken from `base_dir` (the
+/// folder of the connections file).
+pub async fn connect(url: &str, base_dir: Option<&Path>, plan: Plan) -> Result<SqlSource<Sqlite>> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let file = match base_dir {
+        Some(base) if Path::new(path).is_relative() => base.join(path),
+        _ => Path::new(path).to_path_buf(),
+    };
+    if !file.exists() {
+        return Err(Error::user(format!(
+            "SQLite database {} does not exist",
+            file.display()
+        )));
+    }
+    let url = if query.is_empty() {
+        format!("sqlite://{}", file.display())
+    } else {
+        format!("sqlite://{}?{query}", file.display())
+    };
+    let options = SqliteConnectOptions::from_str(&url)
+        .map_err(|e| Error::user(format!("invalid sqlite url: {e}")))?
+        .read_only(true);
+    let conn = options
+        .connect()
+        .await
+        .map_err(|e| classify_sqlx(e, "opening the SQLite database"))?;
+    Ok(SqlSource { conn, plan })
+}
+
+impl Dialect for Sqlite {
+    const SYNTAX: Syntax = Syntax {
+        quote: '"',
+        numbered_params: false,
+        text_type: "TEXT",
+    };
+
+    async fn columns(conn: &mut SqliteConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
+        let declared: Vec<(String, String)> = match &plan.from {
+            From::Table { schema, name } => sqlx::query_as::<_, (String, String)>(
+                "SELECT name, type FROM pragma_table_info(?1, COALESCE(?2, 'main'))",
+            )
+            .bind(name)
+            .bind(schema)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| classify_sqlx(e, "reading the table's columns"))?,
+            From::Query(_) => Vec::new(),
+        };
+        if !declared.is_empty() {
+            return Ok(declared.iter().map(|(n, t)| map_type(n, t)).collect());
+        }
+        let sql = Self::SYNTAX.describe(&plan.from);
+        let statement = conn
+            .prepare(&sql)
+            .await
+            .map_err(|e| classify_sqlx(e, "reading the source's columns"))?;
+        if statement.columns().is_empty() {
+            return Err(Error::user(
+                "the source has no columns (does the table exist?)",
+            ));
+        }
+        Ok(statement
+            .columns()
+            .iter()
+            .map(|c| map_type(c.name(), c.type_info().name()))
+            .collect())
+    }
+}
+
+/// SQLite's affinity rules (https://sqlite.org/datatype3.html §3.1) refined by the names
+/// people declare: BOOLEAN, DATE, DATETIME/TIMESTAMP, DECIMAL(p, s).
+fn map_type(name: &str, declared: &str) -> SourceColumn {
+    let upper = declared.to_ascii_uppercase();
+    let typed = |read, lake| SourceColumn::new(name, declared, read, lake, false);
+    let base = upper.split('(').next().unwrap_or_default().trim();
+    match base {
+        "BOOLEAN" | "BOOL" => return typed(Read::Bool, LakeType::Boolean),
+        "DATE" => return typed(Read::Date, LakeType::Date),
+        "DATETIME" | "TIMESTAMP" => return typed(Read::DateTime, LakeType::Timestamp),
+        "TIMESTAMPTZ" | "TIMESTAMP WITH TIME ZONE" => {
+            return typed(Read::DateTimeUtc, LakeType::TimestampUtc);
+        }
+        "DECIMAL" | "NUMERIC" => {
+            return match decimal_args(&upper) {
+                Some((p, s)) => match LakeType::decimal(p, s) {
+                    lake @ LakeType::Decimal { .. } => typed(Read::Decimal, lake),
+                    _ => typed(Read::Text, LakeType::String),
+                },
+                None => typed(Read::Text, LakeType::String),
+            };
+        }
+        _ => {}
+    }
+    if upper.contains("INT") {
+        typed(Read::I64, LakeType::Int64)
+    } else if upper.contains("CHAR") || upper.contains("CLOB") || upper.contains("TEXT") {
+        typed(Read::Text, LakeType::String)
+    } else if upper.contains("BLOB") {
+        typed(Read::Bytes, LakeType::Binary)
+    } else if upper.contains("REAL") || upper.contains("FLOA") || upper.contains("DOUB") {
+        typed(Read::F64, LakeType::Float64)
+    } else {
+        // No declared type, or NUMERIC affinity without precision: keep the text form.
+        typed(Read::Text, LakeType::String)
+    }
+}
+
+fn decimal_args(upper: &str) -> Option<(u32, i32)> {
+    let args = upper.split_once('(')?.1.trim_end().trim_end_matches(')');
+    let mut parts = args.split(',').map(|p| p.trim().parse::<i64>());
+    let precision = u32::try_from(parts.next()?.ok()?).ok()?;
+    let scale = match parts.next() {
+        Some(s) => i32::try_from(s.ok()?).ok()?,
+        None => 0,
+    };
+    Some((precision, scale))
+}
+
+impl DialectRow for SqliteRow {
+    fn read(
+        &self,
+        i: usize,
+        read: Read,
+        b: &mut ColumnBuilder,
+    ) -> std::result::Result<(), ReadError> {
+        match read {
+            // SQLite stores declared decimals as INTEGER, REAL or TEXT; its text form is
+            // exact for the first two, and the builder refuses what does not fit.
+            Read::Decimal | Read::Text => match self.try_get_unchecked::<Option<String>, _>(i)? {
+                Some(v) => b.text(&v)?,
+                None => b.null(),
+            },
+            _ if read_common(self, i, read, b)? => {}
+            other => return Err(Misfit(format!("SQLite has no {other:?} values")).into()),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_and_declared_names() {
+        assert_eq!(map_type("a", "INTEGER").lake, LakeType::Int64);
+        assert_eq!(map_type("a", "BIGINT").lake, LakeType::Int64);
+        assert_eq!(map_type("a", "VARCHAR(20)").lake, LakeType::String);
+        assert_eq!(map_type("a", "DOUBLE PRECISION").lake, LakeType::Float64);
+        assert_eq!(
+            map_type("a", "DECIMAL(10,2)").lake,
+            LakeType::Decimal {
+                precision: 10,
+                scale: 2
+            }
+        );
+        assert_eq!(map_type("a", "boolean").lake, LakeType::Boolean);
+        assert_eq!(map_type("a", "DATETIME").lake, LakeType::Timestamp);
+        assert_eq!(map_type("a", "").lake, LakeType::String);
+    }
+}

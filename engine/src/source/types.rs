@@ -1,0 +1,196 @@
+//! The one type mapping: source type → how it is read → lake type (Arrow, Parquet,
+//! Athena). Each dialect's `match` from its own type names lives in its module and ends
+//! in one of these [`LakeType`]s; everything downstream derives from it.
+//!
+//! | lake type        | Arrow / Parquet                        | Athena          |
+//! |------------------|----------------------------------------|-----------------|
+//! | Boolean          | Boolean / BOOLEAN                      | boolean         |
+//! | Int8 … Int64     | Int8…Int64 / INT32, INT64 (int logical) | tinyint…bigint  |
+//! | Float32, Float64 | Float32, Float64 / FLOAT, DOUBLE       | float, double   |
+//! | Decimal(p, s)    | Decimal128(p, s) / DECIMAL(p, s)       | decimal(p,s)    |
+//! | String           | Utf8 / BYTE_ARRAY (STRING)             | string          |
+//! | Binary           | Binary / BYTE_ARRAY                    | binary          |
+//! | Date             | Date32 / INT32 (DATE)                  | date            |
+//! | Timestamp        | Timestamp(µs) / INT64 (TIMESTAMP µs)    | timestamp       |
+//! | TimestampUtc     | Timestamp(µs, UTC) / INT64 (µs, UTC)    | timestamp       |
+//!
+//! Nothing is lossy by default: unsigned integers widen to the next signed width
+//! (BIGINT UNSIGNED → decimal(20,0)); NUMERIC keeps precision and scale up to 38 digits
+//! and becomes a string beyond that or when unconstrained; timestamps keep microseconds
+//! (never nanoseconds, never INT96); TIME, JSON, UUID, enums, intervals, network types
+//! and anything else become strings as the database prints them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// The type a column has in the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LakeType {
+    Boolean,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
+    String,
+    Binary,
+    Date,
+    /// A timestamp without time zone, taken to be UTC.
+    Timestamp,
+    /// A timestamp with time zone, normalised to UTC.
+    TimestampUtc,
+}
+
+/// Widest decimal kept as a decimal; wider ones become strings.
+pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
+impl LakeType {
+    pub fn arrow(self) -> DataType {
+        match self {
+            LakeType::Boolean => DataType::Boolean,
+            LakeType::Int8 => DataType::Int8,
+            LakeType::Int16 => DataType::Int16,
+            LakeType::Int32 => DataType::Int32,
+            LakeType::Int64 => DataType::Int64,
+            LakeType::Float32 => DataType::Float32,
+            LakeType::Float64 => DataType::Float64,
+            LakeType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+            LakeType::String => DataType::Utf8,
+            LakeType::Binary => DataType::Binary,
+            LakeType::Date => DataType::Date32,
+            LakeType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            LakeType::TimestampUtc => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+            }
+        }
+    }
+
+    /// The Athena (Hive DDL) type name.
+    pub fn athena(self) -> String {
+        match self {
+            LakeType::Boolean => "boolean".into(),
+            LakeType::Int8 => "tinyint".into(),
+            LakeType::Int16 => "smallint".into(),
+            LakeType::Int32 => "int".into(),
+            LakeType::Int64 => "bigint".into(),
+            LakeType::Float32 => "float".into(),
+            LakeType::Float64 => "double".into(),
+            LakeType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            LakeType::String => "string".into(),
+            LakeType::Binary => "binary".into(),
+            LakeType::Date => "date".into(),
+            LakeType::Timestamp | LakeType::TimestampUtc => "timestamp".into(),
+        }
+    }
+
+    /// A decimal when it fits in 38 digits, else a string (lossless either way).
+    pub fn decimal(precision: u32, scale: i32) -> LakeType {
+        match (u8::try_from(precision), i8::try_from(scale)) {
+            (Ok(p), Ok(s))
+                if (1..=MAX_DECIMAL_PRECISION).contains(&p) && (0..=p as i8).contains(&s) =>
+            {
+                LakeType::Decimal {
+                    precision: p,
+                    scale: s,
+                }
+            }
+            _ => LakeType::String,
+        }
+    }
+}
+
+/// How a value arrives from the driver, which decides the Rust type it is decoded as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F32,
+    F64,
+    /// An exact decimal number.
+    Decimal,
+    /// Text; also every type the select list casts to text.
+    Text,
+    Bytes,
+    Date,
+    DateTime,
+    DateTimeUtc,
+}
+
+/// One column of an extract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceColumn {
+    /// The name in the source, as the database spells it.
+    pub name: String,
+    /// The name in the lake: lower case.
+    pub lake_name: String,
+    /// The source's type name, for messages and `schema infer`.
+    pub source_type: String,
+    pub read: Read,
+    pub lake: LakeType,
+    /// Whether the select list must cast the column to text (TIME, JSON, UUID, enums…).
+    pub as_text: bool,
+}
+
+impl SourceColumn {
+    pub fn new(name: &str, source_type: &str, read: Read, lake: LakeType, as_text: bool) -> Self {
+        Self {
+            name: name.to_string(),
+            lake_name: name.to_lowercase(),
+            source_type: source_type.to_string(),
+            read,
+            lake,
+            as_text,
+        }
+    }
+
+    /// A column cast to text by the select list and kept as a string.
+    pub fn text(name: &str, source_type: &str) -> Self {
+        Self::new(name, source_type, Read::Text, LakeType::String, true)
+    }
+}
+
+/// The Arrow schema of an extract: lake names and types, every column nullable (a source
+/// NOT NULL constraint is not a promise the lake can keep across schema changes).
+pub fn arrow_schema(columns: &[SourceColumn]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.lake_name, c.lake.arrow(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Lake names are lower case: two source columns that differ only in case would clash.
+pub fn check_name_clashes(columns: &[SourceColumn]) -> Result<(), String> {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut clashes = Vec::new();
+    for c in columns {
+        if let Some(other) = seen.insert(&c.lake_name, &c.name) {
+            clashes.push(format!(
+                "`{other}` and `{}` both become `{}`",
+                c.name, c.lake_name
+            ));
+        }
+    }
+    if clashes.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "column names clash in the lake, where names are lower case: {}; rename them with `query:` or `transform:`",
+            clashes.join(", ")
+        ))
+    }
+}

@@ -1,0 +1,96 @@
+//! Job state: watermarks, the attempt in flight, the last committed run, and the lease
+//! that keeps two runs of one job apart.
+
+mod local;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use local::LocalStore;
+
+use crate::error::{Error, Result};
+use crate::source::{CursorValue, Window};
+
+/// What the store keeps for one job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobState {
+    /// The cursor value up to which rows are in the lake (incremental jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<CursorValue>,
+    /// An attempt that started writing and has not committed. When a run finds one, that
+    /// attempt failed: its files are removed before anything else is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Attempt>,
+    /// The last run that committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<CommittedRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub run_id: String,
+    pub run_key: String,
+    pub table: String,
+    pub window: Window,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommittedRun {
+    pub run_id: String,
+    pub run_key: String,
+    pub mode: String,
+    pub window: Window,
+    pub rows: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A value with the version it was read at. Version 0: never stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: u64,
+}
+
+/// Where job state lives.
+///
+/// Contract: `load` and `save` may be called any number of times; `save` is a
+/// compare-and-set that succeeds only if the stored version is still `expected` (0 for a
+/// job never stored), so that an update based on stale state is refused rather than
+/// lost. A successful `save` is durable before it returns. `lease` is taken once per run,
+/// before the first `save`, and held until the run ends; a lease of a process that died
+/// is released by the store (the OS for files, expiry for DynamoDB).
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn load(&self, job: &str) -> Result<Versioned<JobState>>;
+
+    /// Stores `state` if the stored version is still `expected`; returns the new version.
+    async fn save(&self, job: &str, state: &JobState, expected: u64) -> Result<u64>;
+
+    /// Takes the job's lease, or fails with [`crate::error::ErrorClass::Busy`] when
+    /// another run holds it.
+    async fn lease(&self, job: &str, owner: &str, ttl: Duration) -> Result<Box<dyn Lease>>;
+
+    /// Where the store is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A held lease; releasing it (or dropping it) lets the next run of the job start.
+pub trait Lease: Send {}
+
+/// Opens the state store named by `--state`: a folder (the default) or `file://…`.
+pub fn open(location: &str) -> Result<Box<dyn StateStore>> {
+    if location.contains("://") && !location.starts_with("file://") {
+        return Err(Error::user(format!(
+            "state store {location:?} is not supported yet: use a folder"
+        )));
+    }
+    Ok(Box::new(LocalStore::open(
+        location.trim_start_matches("file://"),
+    )?))
+}

@@ -1,0 +1,151 @@
+//! The transform: the job's DataFusion SQL over the extract, which is registered as the
+//! streaming table `source`. Batches flow through; nothing is collected.
+
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::stream::{BoxStream, StreamExt};
+
+use crate::error::{Error, Result, classify_datafusion};
+
+/// The table name the extract has inside the transform.
+pub const SOURCE_TABLE: &str = "source";
+
+pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
+
+/// Runs `sql` over `input` (when there is a transform) and returns the output's schema
+/// and stream.
+pub async fn apply(
+    sql: Option<&str>,
+    schema: SchemaRef,
+    input: BatchStream,
+) -> Result<(SchemaRef, BatchStream)> {
+    let Some(sql) = sql else {
+        return Ok((schema, input));
+    };
+    // One partition keeps the output in the extract's order, so that the same window
+    // gives the same files; the extract, the plan and the writer still run concurrently.
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false);
+    let ctx = SessionContext::new_with_config(config);
+    let stream = RecordBatchStreamAdapter::new(
+        schema.clone(),
+        input.map(|r| r.map_err(datafusion::error::DataFusionError::from)),
+    );
+    let once = OnceStream {
+        schema: schema.clone(),
+        stream: Mutex::new(Some(Box::pin(stream))),
+    };
+    let table = StreamingTable::try_new(schema, vec![Arc::new(once)])
+        .map_err(|e| Error::internal(format!("registering the extract: {e}")))?;
+    ctx.register_table(SOURCE_TABLE, Arc::new(table))
+        .map_err(|e| Error::internal(format!("registering the extract: {e}")))?;
+    let frame = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| classify_datafusion(e, "transform"))?;
+    let output = frame
+        .execute_stream()
+        .await
+        .map_err(|e| classify_datafusion(e, "transform"))?;
+    let out_schema = output.schema();
+    let stream = output
+        .map(|r| r.map_err(|e| classify_datafusion(e, "transform")))
+        .boxed();
+    Ok((out_schema, stream))
+}
+
+/// The extract, which can be read once: a transform that reads `source` twice is refused
+/// with a message instead of reading the database twice.
+struct OnceStream {
+    schema: SchemaRef,
+    stream: Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl std::fmt::Debug for OnceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnceStream")
+    }
+}
+
+impl PartitionStream for OnceStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().ok().and_then(|mut s| s.take());
+        match taken {
+            Some(stream) => stream,
+            None => {
+                let err = Error::user(
+                    "the transform reads `source` more than once; sluice streams the extract once (use a WITH clause or window functions instead of a self-join)",
+                );
+                Box::pin(RecordBatchStreamAdapter::new(
+                    self.schema.clone(),
+                    futures::stream::once(async move { Err(err.into()) }),
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use futures::TryStreamExt;
+
+    fn input() -> (SchemaRef, BatchStream) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("city", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec!["Lyon", "Oslo", "Lyon"])),
+            ],
+        );
+        let stream =
+            futures::stream::iter(vec![batch.map_err(|e| Error::internal(e.to_string()))]).boxed();
+        (schema, stream)
+    }
+
+    #[tokio::test]
+    async fn sql_runs_over_the_stream() -> Result<()> {
+        let (schema, stream) = input();
+        let (out_schema, out) = apply(
+            Some("SELECT id * 10 AS x, upper(city) AS city FROM source WHERE id > 1"),
+            schema,
+            stream,
+        )
+        .await?;
+        assert_eq!(out_schema.field(0).name(), "x");
+        let batches: Vec<RecordBatch> = out.try_collect().await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bad_sql_is_the_users_error() {
+        let (schema, stream) = input();
+        let err = apply(Some("SELECT nope FROM source"), schema, stream)
+            .await
+            .err();
+        assert!(err.is_some_and(
+            |e| e.class == crate::error::ErrorClass::User && e.message.contains("nope")
+        ));
+    }
+}
