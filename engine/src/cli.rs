@@ -90,8 +90,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The job to run (repeatable).
-    #[arg(long = "job", required_unless_present = "all", conflicts_with = "all")]
-    pub jobs: Vec<String>,
+    #[arg(
+        long = "job",
+        id = "job",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub job_ids: Vec<String>,
 
     /// Runs every enabled job, one after the other; a broken job fails alone.
     #[arg(long)]
@@ -200,7 +205,7 @@ fn select<'a>(set: &'a JobSet, args: &RunArgs) -> Result<Vec<&'a job::LoadedRow>
             .filter(|r| r.job.as_ref().map_or(true, |j| j.enabled))
             .collect());
     }
-    args.jobs
+    args.job_ids
         .iter()
         .map(|id| {
             set.find(id).ok_or_else(|| {

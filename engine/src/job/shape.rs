@@ -61,6 +61,15 @@ impl<'a> Walker<'a> {
             ));
             return;
         }
+        if let Some(expected) = schema.get("const")
+            && expected != value
+        {
+            out.push(problem(
+                path,
+                not_one_of(value, std::slice::from_ref(expected)),
+            ));
+            return;
+        }
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
             && !allowed.contains(value)
         {

@@ -47,42 +47,73 @@ impl Dialect for MySql {
             .iter()
             .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
             .collect();
-        let decimals = match &plan.from {
-            From::Table { schema, name } => table_decimals(conn, schema.as_deref(), name).await?,
+        let catalog = match &plan.from {
+            From::Table { schema, name } => table_catalog(conn, schema.as_deref(), name).await?,
             From::Query(_) => HashMap::new(),
         };
         Ok(described
             .iter()
-            .map(|(name, type_name)| map_type(name, type_name, decimals.get(name).copied()))
+            .map(|(name, type_name)| map_type(name, type_name, catalog.get(name)))
             .collect())
     }
 }
 
-/// DECIMAL(p, s) of a table's columns; a query's DECIMAL columns are read as text.
-async fn table_decimals(
+/// What `information_schema.COLUMNS` says of a table's column: the protocol alone cannot
+/// tell DECIMAL's precision, nor text with a binary collation (`utf8mb4_bin`, MariaDB's
+/// JSON) from binary data. A query's columns have no such entry: their DECIMALs are read
+/// as text and binary-collated text as binary.
+#[derive(Debug, Clone, PartialEq)]
+struct CatalogColumn {
+    data_type: String,
+    precision: Option<u32>,
+    scale: Option<i32>,
+}
+
+async fn table_catalog(
     conn: &mut MySqlConnection,
     schema: Option<&str>,
     table: &str,
-) -> Result<HashMap<String, (u32, i32)>> {
-    let rows: Vec<(String, Option<u64>, Option<u64>)> = sqlx::query_as(
-        "SELECT CAST(COLUMN_NAME AS CHAR), NUMERIC_PRECISION, NUMERIC_SCALE FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND DATA_TYPE = 'decimal'",
+) -> Result<HashMap<String, CatalogColumn>> {
+    let rows: Vec<(String, String, Option<u64>, Option<u64>)> = sqlx::query_as(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), NUMERIC_PRECISION, NUMERIC_SCALE \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
     )
     .bind(schema)
     .bind(table)
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| classify_sqlx(e, "reading DECIMAL precision"))?;
+    .map_err(|e| classify_sqlx(e, "reading the table's column types"))?;
     Ok(rows
         .into_iter()
-        .filter_map(|(name, p, s)| Some((name, (u32::try_from(p?).ok()?, i32::try_from(s?).ok()?))))
+        .map(|(name, data_type, p, s)| {
+            let column = CatalogColumn {
+                data_type: data_type.to_ascii_lowercase(),
+                precision: p.and_then(|p| u32::try_from(p).ok()),
+                scale: s.and_then(|s| i32::try_from(s).ok()),
+            };
+            (name, column)
+        })
         .collect())
 }
 
 /// The MySQL type mapping. Unsigned integers widen so that every value fits; TINYINT(1)
 /// (`BOOLEAN`) stays a tinyint because it may hold any value from -128 to 127.
-fn map_type(name: &str, type_name: &str, decimal: Option<(u32, i32)>) -> SourceColumn {
+fn map_type(name: &str, type_name: &str, catalog: Option<&CatalogColumn>) -> SourceColumn {
+    const TEXT_TYPES: [&str; 8] = [
+        "char",
+        "varchar",
+        "tinytext",
+        "text",
+        "mediumtext",
+        "longtext",
+        "enum",
+        "set",
+    ];
     let typed = |read, lake| SourceColumn::new(name, type_name, read, lake, false);
+    if catalog.is_some_and(|c| TEXT_TYPES.contains(&c.data_type.as_str())) {
+        return typed(Read::Text, LakeType::String);
+    }
+    let decimal = catalog.and_then(|c| Some((c.precision?, c.scale?)));
     match type_name {
         "BOOLEAN" | "TINYINT" => typed(Read::I8, LakeType::Int8),
         "TINYINT UNSIGNED" => typed(Read::U8, LakeType::Int16),
@@ -120,6 +151,16 @@ impl DialectRow for MySqlRow {
         read: Read,
         b: &mut ColumnBuilder,
     ) -> std::result::Result<(), ReadError> {
+        if read == Read::Text {
+            // Text with a binary collation carries the protocol's BINARY flag, which
+            // sqlx's checked decode refuses; the catalog already said it is text, and
+            // the decode still rejects bytes that are not UTF-8.
+            match self.try_get_unchecked::<Option<String>, _>(i)? {
+                Some(v) => b.text(&v)?,
+                None => b.null(),
+            }
+            return Ok(());
+        }
         if read_common(self, i, read, b)? {
             return Ok(());
         }

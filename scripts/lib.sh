@@ -1,0 +1,89 @@
+# Shared by scripts/test, scripts/demo and bench/: the cache folder, tool checks and the
+# ephemeral database servers. Source it; it defines functions and sets no traps.
+
+SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
+mkdir -p "$SLUICE_CACHE"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need_cargo() {
+  command -v cargo >/dev/null 2>&1 || [ ! -x "$HOME/.cargo/bin/cargo" ] || export PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo >/dev/null 2>&1 || die "cargo is not installed: install Rust 1.94 or newer (https://rustup.rs) and run this again"
+  local v; v=$(rustc --version | awk '{print $2}')
+  case "$v" in 1.[0-8]?.*|1.9[0-3].*) die "Rust $v is too old: sluice needs 1.94 or newer (rustup update)";; esac
+}
+
+# Installs Debian packages that are missing (needs root, as on a fresh machine).
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "missing packages ${missing[*]}: install them (apt-get install ${missing[*]}) or run as root"
+  say "installing ${missing[*]}"
+  if [ ! -f "$SLUICE_CACHE/.apt-updated" ] || ! apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    apt-get update -qq && touch "$SLUICE_CACHE/.apt-updated"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+# Starts an ephemeral PostgreSQL owned by the `postgres` system user (PostgreSQL refuses
+# to run as root) in a temporary folder on a free port. Sets PG_DIR and PG_URL.
+start_postgres() {
+  local bin port
+  bin=$(pg_bin); [ -n "$bin" ] || die "PostgreSQL server binaries not found"
+  PG_DIR=$(mktemp -d /tmp/sluice-pg.XXXXXX)
+  port=$(free_port)
+  local as=()
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DIR"; as=(runuser -u postgres --); fi
+  "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
+    || { cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
+  "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null \
+    || { cat "$PG_DIR/server.log" >&2; die "PostgreSQL did not start"; }
+  PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+stop_postgres() {
+  [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR" ] || return 0
+  local as=(); [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+  "${as[@]}" "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
+
+# Starts an ephemeral MariaDB in a temporary folder on a free port, with a user `sluice`
+# (password `sluice`) allowed to create databases. Sets MY_DIR and MY_URL.
+start_mariadb() {
+  local port user=()
+  MY_DIR=$(mktemp -d /tmp/sluice-my.XXXXXX)
+  port=$(free_port)
+  if [ "$(id -u)" = 0 ]; then chown mysql: "$MY_DIR"; user=(--user=mysql); fi
+  mariadb-install-db --no-defaults --datadir="$MY_DIR/data" "${user[@]}" --auth-root-authentication-method=normal \
+    --skip-test-db >"$MY_DIR/install.log" 2>&1 || { cat "$MY_DIR/install.log" >&2; die "mariadb-install-db failed"; }
+  mariadbd --no-defaults --datadir="$MY_DIR/data" "${user[@]}" --socket="$MY_DIR/sock" --port="$port" \
+    --bind-address=127.0.0.1 --pid-file="$MY_DIR/pid" --log-error="$MY_DIR/server.log" --skip-log-bin \
+    --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 --max-connections=300 \
+    >"$MY_DIR/stdout.log" 2>&1 &
+  for _ in $(seq 1 120); do
+    mariadb --no-defaults --socket="$MY_DIR/sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  mariadb --no-defaults --socket="$MY_DIR/sock" -uroot -e \
+    "CREATE USER 'sluice'@'%' IDENTIFIED BY 'sluice'; GRANT ALL ON *.* TO 'sluice'@'%'; CREATE DATABASE sluice;" \
+    || { cat "$MY_DIR/server.log" >&2; die "MariaDB did not start"; }
+  MY_URL="mysql://sluice:sluice@127.0.0.1:$port/sluice"
+}
+
+stop_mariadb() {
+  [ -n "${MY_DIR:-}" ] && [ -d "$MY_DIR" ] || return 0
+  if [ -f "$MY_DIR/pid" ]; then kill "$(cat "$MY_DIR/pid")" 2>/dev/null || true; fi
+  for _ in $(seq 1 40); do [ -f "$MY_DIR/pid" ] || break; sleep 0.25; done
+  rm -rf "$MY_DIR"
+}

@@ -1,0 +1,82 @@
+//! Crash safety: a run killed after writing files and before its commit, then rerun,
+//! leaves each source row in the lake exactly once; a second run of a running job is
+//! refused with the busy exit code.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::{Workspace, exec, lake_sql};
+
+#[tokio::test]
+async fn killed_before_commit_then_rerun_gives_each_row_once() {
+    let ws = Workspace::new();
+    let db = ws.dir.path().join("src.db");
+    // Enough rows, poorly compressible, and 1 MiB files: the run writes many files
+    // before it commits, which leaves time to kill it in between.
+    exec(
+        &format!("sqlite://{}", db.display()),
+        "CREATE TABLE pings (id INTEGER PRIMARY KEY, truck INTEGER, note TEXT, at DATETIME);
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 400000)
+         INSERT INTO pings SELECT n, n % 150, hex(randomblob(24)), datetime('2024-05-01', '+' || (n / 20) || ' minutes') FROM g;",
+    )
+    .await;
+    ws.connections(&format!(
+        "db:\n  kind: sqlite\n  url: sqlite:{}\n",
+        db.display()
+    ));
+    ws.write_job(
+        "pings.yaml",
+        "job: pings\nsource:\n  connection: db\n  table: pings\n  cursor: id\n  primary_key: [id]\n  batch_rows: 4096\nmode: incremental\ntransform: SELECT *, date_format(at, '%Y-%m-%d') AS dt FROM source\ntarget:\n  table: pings\n  partition_by: [dt]\n  file_size: 1MiB\n",
+    );
+
+    let mut child = ws
+        .command(&["run", "--job", "pings"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sluice");
+    let started = Instant::now();
+    while ws.parquet_files("pings").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no file was written"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // While it runs, a second run of the same job is refused: busy, retry later.
+    let second = ws.sluice(&["run", "--job", "pings"]);
+    second.assert_code(3);
+    assert!(
+        second.stdout().contains("already running"),
+        "{}",
+        second.stdout()
+    );
+
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    let state = std::fs::read_to_string(ws.state().join("pings.json")).expect("state");
+    assert!(
+        state.contains("\"pending\""),
+        "the killed run should be pending:\n{state}"
+    );
+    assert!(
+        !state.contains("\"watermark\""),
+        "the killed run must not have moved the watermark:\n{state}"
+    );
+    let partial = ws.parquet_files("pings").len();
+    assert!(partial > 0);
+
+    let rerun = ws.run_ok("pings");
+    assert_eq!(rerun["rows"], 400_000, "{rerun}");
+    let counts = lake_sql(
+        &ws,
+        "SELECT count(*) AS n_rows, count(DISTINCT id) AS n_ids FROM pings",
+    );
+    assert!(counts.contains("| 400000 | 400000 |"), "{counts}");
+    let state = std::fs::read_to_string(ws.state().join("pings.json")).expect("state");
+    assert!(!state.contains("\"pending\""), "{state}");
+}
