@@ -30,7 +30,7 @@ pub async fn lake_context(lake: &Lake) -> Result<SessionContext> {
     }
     let listing = lake
         .store()
-        .list_with_delimiter(Some(&lake.path("")))
+        .list_with_delimiter(Some(&lake.path("")?))
         .await
         .map_err(|e| classify_object_store(e, "listing the lake's tables"))?;
     for dir in listing.common_prefixes {

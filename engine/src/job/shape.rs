@@ -175,7 +175,10 @@ impl<'a> Walker<'a> {
                 if !map.contains_key(key) {
                     let what = properties
                         .get(key)
-                        .and_then(|p| p.get("description").or_else(|| self.resolve(p).get("description")))
+                        .and_then(|p| {
+                            p.get("description")
+                                .or_else(|| self.resolve(p).get("description"))
+                        })
                         .and_then(Value::as_str)
                         .map(|d| format!(" ({})", first_sentence(d)))
                         .unwrap_or_default();

@@ -288,7 +288,7 @@ async fn write(
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::internal(format!("encoding the manifest: {e}")))?;
     ctx.lake
-        .put(&ctx.lake.manifest_path(&job.target.table, run_key), json)
+        .put(&ctx.lake.manifest_path(&job.target.table, run_key)?, json)
         .await?;
     Ok(manifest)
 }

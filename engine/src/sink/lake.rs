@@ -85,16 +85,17 @@ impl Lake {
         &self.url
     }
 
-    /// A path below the lake's root.
-    pub fn path(&self, relative: &str) -> Path {
-        let mut parts: Vec<String> = self.root.parts().map(|p| p.as_ref().to_string()).collect();
-        parts.extend(
-            relative
-                .split('/')
-                .filter(|p| !p.is_empty())
-                .map(str::to_string),
-        );
-        Path::from(parts.join("/"))
+    /// A path below the lake's root. `relative` is already escaped (Hive escaping of
+    /// partition values): it is taken as is, not encoded again.
+    pub fn path(&self, relative: &str) -> Result<Path> {
+        let root = self.root.as_ref();
+        let parts: Vec<&str> = root
+            .split('/')
+            .chain(relative.split('/'))
+            .filter(|p| !p.is_empty())
+            .collect();
+        let joined = parts.join("/");
+        Path::parse(&joined).map_err(|e| Error::internal(format!("lake path {joined:?}: {e}")))
     }
 
     /// The path relative to the lake's root, as manifests record it.
@@ -107,11 +108,11 @@ impl Lake {
             .to_string()
     }
 
-    pub fn table_dir(&self, table: &str) -> Path {
+    pub fn table_dir(&self, table: &str) -> Result<Path> {
         self.path(table)
     }
 
-    pub fn manifest_path(&self, table: &str, run_key: &str) -> Path {
+    pub fn manifest_path(&self, table: &str, run_key: &str) -> Result<Path> {
         self.path(&format!("_sluice/manifests/{table}/{run_key}.json"))
     }
 

@@ -43,13 +43,13 @@ pub fn run_key_of(file_name: &str) -> Option<&str> {
 /// attempt before its retry writes. Returns how many data files were removed.
 pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize> {
     let mut removed = 0;
-    for object in lake.list(&lake.table_dir(table)).await? {
+    for object in lake.list(&lake.table_dir(table)?).await? {
         if object.location.filename().and_then(run_key_of) == Some(run_key) {
             lake.delete(&object.location).await?;
             removed += 1;
         }
     }
-    lake.delete(&lake.manifest_path(table, run_key)).await?;
+    lake.delete(&lake.manifest_path(table, run_key)?).await?;
     Ok(removed)
 }
 
@@ -58,11 +58,11 @@ pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize
 /// replaces. Files sluice did not write (other names) are left alone.
 pub async fn remove_other_runs(lake: &Lake, table: &str, scope: &str, keep: &str) -> Result<usize> {
     let mut removed = 0;
-    for object in lake.list(&lake.path(scope)).await? {
+    for object in lake.list(&lake.path(scope)?).await? {
         match object.location.filename().and_then(run_key_of) {
             Some(key) if key != keep => {
                 lake.delete(&object.location).await?;
-                lake.delete(&lake.manifest_path(table, key)).await?;
+                lake.delete(&lake.manifest_path(table, key)?).await?;
                 removed += 1;
             }
             _ => {}

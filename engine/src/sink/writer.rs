@@ -37,8 +37,9 @@ use crate::job::{Compression, Target};
 pub const MAX_OPEN_FILES: usize = 32;
 /// Bytes an open file's upload buffer holds before it becomes a multipart upload.
 const UPLOAD_BUFFER: usize = 8 << 20;
-/// A row group is flushed when its buffered (uncompressed) size reaches this.
-const ROW_GROUP_BYTES: usize = 64 << 20;
+/// A row group is flushed when its buffered (uncompressed) size reaches this, or the
+/// file size when that is smaller.
+const ROW_GROUP_BYTES: u64 = 64 << 20;
 /// Buffered row groups across all open files, at most.
 const BUFFER_BUDGET: usize = 128 << 20;
 
@@ -60,6 +61,31 @@ struct OpenFile {
     path: Path,
     rows: u64,
     last_write: u64,
+    /// Buffered (uncompressed) bytes of the row groups flushed so far, to learn how
+    /// much this file's data shrinks when encoded.
+    flushed_raw: u64,
+}
+
+impl OpenFile {
+    async fn flush(&mut self) -> Result<()> {
+        self.flushed_raw += self.writer.in_progress_size() as u64;
+        self.writer
+            .flush()
+            .await
+            .map_err(|e| Error::external(format!("writing {}: {e}", self.path)))
+    }
+
+    /// The file's size if it were closed now: what is written, plus what is buffered
+    /// shrunk by the ratio its flushed row groups achieved (1 before the first flush).
+    fn estimated_size(&self) -> u64 {
+        let written = self.writer.bytes_written() as u64;
+        let ratio = if self.flushed_raw > 0 {
+            written as f64 / self.flushed_raw as f64
+        } else {
+            1.0
+        };
+        written + (self.writer.in_progress_size() as f64 * ratio) as u64
+    }
 }
 
 /// Writes one run's output into one lake table.
@@ -229,17 +255,10 @@ impl PartitionedWriter {
             .map_err(|e| Error::external(format!("writing {}: {e}", file.path)))?;
         file.rows += batch.num_rows() as u64;
         file.last_write = self.clock;
-        if file.writer.in_progress_size() >= ROW_GROUP_BYTES {
-            file.writer
-                .flush()
-                .await
-                .map_err(|e| Error::external(format!("writing {}: {e}", file.path)))?;
+        if file.writer.in_progress_size() as u64 >= ROW_GROUP_BYTES.min(self.file_size) {
+            file.flush().await?;
         }
-        // Buffered (uncompressed) bytes shrink several times when encoded; counting them
-        // at a quarter keeps files near the target size.
-        let estimate =
-            file.writer.bytes_written() as u64 + file.writer.in_progress_size() as u64 / 4;
-        if estimate >= self.file_size {
+        if file.estimated_size() >= self.file_size {
             self.close(partition).await?;
         }
         self.keep_within_budget().await
@@ -254,7 +273,7 @@ impl PartitionedWriter {
         } else {
             format!("{}/{partition}/{name}", self.table_dir)
         };
-        let path = self.lake.path(&relative);
+        let path = self.lake.path(&relative)?;
         let upload = BufWriter::with_capacity(self.lake.store(), path.clone(), UPLOAD_BUFFER);
         let writer =
             AsyncArrowWriter::try_new(upload, self.file_schema.clone(), Some(self.props.clone()))
@@ -264,6 +283,7 @@ impl PartitionedWriter {
             path,
             rows: 0,
             last_write: self.clock,
+            flushed_raw: 0,
         })
     }
 
@@ -323,11 +343,7 @@ impl PartitionedWriter {
             else {
                 return Ok(());
             };
-            largest
-                .writer
-                .flush()
-                .await
-                .map_err(|e| Error::external(format!("writing {}: {e}", largest.path)))?;
+            largest.flush().await?;
         }
     }
 
@@ -342,7 +358,7 @@ impl PartitionedWriter {
         // real sizes from the store so the manifest matches the files.
         let mut files = std::mem::take(&mut self.files);
         for f in &mut files {
-            if let Ok(meta) = self.lake.store().head(&self.lake.path(&f.path)).await {
+            if let Ok(meta) = self.lake.store().head(&self.lake.path(&f.path)?).await {
                 f.bytes = meta.size;
             }
         }
@@ -386,6 +402,15 @@ fn writer_properties(compression: Compression) -> WriterProperties {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{Field, Int64Type};
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -396,5 +421,148 @@ mod tests {
         let mut s = String::new();
         escape_partition_value("2024-05-01", &mut s);
         assert_eq!(s, "2024-05-01");
+    }
+
+    fn target(file_size: u64) -> Target {
+        Target {
+            table: "t".into(),
+            partition_by: vec!["p".into()],
+            compression: Compression::Zstd,
+            file_size,
+        }
+    }
+
+    /// Writes `batches` of (id, partition value) rows; returns, per file, its path and the
+    /// ids it holds.
+    async fn write_and_read(
+        batches: Vec<Vec<(i64, Option<String>)>>,
+        file_size: u64,
+    ) -> Result<Vec<(String, Vec<i64>)>> {
+        let lake = Lake::in_memory();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("p", DataType::Utf8, true),
+        ]));
+        let mut writer = PartitionedWriter::new(
+            lake.clone(),
+            &target(file_size),
+            "0123456789abcdef",
+            &schema,
+            None,
+        )?;
+        for rows in batches {
+            let ids = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
+            let parts = StringArray::from(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>());
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(parts)])
+                .map_err(|e| Error::internal(e.to_string()))?;
+            writer.write(&batch).await?;
+        }
+        let written = writer.finish().await?;
+        let store = lake.store();
+        let listed: Vec<_> = store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?;
+        assert_eq!(
+            listed.len(),
+            written.len(),
+            "every file is reported, and only those"
+        );
+        let mut out = Vec::new();
+        for meta in listed {
+            let bytes = store
+                .get(&meta.location)
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?
+                .bytes()
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.build())
+                .map_err(|e| Error::internal(e.to_string()))?;
+            let mut ids = Vec::new();
+            for batch in reader {
+                let batch = batch.map_err(|e| Error::internal(e.to_string()))?;
+                assert_eq!(
+                    batch.num_columns(),
+                    1,
+                    "the partition column is not stored in the file"
+                );
+                ids.extend(
+                    batch
+                        .column(0)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .copied(),
+                );
+            }
+            out.push((meta.location.to_string(), ids));
+        }
+        Ok(out)
+    }
+
+    fn expected_folder(value: &Option<String>) -> String {
+        let mut folder = "p=".to_string();
+        match value {
+            Some(v) => escape_partition_value(v, &mut folder),
+            None => folder.push_str(HIVE_NULL),
+        }
+        folder
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Every row lands exactly once, in the folder of its own partition value; no file
+        /// is empty; small targets make files roll.
+        #[test]
+        fn partitioning_keeps_every_row_in_its_folder(
+            batches in prop::collection::vec(
+                prop::collection::vec(prop::option::weighted(0.9, "[a-c/=% ]{0,2}"), 1..400),
+                1..6,
+            ),
+            file_size in prop::sample::select(vec![2_000u64, 64_000, 128 << 20]),
+        ) {
+            let mut next = 0i64;
+            let mut by_id = BTreeMap::new();
+            let rows: Vec<Vec<(i64, Option<String>)>> = batches
+                .into_iter()
+                .map(|b| b.into_iter().map(|p| { next += 1; by_id.insert(next, p.clone()); (next, p) }).collect())
+                .collect();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let files = runtime.block_on(write_and_read(rows, file_size)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut seen = BTreeMap::new();
+            for (path, ids) in &files {
+                prop_assert!(!ids.is_empty(), "empty file {}", path);
+                prop_assert!(path.starts_with("t/p="), "{}", path);
+                prop_assert!(path.contains("/part-0123456789abcdef-"), "{}", path);
+                for id in ids {
+                    let folder = expected_folder(&by_id[id]);
+                    prop_assert!(path.starts_with(&format!("t/{folder}/")), "row {} with {:?} is in {}", id, by_id[id], path);
+                    prop_assert!(seen.insert(*id, path.clone()).is_none(), "row {} twice", id);
+                }
+            }
+            prop_assert_eq!(seen.len(), by_id.len());
+        }
+    }
+
+    #[tokio::test]
+    async fn files_roll_at_the_target_size() -> Result<()> {
+        // 8 random bytes per row: 200k rows encode to about 1.6 MB whatever the codec.
+        let rows: Vec<(i64, Option<String>)> = (0..200_000i64)
+            .map(|i| {
+                (
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as i64),
+                    Some("x".to_string()),
+                )
+            })
+            .collect();
+        let batches = rows.chunks(10_000).map(<[_]>::to_vec).collect();
+        let files = write_and_read(batches, 1 << 20).await?;
+        assert_eq!(files.len(), 2, "1.6 MB at a 1 MiB target: two files");
+        assert_eq!(files.iter().map(|f| f.1.len()).sum::<usize>(), 200_000);
+        Ok(())
     }
 }
