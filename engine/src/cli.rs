@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, ErrorClass, Result};
 use crate::job::{self, JobSet};
-use crate::pipeline::{self, RunStatus, RunSummary};
+use crate::pipeline::{self, RunSummary};
 use crate::sink::Lake;
 use crate::store;
 
@@ -181,12 +181,9 @@ async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
                 if !job.enabled && !args.all {
                     tracing::warn!(job = %job.id, "the job is disabled; running it because it was named");
                 }
-                match pipeline::run_job(job, &ctx).await {
-                    Ok(s) => s,
-                    Err(e) => failed_summary(Some(job), row.id.as_deref(), &e),
-                }
+                pipeline::run_job(job, &ctx).await
             }
-            Err(problems) => failed_summary(None, row.id.as_deref(), &job::config_error(problems)),
+            Err(problems) => failed_summary(row.id.as_deref(), &job::config_error(problems)),
         };
         if let Some(class) = summary.error_class {
             worst = Some(worse(worst, class));
@@ -233,14 +230,10 @@ fn set_origin(set: &JobSet) -> String {
         .unwrap_or_else(|| "the job folder".into())
 }
 
-fn failed_summary(job: Option<&job::Job>, id: Option<&str>, error: &Error) -> RunSummary {
-    let mut summary = match job {
-        Some(j) => RunSummary::new(j, ""),
-        None => RunSummary::named(id.unwrap_or("(row without a job id)"), "", "", ""),
-    };
-    summary.status = RunStatus::Failed;
-    summary.error = Some(error.report());
-    summary.error_class = Some(error.class);
+/// The summary of a row that did not compile: it failed before it could run.
+fn failed_summary(id: Option<&str>, error: &Error) -> RunSummary {
+    let mut summary = RunSummary::named(id.unwrap_or("(row without a job id)"), "", "", "");
+    summary.fail(error);
     summary
 }
 

@@ -115,8 +115,9 @@ async fn run_all(set: &job::JobSet, ctx: &pipeline::Context) -> Result<Vec<RunSu
     let mut out = Vec::new();
     for row in &set.rows {
         let job = row.job.as_ref().map_err(|p| job::config_error(p))?;
-        let summary = pipeline::run_job(job, ctx).await?;
+        let summary = pipeline::run_job(job, ctx).await;
         println!("   {}", summary.line());
+        summary.outcome()?;
         out.push(summary);
     }
     Ok(out)

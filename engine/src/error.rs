@@ -76,7 +76,7 @@ impl Error {
         Self::new(ErrorClass::Busy, message)
     }
 
-    fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
         Self {
             class,
             message: message.into(),

@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 pub use summary::{RunStatus, RunSummary};
 
@@ -61,8 +62,9 @@ impl Context {
     }
 }
 
-/// Runs one job once.
-pub async fn run_job(job: &Job, ctx: &Context) -> Result<RunSummary> {
+/// Runs one job once. Never fails: a failure is in the summary, classified, and logged
+/// inside the run's span.
+pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
     let started = Instant::now();
     let now = Utc::now();
     let run_id = format!(
@@ -71,9 +73,27 @@ pub async fn run_job(job: &Job, ctx: &Context) -> Result<RunSummary> {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let span = tracing::info_span!("run", job_id = %job.id, run_id = %run_id);
-    let _enter = span.enter();
     let mut summary = RunSummary::new(job, &run_id);
+    let outcome = attempt(job, ctx, now, &mut summary)
+        .instrument(span.clone())
+        .await;
+    if let Err(e) = outcome {
+        span.in_scope(
+            || tracing::error!(error_class = %e.class, error = %e.report(), "run failed"),
+        );
+        summary.fail(&e);
+    }
+    summary.seconds.total = started.elapsed().as_secs_f64();
+    summary
+}
 
+async fn attempt(
+    job: &Job,
+    ctx: &Context,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let run_id = summary.run_id.clone();
     let _lease = ctx.store.lease(&job.id, &run_id, LEASE_TTL).await?;
     let mut state = ctx.store.load(&job.id).await?;
     recover(job, ctx, &mut state).await?;
@@ -92,8 +112,7 @@ pub async fn run_job(job: &Job, ctx: &Context) -> Result<RunSummary> {
                     lo: state.value.watermark.clone(),
                     hi: state.value.watermark.clone(),
                 };
-                summary.seconds.total = started.elapsed().as_secs_f64();
-                return Ok(summary);
+                return Ok(());
             };
             window
         }
@@ -122,7 +141,7 @@ pub async fn run_job(job: &Job, ctx: &Context) -> Result<RunSummary> {
         &window,
         &run_key,
         snapshot,
-        &mut summary,
+        summary,
     )
     .await;
     let manifest = match written {
@@ -150,10 +169,9 @@ pub async fn run_job(job: &Job, ctx: &Context) -> Result<RunSummary> {
     state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
     summary.replaced_files = replace(job, ctx, &run_key, now).await?;
     summary.seconds.commit = commit_started.elapsed().as_secs_f64();
-    summary.seconds.total = started.elapsed().as_secs_f64();
     summary.status = RunStatus::Committed;
     tracing::info!(rows = summary.rows, files = summary.files, "committed");
-    Ok(summary)
+    Ok(())
 }
 
 /// Step 2: removes a failed attempt's files; 2b: finishes a replacement a crash cut short.

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::error::ErrorClass;
+use crate::error::{Error, ErrorClass};
 use crate::job::{Job, mode_name};
 use crate::source::Window;
 
@@ -77,6 +77,28 @@ impl RunSummary {
             peak_rss: None,
             error: None,
             error_class: None,
+        }
+    }
+
+    /// Marks the run failed with `error`'s class and message.
+    pub fn fail(&mut self, error: &Error) {
+        self.status = RunStatus::Failed;
+        self.error = Some(error.report());
+        self.error_class = Some(error.class);
+    }
+
+    /// The run's outcome as a result: `Err` with the recorded class when it failed.
+    pub fn outcome(&self) -> Result<(), Error> {
+        match (self.status, self.error_class) {
+            (RunStatus::Failed, class) => Err(Error::new(
+                class.unwrap_or(ErrorClass::Internal),
+                format!(
+                    "job {}: {}",
+                    self.job,
+                    self.error.as_deref().unwrap_or("failed")
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

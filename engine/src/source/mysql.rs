@@ -7,10 +7,12 @@ use std::str::FromStr;
 
 use bigdecimal::BigDecimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
-use sqlx::{Column, ConnectOptions, Executor, MySql, Row, Statement, TypeInfo};
+use sqlx::{Column, MySql, Row, TypeInfo};
 
 use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError, read_common};
-use super::sql::{Dialect, Plan, SqlSource, Syntax, extract_loop};
+use super::sql::{
+    Dialect, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
+};
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
 use crate::job::From;
@@ -22,11 +24,7 @@ pub async fn connect(url: &str, plan: Plan) -> Result<SqlSource<MySql>> {
     let options = MySqlConnectOptions::from_str(&url)
         .map_err(|e| Error::user(format!("invalid mysql url: {e}")))?
         .timezone(Some("+00:00".to_string()));
-    let conn = options
-        .connect()
-        .await
-        .map_err(|e| classify_sqlx(e, "connecting to MySQL"))?;
-    Ok(SqlSource { conn, plan })
+    connect_with(options, plan, "MySQL").await
 }
 
 impl Dialect for MySql {
@@ -37,13 +35,8 @@ impl Dialect for MySql {
     };
 
     async fn columns(conn: &mut MySqlConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
-        let sql = Self::SYNTAX.describe(&plan.from);
-        let statement = conn
-            .prepare(&sql)
-            .await
-            .map_err(|e| classify_sqlx(e, "reading the source's columns"))?;
-        let described: Vec<(String, String)> = statement
-            .columns()
+        let columns = describe::<Self>(conn, plan).await?;
+        let described: Vec<(String, String)> = columns
             .iter()
             .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
             .collect();

@@ -5,10 +5,12 @@ use std::str::FromStr;
 
 use bigdecimal::BigDecimal;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{Column, ConnectOptions, Executor, Postgres, Row, Statement, TypeInfo};
+use sqlx::{Column, Postgres, Row, TypeInfo};
 
 use super::batch::{ColumnBuilder, DialectRow, ReadError, read_common};
-use super::sql::{Dialect, Plan, SqlSource, Syntax, extract_loop};
+use super::sql::{
+    Dialect, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
+};
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
 
@@ -18,11 +20,7 @@ pub async fn connect(url: &str, plan: Plan) -> Result<SqlSource<Postgres>> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| Error::user(format!("invalid postgres url: {e}")))?
         .application_name("sluice");
-    let conn = options
-        .connect()
-        .await
-        .map_err(|e| classify_sqlx(e, "connecting to PostgreSQL"))?;
-    Ok(SqlSource { conn, plan })
+    connect_with(options, plan, "PostgreSQL").await
 }
 
 impl Dialect for Postgres {
@@ -33,13 +31,9 @@ impl Dialect for Postgres {
     };
 
     async fn columns(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
-        let sql = Self::SYNTAX.describe(&plan.from);
-        let statement = conn
-            .prepare(&sql)
-            .await
-            .map_err(|e| classify_sqlx(e, "reading the source's columns"))?;
+        let columns = describe::<Self>(conn, plan).await?;
         let mut out = Vec::new();
-        for column in statement.columns() {
+        for column in columns {
             let type_name = column.type_info().name().to_string();
             let numeric = match (
                 type_name.as_str(),

@@ -343,3 +343,32 @@ where
         DB::stream(self.conn, sql, binds, columns, self.plan.batch_rows)
     }
 }
+
+/// Connects with the dialect's options.
+pub async fn connect<DB, O>(options: O, plan: Plan, database: &str) -> Result<SqlSource<DB>>
+where
+    DB: Dialect,
+    O: sqlx::ConnectOptions<Connection = DB::Connection>,
+{
+    let conn = options
+        .connect()
+        .await
+        .map_err(|e| classify_sqlx(e, &format!("connecting to {database}")))?;
+    Ok(SqlSource { conn, plan })
+}
+
+/// The result columns of the plan's table or query, from preparing (not running) a
+/// statement over it.
+pub async fn describe<DB>(conn: &mut DB::Connection, plan: &Plan) -> Result<Vec<DB::Column>>
+where
+    DB: Dialect,
+    DB::Column: Clone,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use sqlx::Statement;
+    let sql = DB::SYNTAX.describe(&plan.from);
+    let statement = sqlx::Executor::prepare(&mut *conn, sql.as_str())
+        .await
+        .map_err(|e| classify_sqlx(e, "reading the source's columns"))?;
+    Ok(statement.columns().to_vec())
+}

@@ -7,10 +7,12 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
-use sqlx::{Column, ConnectOptions, Executor, Row, Sqlite, Statement, TypeInfo};
+use sqlx::{Column, Row, Sqlite, TypeInfo};
 
 use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError, read_common};
-use super::sql::{Dialect, Plan, SqlSource, Syntax, extract_loop};
+use super::sql::{
+    Dialect, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
+};
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
 use crate::job::From;
@@ -42,11 +44,7 @@ pub async fn connect(url: &str, base_dir: Option<&Path>, plan: Plan) -> Result<S
     let options = SqliteConnectOptions::from_str(&url)
         .map_err(|e| Error::user(format!("invalid sqlite url: {e}")))?
         .read_only(true);
-    let conn = options
-        .connect()
-        .await
-        .map_err(|e| classify_sqlx(e, "opening the SQLite database"))?;
-    Ok(SqlSource { conn, plan })
+    connect_with(options, plan, "SQLite").await
 }
 
 impl Dialect for Sqlite {
@@ -71,18 +69,13 @@ impl Dialect for Sqlite {
         if !declared.is_empty() {
             return Ok(declared.iter().map(|(n, t)| map_type(n, t)).collect());
         }
-        let sql = Self::SYNTAX.describe(&plan.from);
-        let statement = conn
-            .prepare(&sql)
-            .await
-            .map_err(|e| classify_sqlx(e, "reading the source's columns"))?;
-        if statement.columns().is_empty() {
+        let columns = describe::<Self>(conn, plan).await?;
+        if columns.is_empty() {
             return Err(Error::user(
                 "the source has no columns (does the table exist?)",
             ));
         }
-        Ok(statement
-            .columns()
+        Ok(columns
             .iter()
             .map(|c| map_type(c.name(), c.type_info().name()))
             .collect())
