@@ -1,6 +1,6 @@
 //! The embedded default: `sluice demo` from a clean folder.
 
-use crate::common::Workspace;
+use crate::common::{Workspace, parquet_files};
 
 #[test]
 fn demo_runs_end_to_end_from_a_clean_folder() {
@@ -19,5 +19,28 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
         "{out}"
     );
     assert!(out.contains("| delivered  |"), "{out}");
-    assert!(ws.dir.path().join("demo/lake/orders").is_dir());
+
+    let lake = ws.dir.path().join("demo/lake");
+    // Full mode: the second run replaced the first run's file.
+    assert_eq!(parquet_files(&lake.join("customers")).len(), 1);
+    // Snapshot mode: both runs were today, so today's snapshot holds the second run only.
+    let trucks = parquet_files(&lake.join("trucks"));
+    assert_eq!(trucks.len(), 1, "{trucks:?}");
+    let today = chrono::Utc::now().format("snapshot=%Y-%m-%d").to_string();
+    assert!(trucks[0].to_string_lossy().contains(&today), "{trucks:?}");
+    // Every committed run of an incremental job left its manifest.
+    let manifests = std::fs::read_dir(lake.join("_sluice/manifests/orders"))
+        .expect("manifests")
+        .count();
+    assert_eq!(manifests, 2);
+
+    // The lake answers SQL; a query that is wrong is the user's error.
+    let bad = ws.sluice(&[
+        "--lake",
+        lake.to_str().expect("utf-8"),
+        "query",
+        "SELECT nope FROM orders",
+    ]);
+    bad.assert_code(2);
+    assert!(bad.stderr().contains("nope"), "{}", bad.stderr());
 }
