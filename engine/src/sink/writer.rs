@@ -21,7 +21,6 @@ use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
@@ -291,20 +290,18 @@ impl PartitionedWriter {
         let Some(file) = self.open.remove(partition) else {
             return Ok(());
         };
-        let path = file.path.clone();
-        let rows = file.rows;
-        let writer = file.writer;
-        let bytes = {
-            let mut w = writer;
-            w.flush()
-                .await
-                .map_err(|e| Error::external(format!("writing {path}: {e}")))?;
-            let n = w.bytes_written() as u64;
-            w.close()
-                .await
-                .map_err(|e| Error::external(format!("finishing {path}: {e}")))?;
-            n
-        };
+        let OpenFile {
+            mut writer,
+            path,
+            rows,
+            ..
+        } = file;
+        writer
+            .finish()
+            .await
+            .map_err(|e| Error::external(format!("finishing {path}: {e}")))?;
+        // After the footer is written this is the file's exact size.
+        let bytes = writer.bytes_written() as u64;
         self.files.push(WrittenFile {
             path: self.lake.relative(&path),
             partition: partition.to_string(),
@@ -354,15 +351,7 @@ impl PartitionedWriter {
         for key in keys {
             self.close(&key).await?;
         }
-        // The byte count of the footer is not in `bytes_written` before close; report the
-        // real sizes from the store so the manifest matches the files.
-        let mut files = std::mem::take(&mut self.files);
-        for f in &mut files {
-            if let Ok(meta) = self.lake.store().head(&self.lake.path(&f.path)?).await {
-                f.bytes = meta.size;
-            }
-        }
-        Ok(files)
+        Ok(std::mem::take(&mut self.files))
     }
 }
 
@@ -407,7 +396,7 @@ mod tests {
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::{Field, Int64Type};
     use futures::TryStreamExt;
-    use object_store::ObjectStore;
+    use object_store::{ObjectStore, ObjectStoreExt};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use proptest::prelude::*;
 
@@ -469,6 +458,15 @@ mod tests {
             written.len(),
             "every file is reported, and only those"
         );
+        for meta in &listed {
+            let reported = written.iter().find(|w| w.path == meta.location.as_ref());
+            assert_eq!(
+                reported.map(|w| w.bytes),
+                Some(meta.size),
+                "size of {}",
+                meta.location
+            );
+        }
         let mut out = Vec::new();
         for meta in listed {
             let bytes = store
