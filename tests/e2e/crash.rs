@@ -80,3 +80,65 @@ async fn killed_before_commit_then_rerun_gives_each_row_once() {
     let state = std::fs::read_to_string(ws.state().join("pings.json")).expect("state");
     assert!(!state.contains("\"pending\""), "{state}");
 }
+
+#[tokio::test]
+async fn a_connection_dropped_mid_extract_is_retryable_and_leaves_nothing() {
+    let url = crate::common::postgres_db("sluice_dropped").await;
+    exec(
+        &url,
+        "CREATE TABLE readings (id bigint PRIMARY KEY, sensor int, note text, at timestamptz);
+         INSERT INTO readings SELECT g, g % 97, md5(g::text) || md5((g * 7)::text), timestamptz '2024-01-01' + g * interval '1 minute'
+         FROM generate_series(1, 600000) g;",
+    )
+    .await;
+    let ws = Workspace::new();
+    ws.connections(&format!("pg:\n  kind: postgres\n  url: \"{url}\"\n"));
+    ws.write_job(
+        "readings.yaml",
+        "job: readings\nsource:\n  connection: pg\n  table: readings\n  cursor: id\n  primary_key: [id]\n  batch_rows: 4096\nmode: incremental\ntransform: SELECT *, date_format(at, '%Y-%m') AS month FROM source\ntarget:\n  table: readings\n  partition_by: [month]\n  file_size: 1MiB\n",
+    );
+    let child = ws
+        .command(&["run", "--job", "readings", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sluice");
+    let started = Instant::now();
+    while ws.parquet_files("readings").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no file was written"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The database drops sluice's connection, as a failover or a VPN outage would.
+    exec(
+        &url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sluice' AND pid <> pg_backend_pid()",
+    )
+    .await;
+    let out = child.wait_with_output().expect("wait");
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(75), "{summary}");
+    assert!(
+        summary.contains("\"error_class\":\"external\""),
+        "{summary}"
+    );
+    assert!(
+        ws.parquet_files("readings").is_empty(),
+        "the failed attempt's files are removed"
+    );
+    let state = std::fs::read_to_string(ws.state().join("readings.json")).expect("state");
+    assert!(
+        !state.contains("\"watermark\"") && !state.contains("\"pending\""),
+        "{state}"
+    );
+
+    let rerun = ws.run_ok("readings");
+    assert_eq!(rerun["rows"], 600_000, "{rerun}");
+    let counts = lake_sql(
+        &ws,
+        "SELECT count(*) AS n_rows, count(DISTINCT id) AS n_ids FROM readings",
+    );
+    assert!(counts.contains("| 600000 | 600000 |"), "{counts}");
+}
