@@ -148,8 +148,8 @@ impl DialectRow for MySqlRow {
             // Text with a binary collation carries the protocol's BINARY flag, which
             // sqlx's checked decode refuses; the catalog already said it is text, and
             // the decode still rejects bytes that are not UTF-8.
-            match self.try_get_unchecked::<Option<String>, _>(i)? {
-                Some(v) => b.text(&v)?,
+            match self.try_get_unchecked::<Option<&str>, _>(i)? {
+                Some(v) => b.text(v)?,
                 None => b.null(),
             }
             return Ok(());

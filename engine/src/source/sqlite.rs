@@ -141,8 +141,8 @@ impl DialectRow for SqliteRow {
         match read {
             // SQLite stores declared decimals as INTEGER, REAL or TEXT; its text form is
             // exact for the first two, and the builder refuses what does not fit.
-            Read::Decimal | Read::Text => match self.try_get_unchecked::<Option<String>, _>(i)? {
-                Some(v) => b.text(&v)?,
+            Read::Decimal | Read::Text => match self.try_get_unchecked::<Option<&str>, _>(i)? {
+                Some(v) => b.text(v)?,
                 None => b.null(),
             },
             _ if read_common(self, i, read, b)? => {}
