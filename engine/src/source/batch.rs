@@ -152,44 +152,78 @@ impl ColumnBuilder {
     }
 
     pub fn date(&mut self, v: NaiveDate) -> Fit {
+        let days = v.signed_duration_since(NaiveDate::default()).num_days();
+        self.days(i32::try_from(days).map_err(|_| Misfit(format!("date {v} is out of range")))?)
+    }
+
+    /// A date as days since 1970-01-01.
+    pub fn days(&mut self, days: i32) -> Fit {
         match self {
-            Self::Date(b) => {
-                let days = v.signed_duration_since(NaiveDate::default()).num_days();
-                b.append_value(
-                    i32::try_from(days).map_err(|_| Misfit(format!("date {v} is out of range")))?,
-                )
-            }
-            _ => return Err(Misfit(format!("date {v} does not fit"))),
+            Self::Date(b) => b.append_value(days),
+            _ => return Err(Misfit(format!("a date ({days} days) does not fit"))),
         }
         Ok(())
     }
 
     pub fn datetime(&mut self, v: NaiveDateTime) -> Fit {
+        self.micros(v.and_utc().timestamp_micros())
+    }
+
+    pub fn datetime_utc(&mut self, v: DateTime<Utc>) -> Fit {
+        self.micros(v.timestamp_micros())
+    }
+
+    /// A timestamp as microseconds since 1970-01-01 00:00 UTC.
+    pub fn micros(&mut self, micros: i64) -> Fit {
         match self {
-            Self::Timestamp(b, _) => b.append_value(v.and_utc().timestamp_micros()),
-            _ => return Err(Misfit(format!("timestamp {v} does not fit"))),
+            Self::Timestamp(b, _) => b.append_value(micros),
+            _ => return Err(Misfit(format!("a timestamp ({micros} µs) does not fit"))),
         }
         Ok(())
     }
 
-    pub fn datetime_utc(&mut self, v: DateTime<Utc>) -> Fit {
-        self.datetime(v.naive_utc())
-    }
-
     /// Exact only: a value with more digits or decimals than the column holds is refused.
     pub fn decimal(&mut self, v: &BigDecimal) -> Fit {
-        let Self::Decimal(b, precision, scale) = self else {
+        let Some(scale) = self.decimal_scale() else {
             return self.text(&v.to_string());
         };
-        let scaled = v.with_scale(i64::from(*scale));
-        let misfit = || Misfit(format!("{v} does not fit decimal({precision},{scale})"));
+        let scaled = v.with_scale(i64::from(scale));
+        let name = self.decimal_name();
+        let misfit = || Misfit(format!("{v} does not fit {name}"));
         if &scaled != v {
             return Err(misfit());
         }
         let (digits, _) = scaled.as_bigint_and_exponent();
         let n = i128::try_from(&digits).map_err(|_| misfit())?;
+        self.decimal_unscaled(n).map_err(|_| misfit())
+    }
+
+    /// The scale of a decimal column.
+    pub fn decimal_scale(&self) -> Option<i8> {
+        match self {
+            Self::Decimal(_, _, scale) => Some(*scale),
+            _ => None,
+        }
+    }
+
+    fn decimal_name(&self) -> String {
+        match self {
+            Self::Decimal(_, p, s) => format!("decimal({p},{s})"),
+            _ => "a decimal".into(),
+        }
+    }
+
+    /// A decimal given as its value times 10^scale; refused beyond the precision.
+    pub fn decimal_unscaled(&mut self, n: i128) -> Fit {
+        let name = self.decimal_name();
+        let Self::Decimal(b, precision, scale) = self else {
+            return Err(Misfit(format!("decimal {n} does not fit")));
+        };
         if n.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
-            return Err(misfit());
+            return Err(Misfit(format!(
+                "{} does not fit {name}",
+                unscaled_text(n, *scale)
+            )));
         }
         b.append_value(n);
         Ok(())
@@ -222,6 +256,19 @@ impl ColumnBuilder {
             }
         })
     }
+}
+
+/// `n / 10^scale` written out, for messages.
+fn unscaled_text(n: i128, scale: i8) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let scale = scale.max(0) as usize;
+    let sign = if n < 0 { "-" } else { "" };
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
 }
 
 /// Collects rows into batches of at most `batch_rows` rows.

@@ -5,6 +5,7 @@
 mod batch;
 pub mod cursor;
 mod mysql;
+mod pg_binary;
 mod postgres;
 mod sql;
 mod sqlite;

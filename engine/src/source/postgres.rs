@@ -3,11 +3,11 @@
 
 use std::str::FromStr;
 
-use bigdecimal::BigDecimal;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{Column, Postgres, Row, TypeInfo};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, PgValueFormat};
+use sqlx::{Column, Postgres, Row, TypeInfo, ValueRef};
 
-use super::batch::{ColumnBuilder, DialectRow, ReadError, read_common};
+use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError};
+use super::pg_binary;
 use super::sql::{
     Dialect, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
 };
@@ -92,27 +92,24 @@ fn map_type(name: &str, type_name: &str, numeric: Option<(u32, i32)>) -> SourceC
 }
 
 impl DialectRow for PgRow {
+    /// Every value is read raw, in PostgreSQL's binary format (what sqlx asks the server
+    /// for), and decoded by [`pg_binary`].
     fn read(
         &self,
         i: usize,
         read: Read,
         b: &mut ColumnBuilder,
     ) -> std::result::Result<(), ReadError> {
-        if read_common(self, i, read, b)? {
+        let value = self.try_get_raw(i)?;
+        if value.is_null() {
+            b.null();
             return Ok(());
         }
-        match read {
-            Read::Decimal => match self.try_get::<Option<BigDecimal>, _>(i)? {
-                Some(v) => b.decimal(&v)?,
-                None => b.null(),
-            },
-            other => {
-                return Err(ReadError::Misfit(super::batch::Misfit(format!(
-                    "PostgreSQL has no {other:?} values"
-                ))));
-            }
+        if value.format() != PgValueFormat::Binary {
+            return Err(Misfit("PostgreSQL sent a value as text, not binary".into()).into());
         }
-        Ok(())
+        let bytes = value.as_bytes().map_err(|e| Misfit(e.to_string()))?;
+        Ok(pg_binary::append(bytes, read, b)?)
     }
 }
 
