@@ -257,30 +257,27 @@ async fn write(
         .boxed();
     let (out_schema, mut output) =
         transform::apply(job.transform.as_deref(), schema, extract).await?;
-    let mut writer = PartitionedWriter::new(
+    let writer = PartitionedWriter::new(
         ctx.lake.clone(),
         &job.target,
         run_key,
         &out_schema,
         snapshot,
     )?;
+    // The writer runs on its own task, so that encoding overlaps the transform; two
+    // batches in flight between them at most.
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let writing = tokio::spawn(write_all(writer, rx));
     let mut waiting = Duration::ZERO;
-    let mut writing = Duration::ZERO;
-    loop {
-        let t = Instant::now();
-        let Some(batch) = output.next().await else {
-            break;
-        };
-        waiting += t.elapsed();
-        let batch = batch?;
-        let t = Instant::now();
-        summary.rows += batch.num_rows() as u64;
-        writer.write(&batch).await?;
-        writing += t.elapsed();
-    }
-    let t = Instant::now();
-    let files = writer.finish().await?;
-    writing += t.elapsed();
+    let fed = feed(&mut output, &tx, summary, &mut waiting).await;
+    drop(tx);
+    // Wait for the writer even when feeding failed: no file may still be written while
+    // the failed attempt's files are removed.
+    let written = writing
+        .await
+        .map_err(|e| Error::internal(format!("the writer task failed: {e}")))?;
+    fed?;
+    let (files, writing) = written?;
     summary.rows_read = read_rows.load(std::sync::atomic::Ordering::Relaxed);
     summary.files = files.len();
     summary.bytes = files.iter().map(|f| f.bytes).sum();
@@ -309,6 +306,45 @@ async fn write(
         .put(&ctx.lake.manifest_path(&job.target.table, run_key)?, json)
         .await?;
     Ok(manifest)
+}
+
+/// Moves the transform's output to the writer task until either ends.
+async fn feed(
+    output: &mut transform::BatchStream,
+    tx: &tokio::sync::mpsc::Sender<datafusion::arrow::record_batch::RecordBatch>,
+    summary: &mut RunSummary,
+    waiting: &mut Duration,
+) -> Result<()> {
+    loop {
+        let t = Instant::now();
+        let Some(batch) = output.next().await else {
+            return Ok(());
+        };
+        *waiting += t.elapsed();
+        let batch = batch?;
+        summary.rows += batch.num_rows() as u64;
+        if tx.send(batch).await.is_err() {
+            // The writer stopped; its error is the one to report.
+            return Ok(());
+        }
+    }
+}
+
+/// The writer task: writes every batch it receives, then closes the files. Returns them
+/// with the time spent encoding and uploading.
+async fn write_all(
+    mut writer: PartitionedWriter,
+    mut rx: tokio::sync::mpsc::Receiver<datafusion::arrow::record_batch::RecordBatch>,
+) -> Result<(Vec<sink::WrittenFile>, Duration)> {
+    let mut busy = Duration::ZERO;
+    while let Some(batch) = rx.recv().await {
+        let t = Instant::now();
+        writer.write(&batch).await?;
+        busy += t.elapsed();
+    }
+    let t = Instant::now();
+    let files = writer.finish().await?;
+    Ok((files, busy + t.elapsed()))
 }
 
 /// After a failure: removes what the attempt wrote, right away if possible. If this fails
