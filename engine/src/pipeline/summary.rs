@@ -123,7 +123,12 @@ impl RunSummary {
                 human_bytes(self.bytes),
                 self.seconds.total
             ),
-            RunStatus::UpToDate => format!("{}: up to date, nothing new{window}", self.job),
+            RunStatus::UpToDate => match &self.window.lo {
+                Some(watermark) => {
+                    format!("{}: up to date, nothing new after {watermark}", self.job)
+                }
+                None => format!("{}: up to date, the source has no rows", self.job),
+            },
             RunStatus::Failed => format!(
                 "{}: FAILED ({}): {}",
                 self.job,
