@@ -59,6 +59,38 @@ impl Workspace {
         cmd
     }
 
+    /// Creates the SQLite database `src.db` in the workspace with `sql`; returns the
+    /// `url:` a connection to it takes.
+    pub async fn sqlite_source(&self, sql: &str) -> String {
+        let db = self.dir.path().join("src.db");
+        exec(&format!("sqlite://{}", db.display()), sql).await;
+        format!("sqlite:{}", db.display())
+    }
+
+    /// Starts `sluice <args>` and returns once the first Parquet file of `table` exists,
+    /// while the run is still going.
+    pub fn start_until_first_file(&self, args: &[&str], table: &str) -> std::process::Child {
+        let mut child = self
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sluice");
+        let started = std::time::Instant::now();
+        while self.parquet_files(table).is_empty() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "no file was written"
+            );
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "the run ended before it wrote a file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child
+    }
+
     pub fn sluice(&self, args: &[&str]) -> Run {
         Run(self.command(args).output().expect("run sluice"))
     }

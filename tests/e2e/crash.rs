@@ -2,51 +2,27 @@
 //! leaves each source row in the lake exactly once; a second run of a running job is
 //! refused with the busy exit code.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use crate::common::{Workspace, exec, lake_sql};
 
 #[tokio::test]
 async fn killed_before_commit_then_rerun_gives_each_row_once() {
     let ws = Workspace::new();
-    let db = ws.dir.path().join("src.db");
     // Enough rows, poorly compressible, and 1 MiB files: the run writes many files
     // before it commits, which leaves time to kill it in between.
-    exec(
-        &format!("sqlite://{}", db.display()),
+    let url = ws
+        .sqlite_source(
         "CREATE TABLE pings (id INTEGER PRIMARY KEY, truck INTEGER, note TEXT, at DATETIME);
          WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 400000)
          INSERT INTO pings SELECT n, n % 150, hex(randomblob(24)), datetime('2024-05-01', '+' || (n / 20) || ' minutes') FROM g;",
     )
     .await;
-    ws.connections(&format!(
-        "db:\n  kind: sqlite\n  url: sqlite:{}\n",
-        db.display()
-    ));
+    ws.connections(&format!("db:\n  kind: sqlite\n  url: {url}\n"));
     ws.write_job(
         "pings.yaml",
         "job: pings\nsource:\n  connection: db\n  table: pings\n  cursor: id\n  primary_key: [id]\n  batch_rows: 4096\nmode: incremental\ntransform: SELECT *, date_format(at, '%Y-%m-%d') AS dt FROM source\ntarget:\n  table: pings\n  partition_by: [dt]\n  file_size: 1MiB\n",
     );
 
-    let mut child = ws
-        .command(&["run", "--job", "pings"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sluice");
-    let started = Instant::now();
-    while ws.parquet_files("pings").is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no file was written"
-        );
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = ws.start_until_first_file(&["run", "--job", "pings"], "pings");
     // While it runs, a second run of the same job is refused: busy, retry later.
     let second = ws.sluice(&["run", "--job", "pings"]);
     second.assert_code(3);
@@ -97,20 +73,10 @@ async fn a_connection_dropped_mid_extract_is_retryable_and_leaves_nothing() {
         "readings.yaml",
         "job: readings\nsource:\n  connection: pg\n  table: readings\n  cursor: id\n  primary_key: [id]\n  batch_rows: 4096\nmode: incremental\ntransform: SELECT *, date_format(at, '%Y-%m') AS month FROM source\ntarget:\n  table: readings\n  partition_by: [month]\n  file_size: 1MiB\n",
     );
-    let child = ws
-        .command(&["run", "--job", "readings", "--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sluice");
-    let started = Instant::now();
-    while ws.parquet_files("readings").is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no file was written"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = ws.start_until_first_file(
+        &["run", "--job", "readings", "--output", "json"],
+        "readings",
+    );
     // The database drops sluice's connection, as a failover or a VPN outage would.
     exec(
         &url,

@@ -184,16 +184,12 @@ fn a_database_that_is_down_is_retryable_and_the_password_stays_secret() {
 #[tokio::test]
 async fn a_missing_table_fails_that_job_alone() {
     let ws = Workspace::new();
-    let db = ws.dir.path().join("src.db");
-    exec(
-        &format!("sqlite://{}", db.display()),
-        "CREATE TABLE present (id INTEGER PRIMARY KEY); INSERT INTO present VALUES (1), (2);",
-    )
-    .await;
-    ws.connections(&format!(
-        "db:\n  kind: sqlite\n  url: sqlite:{}\n",
-        db.display()
-    ));
+    let url = ws
+        .sqlite_source(
+            "CREATE TABLE present (id INTEGER PRIMARY KEY); INSERT INTO present VALUES (1), (2);",
+        )
+        .await;
+    ws.connections(&format!("db:\n  kind: sqlite\n  url: {url}\n"));
     ws.write_job(
         "a.yaml",
         "job: present\nsource:\n  connection: db\n  table: present\ntarget:\n  table: present\n",

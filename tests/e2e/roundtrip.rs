@@ -210,11 +210,9 @@ const MY_EXPECTED: &str = r#"
 #[tokio::test]
 async fn sqlite_every_type_round_trips() {
     let ws = Workspace::new();
-    let db = ws.dir.path().join("src.db");
-    let url = format!("sqlite://{}", db.display());
-    exec(
-        &url,
-        r#"
+    let url = ws
+        .sqlite_source(
+            r#"
 CREATE TABLE torture (id INTEGER PRIMARY KEY, i INTEGER, big BIGINT, num DECIMAL(12,3), f REAL,
   flag BOOLEAN, t TEXT, vc VARCHAR(20), d DATE, ts DATETIME, b BLOB, js JSON, u UUID, untyped);
 INSERT INTO torture VALUES
@@ -228,7 +226,7 @@ line2', NULL, '9999-12-31', '9999-12-31 23:59:59.999999', NULL, NULL, NULL, 1.5)
 "#,
     )
     .await;
-    torture_job(&ws, "sqlite", &format!("sqlite:{}", db.display()));
+    torture_job(&ws, "sqlite", &url);
     let batches = extract(&ws);
     assert_eq!(
         schema_lines(&batches),
@@ -268,14 +266,13 @@ const SQLITE_EXPECTED: &str = r#"
 #[tokio::test]
 async fn a_value_that_does_not_fit_is_a_clear_user_error_and_writes_nothing() {
     let ws = Workspace::new();
-    let db = ws.dir.path().join("src.db");
-    exec(
-        &format!("sqlite://{}", db.display()),
-        "CREATE TABLE torture (id INTEGER PRIMARY KEY, price DECIMAL(5,2));
+    let url = ws
+        .sqlite_source(
+            "CREATE TABLE torture (id INTEGER PRIMARY KEY, price DECIMAL(5,2));
          INSERT INTO torture VALUES (1, 12.5), (2, 12.345), (3, 1), (4, 2);",
-    )
-    .await;
-    torture_job(&ws, "sqlite", &format!("sqlite:{}", db.display()));
+        )
+        .await;
+    torture_job(&ws, "sqlite", &url);
     let run = ws.sluice(&["run", "--job", "torture"]);
     run.assert_code(2);
     assert!(
