@@ -41,7 +41,7 @@ async fn postgres_incremental_windows_lag_and_reruns() {
     ws.connections(&format!("pg:\n  kind: postgres\n  url: \"{url}\"\n"));
     ws.write_job(
         "events.yaml",
-        "job: events\nsource:\n  connection: pg\n  table: public.events\n  cursor: updated_at\n  primary_key: [id]\n  lag: 2s\nmode: incremental\ntransform: SELECT *, date_format(updated_at, '%Y-%m-%d') AS dt FROM source\ntarget:\n  table: events\n  partition_by: [dt]\n",
+        "job: events\nsource:\n  connection: pg\n  table: public.events\n  cursor: updated_at\n  primary_key: [id]\n  lag: 5s\nmode: incremental\ntransform: SELECT *, date_format(updated_at, '%Y-%m-%d') AS dt FROM source\ntarget:\n  table: events\n  partition_by: [dt]\n",
     );
 
     let first = ws.run_ok("events");
@@ -84,7 +84,7 @@ async fn postgres_incremental_windows_lag_and_reruns() {
     );
 
     // Once the lag has passed, the waiting rows arrive, and only they.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    std::thread::sleep(std::time::Duration::from_millis(5500));
     let third = ws.run_ok("events");
     assert_eq!(third["rows"], 3, "{third}");
     let kinds = lake_sql(
