@@ -286,3 +286,51 @@ async fn a_value_that_does_not_fit_is_a_clear_user_error_and_writes_nothing() {
         "a failed run left files"
     );
 }
+
+/// PostgreSQL has two paths: `COPY … (FORMAT binary)` (full runs, and windows on
+/// integer, date and timestamp cursors) and rows with bound parameters (text cursors).
+/// Both give the torture table value for value.
+#[tokio::test]
+async fn postgres_copy_and_row_paths_agree() {
+    let url = postgres_db("sluice_paths").await;
+    exec(&url, PG_TORTURE).await;
+    let ws = Workspace::new();
+    torture_job(&ws, "postgres", &url);
+    ws.write_job(
+        "rows.yaml",
+        "job: torture_rows\nsource:\n  connection: src\n  query: SELECT *, lpad(id::text, 3, '0') AS k FROM torture\n  cursor: k\nmode: incremental\ntarget:\n  table: torture_rows\n",
+    );
+    let copy = ws
+        .command(&["run", "--job", "torture"])
+        .env("SLUICE_LOG", "sluice=debug")
+        .output()
+        .expect("run");
+    assert_eq!(copy.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&copy.stderr).contains("COPY (SELECT"),
+        "the full run used COPY"
+    );
+    let rows = ws
+        .command(&["run", "--job", "torture_rows"])
+        .env("SLUICE_LOG", "sluice=debug")
+        .output()
+        .expect("run");
+    assert_eq!(rows.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&rows.stderr);
+    assert!(
+        !log.contains("COPY (SELECT") && log.contains("\\\"k\\\" <= $1"),
+        "the text cursor used bound parameters:\n{log}"
+    );
+
+    let via_copy = ws.read_table("torture");
+    let via_rows: Vec<RecordBatch> = ws
+        .read_table("torture_rows")
+        .iter()
+        .map(|b| {
+            b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>())
+                .expect("project")
+        })
+        .collect();
+    assert_eq!(pretty(&via_copy), PG_EXPECTED.trim());
+    assert_eq!(pretty(&via_rows), PG_EXPECTED.trim());
+}

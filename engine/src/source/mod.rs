@@ -6,6 +6,7 @@ mod batch;
 pub mod cursor;
 mod mysql;
 mod pg_binary;
+mod pg_copy;
 mod postgres;
 mod sql;
 mod sqlite;

@@ -7,12 +7,17 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, PgValueFormat};
 use sqlx::{Column, Postgres, Row, TypeInfo, ValueRef};
 
 use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError};
+use super::cursor::{CursorValue, Window};
 use super::pg_binary;
+use super::pg_copy;
 use super::sql::{
     Dialect, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
+    rows_extract, spawn_stream,
 };
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::stream::BoxStream;
 
 extract_loop!(Postgres);
 
@@ -29,6 +34,30 @@ impl Dialect for Postgres {
         numbered_params: true,
         text_type: "TEXT",
     };
+
+    /// `COPY … (FORMAT binary)` when every bound of the window has a literal form; the
+    /// row path (bound parameters) for a text cursor.
+    fn extract(
+        conn: PgConnection,
+        plan: &Plan,
+        columns: Vec<SourceColumn>,
+        window: &Window,
+    ) -> BoxStream<'static, Result<RecordBatch>> {
+        let literals = [&window.lo, &window.hi]
+            .into_iter()
+            .flatten()
+            .all(|v| pg_copy::literal(v).is_some());
+        if !literals {
+            return rows_extract::<Self>(conn, plan, columns, window);
+        }
+        let render = |_: usize, v: &CursorValue| pg_copy::literal(v).unwrap_or_default();
+        let (select, _) = Self::SYNTAX.window_with(plan, &columns, window, &render);
+        let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+        tracing::debug!(sql = %copy, "extract");
+        spawn_stream(plan.batch_rows, columns, move |builder, tx| {
+            pg_copy::stream(conn, copy, builder, tx)
+        })
+    }
 
     async fn columns(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
         let columns = describe::<Self>(conn, plan).await?;

@@ -96,6 +96,18 @@ impl Syntax {
         columns: &[SourceColumn],
         window: &Window,
     ) -> (String, Vec<CursorValue>) {
+        self.window_with(plan, columns, window, &|n, _| self.param(n))
+    }
+
+    /// The extract with each bound rendered by `bound(n, value)`: a placeholder, or (for
+    /// `COPY`, which takes no parameters) a literal.
+    pub fn window_with(
+        &self,
+        plan: &Plan,
+        columns: &[SourceColumn],
+        window: &Window,
+        bound: &dyn Fn(usize, &CursorValue) -> String,
+    ) -> (String, Vec<CursorValue>) {
         let mut sql = format!(
             "SELECT {} FROM {}",
             self.select_list(columns),
@@ -107,11 +119,11 @@ impl Syntax {
             let c = self.ident(cursor);
             if let Some(lo) = &window.lo {
                 binds.push(lo.clone());
-                conditions.push(format!("{c} > {}", self.param(binds.len())));
+                conditions.push(format!("{c} > {}", bound(binds.len(), lo)));
             }
             if let Some(hi) = &window.hi {
                 binds.push(hi.clone());
-                conditions.push(format!("{c} <= {}", self.param(binds.len())));
+                conditions.push(format!("{c} <= {}", bound(binds.len(), hi)));
             }
         }
         if !conditions.is_empty() {
@@ -299,11 +311,34 @@ pub fn rows_to_batch<R: DialectRow>(rows: &[R], columns: Vec<SourceColumn>) -> R
 pub trait Dialect: Fetch {
     const SYNTAX: Syntax;
 
+    /// Streams the window's rows. The default fetches rows with the window's bounds as
+    /// bound parameters; a dialect with a faster bulk path overrides it.
+    fn extract(
+        conn: Self::Connection,
+        plan: &Plan,
+        columns: Vec<SourceColumn>,
+        window: &Window,
+    ) -> BoxStream<'static, Result<RecordBatch>> {
+        rows_extract::<Self>(conn, plan, columns, window)
+    }
+
     /// The columns of the plan's table or query, mapped to lake types.
     fn columns(
         conn: &mut Self::Connection,
         plan: &Plan,
     ) -> impl std::future::Future<Output = Result<Vec<SourceColumn>>> + Send;
+}
+
+/// The row path: the window's SELECT with its bounds as bound parameters.
+pub fn rows_extract<DB: Dialect>(
+    conn: DB::Connection,
+    plan: &Plan,
+    columns: Vec<SourceColumn>,
+    window: &Window,
+) -> BoxStream<'static, Result<RecordBatch>> {
+    let (sql, binds) = DB::SYNTAX.window(plan, &columns, window);
+    tracing::debug!(%sql, "extract");
+    DB::stream(conn, sql, binds, columns, plan.batch_rows)
 }
 
 /// One connection to a source database, read as the [`super::Source`] contract says.
@@ -338,9 +373,7 @@ where
         columns: Vec<SourceColumn>,
         window: Window,
     ) -> BoxStream<'static, Result<RecordBatch>> {
-        let (sql, binds) = DB::SYNTAX.window(&self.plan, &columns, &window);
-        tracing::debug!(%sql, "extract");
-        DB::stream(self.conn, sql, binds, columns, self.plan.batch_rows)
+        DB::extract(self.conn, &self.plan, columns, &window)
     }
 }
 
