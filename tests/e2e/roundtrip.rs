@@ -334,3 +334,41 @@ async fn postgres_copy_and_row_paths_agree() {
     assert_eq!(pretty(&via_copy), PG_EXPECTED.trim());
     assert_eq!(pretty(&via_rows), PG_EXPECTED.trim());
 }
+
+/// `infinity` timestamps and `NaN` numerics have no value in Parquet/Athena: the run
+/// fails with the column's name and what to do, and writes nothing.
+#[tokio::test]
+async fn postgres_infinity_and_nan_are_clear_errors() {
+    let url = postgres_db("sluice_infinity").await;
+    exec(
+        &url,
+        "CREATE TABLE at_inf (id int PRIMARY KEY, seen timestamp); INSERT INTO at_inf VALUES (1, now()), (2, 'infinity');
+         CREATE TABLE at_nan (id int PRIMARY KEY, x numeric(10,2)); INSERT INTO at_nan VALUES (1, 1.5), (2, 'NaN');",
+    )
+    .await;
+    let ws = Workspace::new();
+    ws.connections(&format!("src:\n  kind: postgres\n  url: \"{url}\"\n"));
+    for table in ["at_inf", "at_nan"] {
+        ws.write_job(
+            &format!("{table}.yaml"),
+            &format!("job: {table}\nsource:\n  connection: src\n  table: {table}\ntarget:\n  table: {table}\n"),
+        );
+    }
+    let inf = ws.sluice(&["run", "--job", "at_inf"]);
+    inf.assert_code(2);
+    assert!(
+        inf.stdout()
+            .contains("column `seen` (TIMESTAMP): timestamp 'infinity' has no value in the lake"),
+        "{}",
+        inf.stdout()
+    );
+    let nan = ws.sluice(&["run", "--job", "at_nan"]);
+    nan.assert_code(2);
+    assert!(
+        nan.stdout()
+            .contains("column `x` (NUMERIC): NUMERIC 'NaN' has no value in the lake"),
+        "{}",
+        nan.stdout()
+    );
+    assert!(ws.parquet_files("at_inf").is_empty() && ws.parquet_files("at_nan").is_empty());
+}
