@@ -26,6 +26,7 @@ use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::lake::Lake;
@@ -150,8 +151,8 @@ impl PartitionedWriter {
             fixed_partition: fixed_partition.unwrap_or_default(),
             partition_columns,
             data_columns,
+            props: writer_properties(target.compression, &file_schema),
             file_schema,
-            props: writer_properties(target.compression),
             file_size: target.file_size,
             open: HashMap::new(),
             next_seq: HashMap::new(),
@@ -380,16 +381,30 @@ pub fn escape_partition_value(value: &str, out: &mut String) {
     }
 }
 
-fn writer_properties(compression: Compression) -> WriterProperties {
+/// Dictionary encoding where it pays: text and binary columns, whose values repeat
+/// (cities, statuses, codes). Numbers and timestamps are mostly distinct, where a
+/// dictionary plus its indices is larger than the plain values under ZSTD (measured on
+/// the bench's orders table: 1.5–2.5× per numeric column; DuckDB makes the same choice).
+fn writer_properties(compression: Compression, schema: &Schema) -> WriterProperties {
     let codec = match compression {
         Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
         Compression::Snappy => Codec::SNAPPY,
         Compression::None => Codec::UNCOMPRESSED,
     };
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(codec)
-        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_dictionary_enabled(false)
+        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
+    for field in schema.fields() {
+        if matches!(
+            field.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Binary
+        ) {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+        }
+    }
+    builder.build()
 }
 
 #[cfg(test)]
@@ -413,6 +428,17 @@ mod tests {
         let mut s = String::new();
         escape_partition_value("2024-05-01", &mut s);
         assert_eq!(s, "2024-05-01");
+    }
+
+    #[test]
+    fn dictionaries_only_where_they_pay() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("city", DataType::Utf8, true),
+        ]);
+        let props = writer_properties(Compression::Zstd, &schema);
+        assert!(!props.dictionary_enabled(&ColumnPath::from("id")));
+        assert!(props.dictionary_enabled(&ColumnPath::from("city")));
     }
 
     fn target(file_size: u64) -> Target {
