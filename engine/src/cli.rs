@@ -174,6 +174,9 @@ async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
     let store: Arc<dyn store::StateStore> = Arc::from(store::open(&places.state)?);
     let ctx = pipeline::Context::new(lake, store);
     let selected = select(&set, &args)?;
+    if selected.is_empty() {
+        eprintln!("no enabled job rows in {}", places.jobs.display());
+    }
     let mut worst: Option<ErrorClass> = None;
     for row in selected {
         let summary = match &row.job {
