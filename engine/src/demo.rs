@@ -102,11 +102,10 @@ pub async fn run(dir: &Path) -> Result<()> {
     println!("5. Querying the lake (sluice query):\n{SUMMARY_QUERY}");
     let batches = crate::query::query(&lake, SUMMARY_QUERY).await?;
     println!("{}", crate::query::render(&batches)?);
+    let exe = std::env::current_exe().map_or_else(|_| "sluice".into(), |p| p.display().to_string());
     println!(
-        "Done. Try: sluice --jobs {jobs} --lake {lake} --state {state} query \"SELECT dt, count(*) FROM orders GROUP BY dt ORDER BY dt\"",
-        jobs = jobs_dir.display(),
+        "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"",
         lake = dir.join("lake").display(),
-        state = dir.join("state").display()
     );
     Ok(())
 }
