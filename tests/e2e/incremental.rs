@@ -216,3 +216,47 @@ async fn a_missing_table_fails_that_job_alone() {
 fn sluice_with_env(ws: &Workspace, args: &[&str], key: &str, value: &str) -> crate::common::Run {
     crate::common::Run(ws.command(args).env(key, value).output().expect("run"))
 }
+
+/// MySQL TIMESTAMP (UTC) and DATETIME cursors: windows bound as parameters, and rows
+/// newer than now − lag wait.
+#[tokio::test]
+async fn mysql_timestamp_and_datetime_cursors_with_lag() {
+    let url = mysql_db("sluice_mysql_ts").await;
+    exec(
+        &url,
+        "SET time_zone = '+00:00';
+         CREATE TABLE ev (id INT PRIMARY KEY, changed_at TIMESTAMP(6) NULL, changed_local DATETIME(6));
+         INSERT INTO ev SELECT seq, NOW(6) - INTERVAL 2 HOUR + INTERVAL seq SECOND, UTC_TIMESTAMP(6) - INTERVAL 2 HOUR + INTERVAL seq SECOND FROM seq_1_to_30;",
+    )
+    .await;
+    let ws = Workspace::new();
+    ws.connections(&format!("my:\n  kind: mysql\n  url: \"{url}\"\n"));
+    for (job, cursor) in [("by_ts", "changed_at"), ("by_dt", "changed_local")] {
+        ws.write_job(
+            &format!("{job}.yaml"),
+            &format!("job: {job}\nsource:\n  connection: my\n  table: ev\n  cursor: {cursor}\n  primary_key: [id]\n  lag: 30s\nmode: incremental\ntarget:\n  table: {job}\n"),
+        );
+    }
+    for job in ["by_ts", "by_dt"] {
+        assert_eq!(ws.run_ok(job)["rows"], 30, "{job}");
+    }
+    exec(
+        &url,
+        "SET time_zone = '+00:00';
+         INSERT INTO ev SELECT 100 + seq, NOW(6) - INTERVAL 1 HOUR, UTC_TIMESTAMP(6) - INTERVAL 1 HOUR FROM seq_1_to_5;
+         INSERT INTO ev SELECT 200 + seq, NOW(6), UTC_TIMESTAMP(6) FROM seq_1_to_3;",
+    )
+    .await;
+    for job in ["by_ts", "by_dt"] {
+        let second = ws.run_ok(job);
+        assert_eq!(
+            second["rows"], 5,
+            "{job}: only the rows before now − lag: {second}"
+        );
+        let ids = lake_sql(
+            &ws,
+            &format!("SELECT count(*) AS n, max(id) AS top FROM {job}"),
+        );
+        assert!(ids.contains("| 35 | 105 |"), "{job}:\n{ids}");
+    }
+}
