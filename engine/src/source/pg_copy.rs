@@ -200,6 +200,18 @@ mod tests {
     use datafusion::arrow::array::{AsArray, Int32Array};
     use datafusion::arrow::datatypes::Int32Type;
 
+    /// A batch builder for one INT4 column `n`.
+    fn int_builder(capacity: usize) -> BatchBuilder {
+        let columns = vec![SourceColumn::new(
+            "n",
+            "INT4",
+            Read::I32,
+            LakeType::Int32,
+            false,
+        )];
+        BatchBuilder::new(arrow_schema(&columns), columns, capacity)
+    }
+
     fn stream_bytes(rows: &[Option<i32>]) -> Vec<u8> {
         let mut out = SIGNATURE.to_vec();
         out.extend(0u32.to_be_bytes());
@@ -224,14 +236,7 @@ mod tests {
         let rows = [Some(1), None, Some(-7), Some(i32::MAX)];
         let bytes = stream_bytes(&rows);
         for chunk in 1..bytes.len() {
-            let columns = vec![SourceColumn::new(
-                "n",
-                "INT4",
-                Read::I32,
-                LakeType::Int32,
-                false,
-            )];
-            let mut builder = BatchBuilder::new(arrow_schema(&columns), columns, 1024);
+            let mut builder = int_builder(1024);
             let mut reader = CopyReader::default();
             for piece in bytes.chunks(chunk) {
                 reader.buf.extend_from_slice(piece);
@@ -247,14 +252,7 @@ mod tests {
 
     #[test]
     fn a_foreign_stream_is_refused() {
-        let columns = vec![SourceColumn::new(
-            "n",
-            "INT4",
-            Read::I32,
-            LakeType::Int32,
-            false,
-        )];
-        let mut builder = BatchBuilder::new(arrow_schema(&columns), columns, 8);
+        let mut builder = int_builder(8);
         let mut reader = CopyReader {
             buf: b"1\t2\n3\t4\n...........".to_vec(),
             ..Default::default()
