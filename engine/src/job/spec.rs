@@ -126,7 +126,7 @@ pub struct ConnectionSpec {
     pub kind: ConnectionKind,
     /// The connection URL, e.g. `postgres://etl:${SALES_PASSWORD}@10.0.0.5:5432/sales`.
     /// `${VAR}` is replaced by the environment variable VAR when the job runs, so that no
-    /// password sits in a file. For SQLite, a relative path is relative to the folder of
+    /// password sits in a file (percent-escaped in the user-info; `${URL}` alone works too). For SQLite, a relative path is relative to the folder of
     /// this file: `sqlite:data/logistics.db`.
     pub url: String,
     /// What this database is, for people.

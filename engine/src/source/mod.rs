@@ -81,8 +81,16 @@ pub fn resolve_url(
     let mut out = String::with_capacity(template.len());
     let mut secrets = Vec::new();
     let mut missing = Vec::new();
+    // Values that land in the user-info (`user:${PW}@host`) are percent-escaped so that a
+    // password may hold `@` or `/`; elsewhere (a host, or the whole URL in one variable)
+    // they are taken as they are.
+    let user_info_end = template
+        .find("://")
+        .and_then(|scheme| template[scheme + 3..].find('@').map(|at| scheme + 3 + at));
     let mut rest = template;
     while let Some(start) = rest.find("${") {
+        let in_user_info =
+            user_info_end.is_some_and(|end| template.len() - rest.len() + start < end);
         out.push_str(&rest[..start]);
         let Some(len) = rest[start..].find('}') else {
             return Err(Error::user(format!(
@@ -92,7 +100,11 @@ pub fn resolve_url(
         let name = &rest[start + 2..start + len];
         match env(name) {
             Some(value) => {
-                out.push_str(&url_escape(&value));
+                if in_user_info {
+                    out.push_str(&url_escape(&value));
+                } else {
+                    out.push_str(&value);
+                }
                 if !value.is_empty() {
                     secrets.push(value);
                 }
@@ -173,6 +185,16 @@ mod tests {
         assert_eq!(url, "postgres://u:s3cr%40t@h/db");
         let err = redact(Error::external(format!("cannot reach {url}")), &secrets);
         assert!(!err.message.contains("s3cr"), "{}", err.message);
+        let whole = |k: &str| (k == "URL").then(|| "postgres://u:p@h:5432/db".to_string());
+        let (url, _) = resolve_url("${URL}", "sales", &whole).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            url, "postgres://u:p@h:5432/db",
+            "a whole URL is taken as it is"
+        );
+        let host = |k: &str| (k == "HOST").then(|| "10.0.0.5:5432".to_string());
+        let (url, _) = resolve_url("postgres://u@${HOST}/db", "sales", &host)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(url, "postgres://u@10.0.0.5:5432/db");
         let missing = resolve_url("postgres://u:${NOPE}@h/db", "sales", &env);
         assert!(missing.is_err_and(|e| e.message.contains("NOPE")));
     }
