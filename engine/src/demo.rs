@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, Connection, Executor};
 
 use crate::error::{Error, Result, classify_sqlx};
 use crate::job;
-use crate::pipeline::{self, RunSummary};
+use crate::pipeline;
 use crate::sink::Lake;
 use crate::store::LocalStore;
 
@@ -110,16 +110,14 @@ pub async fn run(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn run_all(set: &job::JobSet, ctx: &pipeline::Context) -> Result<Vec<RunSummary>> {
-    let mut out = Vec::new();
+async fn run_all(set: &job::JobSet, ctx: &pipeline::Context) -> Result<()> {
     for row in &set.rows {
         let job = row.job.as_ref().map_err(|p| job::config_error(p))?;
         let summary = pipeline::run_job(job, ctx).await;
         println!("   {}", summary.line());
         summary.outcome()?;
-        out.push(summary);
     }
-    Ok(out)
+    Ok(())
 }
 
 async fn open_db(path: &Path) -> Result<SqliteConnection> {

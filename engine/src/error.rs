@@ -156,9 +156,6 @@ pub fn classify_object_store(err: object_store::Error, doing: &str) -> Error {
         E::NotFound { .. } | E::InvalidPath { .. } | E::NotSupported { .. } => ErrorClass::User,
         E::UnknownConfigurationKey { .. } | E::Unauthenticated { .. } => ErrorClass::User,
         E::PermissionDenied { .. } => ErrorClass::User,
-        E::Precondition { .. } | E::AlreadyExists { .. } | E::NotModified { .. } => {
-            ErrorClass::External
-        }
         _ => ErrorClass::External,
     };
     Error::new(class, format!("{doing}: {err}")).with_source(err)

@@ -58,15 +58,20 @@ pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize
 /// replaces. Files sluice did not write (other names) are left alone.
 pub async fn remove_other_runs(lake: &Lake, table: &str, scope: &str, keep: &str) -> Result<usize> {
     let mut removed = 0;
+    let mut replaced_runs = std::collections::BTreeSet::new();
     for object in lake.list(&lake.path(scope)?).await? {
         match object.location.filename().and_then(run_key_of) {
             Some(key) if key != keep => {
                 lake.delete(&object.location).await?;
-                lake.delete(&lake.manifest_path(table, key)?).await?;
+                replaced_runs.insert(key.to_string());
                 removed += 1;
             }
             _ => {}
         }
+    }
+    // One manifest per replaced run, not one delete per file.
+    for key in replaced_runs {
+        lake.delete(&lake.manifest_path(table, &key)?).await?;
     }
     Ok(removed)
 }
