@@ -53,6 +53,14 @@ async fn table_from_dir(
     lake: &Lake,
     name: &str,
 ) -> Result<Option<Arc<ListingTable>>> {
+    // A table folder with no Parquet file (yet) has no schema: nothing to register.
+    let objects = lake.list(&lake.table_dir(name)?).await?;
+    if !objects
+        .iter()
+        .any(|o| o.location.as_ref().ends_with(".parquet"))
+    {
+        return Ok(None);
+    }
     let url = format!("{}/{name}/", lake.url().trim_end_matches('/'));
     let table_url = ListingTableUrl::parse(&url)
         .map_err(|e| classify_datafusion(e, &format!("lake table {name}")))?;
@@ -64,19 +72,10 @@ async fn table_from_dir(
         .infer_partitions_from_path(&state)
         .await
         .map_err(|e| classify_datafusion(e, &format!("reading the partitions of {name}")))?;
-    let config = match config.infer_schema(&state).await {
-        Ok(c) => c,
-        // A table folder with no Parquet files (yet): nothing to register.
-        Err(e) if e.to_string().contains("No files") || e.to_string().contains("empty") => {
-            return Ok(None);
-        }
-        Err(e) => {
-            return Err(classify_datafusion(
-                e,
-                &format!("reading the schema of {name}"),
-            ));
-        }
-    };
+    let config = config
+        .infer_schema(&state)
+        .await
+        .map_err(|e| classify_datafusion(e, &format!("reading the schema of {name}")))?;
     let table = ListingTable::try_new(config)
         .map_err(|e| classify_datafusion(e, &format!("lake table {name}")))?;
     Ok(Some(Arc::new(table)))
