@@ -87,3 +87,38 @@ stop_mariadb() {
   for _ in $(seq 1 40); do [ -f "$MY_DIR/pid" ] || break; sleep 0.25; done
   rm -rf "$MY_DIR"
 }
+
+# The Python tools of the tests (scripts/requirements-test.txt), pinned, in a venv under
+# the cache; reinstalled when the requirements change. Sets TEST_VENV.
+test_venv() {
+  TEST_VENV="$SLUICE_CACHE/test-venv"
+  local stamp="$TEST_VENV/.requirements.sha256" want
+  want=$(sha256sum scripts/requirements-test.txt | cut -d' ' -f1)
+  if [ ! -x "$TEST_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing the test tools into $TEST_VENV"
+    python3 -m venv "$TEST_VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+    "$TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt \
+      || die "pip install -r scripts/requirements-test.txt failed"
+    echo "$want" >"$stamp"
+  fi
+}
+
+# Starts moto in server mode with the CloudWatch CBOR front (tests/aws/moto_front.py) on
+# free loopback ports. Sets MOTO_DIR, MOTO_URL and MOTO_CLOUDWATCH_URL.
+start_moto() {
+  test_venv
+  MOTO_DIR=$(mktemp -d /tmp/sluice-moto.XXXXXX)
+  "$TEST_VENV/bin/python" tests/aws/moto_front.py "$MOTO_DIR/ports.json" >"$MOTO_DIR/server.log" 2>&1 &
+  echo $! >"$MOTO_DIR/pid"
+  for _ in $(seq 1 120); do [ -f "$MOTO_DIR/ports.json" ] && break; sleep 0.25; done
+  [ -f "$MOTO_DIR/ports.json" ] || { cat "$MOTO_DIR/server.log" >&2; die "moto did not start"; }
+  local ports; ports=$(cat "$MOTO_DIR/ports.json")
+  MOTO_URL="http://127.0.0.1:$(echo "$ports" | python3 -c 'import json,sys; print(json.load(sys.stdin)["moto"])')"
+  MOTO_CLOUDWATCH_URL="http://127.0.0.1:$(echo "$ports" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cloudwatch"])')"
+}
+
+stop_moto() {
+  [ -n "${MOTO_DIR:-}" ] && [ -d "$MOTO_DIR" ] || return 0
+  kill "$(cat "$MOTO_DIR/pid")" 2>/dev/null || true
+  rm -rf "$MOTO_DIR"
+}

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -11,6 +12,7 @@ use crate::job::{self, JobSet};
 use crate::pipeline::{self, RunSummary};
 use crate::sink::Lake;
 use crate::store;
+use crate::telemetry::metrics::{Metrics, MetricsOutput};
 
 /// sluice: copies tables from relational databases into a Parquet data lake, driven by
 /// job rows.
@@ -35,15 +37,17 @@ pub struct Cli {
 /// Where jobs, the lake and the state are.
 #[derive(Debug, Clone, Args)]
 pub struct Places {
-    /// Folder of job files (`*.yaml`) and their `connections.yaml`.
+    /// The job rows: a folder of job files (`*.yaml` and `connections.yaml`), or
+    /// `dynamodb://TABLE`.
     #[arg(long, global = true, env = "SLUICE_JOBS", default_value = "jobs")]
-    pub jobs: PathBuf,
+    pub jobs: String,
 
     /// The lake: a folder, or `s3://bucket/prefix`.
     #[arg(long, global = true, env = "SLUICE_LAKE", default_value = "lake")]
     pub lake: String,
 
-    /// The state store (watermarks, leases): a folder.
+    /// The state store (watermarks, leases, run records): a folder, or
+    /// `dynamodb://TABLE`.
     #[arg(
         long,
         global = true,
@@ -70,9 +74,15 @@ pub enum Output {
 pub enum Command {
     /// Runs jobs: extract, transform, write Parquet, commit the watermark.
     Run(RunArgs),
-    /// Checks and describes job rows.
+    /// Checks, describes and syncs job rows.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Shows and changes job state: watermarks, leases, run records.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Creates the DynamoDB tables named by --jobs and --state (dynamodb://TABLE) with the
+    /// keys and settings Terraform gives them. Safe to run again.
+    Init,
     /// Runs ANSI SQL over the lake's tables and prints the result.
     Query {
         /// The SQL; lake tables are named as their folders (`SELECT * FROM orders`).
@@ -105,14 +115,38 @@ pub struct RunArgs {
     /// `json` prints one summary object per job on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+
+    /// Where run metrics go: CloudWatch `PutMetricData` (sent once at the end), EMF lines
+    /// on stdout (for the awslogs driver), or nowhere.
+    #[arg(long, value_enum, env = "SLUICE_METRICS", default_value_t = MetricsOutput::Off)]
+    pub metrics: MetricsOutput,
+
+    /// The CloudWatch namespace of the metrics.
+    #[arg(long, env = "SLUICE_METRICS_NAMESPACE", default_value = "Sluice")]
+    pub metrics_namespace: String,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// How long a job's lease lasts without renewal (renewed every third of it while the
+    /// run is alive): after a killed run, the job can run again this much later.
+    #[arg(long, env = "SLUICE_LEASE_TTL", default_value = "2m", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+}
+
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    job::units::parse_duration(text)
 }
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// Compiles every job row and reports every problem (no database is contacted).
     Validate {
-        /// The folder of job files (default: --jobs).
-        dir: Option<PathBuf>,
+        /// The folder of job files or dynamodb://TABLE (default: --jobs).
+        location: Option<String>,
     },
     /// Prints the JSON Schema of a job row, for editor completion.
     Schema {
@@ -120,14 +154,70 @@ pub enum JobsCommand {
         #[arg(long)]
         connections: bool,
     },
+    /// Writes the folder's job rows and connections to the table named by --jobs. A row
+    /// changed in the table since this folder last synced is not overwritten.
+    Push {
+        /// The folder of job files.
+        dir: PathBuf,
+        /// Overwrites rows that changed in the table since the last sync.
+        #[arg(long)]
+        force: bool,
+        /// Deletes rows that are in the table but not in the folder.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Writes the table's rows into the folder as YAML (one file per job row). Refuses
+    /// if the folder holds changes that were never pushed.
+    Pull {
+        /// The folder to write (created if missing).
+        dir: PathBuf,
+        /// Discards changes in the folder that were never pushed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Shows how the folder and the table differ, field by field.
+    Diff {
+        /// The folder of job files.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Prints a job's state: watermark, attempt in flight, last commit, lease holder.
+    Show { job: String },
+    /// Lists a job's runs, newest first.
+    History {
+        job: String,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Moves an incremental job's watermark back, so the next run reads again what came
+    /// after VALUE. The files of the runs that read past VALUE are taken out of the lake
+    /// table (so no row is duplicated), and the watermark goes back to the start of the
+    /// earliest of them.
+    Rewind {
+        job: String,
+        /// The new watermark, in the cursor's type (`2024-05-01 00:00:00`, `1500`, …), or
+        /// `start` to read everything again.
+        #[arg(long)]
+        to: String,
+        /// Shows what would change without changing it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
 }
 
 /// Runs the parsed command; returns the exit class of the worst failure, if any.
 pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
+    let places = &cli.places;
     match cli.command {
-        Command::Run(args) => run(&cli.places, args).await,
-        Command::Jobs(JobsCommand::Validate { dir }) => {
-            validate(dir.as_deref().unwrap_or(&cli.places.jobs))
+        Command::Run(args) => run(places, args).await,
+        Command::Jobs(JobsCommand::Validate { location }) => {
+            validate(location.as_deref().unwrap_or(&places.jobs)).await
         }
         Command::Jobs(JobsCommand::Schema { connections }) => {
             let schema = if connections {
@@ -135,15 +225,22 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             } else {
                 job::job_schema()
             };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&schema)
-                    .map_err(|e| Error::internal(e.to_string()))?
-            );
+            print_json(&schema, true)?;
             Ok(None)
         }
+        Command::Jobs(JobsCommand::Push { dir, force, prune }) => {
+            print_lines(job::sync::push(&dir, &places.jobs, force, prune).await?)
+        }
+        Command::Jobs(JobsCommand::Pull { dir, force }) => {
+            print_lines(job::sync::pull(&dir, &places.jobs, force).await?)
+        }
+        Command::Jobs(JobsCommand::Diff { dir }) => {
+            print_lines(job::sync::diff(&dir, &places.jobs).await?)
+        }
+        Command::State(command) => state(places, command).await,
+        Command::Init => init(places).await,
         Command::Query { sql } => {
-            let lake = Lake::open(&cli.places.lake)?;
+            let lake = Lake::open(&places.lake)?;
             let batches = crate::query::query(&lake, &sql).await?;
             println!("{}", crate::query::render(&batches)?);
             Ok(None)
@@ -152,8 +249,25 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
     }
 }
 
-fn validate(dir: &std::path::Path) -> Result<Option<ErrorClass>> {
-    let set = job::load_dir(dir)?;
+fn print_lines(lines: Vec<String>) -> Result<Option<ErrorClass>> {
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(None)
+}
+
+fn print_json(value: &impl serde::Serialize, pretty: bool) -> Result<()> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    println!("{}", text.map_err(|e| Error::internal(e.to_string()))?);
+    Ok(())
+}
+
+async fn validate(location: &str) -> Result<Option<ErrorClass>> {
+    let set = job::load(location).await?;
     let problems = set.problems();
     for row in &set.rows {
         if let Ok(job) = &row.job {
@@ -168,15 +282,22 @@ fn validate(dir: &std::path::Path) -> Result<Option<ErrorClass>> {
     }
 }
 
-async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
-    let set = job::load_dir(&places.jobs)?;
+async fn context(places: &Places, lease: &LeaseArgs) -> Result<pipeline::Context> {
     let lake = Lake::open(&places.lake)?;
-    let store: Arc<dyn store::StateStore> = Arc::from(store::open(&places.state)?);
-    let ctx = pipeline::Context::new(lake, store);
-    let selected = select(&set, &args)?;
+    let store: Arc<dyn store::StateStore> = Arc::from(store::open(&places.state).await?);
+    let mut ctx = pipeline::Context::new(lake, store);
+    ctx.lease_ttl = lease.lease_ttl;
+    Ok(ctx)
+}
+
+async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
+    let set = job::load(&places.jobs).await?;
+    let ctx = context(places, &args.lease).await?;
+    let selected = select(&set, &args.job_ids, args.all)?;
     if selected.is_empty() {
-        eprintln!("no enabled job rows in {}", places.jobs.display());
+        eprintln!("no enabled job rows in {}", set.origin);
     }
+    let mut metrics = Metrics::new(args.metrics, &args.metrics_namespace);
     let mut worst: Option<ErrorClass> = None;
     for row in selected {
         let summary = match &row.job {
@@ -191,22 +312,103 @@ async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
         if let Some(class) = summary.error_class {
             worst = Some(worse(worst, class));
         }
-        print_summary(summary, args.output)?;
+        metrics.record(&summary);
+        print_summary(&summary, args.output)?;
+    }
+    if let Err(e) = metrics.flush().await {
+        // The runs' outcome stands; missing metrics show as a gap and in this log line.
+        tracing::error!(error = %e.report(), "could not send the run metrics");
     }
     Ok(worst)
 }
 
+async fn state(places: &Places, command: StateCommand) -> Result<Option<ErrorClass>> {
+    match command {
+        StateCommand::Show { job } => {
+            let store = store::open(&places.state).await?;
+            let state = store.load(&job).await?;
+            if state.version == 0 {
+                eprintln!("job `{job}` has no state in {} yet", store.describe());
+            }
+            print_json(
+                &serde_json::json!({
+                    "job": job,
+                    "store": store.describe(),
+                    "version": state.version,
+                    "state": state.value,
+                    "lease": store.lease_holder(&job).await?,
+                }),
+                true,
+            )?;
+        }
+        StateCommand::History { job, limit } => {
+            let store = store::open(&places.state).await?;
+            let runs = store.runs(&job, limit).await?;
+            if runs.is_empty() {
+                eprintln!("no runs of job `{job}` in {}", store.describe());
+            }
+            for run in runs {
+                println!(
+                    "{} {}  {}",
+                    run.started_at.format("%Y-%m-%d %H:%M:%S"),
+                    run.run_id,
+                    run.line()
+                );
+            }
+        }
+        StateCommand::Rewind {
+            job: id,
+            to,
+            dry_run,
+            lease,
+        } => {
+            let set = job::load(&places.jobs).await?;
+            let row = select(&set, std::slice::from_ref(&id), false)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::internal("selected no row"))?;
+            let job = row.job.as_ref().map_err(|p| job::config_error(p))?;
+            let ctx = context(places, &lease).await?;
+            print_lines(pipeline::rewind::rewind(job, &ctx, &to, dry_run).await?)?;
+        }
+    }
+    Ok(None)
+}
+
+async fn init(places: &Places) -> Result<Option<ErrorClass>> {
+    use crate::aws::dynamo::{self, Created, JOBS_TABLE, STATE_TABLE};
+    let tables = [(&places.jobs, JOBS_TABLE), (&places.state, STATE_TABLE)];
+    if tables.iter().all(|(l, _)| dynamo::table_name(l).is_none()) {
+        return Err(Error::user(
+            "nothing to create: name the tables with --jobs dynamodb://TABLE and/or --state dynamodb://TABLE",
+        ));
+    }
+    let client = dynamo::client().await;
+    for (location, def) in tables {
+        if dynamo::table_name(location).is_none() {
+            continue;
+        }
+        let name = dynamo::check_table_name(location)?;
+        let outcome = dynamo::ensure_table(&client, name, def).await?;
+        let verb = match outcome {
+            Created::Created => "created",
+            Created::Existed => "exists",
+        };
+        println!("{verb}: {} table `{name}`", def.what);
+    }
+    Ok(None)
+}
+
 /// The rows to run: the named ones (every name must exist), or every enabled one.
-fn select<'a>(set: &'a JobSet, args: &RunArgs) -> Result<Vec<&'a job::LoadedRow>> {
-    if args.all {
+fn select<'a>(set: &'a JobSet, ids: &[String], all: bool) -> Result<Vec<&'a job::LoadedRow>> {
+    if all {
         return Ok(set
             .rows
             .iter()
             .filter(|r| r.job.as_ref().map_or(true, |j| j.enabled))
             .collect());
     }
-    args.job_ids
-        .iter()
+    ids.iter()
         .map(|id| {
             set.find(id).ok_or_else(|| {
                 let hint = job::shape::did_you_mean(id, set.ids().into_iter())
@@ -214,23 +416,12 @@ fn select<'a>(set: &'a JobSet, args: &RunArgs) -> Result<Vec<&'a job::LoadedRow>
                     .unwrap_or_else(|| ".".into());
                 Error::user(format!(
                     "no job `{id}` in {}{hint} Jobs: {}",
-                    set_origin(set),
+                    set.origin,
                     set.ids().join(", ")
                 ))
             })
         })
         .collect()
-}
-
-fn set_origin(set: &JobSet) -> String {
-    set.rows
-        .first()
-        .and_then(|r| {
-            std::path::Path::new(&r.origin)
-                .parent()
-                .map(|p| p.display().to_string())
-        })
-        .unwrap_or_else(|| "the job folder".into())
 }
 
 /// The summary of a row that did not compile: it failed before it could run.
@@ -255,8 +446,7 @@ fn worse(current: Option<ErrorClass>, new: ErrorClass) -> ErrorClass {
     }
 }
 
-fn print_summary(mut summary: RunSummary, output: Output) -> Result<()> {
-    summary.peak_rss = pipeline::summary::peak_rss();
+fn print_summary(summary: &RunSummary, output: Output) -> Result<()> {
     match output {
         Output::Text => println!("{}", summary.line()),
         Output::Json => println!(

@@ -7,7 +7,9 @@
 use std::fmt;
 
 /// Who is at fault, and so whether running the same job again can succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// Another run of the same job holds its lease. Not an error of the job; retrying

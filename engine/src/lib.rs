@@ -1,6 +1,7 @@
 //! sluice: a Glue-style ETL job engine. Job rows → extract from a relational database →
 //! DataFusion transform → partitioned Parquet in a lake → watermark. See DESIGN.md.
 
+pub mod aws;
 pub mod cli;
 pub mod demo;
 pub mod error;
@@ -10,4 +11,5 @@ pub mod query;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod telemetry;
 pub mod transform;

@@ -46,12 +46,20 @@ fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
-        builder.json().with_current_span(true).init();
+        builder
+            .with_writer(std::io::stderr)
+            .json()
+            .with_current_span(true)
+            .init();
     } else {
-        builder.with_target(false).init();
+        if std::io::stderr().is_terminal() {
+            sluice::telemetry::progress::enable();
+        }
+        builder
+            .with_writer(|| sluice::telemetry::progress::LogWriter)
+            .with_target(false)
+            .init();
     }
 }

@@ -1,8 +1,10 @@
 //! End-to-end tests: the `sluice` binary against real SQLite files and the real
-//! PostgreSQL and MariaDB servers that `scripts/test` starts.
+//! PostgreSQL, MariaDB and moto (local AWS) servers that `scripts/test` starts.
 // A failed expectation in a test should stop it with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod aws;
+mod cloud;
 mod common;
 mod crash;
 mod demo;

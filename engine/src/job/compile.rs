@@ -35,15 +35,23 @@ pub struct Job {
     pub target: Target,
 }
 
-/// A named connection; its URL still holds `${VAR}` placeholders, filled in when the job
-/// connects.
+/// A named connection; its address is resolved when the job connects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Connection {
     pub name: String,
     pub kind: ConnectionKind,
-    pub url: String,
+    pub address: Address,
     /// The folder relative SQLite paths are resolved against.
     pub base_dir: Option<PathBuf>,
+}
+
+/// Where a connection's URL comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Address {
+    /// A URL that may still hold `${VAR}` placeholders.
+    Url(String),
+    /// The name or ARN of a Secrets Manager secret in the RDS JSON shape.
+    Secret(String),
 }
 
 /// What the extract reads.
@@ -88,30 +96,46 @@ pub fn compile_connections(
                 "connection names are letters, digits and `_`, starting with a letter".into(),
             ));
         }
-        if let Err(m) = check_placeholders(&spec.url) {
-            errors.push(at("url", m));
-        }
-        let schemes: &[&str] = match spec.kind {
-            ConnectionKind::Postgres => &["postgres://", "postgresql://"],
-            ConnectionKind::Mysql => &["mysql://", "mariadb://"],
-            ConnectionKind::Sqlite => &["sqlite:"],
+        let address = match (&spec.url, &spec.secret) {
+            (Some(url), None) => {
+                for problem in url_problems(spec.kind, url) {
+                    errors.push(at("url", problem));
+                }
+                Address::Url(url.clone())
+            }
+            (None, Some(secret)) => {
+                if spec.kind == ConnectionKind::Sqlite {
+                    errors.push(at(
+                        "secret",
+                        "a sqlite connection is a file: give its `url`".into(),
+                    ));
+                }
+                if secret.trim().is_empty() {
+                    errors.push(at("secret", "must name a secret or give its ARN".into()));
+                }
+                Address::Secret(secret.clone())
+            }
+            (Some(_), Some(_)) => {
+                errors.push(at(
+                    "secret",
+                    "give either `url` or `secret`, not both".into(),
+                ));
+                Address::Secret(String::new())
+            }
+            (None, None) => {
+                errors.push(at(
+                    "url",
+                    "missing: give the connection's `url`, or the Secrets Manager `secret` that holds it".into(),
+                ));
+                Address::Secret(String::new())
+            }
         };
-        if !schemes.iter().any(|s| spec.url.starts_with(s)) {
-            errors.push(at(
-                "url",
-                format!(
-                    "a {} URL starts with {}",
-                    spec.kind.name(),
-                    schemes.join(" or ")
-                ),
-            ));
-        }
         out.insert(
             name.clone(),
             Connection {
                 name: name.clone(),
                 kind: spec.kind,
-                url: spec.url.clone(),
+                address,
                 base_dir: base_dir.clone(),
             },
         );
@@ -383,6 +407,24 @@ fn check_select(sql: &str) -> Result<String, String> {
 }
 
 /// `${VAR}` placeholders must be closed and name a variable.
+/// A URL's placeholders must be well formed and its scheme match the connection's kind.
+fn url_problems(kind: ConnectionKind, url: &str) -> Vec<String> {
+    let mut problems: Vec<String> = check_placeholders(url).err().into_iter().collect();
+    let schemes: &[&str] = match kind {
+        ConnectionKind::Postgres => &["postgres://", "postgresql://"],
+        ConnectionKind::Mysql => &["mysql://", "mariadb://"],
+        ConnectionKind::Sqlite => &["sqlite:"],
+    };
+    if !schemes.iter().any(|s| url.starts_with(s)) {
+        problems.push(format!(
+            "a {} URL starts with {}",
+            kind.name(),
+            schemes.join(" or ")
+        ));
+    }
+    problems
+}
+
 fn check_placeholders(url: &str) -> Result<(), String> {
     let mut rest = url;
     while let Some(start) = rest.find("${") {

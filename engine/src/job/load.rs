@@ -17,13 +17,19 @@ pub struct LoadedRow {
     pub origin: String,
     /// The row's `job` id, when it has one.
     pub id: Option<String>,
+    /// The row as written (for `sluice jobs push`).
+    pub value: serde_json::Value,
     pub job: Result<Job, Vec<ConfigError>>,
 }
 
-/// Every row of a folder, plus problems that belong to no row (the connections file).
+/// Every row of a folder or table, plus problems that belong to no row (connections).
 #[derive(Debug, Default)]
 pub struct JobSet {
+    /// Where the rows came from, for messages.
+    pub origin: String,
     pub rows: Vec<LoadedRow>,
+    /// The connections as written: name → `{kind, url | secret, description}`.
+    pub connections: serde_json::Map<String, serde_json::Value>,
     pub errors: Vec<ConfigError>,
 }
 
@@ -65,8 +71,11 @@ pub fn load_dir(dir: &Path) -> Result<JobSet> {
         .collect();
     files.sort();
 
-    let mut set = JobSet::default();
-    let (connections, broken) = load_connections(dir, &mut set.errors);
+    let mut set = JobSet {
+        origin: dir.display().to_string(),
+        ..Default::default()
+    };
+    let (connections, broken) = load_connections(dir, &mut set);
     let schema = job_schema();
     for file in &files {
         let origin = file.display().to_string();
@@ -109,7 +118,7 @@ pub fn load_row(
     value: &serde_json::Value,
     origin: &str,
     connections: &Connections,
-    broken: &BTreeMap<String, Vec<ConfigError>>,
+    broken: &Broken,
 ) -> LoadedRow {
     let id = value
         .get("job")
@@ -141,21 +150,19 @@ pub fn load_row(
     LoadedRow {
         origin: origin.to_string(),
         id,
+        value: value.clone(),
         job,
     }
 }
 
-fn load_connections(
-    dir: &Path,
-    errors: &mut Vec<ConfigError>,
-) -> (Connections, BTreeMap<String, Vec<ConfigError>>) {
+fn load_connections(dir: &Path, set: &mut JobSet) -> (Connections, Broken) {
     let path = dir.join(CONNECTIONS_FILE);
     let origin = path.display().to_string();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
         Err(e) => {
-            errors.push(ConfigError::new(
+            set.errors.push(ConfigError::new(
                 &origin,
                 "(file)",
                 format!("cannot be read: {e}"),
@@ -166,7 +173,7 @@ fn load_connections(
     let value = match yaml_documents(&text) {
         Ok(mut docs) if docs.len() == 1 => docs.remove(0),
         Ok(_) => {
-            errors.push(ConfigError::new(
+            set.errors.push(ConfigError::new(
                 &origin,
                 "(file)",
                 "must hold one mapping of connection name → {kind, url}".into(),
@@ -174,30 +181,47 @@ fn load_connections(
             return Default::default();
         }
         Err(e) => {
-            errors.push(ConfigError::new(&origin, "(file)", e));
-            return Default::default();
-        }
-    };
-    let specs: ConnectionsSpec = match parse_row(&connections_schema(), &value, &origin) {
-        Ok(s) => s,
-        Err(problems) => {
-            errors.extend(problems);
+            set.errors.push(ConfigError::new(&origin, "(file)", e));
             return Default::default();
         }
     };
     let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let (connections, problems) = compile_connections(&specs, &origin, Some(base));
-    let mut broken: BTreeMap<String, Vec<ConfigError>> = BTreeMap::new();
+    compile_connections_value(value, &origin, Some(base), set)
+}
+
+/// Connections that failed, by name, with their problems: rows naming one fail too.
+pub type Broken = BTreeMap<String, Vec<ConfigError>>;
+
+/// Compiles a connections mapping (from `connections.yaml` or the table's items) into
+/// `set`, and returns the usable ones and the broken ones.
+pub fn compile_connections_value(
+    value: serde_json::Value,
+    origin: &str,
+    base: Option<PathBuf>,
+    set: &mut JobSet,
+) -> (Connections, Broken) {
+    if let serde_json::Value::Object(map) = &value {
+        set.connections = map.clone();
+    }
+    let specs: ConnectionsSpec = match parse_row(&connections_schema(), &value, origin) {
+        Ok(s) => s,
+        Err(problems) => {
+            set.errors.extend(problems);
+            return Default::default();
+        }
+    };
+    let (connections, problems) = compile_connections(&specs, origin, base);
+    let mut broken = Broken::new();
     for p in &problems {
         let name = p.path.split('.').next().unwrap_or_default().to_string();
         broken.entry(name).or_default().push(p.clone());
     }
-    errors.extend(problems);
+    set.errors.extend(problems);
     (connections, broken)
 }
 
 /// Splits a YAML file into its documents, as JSON values. Empty documents are skipped.
-fn yaml_documents(text: &str) -> std::result::Result<Vec<serde_json::Value>, String> {
+pub fn yaml_documents(text: &str) -> std::result::Result<Vec<serde_json::Value>, String> {
     use serde::Deserialize;
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
@@ -212,7 +236,7 @@ fn yaml_documents(text: &str) -> std::result::Result<Vec<serde_json::Value>, Str
 
 /// Two rows with one id, or two jobs writing one lake table, would overwrite each other's
 /// state or data: both rows fail.
-fn mark_duplicates(rows: &mut [LoadedRow]) {
+pub fn mark_duplicates(rows: &mut [LoadedRow]) {
     let mut by_id: HashMap<String, Vec<usize>> = HashMap::new();
     let mut by_table: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {

@@ -3,18 +3,29 @@
 //! reading the files, and every step reports all of its problems at once.
 
 mod compile;
+pub mod dynamo;
 mod load;
 pub mod shape;
 pub mod spec;
+pub mod sync;
 pub mod units;
 
 use std::fmt;
 
 pub use compile::{
-    Connection, Connections, From, Job, Target, compile, compile_connections, is_identifier,
-    mode_name,
+    Address, Connection, Connections, From, Job, Target, compile, compile_connections,
+    is_identifier, mode_name,
 };
 pub use load::{JobSet, LoadedRow, load_dir};
+
+/// Loads the job rows named by `--jobs`: a folder of YAML files, or `dynamodb://TABLE`.
+pub async fn load(location: &str) -> crate::error::Result<JobSet> {
+    if location.starts_with("dynamodb://") {
+        dynamo::load_table(location).await
+    } else {
+        load_dir(std::path::Path::new(location))
+    }
+}
 pub use spec::{Compression, ConnectionKind, JobSpec, Mode};
 
 use crate::error::Error;

@@ -127,8 +127,14 @@ pub struct ConnectionSpec {
     /// The connection URL, e.g. `postgres://etl:${SALES_PASSWORD}@10.0.0.5:5432/sales`.
     /// `${VAR}` is replaced by the environment variable VAR when the job runs, so that no
     /// password sits in a file (percent-escaped in the user-info; `${URL}` alone works too). For SQLite, a relative path is relative to the folder of
-    /// this file: `sqlite:data/logistics.db`.
-    pub url: String,
+    /// this file: `sqlite:data/logistics.db`. Give either `url` or `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The name or ARN of an AWS Secrets Manager secret in the standard RDS shape
+    /// (`{"engine", "host", "port", "username", "password", "dbname"}`), read when the job
+    /// runs: the password is never in a job row, an environment variable or a log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// What this database is, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

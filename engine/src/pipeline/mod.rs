@@ -18,6 +18,7 @@
 //!    table, or in the day's snapshot partition). A crash here is finished by the next
 //!    run's step 2b.
 
+pub mod rewind;
 pub mod summary;
 
 use std::sync::Arc;
@@ -38,9 +39,6 @@ use crate::source::{self, Window, cursor};
 use crate::store::{Attempt, CommittedRun, JobState, StateStore, Versioned};
 use crate::transform;
 
-/// How long a lease lasts when the store expires leases (not the local one).
-const LEASE_TTL: Duration = Duration::from_secs(6 * 3600);
-
 /// Reads an environment variable (for connection URL placeholders).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -50,7 +48,13 @@ pub struct Context {
     pub store: Arc<dyn StateStore>,
     /// Reads environment variables (connection URL placeholders).
     pub env: Env,
+    /// How long a lease lasts without renewal, where the store expires leases: the time
+    /// after which a killed run's job can run again.
+    pub lease_ttl: Duration,
 }
+
+/// The default lease life: a held lease is renewed every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(120);
 
 impl Context {
     pub fn new(lake: Lake, store: Arc<dyn StateStore>) -> Self {
@@ -58,6 +62,7 @@ impl Context {
             lake,
             store,
             env: Arc::new(|k| std::env::var(k).ok()),
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -72,9 +77,10 @@ pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
         now.format("%Y%m%dT%H%M%SZ"),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let span = tracing::info_span!("run", job_id = %job.id, run_id = %run_id);
+    let span = tracing::info_span!("run", job = %job.id, run_id = %run_id);
     let mut summary = RunSummary::new(job, &run_id);
-    let outcome = attempt(job, ctx, now, &mut summary)
+    summary.started_at = now;
+    let outcome = leased(job, ctx, now, &mut summary)
         .instrument(span.clone())
         .await;
     if let Err(e) = outcome {
@@ -84,7 +90,30 @@ pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
         summary.fail(&e);
     }
     summary.seconds.total = started.elapsed().as_secs_f64();
+    summary.peak_rss = summary::peak_rss();
+    if let Err(e) = ctx.store.record_run(&summary).await {
+        span.in_scope(|| tracing::warn!(error = %e.report(), "could not keep the run record"));
+    }
     summary
+}
+
+/// Holds the job's lease around the attempt, and releases it however the attempt ends.
+async fn leased(
+    job: &Job,
+    ctx: &Context,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let lease = ctx
+        .store
+        .lease(&job.id, &summary.run_id, ctx.lease_ttl)
+        .await?;
+    let outcome = attempt(job, ctx, now, summary).await;
+    if let Err(e) = lease.release().await {
+        // The lease expires on its own; the next run only waits longer.
+        tracing::warn!(error = %e.report(), "could not release the job's lease");
+    }
+    outcome
 }
 
 async fn attempt(
@@ -94,7 +123,6 @@ async fn attempt(
     summary: &mut RunSummary,
 ) -> Result<()> {
     let run_id = summary.run_id.clone();
-    let _lease = ctx.store.lease(&job.id, &run_id, LEASE_TTL).await?;
     let mut state = ctx.store.load(&job.id).await?;
     recover(job, ctx, &mut state).await?;
 
@@ -120,6 +148,7 @@ async fn attempt(
     };
     summary.window = window.clone();
     let run_key = run_key(job, &window, &run_id);
+    summary.run_key = Some(run_key.clone());
 
     state.value.pending = Some(Attempt {
         run_id: run_id.clone(),
@@ -174,8 +203,17 @@ async fn attempt(
     Ok(())
 }
 
-/// Step 2: removes a failed attempt's files; 2b: finishes a replacement a crash cut short.
-async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) -> Result<()> {
+/// Step 2: removes a failed attempt's files (and those a rewind discarded); 2b: finishes
+/// a replacement a crash cut short.
+pub async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) -> Result<()> {
+    if !state.value.discard.is_empty() {
+        for run_key in &state.value.discard {
+            let removed = sink::remove_run(&ctx.lake, &job.target.table, run_key).await?;
+            tracing::info!(run_key = %run_key, removed, "removed the files of a rewound run");
+        }
+        state.value.discard.clear();
+        state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+    }
     if let Some(attempt) = state.value.pending.clone() {
         let removed = sink::remove_run(&ctx.lake, &attempt.table, &attempt.run_key).await?;
         tracing::warn!(failed_run = %attempt.run_id, removed, "removed the files of a failed attempt");
@@ -248,10 +286,15 @@ async fn write(
 ) -> Result<Manifest> {
     let read_rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = read_rows.clone();
+    let bar = crate::telemetry::progress::rows(&job.id);
+    let shown = bar.clone();
     let extract = extract
         .inspect(move |b| {
             if let Ok(b) = b {
                 counter.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+                if let Some(bar) = &shown {
+                    bar.inc(b.num_rows() as u64);
+                }
             }
         })
         .boxed();
@@ -277,6 +320,9 @@ async fn write(
         .await
         .map_err(|e| Error::internal(format!("the writer task failed: {e}")))?;
     fed?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let (files, writing) = written?;
     summary.rows_read = read_rows.load(std::sync::atomic::Ordering::Relaxed);
     summary.files = files.len();
@@ -303,7 +349,7 @@ async fn write(
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::internal(format!("encoding the manifest: {e}")))?;
     ctx.lake
-        .put(&ctx.lake.manifest_path(&job.target.table, run_key)?, json)
+        .create(&ctx.lake.manifest_path(&job.target.table, run_key)?, json)
         .await?;
     Ok(manifest)
 }

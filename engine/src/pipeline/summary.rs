@@ -1,12 +1,13 @@
 //! What a run reports: printed at the end, or as JSON with `--output json`.
 
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorClass};
 use crate::job::{Job, mode_name};
 use crate::source::Window;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Files written and the watermark moved.
@@ -17,7 +18,7 @@ pub enum RunStatus {
     Failed,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Seconds {
     /// Waiting for rows from the source and the transform (they run concurrently).
     pub extract_transform: f64,
@@ -28,10 +29,15 @@ pub struct Seconds {
     pub total: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What a run reports, and what the state store keeps of it as the run record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub job: String,
     pub run_id: String,
+    /// The key in the names of the files the run wrote (absent when it wrote none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_key: Option<String>,
+    pub started_at: DateTime<Utc>,
     pub mode: String,
     pub table: String,
     pub status: RunStatus,
@@ -48,9 +54,9 @@ pub struct RunSummary {
     pub seconds: Seconds,
     /// Peak resident memory of the process, in bytes (Linux).
     pub peak_rss: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
 }
 
@@ -63,6 +69,8 @@ impl RunSummary {
         Self {
             job: job.to_string(),
             run_id: run_id.to_string(),
+            run_key: None,
+            started_at: Utc::now(),
             mode: mode.to_string(),
             table: table.to_string(),
             status: RunStatus::Failed,

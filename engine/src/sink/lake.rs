@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
@@ -33,8 +34,15 @@ impl Lake {
     pub fn open(location: &str) -> Result<Lake> {
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
+            let builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            // An endpoint given as http:// (a local S3 such as moto or MinIO) is meant.
+            let plain_http = [AmazonS3ConfigKey::S3Endpoint, AmazonS3ConfigKey::Endpoint]
+                .iter()
+                .filter_map(|k| builder.get_config_value(k))
+                .next()
+                .is_some_and(|e| e.starts_with("http://"));
+            let store = builder
+                .with_allow_http(plain_http)
                 .build()
                 .map_err(|e| classify_object_store(e, &format!("opening lake {location}")))?;
             return Ok(Lake {
@@ -133,12 +141,24 @@ impl Lake {
         }
     }
 
-    pub async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
-        self.store
-            .put(path, PutPayload::from(bytes))
+    /// Writes a new object; if one is already there, another writer got there first
+    /// (S3 conditional put, `If-None-Match: *`), which is refused as busy.
+    pub async fn create(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
+        let options = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self
+            .store
+            .put_opts(path, PutPayload::from(bytes), options)
             .await
-            .map(|_| ())
-            .map_err(|e| classify_object_store(e, &format!("writing {path}")))
+        {
+            Ok(_) => Ok(()),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Err(Error::busy(format!(
+                "{path} already exists: another run of the job wrote it"
+            ))),
+            Err(e) => Err(classify_object_store(e, &format!("writing {path}"))),
+        }
     }
 
     pub async fn get(&self, path: &Path) -> Result<Option<Vec<u8>>> {

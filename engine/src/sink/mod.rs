@@ -53,6 +53,23 @@ pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize
     Ok(removed)
 }
 
+/// The manifests of every committed run of `table` (and of an attempt in flight).
+pub async fn manifests(lake: &Lake, table: &str) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    for object in lake
+        .list(&lake.path(&format!("_sluice/manifests/{table}"))?)
+        .await?
+    {
+        if let Some(bytes) = lake.get(&object.location).await? {
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                crate::error::Error::user(format!("manifest {} is not valid: {e}", object.location))
+            })?;
+            out.push(manifest);
+        }
+    }
+    Ok(out)
+}
+
 /// Removes the data files below `scope` (relative to the lake) that `keep` did not write:
 /// what a full reload (the whole table) or a snapshot rerun (that day's partition)
 /// replaces. Files sluice did not write (other names) are left alone.

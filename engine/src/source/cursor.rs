@@ -38,6 +38,46 @@ impl fmt::Display for CursorValue {
     }
 }
 
+impl CursorValue {
+    /// Reads `text` as a value of the same type as `self` (for `sluice state rewind`).
+    pub fn parse_like(&self, text: &str) -> Result<CursorValue> {
+        let text = text.trim();
+        let bad = |what: &str| {
+            Error::user(format!(
+                "{text:?} is not {what}, the type of this job's watermark ({self})"
+            ))
+        };
+        let naive = |t: &str| {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                .or_else(|| {
+                    NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                })
+        };
+        Ok(match self {
+            CursorValue::Int(_) => CursorValue::Int(text.parse().map_err(|_| bad("an integer"))?),
+            CursorValue::Date(_) => CursorValue::Date(
+                NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map_err(|_| bad("a date (YYYY-MM-DD)"))?,
+            ),
+            CursorValue::Timestamp(_) => CursorValue::Timestamp(
+                naive(text).ok_or_else(|| bad("a timestamp (YYYY-MM-DD HH:MM:SS)"))?,
+            ),
+            CursorValue::TimestampUtc(_) => CursorValue::TimestampUtc(
+                DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .ok()
+                    .or_else(|| naive(text.trim_end_matches('Z')).map(|t| t.and_utc()))
+                    .ok_or_else(|| bad("a timestamp (RFC 3339, or YYYY-MM-DD HH:MM:SS in UTC)"))?,
+            ),
+            CursorValue::Text(_) => CursorValue::Text(text.to_string()),
+        })
+    }
+}
+
 /// The rows a run reads: cursor in `(lo, hi]`. Both bounds absent means every row.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Window {

@@ -23,7 +23,7 @@ pub use cursor::{CursorValue, Window};
 pub use types::{LakeType, SourceColumn};
 
 use crate::error::{Error, Result};
-use crate::job::{ConnectionKind, Job};
+use crate::job::{Address, ConnectionKind, Job};
 
 /// A connected source database, for one job.
 ///
@@ -55,7 +55,12 @@ pub trait Source: Send {
 
 /// Connects to the job's source database.
 pub async fn open(job: &Job, env: &dyn Fn(&str) -> Option<String>) -> Result<Box<dyn Source>> {
-    let (url, secrets) = resolve_url(&job.connection.url, &job.connection.name, env)?;
+    let (url, secrets) = match &job.connection.address {
+        Address::Url(template) => resolve_url(template, &job.connection.name, env)?,
+        Address::Secret(id) => crate::aws::secrets::connection_url(id, job.connection.kind)
+            .await
+            .map_err(|e| e.context(format!("connection `{}`", job.connection.name)))?,
+    };
     let plan = sql::Plan::new(job);
     let source: Result<Box<dyn Source>> = match job.connection.kind {
         ConnectionKind::Postgres => postgres::connect(&url, plan)
@@ -126,7 +131,7 @@ pub fn resolve_url(
 
 /// Percent-escapes the characters that would break a URL's user-info or path, so that a
 /// password such as `p@ss/word` works as a placeholder value.
-fn url_escape(value: &str) -> String {
+pub fn url_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

@@ -1,6 +1,7 @@
 //! State in a local folder: `<job>.json` replaced atomically (write, fsync, rename), a
-//! compare-and-set under an exclusive file lock, and the lease as an exclusive lock on
-//! `<job>.lease` that the OS drops when the process ends, however it ends.
+//! compare-and-set under an exclusive file lock, the lease as an exclusive lock on
+//! `<job>.lease` that the OS drops when the process ends, however it ends, and the run
+//! records as JSON lines appended to `<job>.runs.jsonl`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{JobState, Lease, StateStore, Versioned};
 use crate::error::{Error, Result};
+use crate::pipeline::RunSummary;
 
 pub struct LocalStore {
     dir: PathBuf,
@@ -76,6 +78,10 @@ impl LocalStore {
             .map_err(|e| io_error(&self.dir, e))
     }
 
+    fn runs_file(&self, job: &str) -> PathBuf {
+        self.dir.join(format!("{job}.runs.jsonl"))
+    }
+
     fn lock_file(&self, name: &str) -> Result<File> {
         let path = self.dir.join(name);
         OpenOptions::new()
@@ -96,7 +102,13 @@ struct LocalLease {
     _file: File,
 }
 
-impl Lease for LocalLease {}
+#[async_trait]
+impl Lease for LocalLease {
+    async fn release(self: Box<Self>) -> Result<()> {
+        // Closing the file drops the lock.
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl StateStore for LocalStore {
@@ -142,6 +154,50 @@ impl StateStore for LocalStore {
             }
             Err(std::fs::TryLockError::Error(e)) => Err(io_error(&self.dir, e)),
         }
+    }
+
+    async fn lease_holder(&self, job: &str) -> Result<Option<String>> {
+        let file = self.lock_file(&format!("{job}.lease"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(Some(
+                std::fs::read_to_string(self.dir.join(format!("{job}.lease")))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(&self.dir, e)),
+        }
+    }
+
+    async fn record_run(&self, run: &RunSummary) -> Result<()> {
+        let path = self.runs_file(&run.job);
+        let mut line = serde_json::to_vec(run)
+            .map_err(|e| Error::internal(format!("encoding the run record: {e}")))?;
+        line.push(b'\n');
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        f.write_all(&line).map_err(|e| io_error(&path, e))?;
+        f.sync_all().map_err(|e| io_error(&path, e))
+    }
+
+    async fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunSummary>> {
+        let path = self.runs_file(job);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        // A line cut short by a crash is skipped; every complete line is a record.
+        Ok(text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .take(limit)
+            .collect())
     }
 
     fn describe(&self) -> String {

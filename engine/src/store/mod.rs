@@ -1,6 +1,7 @@
 //! Job state: watermarks, the attempt in flight, the last committed run, and the lease
 //! that keeps two runs of one job apart.
 
+mod dynamo;
 mod local;
 
 use std::time::Duration;
@@ -9,9 +10,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use dynamo::DynamoStore;
 pub use local::LocalStore;
 
 use crate::error::{Error, Result};
+use crate::pipeline::RunSummary;
 use crate::source::{CursorValue, Window};
 
 /// What the store keeps for one job.
@@ -27,6 +30,10 @@ pub struct JobState {
     /// The last run that committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed: Option<CommittedRun>,
+    /// Run keys whose files a rewind took out of the table: removed before anything else
+    /// is written, so a crash during the removal is finished by the next run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discard: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,7 +71,8 @@ pub struct Versioned<T> {
 /// job never stored), so that an update based on stale state is refused rather than
 /// lost. A successful `save` is durable before it returns. `lease` is taken once per run,
 /// before the first `save`, and held until the run ends; a lease of a process that died
-/// is released by the store (the OS for files, expiry for DynamoDB).
+/// is released by the store (the OS for files, expiry for DynamoDB). Run records are
+/// kept for audit and never change the state.
 #[async_trait]
 pub trait StateStore: Send + Sync {
     async fn load(&self, job: &str) -> Result<Versioned<JobState>>;
@@ -72,22 +80,39 @@ pub trait StateStore: Send + Sync {
     /// Stores `state` if the stored version is still `expected`; returns the new version.
     async fn save(&self, job: &str, state: &JobState, expected: u64) -> Result<u64>;
 
-    /// Takes the job's lease, or fails with [`crate::error::ErrorClass::Busy`] when
-    /// another run holds it.
+    /// Takes the job's lease for `ttl` (kept alive while held, where leases expire), or
+    /// fails with [`crate::error::ErrorClass::Busy`] when another run holds it.
     async fn lease(&self, job: &str, owner: &str, ttl: Duration) -> Result<Box<dyn Lease>>;
+
+    /// Who holds the job's lease now, if anyone (for `sluice state show`).
+    async fn lease_holder(&self, job: &str) -> Result<Option<String>>;
+
+    /// Keeps the record of a finished run (committed, up to date or failed).
+    async fn record_run(&self, run: &RunSummary) -> Result<()>;
+
+    /// The job's run records, newest first, at most `limit`.
+    async fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunSummary>>;
 
     /// Where the store is, for messages.
     fn describe(&self) -> String;
 }
 
-/// A held lease; releasing it (or dropping it) lets the next run of the job start.
-pub trait Lease: Send {}
+/// A held lease. `release` lets the next run of the job start at once; a lease dropped
+/// without it (a crash) is released by the OS or by expiry.
+#[async_trait]
+pub trait Lease: Send {
+    async fn release(self: Box<Self>) -> Result<()>;
+}
 
-/// Opens the state store named by `--state`: a folder (the default) or `file://…`.
-pub fn open(location: &str) -> Result<Box<dyn StateStore>> {
+/// Opens the state store named by `--state`: a folder (the default), `file://…`, or
+/// `dynamodb://TABLE`.
+pub async fn open(location: &str) -> Result<Box<dyn StateStore>> {
+    if location.starts_with("dynamodb://") {
+        return Ok(Box::new(DynamoStore::open(location).await?));
+    }
     if location.contains("://") && !location.starts_with("file://") {
         return Err(Error::user(format!(
-            "state store {location:?} is not supported yet: use a folder"
+            "state store {location:?} is not supported: use a folder or dynamodb://TABLE"
         )));
     }
     Ok(Box::new(LocalStore::open(

@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# The sluice container image: what the ECS Fargate task of the Step Functions state
+# machine runs (`sluice run --job ID`). Multi-stage: a release build, then a small
+# runtime image with the binary alone, run as a non-root user.
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, so that a change in sluice's own code reuses their layer.
+COPY Cargo.toml Cargo.lock ./
+COPY engine/Cargo.toml engine/Cargo.toml
+RUN mkdir -p engine/src tests/e2e \
+    && echo 'fn main() {}' > engine/src/main.rs \
+    && touch engine/src/lib.rs tests/e2e/main.rs \
+    && cargo build --release --locked --bin sluice \
+    && rm -rf engine/src
+COPY engine engine
+COPY jobs jobs
+RUN touch engine/src/main.rs engine/src/lib.rs \
+    && cargo build --release --locked --bin sluice \
+    && strip target/release/sluice
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
+# The task sets SLUICE_JOBS / SLUICE_STATE / SLUICE_LAKE (DynamoDB tables, S3 lake) and
+# SLUICE_METRICS=emf; logs are JSON lines on stderr (no terminal).
+ENV SLUICE_LOG_FORMAT=json
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/sluice"]
+CMD ["--help"]

@@ -1,0 +1,100 @@
+"""The local AWS endpoint of the tests: moto in server mode, plus a front for CloudWatch.
+
+The Rust SDK's CloudWatch client speaks only the Smithy RPC v2 CBOR protocol, which moto
+does not serve. The front accepts those requests, re-encodes them in the JSON protocol
+that moto's CloudWatch does serve (with botocore's own serializer and parser, driven by
+the service model), and answers in CBOR. Everything else goes to moto directly.
+
+Usage: python moto_front.py PORT_FILE
+Writes "MOTO_PORT FRONT_PORT" to PORT_FILE once both listen, then serves until killed.
+"""
+
+import gzip
+import http.client
+import json
+import os
+import socket
+import sys
+from datetime import timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import botocore.session
+import cbor2
+from botocore.parsers import create_parser
+from botocore.serialize import create_serializer
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+PREFIX = "/service/GraniteServiceVersion20100801/operation/"
+MODEL = botocore.session.get_session().get_service_model("cloudwatch")
+SERIALIZER = create_serializer("json", include_validation=False)
+PARSER = create_parser("json")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CloudWatchFront(BaseHTTPRequestHandler):
+    moto_port = 0
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        if not self.path.startswith(PREFIX):
+            return self.answer(404, {"__type": "UnknownOperationException", "message": self.path})
+        operation = MODEL.operation_model(self.path[len(PREFIX):])
+        params = cbor2.loads(body) if body else {}
+        request = SERIALIZER.serialize_to_request(params, operation)
+        headers = dict(request["headers"])
+        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
+            if self.headers.get(name):
+                headers[name] = self.headers[name]
+        conn = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=30)
+        conn.request("POST", "/", body=request["body"], headers=headers)
+        reply = conn.getresponse()
+        raw = reply.read()
+        parsed = PARSER.parse(
+            {"status_code": reply.status, "headers": dict(reply.getheaders()), "body": raw},
+            operation.output_shape,
+        )
+        parsed.pop("ResponseMetadata", None)
+        if reply.status >= 300:
+            error = parsed.get("Error", {})
+            return self.answer(
+                reply.status,
+                {"__type": error.get("Code", "InternalFailure"), "message": error.get("Message", "")},
+            )
+        self.answer(200, parsed)
+
+    def answer(self, status, document):
+        payload = cbor2.dumps(document, datetime_as_timestamp=True, timezone=timezone.utc)
+        self.send_response(status)
+        self.send_header("smithy-protocol", "rpc-v2-cbor")
+        self.send_header("Content-Type", "application/cbor")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def main():
+    port_file = sys.argv[1]
+    moto_port, front_port = free_port(), free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+    moto.start()
+    CloudWatchFront.moto_port = moto_port
+    front = ThreadingHTTPServer(("127.0.0.1", front_port), CloudWatchFront)
+    with open(port_file + ".tmp", "w") as f:
+        json.dump({"moto": moto_port, "cloudwatch": front_port}, f)
+    os.replace(port_file + ".tmp", port_file)
+    front.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
