@@ -99,7 +99,14 @@ async fn push_run_pull_gives_the_same_lake_and_yaml_as_the_files() {
     assert!(again.stdout().contains("3 unchanged"), "{}", again.stdout());
 }
 
-async fn console_edit(cloud: &Cloud, job: &str, update: &str, values: &[(&str, &str)]) {
+/// An edit made in the console: `SET #f = :v` on one attribute (path `#f` or `#f.sub`).
+async fn console_edit(
+    cloud: &Cloud,
+    job: &str,
+    update: &str,
+    attribute: &str,
+    values: &[(&str, &str)],
+) {
     let mut request = cloud
         .dynamodb()
         .update_item()
@@ -107,8 +114,7 @@ async fn console_edit(cloud: &Cloud, job: &str, update: &str, values: &[(&str, &
         .key("item_type", AttributeValue::S("job".into()))
         .key("id", AttributeValue::S(job.into()))
         .update_expression(update)
-        .expression_attribute_names("#m", "mode")
-        .expression_attribute_names("#t", "target");
+        .expression_attribute_names("#f", attribute);
     for (k, v) in values {
         request = request.expression_attribute_values(*k, AttributeValue::S(v.to_string()));
     }
@@ -124,7 +130,14 @@ async fn console_edits_are_not_overwritten_and_a_broken_row_fails_alone() {
     cloud.sluice(&["jobs", "push", jobs]).assert_code(0);
 
     // Someone breaks a row in the console.
-    console_edit(&cloud, "pings", "SET #m = :m", &[(":m", "incremantal")]).await;
+    console_edit(
+        &cloud,
+        "pings",
+        "SET #f = :m",
+        "mode",
+        &[(":m", "incremantal")],
+    )
+    .await;
     let run = cloud.sluice(&["run", "--all"]);
     run.assert_code(2);
     let out = run.stdout();
@@ -162,7 +175,8 @@ async fn console_edits_are_not_overwritten_and_a_broken_row_fails_alone() {
     console_edit(
         &cloud,
         "trucks",
-        "SET #t.file_size = :s",
+        "SET #f.file_size = :s",
+        "target",
         &[(":s", "32MiB")],
     )
     .await;
@@ -199,9 +213,20 @@ async fn wait_until_writing(cloud: &Cloud, child: &mut std::process::Child, tabl
 fn count_once(cloud: &Cloud, expected: u32) {
     let counts =
         cloud.lake_sql("SELECT count(*) AS n_rows, count(DISTINCT id) AS n_ids FROM pings");
-    assert!(
-        counts.contains(&format!("| {expected} | {expected} |")),
-        "each row exactly once:\n{counts}"
+    let row: Vec<&str> = counts
+        .lines()
+        .nth(3)
+        .unwrap_or_default()
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let expected = expected.to_string();
+    assert_eq!(
+        row,
+        [expected.as_str(), expected.as_str()],
+        "each row exactly once:\n{counts}\nin {:#?}",
+        cloud.keys("lake/")
     );
 }
 
@@ -403,8 +428,12 @@ async fn metrics_reach_cloudwatch_and_emf_lines_are_valid() {
         .send()
         .await
         .expect("GetMetricData");
+    // moto may report one datapoint in two adjacent periods: every value is the run's.
     let values: Vec<f64> = data.metric_data_results()[0].values().to_vec();
-    assert_eq!(values.iter().sum::<f64>(), 1_000.0, "{values:?}");
+    assert!(
+        !values.is_empty() && values.iter().all(|v| *v == 1_000.0),
+        "{values:?}"
+    );
 
     // EMF: one document per run on stdout, valid by the format's rules.
     let run = cloud.sluice(&["run", "--all", "--metrics", "emf"]);
