@@ -105,40 +105,28 @@ impl Cloud {
         response
     }
 
-    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        let conf = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
+    /// The SDK configuration of the test clients: moto, or the CloudWatch front.
+    async fn sdk(&self, endpoint: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
                 "testing", "testing", None, None, "tests",
             ))
-            .endpoint_url(&self.endpoint)
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(conf)
+            .endpoint_url(endpoint)
+            .load()
+            .await
     }
 
-    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
-        let conf = aws_sdk_cloudwatch::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .endpoint_url(&self.cloudwatch_endpoint)
-            .build();
-        aws_sdk_cloudwatch::Client::from_conf(conf)
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk(&self.endpoint).await)
     }
 
-    pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
-        let conf = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
-            .endpoint_url(&self.endpoint)
-            .build();
-        aws_sdk_secretsmanager::Client::from_conf(conf)
+    pub async fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+        aws_sdk_cloudwatch::Client::new(&self.sdk(&self.cloudwatch_endpoint).await)
+    }
+
+    pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk(&self.endpoint).await)
     }
 
     /// Runs `sluice run --job <job>` and expects it to commit.
