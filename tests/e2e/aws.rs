@@ -100,6 +100,37 @@ async fn push_run_pull_gives_the_same_lake_and_yaml_as_the_files() {
 }
 
 /// An edit made in the console: `SET #f = :v` on one attribute (path `#f` or `#f.sub`).
+#[tokio::test]
+async fn large_files_reach_s3_as_multipart_uploads() {
+    let cloud = Cloud::new("multipart");
+    let url = cloud
+        .ws
+        .sqlite_source(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);
+             WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 200000)
+             INSERT INTO notes SELECT n, hex(randomblob(64)) FROM g;",
+        )
+        .await;
+    cloud
+        .ws
+        .connections(&format!("db:\n  kind: sqlite\n  url: {url}\n"));
+    cloud.ws.write_job(
+        "notes.yaml",
+        "job: notes\nsource:\n  connection: db\n  table: notes\ntarget:\n  table: notes\n  file_size: 256MiB\n",
+    );
+    cloud.push_jobs();
+    let run = cloud.run_ok("notes");
+    assert_eq!(run["files"], 1, "{run}");
+    let files = cloud.objects("lake/notes/");
+    // Beyond the 8 MiB upload buffer, the file went up in parts.
+    assert!(
+        files.len() == 1 && files[0].1 > 8 << 20 && files[0].2.contains('-'),
+        "one file larger than a part, uploaded in parts: {files:?}"
+    );
+    let counts = cloud.lake_sql("SELECT count(DISTINCT body) AS n FROM notes");
+    assert!(counts.contains("| 200000 |"), "{counts}");
+}
+
 async fn console_edit(
     cloud: &Cloud,
     job: &str,
@@ -191,26 +222,6 @@ async fn console_edits_are_not_overwritten_and_a_broken_row_fails_alone() {
     cloud.sluice(&["jobs", "push", theirs]).assert_code(0);
 }
 
-/// Waits until the job's lease item exists and data files are on S3: the run is writing.
-async fn wait_until_writing(cloud: &Cloud, child: &mut std::process::Child, table: &str) {
-    let started = Instant::now();
-    loop {
-        let files = cloud.keys(&format!("lake/{table}/"));
-        if files.iter().any(|k| k.ends_with(".parquet")) {
-            return;
-        }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended before it wrote a file"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "no file was written"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn count_once(cloud: &Cloud, expected: u32) {
     let counts =
         cloud.lake_sql("SELECT count(*) AS n_rows, count(DISTINCT id) AS n_ids FROM pings");
@@ -235,6 +246,8 @@ fn count_once(cloud: &Cloud, expected: u32) {
 enum KillAt {
     /// The attempt is recorded as pending; no file yet.
     Pending,
+    /// A data file is on S3: the run is writing.
+    FirstFile,
     /// A new manifest exists: files written, commit imminent.
     Manifest,
     /// The watermark moved.
@@ -259,8 +272,8 @@ async fn state_item(cloud: &Cloud, job: &str) -> serde_json::Value {
     serde_dynamo::from_item(item).expect("state item")
 }
 
-/// Runs `pings` and SIGKILLs it as soon as `point` is reached (or lets it end first).
-async fn kill_at(cloud: &Cloud, point: KillAt) {
+/// Starts a run of `pings` and returns it once `point` is reached (or it has ended).
+async fn start_until(cloud: &Cloud, point: KillAt) -> std::process::Child {
     let manifests = cloud.keys("lake/_sluice/manifests/pings/").len();
     let watermark = state_item(cloud, "pings").await["state"]["watermark"].clone();
     let mut child = cloud
@@ -273,6 +286,10 @@ async fn kill_at(cloud: &Cloud, point: KillAt) {
     while child.try_wait().expect("wait").is_none() {
         let reached = match point {
             KillAt::Pending => !state_item(cloud, "pings").await["state"]["pending"].is_null(),
+            KillAt::FirstFile => cloud
+                .keys("lake/pings/")
+                .iter()
+                .any(|k| k.ends_with(".parquet")),
             KillAt::Manifest => cloud.keys("lake/_sluice/manifests/pings/").len() > manifests,
             KillAt::Committed => {
                 state_item(cloud, "pings").await["state"]["watermark"] != watermark
@@ -287,6 +304,10 @@ async fn kill_at(cloud: &Cloud, point: KillAt) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    child
+}
+
+fn kill(mut child: std::process::Child) {
     let _ = child.kill();
     child.wait().expect("reap");
 }
@@ -295,20 +316,12 @@ async fn kill_at(cloud: &Cloud, point: KillAt) {
 async fn one_run_at_a_time_and_killed_runs_leave_each_row_once() {
     let cloud = Cloud::new("lease");
     let url = logistics(&cloud.ws, 400_000).await;
-    cloud
-        .sluice(&["jobs", "push", cloud.ws.jobs().to_str().expect("path")])
-        .assert_code(0);
+    cloud.push_jobs();
     let ttl = ["--lease-ttl", "3s"];
 
     // Killed mid-write: the second run is refused while the first lives, and after the
     // killed run's lease expires the job runs again and each row lands once.
-    let mut child = cloud
-        .command(&["run", "--job", "pings", "--lease-ttl", "3s"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    wait_until_writing(&cloud, &mut child, "pings").await;
+    let child = start_until(&cloud, KillAt::FirstFile).await;
     let second = cloud.sluice(&["run", "--job", "pings", ttl[0], ttl[1]]);
     second.assert_code(3);
     assert!(
@@ -316,8 +329,7 @@ async fn one_run_at_a_time_and_killed_runs_leave_each_row_once() {
         "{}",
         second.stdout()
     );
-    child.kill().expect("kill");
-    child.wait().expect("reap");
+    kill(child);
     let show = cloud.sluice(&["state", "show", "pings"]);
     assert!(show.stdout().contains("\"pending\""), "{}", show.stdout());
     // Its lease outlives it until expiry.
@@ -345,7 +357,7 @@ async fn one_run_at_a_time_and_killed_runs_leave_each_row_once() {
         )
         .await;
         total += 100_000;
-        kill_at(&cloud, point).await;
+        kill(start_until(&cloud, point).await);
         tokio::time::sleep(Duration::from_secs(4)).await;
         cloud
             .sluice(&["run", "--job", "pings", ttl[0], ttl[1]])
@@ -373,9 +385,7 @@ async fn one_run_at_a_time_and_killed_runs_leave_each_row_once() {
 async fn rewind_rereads_without_duplicates_and_names_the_files() {
     let cloud = Cloud::new("rewind");
     let url = logistics(&cloud.ws, 1_000).await;
-    cloud
-        .sluice(&["jobs", "push", cloud.ws.jobs().to_str().expect("path")])
-        .assert_code(0);
+    cloud.push_jobs();
     cloud.run_ok("pings");
     crate::common::exec(
         &url,
@@ -411,9 +421,7 @@ async fn rewind_rereads_without_duplicates_and_names_the_files() {
 async fn metrics_reach_cloudwatch_and_emf_lines_are_valid() {
     let cloud = Cloud::new("metrics");
     logistics(&cloud.ws, 1_000).await;
-    cloud
-        .sluice(&["jobs", "push", cloud.ws.jobs().to_str().expect("path")])
-        .assert_code(0);
+    cloud.push_jobs();
     let namespace = format!("Sluice/{}", cloud.bucket);
     let started =
         aws_sdk_cloudwatch::primitives::DateTime::from_secs(chrono::Utc::now().timestamp() - 1);
@@ -573,9 +581,7 @@ async fn a_secret_based_connection_works_and_its_password_stays_secret() {
         "depots.yaml",
         "job: depots\nsource:\n  connection: pg\n  table: depots\ntarget:\n  table: depots\n",
     );
-    cloud
-        .sluice(&["jobs", "push", cloud.ws.jobs().to_str().expect("path")])
-        .assert_code(0);
+    cloud.push_jobs();
     let run = cloud.sluice(&["run", "--job", "depots"]);
     run.assert_code(0);
     assert!(

@@ -67,6 +67,13 @@ impl Cloud {
         Run(self.command(args).output().expect("run sluice"))
     }
 
+    /// `sluice jobs push` of the workspace's job folder, expected to succeed.
+    pub fn push_jobs(&self) -> Run {
+        let run = self.sluice(&["jobs", "push", self.ws.jobs().to_str().expect("path")]);
+        run.assert_code(0);
+        run
+    }
+
     /// Runs SQL over the S3 lake with `sluice query`.
     pub fn lake_sql(&self, sql: &str) -> String {
         let run = self.sluice(&["query", sql]);
@@ -76,14 +83,29 @@ impl Cloud {
 
     /// The keys under `prefix` in the test's bucket (one S3 ListObjectsV2 page).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.objects(prefix).into_iter().map(|o| o.0).collect()
+    }
+
+    /// The keys under `prefix` with their sizes and ETags (a multipart upload's ETag ends
+    /// in `-<parts>`).
+    pub fn objects(&self, prefix: &str) -> Vec<(String, u64, String)> {
         let body = self.http(
             "GET",
             &format!("/{}?list-type=2&max-keys=1000&prefix={prefix}", self.bucket),
         );
-        body.split("<Key>")
+        let field = |s: &str, tag: &str| {
+            s.split(&format!("<{tag}>"))
+                .nth(1)
+                .and_then(|r| r.split(&format!("</{tag}>")).next())
+                .map(str::to_string)
+        };
+        body.split("<Contents>")
             .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
+            .filter_map(|c| {
+                let key = field(c, "Key")?;
+                let size = field(c, "Size")?.parse().ok()?;
+                Some((key, size, field(c, "ETag")?))
+            })
             .collect()
     }
 
