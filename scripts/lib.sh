@@ -122,3 +122,29 @@ stop_moto() {
   kill "$(cat "$MOTO_DIR/pid")" 2>/dev/null || true
   rm -rf "$MOTO_DIR"
 }
+
+# The validators of the infrastructure files: checkov and cfn-lint in their own venv
+# (scripts/requirements-infra.txt), asl-validator from npm in a local folder. Sets
+# INFRA_VENV and NPM_BIN.
+ASL_VALIDATOR_VERSION=4.0.0
+infra_tools() {
+  INFRA_VENV="$SLUICE_CACHE/infra-venv"
+  local stamp="$INFRA_VENV/.requirements.sha256" want
+  want=$(sha256sum scripts/requirements-infra.txt | cut -d' ' -f1)
+  if [ ! -x "$INFRA_VENV/bin/checkov" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing checkov and cfn-lint into $INFRA_VENV"
+    python3 -m venv "$INFRA_VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+    "$INFRA_VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-infra.txt \
+      || die "pip install -r scripts/requirements-infra.txt failed"
+    echo "$want" >"$stamp"
+  fi
+  NPM_BIN="$SLUICE_CACHE/npm/node_modules/.bin"
+  if [ "$(cat "$SLUICE_CACHE/npm/.version" 2>/dev/null)" != "$ASL_VALIDATOR_VERSION" ]; then
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    say "installing asl-validator $ASL_VALIDATOR_VERSION into $SLUICE_CACHE/npm"
+    mkdir -p "$SLUICE_CACHE/npm"
+    npm install --silent --no-audit --no-fund --prefix "$SLUICE_CACHE/npm" "asl-validator@$ASL_VALIDATOR_VERSION" >/dev/null \
+      || die "npm install asl-validator failed"
+    echo "$ASL_VALIDATOR_VERSION" >"$SLUICE_CACHE/npm/.version"
+  fi
+}

@@ -125,6 +125,11 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_METRICS_NAMESPACE", default_value = "Sluice")]
     pub metrics_namespace: String,
 
+    /// What started the run (the Step Functions execution sets its name), kept in the
+    /// run record and the run's log span.
+    #[arg(long, env = "SLUICE_TRIGGER")]
+    pub trigger: Option<String>,
+
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -292,7 +297,8 @@ async fn context(places: &Places, lease: &LeaseArgs) -> Result<pipeline::Context
 
 async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
     let set = job::load(&places.jobs).await?;
-    let ctx = context(places, &args.lease).await?;
+    let mut ctx = context(places, &args.lease).await?;
+    ctx.trigger = args.trigger.clone();
     let selected = select(&set, &args.job_ids, args.all)?;
     if selected.is_empty() {
         eprintln!("no enabled job rows in {}", set.origin);

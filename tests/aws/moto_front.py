@@ -86,6 +86,8 @@ class CloudWatchFront(BaseHTTPRequestHandler):
 def main():
     port_file = sys.argv[1]
     moto_port, front_port = free_port(), free_port()
+    # moto's Step Functions engine calls the other services through this port.
+    os.environ["MOTO_PORT"] = str(moto_port)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
     moto.start()
     CloudWatchFront.moto_port = moto_port

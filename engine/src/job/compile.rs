@@ -167,6 +167,17 @@ pub fn compile(
         );
     }
 
+    if let Some(task) = &spec.task_definition
+        && !is_task_definition(task)
+    {
+        bad(
+            "task_definition",
+            format!(
+                "{task:?} is not an ECS task definition: give a family (`sluice-large`), `family:revision` or an ARN"
+            ),
+        );
+    }
+
     let source = &spec.source;
     let connection = match connections.get(&source.connection) {
         Some(c) => Some(c.clone()),
@@ -407,6 +418,20 @@ fn check_select(sql: &str) -> Result<String, String> {
 }
 
 /// `${VAR}` placeholders must be closed and name a variable.
+/// An ECS task definition family (letters, digits, `-`, `_`, up to 255), optionally with
+/// `:revision`, or an ARN.
+fn is_task_definition(text: &str) -> bool {
+    if text.starts_with("arn:") {
+        return text.contains(":task-definition/");
+    }
+    let (family, revision) = text.split_once(':').unwrap_or((text, "1"));
+    (1..=255).contains(&family.len())
+        && family
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && revision.parse::<u32>().is_ok_and(|r| r > 0)
+}
+
 /// A URL's placeholders must be well formed and its scheme match the connection's kind.
 fn url_problems(kind: ConnectionKind, url: &str) -> Vec<String> {
     let mut problems: Vec<String> = check_placeholders(url).err().into_iter().collect();

@@ -25,6 +25,11 @@ pub struct JobSpec {
     /// runs. Default `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// The ECS task definition (family, `family:revision` or ARN) the scheduled runs of
+    /// this job use, for a job that needs more CPU or memory than the platform's default
+    /// task (the state machine reads it; a run started by hand ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
     /// Where the rows come from.
     pub source: SourceSpec,
     /// How each run treats the lake table. Default `full`.

@@ -355,6 +355,7 @@ const JOB_ORDER: &[&str] = &[
     "job",
     "description",
     "enabled",
+    "task_definition",
     "mode",
     "source",
     "transform",

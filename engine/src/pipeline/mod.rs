@@ -51,6 +51,8 @@ pub struct Context {
     /// How long a lease lasts without renewal, where the store expires leases: the time
     /// after which a killed run's job can run again.
     pub lease_ttl: Duration,
+    /// What started the runs (a Step Functions execution), for the run records.
+    pub trigger: Option<String>,
 }
 
 /// The default lease life: a held lease is renewed every third of it.
@@ -63,6 +65,7 @@ impl Context {
             store,
             env: Arc::new(|k| std::env::var(k).ok()),
             lease_ttl: DEFAULT_LEASE_TTL,
+            trigger: None,
         }
     }
 }
@@ -77,9 +80,11 @@ pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
         now.format("%Y%m%dT%H%M%SZ"),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let span = tracing::info_span!("run", job = %job.id, run_id = %run_id);
+    let trigger = ctx.trigger.as_deref().unwrap_or("");
+    let span = tracing::info_span!("run", job = %job.id, run_id = %run_id, trigger);
     let mut summary = RunSummary::new(job, &run_id);
     summary.started_at = now;
+    summary.trigger = ctx.trigger.clone();
     let outcome = leased(job, ctx, now, &mut summary)
         .instrument(span.clone())
         .await;

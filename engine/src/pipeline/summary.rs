@@ -38,6 +38,9 @@ pub struct RunSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_key: Option<String>,
     pub started_at: DateTime<Utc>,
+    /// What started the run (the Step Functions execution), when it was not a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     pub mode: String,
     pub table: String,
     pub status: RunStatus,
@@ -71,6 +74,7 @@ impl RunSummary {
             run_id: run_id.to_string(),
             run_key: None,
             started_at: Utc::now(),
+            trigger: None,
             mode: mode.to_string(),
             table: table.to_string(),
             status: RunStatus::Failed,

@@ -1,0 +1,67 @@
+"""Shared fixtures of the infrastructure tests: the repository, the moto endpoint that
+scripts/test starts, boto3 clients pointed at it, and the sluice binary."""
+
+import os
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+
+
+def render(template: str, values: dict) -> str:
+    """Fills `${name}` placeholders the way Terraform's templatefile() does for plain
+    names; every placeholder must have a value."""
+    missing = sorted(set(re.findall(r"\$\{(\w+)\}", template)) - set(values))
+    assert not missing, f"no value for {missing}"
+    return re.sub(r"\$\{(\w+)\}", lambda m: str(values[m.group(1)]), template)
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    url = os.environ.get("SLUICE_TEST_AWS_ENDPOINT")
+    if not url:
+        pytest.fail("SLUICE_TEST_AWS_ENDPOINT is not set: run scripts/test, which starts moto")
+    return url
+
+
+@pytest.fixture(scope="session")
+def aws(endpoint):
+    """boto3 clients against moto."""
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    return lambda service: session.client(service, endpoint_url=endpoint)
+
+
+@pytest.fixture
+def unique():
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def sluice(endpoint):
+    """Runs the sluice binary (built by cargo test) against moto."""
+    binary = os.environ.get("SLUICE_BIN") or str(
+        Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "sluice"
+    )
+    env = dict(
+        os.environ,
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_REGION=REGION,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        SLUICE_LOG_FORMAT="json",
+    )
+
+    def run(*args):
+        done = subprocess.run([binary, *args], env=env, capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 0, f"sluice {' '.join(args)}: {done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    return run
