@@ -1,0 +1,25 @@
+# sluice on AWS: the batch ETL platform around the `sluice` container.
+# One file per concern: network.tf (VPC, site-to-site VPN, endpoints), kms.tf, lake.tf
+# (S3), dynamodb.tf (job rows, state), ecr.tf, ecs.tf, iam.tf, stepfunctions.tf
+# (orchestration and schedule), alerts.tf (SNS, alarms, dashboard), catalog.tf (Glue,
+# Athena), secrets.tf (on-prem database credentials).
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+locals {
+  name       = var.name
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+
+  # Where sluice writes inside the lake bucket; the task role may write nowhere else.
+  lake_prefix    = "lake"
+  athena_prefix  = "athena-results"
+  container_name = "sluice"
+
+  tags = merge(var.tags, {
+    Application = "sluice"
+    ManagedBy   = "terraform"
+  })
+}

@@ -1,0 +1,49 @@
+output "lake" {
+  description = "Where sluice writes (SLUICE_LAKE)."
+  value       = "s3://${aws_s3_bucket.lake.bucket}/${local.lake_prefix}"
+}
+
+output "jobs_table" {
+  description = "The job rows table (SLUICE_JOBS=dynamodb://<this>); `sluice jobs push jobs/ --jobs dynamodb://<this>` seeds it."
+  value       = aws_dynamodb_table.jobs.name
+}
+
+output "state_table" {
+  description = "The state table (SLUICE_STATE=dynamodb://<this>)."
+  value       = aws_dynamodb_table.state.name
+}
+
+output "repository_url" {
+  description = "ECR repository the build pushes the image to."
+  value       = aws_ecr_repository.sluice.repository_url
+}
+
+output "state_machine_arn" {
+  description = "The state machine that runs the jobs; start it with {} for every enabled job or {\"jobs\": [...]}."
+  value       = aws_sfn_state_machine.run_jobs.arn
+}
+
+output "alert_topic_arn" {
+  description = "SNS topic of job failure alerts: subscribe your endpoints."
+  value       = aws_sns_topic.alerts.arn
+}
+
+output "onprem_db_secret_arn" {
+  description = "Secret to fill with the on-premise database credentials (RDS JSON shape)."
+  value       = aws_secretsmanager_secret.onprem_db.arn
+}
+
+output "vpn_tunnel_addresses" {
+  description = "AWS endpoints of the two VPN tunnels, for the on-premise VPN device."
+  value       = [aws_vpn_connection.onprem.tunnel1_address, aws_vpn_connection.onprem.tunnel2_address]
+}
+
+output "athena_workgroup" {
+  description = "Athena workgroup for analysts."
+  value       = aws_athena_workgroup.analysts.name
+}
+
+output "glue_database" {
+  description = "Glue database of the lake tables."
+  value       = aws_glue_catalog_database.lake.name
+}

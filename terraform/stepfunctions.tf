@@ -1,0 +1,67 @@
+# The orchestration: stepfunctions/run_jobs.asl.json, filled in here, started by an
+# EventBridge Scheduler schedule (input {} = every enabled job row).
+
+resource "aws_cloudwatch_log_group" "states" {
+  name              = "/aws/vendedlogs/states/${local.name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
+}
+
+resource "aws_sfn_state_machine" "run_jobs" {
+  name     = "${local.name}-run-jobs"
+  role_arn = aws_iam_role.states.arn
+  type     = "STANDARD"
+
+  definition = templatefile("${path.module}/../stepfunctions/run_jobs.asl.json", {
+    jobs_table           = aws_dynamodb_table.jobs.name
+    cluster_arn          = aws_ecs_cluster.main.arn
+    task_definition      = aws_ecs_task_definition.sluice.family
+    container_name       = local.container_name
+    subnets              = jsonencode(aws_subnet.private[*].id)
+    security_groups      = jsonencode([aws_security_group.tasks.id])
+    alert_topic_arn      = aws_sns_topic.alerts.arn
+    max_concurrency      = var.max_concurrency
+    task_timeout_seconds = var.task_timeout_seconds
+    region               = var.region
+    log_group_url        = replace(aws_cloudwatch_log_group.tasks.name, "/", "$252F")
+    map_processor_config = jsonencode(var.distributed_map ? { Mode = "DISTRIBUTED", ExecutionType = "STANDARD" } : { Mode = "INLINE" })
+  })
+
+  logging_configuration {
+    log_destination        = "${aws_cloudwatch_log_group.states.arn}:*"
+    include_execution_data = true
+    level                  = "ERROR"
+  }
+
+  tracing_configuration {
+    enabled = true
+  }
+
+  encryption_configuration {
+    type                              = "CUSTOMER_MANAGED_KMS_KEY"
+    kms_key_id                        = aws_kms_key.main.arn
+    kms_data_key_reuse_period_seconds = 300
+  }
+}
+
+resource "aws_scheduler_schedule" "run_jobs" {
+  name                         = "${local.name}-run-jobs"
+  schedule_expression          = var.schedule_expression
+  schedule_expression_timezone = var.schedule_timezone
+  kms_key_arn                  = aws_kms_key.main.arn
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = aws_sfn_state_machine.run_jobs.arn
+    role_arn = aws_iam_role.scheduler.arn
+    input    = jsonencode({})
+
+    retry_policy {
+      maximum_retry_attempts       = 3
+      maximum_event_age_in_seconds = 3600
+    }
+  }
+}

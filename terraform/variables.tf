@@ -1,0 +1,218 @@
+variable "name" {
+  description = "Prefix of every resource name (tables, bucket, cluster, state machine)."
+  type        = string
+  default     = "sluice"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,23}$", var.name))
+    error_message = "name is 3 to 24 lower-case letters, digits or '-', starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "AWS region of the platform."
+  type        = string
+  default     = "eu-central-1"
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of the VPC; must not overlap the on-premise network."
+  type        = string
+  default     = "10.80.0.0/16"
+
+  validation {
+    condition     = can(cidrnetmask(var.vpc_cidr))
+    error_message = "vpc_cidr must be an IPv4 CIDR block such as 10.80.0.0/16."
+  }
+}
+
+variable "private_subnet_cidrs" {
+  description = "CIDRs of the private subnets the tasks run in, one per availability zone (two or three)."
+  type        = list(string)
+  default     = ["10.80.1.0/24", "10.80.2.0/24"]
+
+  validation {
+    condition     = length(var.private_subnet_cidrs) >= 2 && length(var.private_subnet_cidrs) <= 3 && alltrue([for c in var.private_subnet_cidrs : can(cidrnetmask(c))])
+    error_message = "Give two or three IPv4 CIDR blocks inside vpc_cidr."
+  }
+}
+
+variable "availability_zones" {
+  description = "Availability zones of the private subnets, one per entry of private_subnet_cidrs (pinned, so that a new zone never changes the network)."
+  type        = list(string)
+  default     = ["eu-central-1a", "eu-central-1b"]
+
+  validation {
+    condition     = length(var.availability_zones) >= 2 && alltrue([for z in var.availability_zones : can(regex("^[a-z]{2}(-[a-z]+)+-\\d[a-z]$", z))])
+    error_message = "Give at least two availability zone names such as eu-central-1a."
+  }
+}
+
+variable "onprem_cidr" {
+  description = "CIDR of the on-premise network that holds the source databases (routed over the VPN)."
+  type        = string
+
+  validation {
+    condition     = can(cidrnetmask(var.onprem_cidr))
+    error_message = "onprem_cidr must be an IPv4 CIDR block such as 192.168.10.0/24."
+  }
+}
+
+variable "onprem_db_port" {
+  description = "The port of the on-premise database; the only port the tasks may reach on-premise (5432 PostgreSQL, 3306 MySQL/MariaDB)."
+  type        = number
+  default     = 5432
+
+  validation {
+    condition     = var.onprem_db_port > 0 && var.onprem_db_port < 65536
+    error_message = "onprem_db_port must be a TCP port (1-65535)."
+  }
+}
+
+variable "customer_gateway_ip" {
+  description = "Public IPv4 address of the on-premise VPN device."
+  type        = string
+
+  validation {
+    condition     = can(regex("^(\\d{1,3}\\.){3}\\d{1,3}$", var.customer_gateway_ip))
+    error_message = "customer_gateway_ip must be an IPv4 address."
+  }
+}
+
+variable "customer_gateway_bgp_asn" {
+  description = "BGP ASN of the on-premise VPN device (the VPN uses static routes; AWS still requires an ASN)."
+  type        = number
+  default     = 65000
+
+  validation {
+    condition     = var.customer_gateway_bgp_asn >= 1 && var.customer_gateway_bgp_asn <= 4294967295
+    error_message = "customer_gateway_bgp_asn must be a valid ASN."
+  }
+}
+
+variable "image_tag" {
+  description = "Tag of the sluice image in the ECR repository to run (immutable tags: the build's commit)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]{1,128}$", var.image_tag))
+    error_message = "image_tag must be a valid image tag."
+  }
+}
+
+variable "task_cpu" {
+  description = "CPU units of the default task (1024 = 1 vCPU)."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.task_cpu)
+    error_message = "task_cpu must be a Fargate CPU size: 256, 512, 1024, 2048, 4096, 8192 or 16384."
+  }
+}
+
+variable "task_memory" {
+  description = "Memory of the default task in MiB (sluice's default budget is 256 MiB of buffers; 4 GiB leaves room for wide tables)."
+  type        = number
+  default     = 4096
+
+  validation {
+    condition     = var.task_memory >= 512 && var.task_memory <= 122880
+    error_message = "task_memory must be between 512 and 122880 MiB, and fit task_cpu."
+  }
+}
+
+variable "max_concurrency" {
+  description = "How many jobs run at once: keep it low enough for the on-premise database and the VPN."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.max_concurrency >= 1 && var.max_concurrency <= 40
+    error_message = "max_concurrency must be between 1 and 40."
+  }
+}
+
+variable "distributed_map" {
+  description = "Run the job list with a distributed Map (for thousands of job rows) instead of the inline one."
+  type        = bool
+  default     = false
+}
+
+variable "task_timeout_seconds" {
+  description = "How long one job's task may run before Step Functions stops waiting for it."
+  type        = number
+  default     = 21600
+
+  validation {
+    condition     = var.task_timeout_seconds >= 60 && var.task_timeout_seconds <= 86400
+    error_message = "task_timeout_seconds must be between 60 and 86400."
+  }
+}
+
+variable "schedule_expression" {
+  description = "When the jobs run: an EventBridge Scheduler expression, e.g. cron(15 * * * ? *) or rate(1 hour)."
+  type        = string
+  default     = "cron(15 * * * ? *)"
+
+  validation {
+    condition     = can(regex("^(cron|rate)\\(.+\\)$", var.schedule_expression))
+    error_message = "schedule_expression must be cron(...) or rate(...)."
+  }
+}
+
+variable "schedule_timezone" {
+  description = "Time zone of the schedule expression."
+  type        = string
+  default     = "UTC"
+}
+
+variable "alert_email" {
+  description = "E-mail address subscribed to job failure alerts; empty for none (subscribe other endpoints to the topic)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.alert_email == "" || can(regex("^[^@ ]+@[^@ ]+$", var.alert_email))
+    error_message = "alert_email must be an e-mail address or empty."
+  }
+}
+
+variable "freshness_alarms" {
+  description = "Jobs whose freshness is alarmed on: job id -> the largest acceptable watermark lag in seconds."
+  type        = map(number)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for job, seconds in var.freshness_alarms : can(regex("^[a-z][a-z0-9_]{0,63}$", job)) && seconds >= 60])
+    error_message = "Keys are job ids; values are at least 60 seconds."
+  }
+}
+
+variable "log_retention_days" {
+  description = "How long task, state machine and flow logs are kept."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a CloudWatch retention of at least a year (365, 400, 545, 731, ...)."
+  }
+}
+
+variable "lake_noncurrent_days" {
+  description = "Days a replaced or deleted lake object version is kept (recovery window for full reloads and rewinds)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.lake_noncurrent_days >= 1
+    error_message = "lake_noncurrent_days must be at least 1."
+  }
+}
