@@ -25,5 +25,7 @@ COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
 # SLUICE_METRICS=emf; logs are JSON lines on stderr (no terminal).
 ENV SLUICE_LOG_FORMAT=json
 USER nonroot:nonroot
+# A batch job that exits when done: ECS judges it by its exit code, not by probes.
+HEALTHCHECK NONE
 ENTRYPOINT ["/usr/local/bin/sluice"]
 CMD ["--help"]
