@@ -3,6 +3,7 @@ Step Functions engine against job rows in DynamoDB, ECS and SNS."""
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -94,7 +95,7 @@ def wait(sfn, execution_arn):
     raise AssertionError("the execution did not finish")
 
 
-def test_the_state_machine_runs_each_enabled_job_and_alerts_on_a_failure(aws, endpoint, sluice, unique):
+def test_the_state_machine_runs_each_enabled_job_and_alerts_on_a_failure(aws, endpoint, sluice, unique, tmp_path):
     import urllib.request
 
     request = urllib.request.Request(
@@ -108,7 +109,9 @@ def test_the_state_machine_runs_each_enabled_job_and_alerts_on_a_failure(aws, en
     # for a task definition that was never registered.
     table = f"sfn-jobs-{unique}"
     sluice("init", "--jobs", f"dynamodb://{table}")
-    sluice("jobs", "push", "jobs", "--jobs", f"dynamodb://{table}")
+    jobs = tmp_path / "jobs"
+    shutil.copytree(REPO / "jobs", jobs)
+    sluice("jobs", "push", str(jobs), "--jobs", f"dynamodb://{table}")
     ddb = aws("dynamodb")
     ddb.update_item(
         TableName=table,
