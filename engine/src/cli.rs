@@ -125,6 +125,12 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_METRICS_NAMESPACE", default_value = "Sluice")]
     pub metrics_namespace: String,
 
+    /// What the run may buffer: batches in flight, row groups being written (the largest
+    /// is flushed, the least recently written file closed, beyond it) and the transform's
+    /// memory pool. Units: KiB, MiB, GiB.
+    #[arg(long, env = "SLUICE_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse_memory)]
+    pub memory_limit: u64,
+
     /// What started the run (the Step Functions execution sets its name), kept in the
     /// run record and the run's log span.
     #[arg(long, env = "SLUICE_TRIGGER")]
@@ -144,6 +150,13 @@ pub struct LeaseArgs {
 
 fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     job::units::parse_duration(text)
+}
+
+fn parse_memory(text: &str) -> std::result::Result<u64, String> {
+    match job::units::parse_size(text)? {
+        n if n >= 16 << 20 => Ok(n),
+        _ => Err(format!("{text} is too small: give at least 16MiB")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +312,7 @@ async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
     let set = job::load(&places.jobs).await?;
     let mut ctx = context(places, &args.lease).await?;
     ctx.trigger = args.trigger.clone();
+    ctx.memory_limit = args.memory_limit;
     let selected = select(&set, &args.job_ids, args.all)?;
     if selected.is_empty() {
         eprintln!("no enabled job rows in {}", set.origin);

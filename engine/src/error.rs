@@ -177,9 +177,12 @@ pub fn classify_datafusion(err: datafusion::error::DataFusionError, doing: &str)
     let class = match root {
         E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::Configuration(_) => ErrorClass::User,
         E::ArrowError(..) | E::Execution(_) => ErrorClass::User,
-        E::ResourcesExhausted(_) | E::IoError(_) | E::ObjectStore(_) | E::External(_) => {
-            ErrorClass::External
+        E::ResourcesExhausted(_) => {
+            return Error::user(format!(
+                "{doing}: the transform needs more memory than the run's budget allows ({root}); raise --memory-limit or simplify the transform"
+            ));
         }
+        E::IoError(_) | E::ObjectStore(_) | E::External(_) => ErrorClass::External,
         _ => ErrorClass::Internal,
     };
     Error::new(class, format!("{doing}: {root}"))

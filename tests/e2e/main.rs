@@ -9,5 +9,6 @@ mod common;
 mod crash;
 mod demo;
 mod incremental;
+mod memory;
 mod roundtrip;
 mod validate;

@@ -53,7 +53,13 @@ pub struct Context {
     pub lease_ttl: Duration,
     /// What started the runs (a Step Functions execution), for the run records.
     pub trigger: Option<String>,
+    /// Bytes the run may buffer: batches in flight, row groups being written, the
+    /// transform's memory pool.
+    pub memory_limit: u64,
 }
+
+/// The default memory budget of a run.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 
 /// The default lease life: a held lease is renewed every third of it.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(120);
@@ -66,6 +72,7 @@ impl Context {
             env: Arc::new(|k| std::env::var(k).ok()),
             lease_ttl: DEFAULT_LEASE_TTL,
             trigger: None,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
         }
     }
 }
@@ -303,14 +310,20 @@ async fn write(
             }
         })
         .boxed();
-    let (out_schema, mut output) =
-        transform::apply(job.transform.as_deref(), schema, extract).await?;
+    let (out_schema, mut output) = transform::apply(
+        job.transform.as_deref(),
+        schema,
+        extract,
+        ctx.memory_limit / 4,
+    )
+    .await?;
     let writer = PartitionedWriter::new(
         ctx.lake.clone(),
         &job.target,
         run_key,
         &out_schema,
         snapshot,
+        sink::WriterBudget::from_limit(ctx.memory_limit),
     )?;
     // The writer runs on its own task, so that encoding overlaps the transform; two
     // batches in flight between them at most.

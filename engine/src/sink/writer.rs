@@ -8,7 +8,7 @@
 //! - file names are `part-<run key>-<n>.parquet` with `n` counting per partition in the
 //!   order rows arrive, so the same window, read in the same order, gives the same names;
 //! - memory is bounded: buffered row groups beyond the budget are flushed (largest
-//!   first), and at most [`MAX_OPEN_FILES`] files are open (the least recently written
+//!   first), and at most [`WriterBudget::open_files`] files are open (the least recently written
 //!   is closed).
 //!
 //! Nothing here commits: the files are invisible to the job's state until the pipeline
@@ -37,14 +37,33 @@ use crate::job::{Compression, Target};
 /// codec contexts (zstd: the largest part of the heap at peak, measured with massif).
 /// Interleaved A/B on the 2M-row day-partitioned bench: 16 and 32 run at the same speed,
 /// 16 peaks ~15 MiB lower; 32 splits fewer files when rows arrive out of partition order.
-pub const MAX_OPEN_FILES: usize = 32;
-/// Bytes an open file's upload buffer holds before it becomes a multipart upload.
+const MAX_OPEN_FILES: usize = 32;
+/// Bytes an open file's upload buffer holds before it becomes a multipart upload (S3
+/// takes parts of 5 MiB or more, so this does not shrink with the memory budget).
 const UPLOAD_BUFFER: usize = 8 << 20;
 /// A row group is flushed when its buffered (uncompressed) size reaches this, or the
 /// file size when that is smaller.
 const ROW_GROUP_BYTES: u64 = 64 << 20;
-/// Buffered row groups across all open files, at most.
-const BUFFER_BUDGET: usize = 128 << 20;
+
+/// What the writer may hold, from the run's memory limit: half of it in row groups being
+/// built (the largest is flushed beyond that), a quarter in upload buffers (which bounds
+/// the files open at once, least recently written closed first); the rest is the
+/// extract's and the transform's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterBudget {
+    pub row_groups: usize,
+    pub open_files: usize,
+}
+
+impl WriterBudget {
+    pub fn from_limit(limit: u64) -> Self {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Self {
+            row_groups: limit / 2,
+            open_files: (limit / 4 / UPLOAD_BUFFER).clamp(2, MAX_OPEN_FILES),
+        }
+    }
+}
 
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
@@ -107,6 +126,7 @@ pub struct PartitionedWriter {
     next_seq: HashMap<String, u32>,
     files: Vec<WrittenFile>,
     clock: u64,
+    budget: WriterBudget,
 }
 
 impl PartitionedWriter {
@@ -118,6 +138,7 @@ impl PartitionedWriter {
         run_key: &str,
         schema: &SchemaRef,
         fixed_partition: Option<String>,
+        budget: WriterBudget,
     ) -> Result<Self> {
         let mut partition_columns = Vec::new();
         for name in &target.partition_by {
@@ -158,6 +179,7 @@ impl PartitionedWriter {
             next_seq: HashMap::new(),
             files: Vec::new(),
             clock: 0,
+            budget,
         })
     }
 
@@ -242,7 +264,7 @@ impl PartitionedWriter {
 
     async fn write_to(&mut self, partition: &str, batch: &RecordBatch) -> Result<()> {
         if !self.open.contains_key(partition) {
-            if self.open.len() >= MAX_OPEN_FILES {
+            if self.open.len() >= self.budget.open_files {
                 self.close_least_recent().await?;
             }
             let file = self.open_file(partition)?;
@@ -334,7 +356,7 @@ impl PartitionedWriter {
                 .values()
                 .map(|f| f.writer.in_progress_size())
                 .sum();
-            if total <= BUFFER_BUDGET {
+            if total <= self.budget.row_groups {
                 return Ok(());
             }
             let Some(largest) = self
@@ -467,6 +489,7 @@ mod tests {
             "0123456789abcdef",
             &schema,
             None,
+            WriterBudget::from_limit(256 << 20),
         )?;
         for rows in batches {
             let ids = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());

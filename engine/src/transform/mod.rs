@@ -7,6 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
@@ -26,6 +27,7 @@ pub async fn apply(
     sql: Option<&str>,
     schema: SchemaRef,
     input: BatchStream,
+    memory_pool: u64,
 ) -> Result<(SchemaRef, BatchStream)> {
     let Some(sql) = sql else {
         return Ok((schema, input));
@@ -35,7 +37,13 @@ pub async fn apply(
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    // Operators that hold rows (aggregates, sorts, joins) draw from this pool and fail
+    // with a clear error beyond it, instead of growing without bound.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(usize::try_from(memory_pool).unwrap_or(usize::MAX), 1.0)
+        .build_arc()
+        .map_err(|e| Error::internal(format!("the transform's memory pool: {e}")))?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let stream = RecordBatchStreamAdapter::new(
         schema.clone(),
         input.map(|r| r.map_err(datafusion::error::DataFusionError::from)),
@@ -129,6 +137,7 @@ mod tests {
             Some("SELECT id * 10 AS x, upper(city) AS city FROM source WHERE id > 1"),
             schema,
             stream,
+            64 << 20,
         )
         .await?;
         assert_eq!(out_schema.field(0).name(), "x");
@@ -141,7 +150,7 @@ mod tests {
     #[tokio::test]
     async fn bad_sql_is_the_users_error() {
         let (schema, stream) = input();
-        let err = apply(Some("SELECT nope FROM source"), schema, stream)
+        let err = apply(Some("SELECT nope FROM source"), schema, stream, 64 << 20)
             .await
             .err();
         assert!(err.is_some_and(
