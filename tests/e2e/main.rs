@@ -11,4 +11,5 @@ mod demo;
 mod incremental;
 mod memory;
 mod roundtrip;
+mod split;
 mod validate;

@@ -30,9 +30,18 @@ pub struct Job {
     pub primary_key: Vec<String>,
     pub lag: Option<Duration>,
     pub batch_rows: usize,
+    /// `None`: the source decides from the table's size.
+    pub split: Option<Split>,
     pub mode: Mode,
     pub transform: Option<String>,
     pub target: Target,
+}
+
+/// How a table read is split into parts read at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub parts: usize,
+    pub column: Option<String>,
 }
 
 /// A named connection; its address is resolved when the job connects.
@@ -279,6 +288,33 @@ pub fn compile(
         );
     }
 
+    let split = source.split.as_ref().map(|s| Split {
+        parts: s.parts as usize,
+        column: s.column.clone(),
+    });
+    if let Some(split) = &source.split {
+        if !(1..=32).contains(&split.parts) {
+            bad(
+                "source.split.parts",
+                format!("{} is out of range (1 to 32)", split.parts),
+            );
+        }
+        if source.table.is_none() {
+            bad(
+                "source.split",
+                "splits a `table`; a `query` is read on one connection".into(),
+            );
+        }
+        if let Some(column) = &split.column
+            && !is_identifier(column)
+        {
+            bad(
+                "source.split.column",
+                format!("{column:?} is not a column name"),
+            );
+        }
+    }
+
     let transform = match &spec.transform {
         None => None,
         Some(sql) => match check_select(sql) {
@@ -338,6 +374,7 @@ pub fn compile(
             primary_key,
             lag,
             batch_rows,
+            split,
             mode,
             transform,
             target: Target {

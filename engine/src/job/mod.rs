@@ -13,7 +13,7 @@ pub mod units;
 use std::fmt;
 
 pub use compile::{
-    Address, Connection, Connections, From, Job, Target, compile, compile_connections,
+    Address, Connection, Connections, From, Job, Split, Target, compile, compile_connections,
     is_identifier, mode_name,
 };
 pub use load::{JobSet, LoadedRow, load_dir};

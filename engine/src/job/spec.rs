@@ -73,6 +73,24 @@ pub struct SourceSpec {
     /// Rows per Arrow batch read from the source (default 65536, from 1024 to 1048576).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_rows: Option<u32>,
+    /// Reads the table in parts on as many connections at once (PostgreSQL: all parts
+    /// share one snapshot, so together they are one consistent view; MySQL: primary-key
+    /// ranges). Default: chosen from the table's size and the machine's cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitSpec>,
+}
+
+/// How a table read is split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    /// How many parts (1 to 32); 1 reads on one connection.
+    #[schemars(range(min = 1, max = 32))]
+    pub parts: u32,
+    /// An integer column whose value ranges make the parts (default: the integer primary
+    /// key; for PostgreSQL tables without one, physical page ranges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
 }
 
 /// How a run treats the lake table.

@@ -368,6 +368,8 @@ const JOB_ORDER: &[&str] = &[
     "primary_key",
     "lag",
     "batch_rows",
+    "split",
+    "parts",
     // target
     "partition_by",
     "compression",

@@ -281,6 +281,10 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
     pub fn new(schema: SchemaRef, columns: Vec<SourceColumn>, capacity: usize) -> Self {
         let builders = columns
             .iter()

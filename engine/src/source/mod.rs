@@ -7,6 +7,7 @@ pub mod cursor;
 mod mysql;
 mod pg_binary;
 mod pg_copy;
+mod pg_split;
 mod postgres;
 mod sql;
 mod sqlite;

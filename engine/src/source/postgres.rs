@@ -10,6 +10,7 @@ use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError};
 use super::cursor::{CursorValue, Window};
 use super::pg_binary;
 use super::pg_copy;
+use super::pg_split;
 use super::sql::{
     Dialect, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
     rows_extract, spawn_stream,
@@ -20,6 +21,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 
 extract_loop!(Postgres);
+
+/// A window bound as a literal (COPY takes no parameters); only called for values that
+/// have one.
+fn literal(_: usize, value: &CursorValue) -> String {
+    pg_copy::literal(value).unwrap_or_default()
+}
 
 pub async fn connect(url: &str, plan: Plan) -> Result<SqlSource<Postgres>> {
     let options = PgConnectOptions::from_str(url)
@@ -35,10 +42,12 @@ impl Dialect for Postgres {
         text_type: "TEXT",
     };
 
-    /// `COPY … (FORMAT binary)` when every bound of the window has a literal form; the
-    /// row path (bound parameters) for a text cursor.
+    /// `COPY … (FORMAT binary)` when every bound of the window has a literal form, in
+    /// parts on one snapshot for a large table ([`pg_split`]); the row path (bound
+    /// parameters) for a text cursor.
     fn extract(
         conn: PgConnection,
+        options: PgConnectOptions,
         plan: &Plan,
         columns: Vec<SourceColumn>,
         window: &Window,
@@ -50,12 +59,32 @@ impl Dialect for Postgres {
         if !literals {
             return rows_extract::<Self>(conn, plan, columns, window);
         }
-        let render = |_: usize, v: &CursorValue| pg_copy::literal(v).unwrap_or_default();
-        let (select, _) = Self::SYNTAX.window_with(plan, &columns, window, &render);
-        let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
-        tracing::debug!(sql = %copy, "extract");
-        spawn_stream(plan.batch_rows, columns, move |builder, tx| {
-            pg_copy::stream(conn, copy, builder, tx)
+        let (plan, window, selected) = (plan.clone(), window.clone(), columns.clone());
+        spawn_stream(plan.batch_rows, columns, move |builder, tx| async move {
+            let mut conn = conn;
+            let table = Self::SYNTAX.from(&plan.from);
+            let parts = pg_split::parts(&mut conn, &plan, &table).await?;
+            if parts <= 1 {
+                let (select, _) =
+                    Self::SYNTAX.window_with(&plan, &selected, &window, &literal, None);
+                let copy = format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+                tracing::debug!(sql = %copy, "extract");
+                return pg_copy::stream(conn, copy, builder, tx).await;
+            }
+            let (p, c) = (plan.clone(), selected.clone());
+            let part_select = Box::new(move |condition: &str| {
+                Self::SYNTAX
+                    .window_with(&p, &c, &window, &literal, Some(condition))
+                    .0
+            });
+            let split = pg_split::SplitRead {
+                options,
+                plan,
+                columns: selected,
+                parts,
+                select: part_select,
+            };
+            pg_split::read(conn, split, builder, tx).await
         })
     }
 

@@ -13,7 +13,7 @@ use super::batch::{BatchBuilder, DialectRow};
 use super::cursor::{CursorValue, Window};
 use super::types::{SourceColumn, arrow_schema};
 use crate::error::{Result, classify_sqlx};
-use crate::job::{From, Job};
+use crate::job::{From, Job, Split};
 
 /// What one job reads, independent of the dialect.
 #[derive(Debug, Clone)]
@@ -21,6 +21,7 @@ pub struct Plan {
     pub from: From,
     pub primary_key: Vec<String>,
     pub batch_rows: usize,
+    pub split: Option<Split>,
 }
 
 impl Plan {
@@ -29,6 +30,7 @@ impl Plan {
             from: job.from.clone(),
             primary_key: job.primary_key.clone(),
             batch_rows: job.batch_rows,
+            split: job.split.clone(),
         }
     }
 }
@@ -96,17 +98,19 @@ impl Syntax {
         columns: &[SourceColumn],
         window: &Window,
     ) -> (String, Vec<CursorValue>) {
-        self.window_with(plan, columns, window, &|n, _| self.param(n))
+        self.window_with(plan, columns, window, &|n, _| self.param(n), None)
     }
 
     /// The extract with each bound rendered by `bound(n, value)`: a placeholder, or (for
-    /// `COPY`, which takes no parameters) a literal.
+    /// `COPY`, which takes no parameters) a literal. With `part`, one part of a split
+    /// read: that condition too, and no order (the parts arrive interleaved anyway).
     pub fn window_with(
         &self,
         plan: &Plan,
         columns: &[SourceColumn],
         window: &Window,
         bound: &dyn Fn(usize, &CursorValue) -> String,
+        part: Option<&str>,
     ) -> (String, Vec<CursorValue>) {
         let mut sql = format!(
             "SELECT {} FROM {}",
@@ -126,9 +130,15 @@ impl Syntax {
                 conditions.push(format!("{c} <= {}", bound(binds.len(), hi)));
             }
         }
+        if let Some(part) = part {
+            conditions.push(format!("({part})"));
+        }
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
+        }
+        if part.is_some() {
+            return (sql, binds);
         }
         let order: Vec<String> = window
             .cursor
@@ -315,6 +325,7 @@ pub trait Dialect: Fetch {
     /// bound parameters; a dialect with a faster bulk path overrides it.
     fn extract(
         conn: Self::Connection,
+        _options: ConnectOptionsOf<Self>,
         plan: &Plan,
         columns: Vec<SourceColumn>,
         window: &Window,
@@ -341,9 +352,13 @@ pub fn rows_extract<DB: Dialect>(
     DB::stream(conn, sql, binds, columns, plan.batch_rows)
 }
 
+/// How a dialect connects (for the extra connections of a split read).
+pub type ConnectOptionsOf<DB> = <<DB as Database>::Connection as sqlx::Connection>::Options;
+
 /// One connection to a source database, read as the [`super::Source`] contract says.
 pub struct SqlSource<DB: Dialect> {
     pub conn: DB::Connection,
+    pub options: ConnectOptionsOf<DB>,
     pub plan: Plan,
 }
 
@@ -373,21 +388,26 @@ where
         columns: Vec<SourceColumn>,
         window: Window,
     ) -> BoxStream<'static, Result<RecordBatch>> {
-        DB::extract(self.conn, &self.plan, columns, &window)
+        DB::extract(self.conn, self.options, &self.plan, columns, &window)
     }
 }
 
 /// Connects with the dialect's options.
-pub async fn connect<DB, O>(options: O, plan: Plan, database: &str) -> Result<SqlSource<DB>>
-where
-    DB: Dialect,
-    O: sqlx::ConnectOptions<Connection = DB::Connection>,
-{
+pub async fn connect<DB: Dialect>(
+    options: ConnectOptionsOf<DB>,
+    plan: Plan,
+    database: &str,
+) -> Result<SqlSource<DB>> {
+    use sqlx::ConnectOptions;
     let conn = options
         .connect()
         .await
         .map_err(|e| classify_sqlx(e, &format!("connecting to {database}")))?;
-    Ok(SqlSource { conn, plan })
+    Ok(SqlSource {
+        conn,
+        options,
+        plan,
+    })
 }
 
 /// The result columns of the plan's table or query, from preparing (not running) a
