@@ -9,6 +9,7 @@ mod pg_binary;
 mod pg_copy;
 mod pg_split;
 mod postgres;
+mod split;
 mod sql;
 mod sqlite;
 pub mod types;

@@ -9,9 +9,17 @@ use bigdecimal::BigDecimal;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{Column, MySql, Row, TypeInfo};
 
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::ConnectOptions;
+
 use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError, read_common};
+use super::cursor::Window;
+use super::split;
 use super::sql::{
-    Dialect, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
+    Dialect, Fetch, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
+    rows_extract,
 };
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
@@ -34,6 +42,26 @@ impl Dialect for MySql {
         text_type: "CHAR",
     };
 
+    /// A large table (or one with `split`) is read in primary-key ranges on several
+    /// connections, each in its own consistent-snapshot transaction (MySQL cannot share a
+    /// snapshot): the ranges are disjoint and the window's `hi` bounds every part, so no
+    /// row is read twice or missed.
+    fn extract(
+        conn: MySqlConnection,
+        options: MySqlConnectOptions,
+        plan: &Plan,
+        columns: Vec<SourceColumn>,
+        window: &Window,
+    ) -> BoxStream<'static, Result<RecordBatch>> {
+        let (plan, window) = (plan.clone(), window.clone());
+        futures::stream::once(split_streams(conn, options, plan, columns, window))
+            .flat_map(|streams| match streams {
+                Ok(streams) => futures::stream::select_all(streams).boxed(),
+                Err(e) => futures::stream::iter([Err(e)]).boxed(),
+            })
+            .boxed()
+    }
+
     async fn columns(conn: &mut MySqlConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
         let columns = describe::<Self>(conn, plan).await?;
         let described: Vec<(String, String)> = columns
@@ -49,6 +77,88 @@ impl Dialect for MySql {
             .map(|(name, type_name)| map_type(name, type_name, catalog.get(name)))
             .collect())
     }
+}
+
+/// Tables with at least this many rows (`information_schema.TABLES`) are split by default.
+const AUTO_SPLIT_ROWS: u64 = 1_000_000;
+
+/// The part streams of the window: one (the row path) unless the table is split.
+async fn split_streams(
+    mut conn: MySqlConnection,
+    options: MySqlConnectOptions,
+    plan: Plan,
+    columns: Vec<SourceColumn>,
+    window: Window,
+) -> Result<Vec<BoxStream<'static, Result<RecordBatch>>>> {
+    let parts = split_parts(&mut conn, &plan).await?;
+    let column = split::split_column(&plan, &columns)?;
+    let (Some(column), true) = (column, parts > 1) else {
+        return Ok(vec![rows_extract::<MySql>(conn, &plan, columns, &window)]);
+    };
+    let c = MySql::SYNTAX.ident(&column);
+    let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT CAST(MIN({c}) AS SIGNED), CAST(MAX({c}) AS SIGNED) FROM {}",
+        MySql::SYNTAX.from(&plan.from)
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| classify_sqlx(e, "reading the split column's range"))?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(vec![rows_extract::<MySql>(conn, &plan, columns, &window)]);
+    };
+    let conditions = split::value_conditions(&c, lo, hi, parts);
+    tracing::info!(parts = conditions.len(), "reading the table in key ranges");
+    let mut connections = vec![conn];
+    for _ in 1..conditions.len() {
+        connections.push(
+            options
+                .connect()
+                .await
+                .map_err(|e| classify_sqlx(e, "opening a connection for a part"))?,
+        );
+    }
+    let mut streams = Vec::new();
+    for (mut conn, condition) in connections.into_iter().zip(&conditions) {
+        sqlx::query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| classify_sqlx(e, "starting a part's snapshot"))?;
+        let (sql, binds) = MySql::SYNTAX.window_part(&plan, &columns, &window, condition);
+        streams.push(MySql::stream(
+            conn,
+            sql,
+            binds,
+            columns.clone(),
+            plan.batch_rows,
+        ));
+    }
+    Ok(streams)
+}
+
+/// The job's `split.parts`, or by default one per core (up to four) for a large table
+/// with an integer key.
+async fn split_parts(conn: &mut MySqlConnection, plan: &Plan) -> Result<usize> {
+    if let Some(split) = &plan.split {
+        return Ok(split.parts);
+    }
+    let From::Table { schema, name } = &plan.from else {
+        return Ok(1);
+    };
+    let estimate: Option<u64> = sqlx::query_scalar(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+    )
+    .bind(schema.as_deref())
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| classify_sqlx(e, "estimating the table's size"))?
+    .flatten();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(if estimate.unwrap_or(0) >= AUTO_SPLIT_ROWS {
+        cores.clamp(1, 4)
+    } else {
+        1
+    })
 }
 
 /// What `information_schema.COLUMNS` says of a table's column: the protocol alone cannot

@@ -12,8 +12,9 @@ use tokio::task::JoinSet;
 
 use super::batch::BatchBuilder;
 use super::pg_copy;
+use super::split;
 use super::sql::{Dialect, Plan};
-use super::types::{LakeType, SourceColumn};
+use super::types::SourceColumn;
 use crate::error::{Error, Result, classify_sqlx};
 use crate::job::From;
 
@@ -83,7 +84,7 @@ pub async fn read(
         .fetch_one(&mut conn)
         .await
         .map_err(|e| classify_sqlx(e, "exporting the snapshot"))?;
-    let conditions = match split_column(&plan, &columns)? {
+    let conditions = match split::split_column(&plan, &columns)? {
         Some(column) => value_ranges(&mut conn, &table, &column, parts).await?,
         None => page_ranges(&mut conn, &table, parts).await?,
     };
@@ -129,31 +130,6 @@ pub async fn read(
     Ok(())
 }
 
-/// The integer column the parts are ranges of: the job's `split.column`, else a
-/// one-column integer primary key, else none (page ranges).
-fn split_column(plan: &Plan, columns: &[SourceColumn]) -> Result<Option<String>> {
-    let integer =
-        |c: &SourceColumn| matches!(c.lake, LakeType::Int16 | LakeType::Int32 | LakeType::Int64);
-    if let Some(name) = plan.split.as_ref().and_then(|s| s.column.as_ref()) {
-        let column =
-            super::find_column(columns, name).map_err(|e| e.context("source.split.column"))?;
-        if !integer(column) {
-            return Err(Error::user(format!(
-                "source.split.column: `{name}` has type {}; a split column is an integer column",
-                column.source_type
-            )));
-        }
-        return Ok(Some(column.name.clone()));
-    }
-    Ok(match plan.primary_key.as_slice() {
-        [key] => super::find_column(columns, key)
-            .ok()
-            .filter(|c| integer(c))
-            .map(|c| c.name.clone()),
-        _ => None,
-    })
-}
-
 /// `parts` ranges of equal width between the column's smallest and greatest value; NULLs
 /// go with the first part, values beyond the last bound with the last.
 async fn value_ranges(
@@ -172,13 +148,7 @@ async fn value_ranges(
     let (Some(lo), Some(hi)) = (row.get::<Option<i64>, _>(0), row.get::<Option<i64>, _>(1)) else {
         return Ok(vec!["TRUE".into()]);
     };
-    let bounds = bounds(i128::from(lo), i128::from(hi) + 1, parts);
-    Ok(conditions(
-        &bounds,
-        |b| format!("{c} >= {b}"),
-        |b| format!("{c} < {b}"),
-        &format!("{c} IS NULL"),
-    ))
+    Ok(split::value_conditions(&c, lo, hi, parts))
 }
 
 /// `parts` ranges of the table's pages.
@@ -190,77 +160,11 @@ async fn page_ranges(conn: &mut PgConnection, table: &str, parts: usize) -> Resu
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| classify_sqlx(e, "reading the table's size"))?;
-    let bounds = bounds(0, i128::from(pages), parts);
-    Ok(conditions(
+    let bounds = split::bounds(0, i128::from(pages), parts);
+    Ok(split::conditions(
         &bounds,
         |b| format!("ctid >= '({b},0)'::tid"),
         |b| format!("ctid < '({b},0)'::tid"),
         "FALSE",
     ))
-}
-
-/// The inner bounds that cut `[lo, end)` into at most `parts` ranges of equal width.
-fn bounds(lo: i128, end: i128, parts: usize) -> Vec<i128> {
-    let parts = parts.max(1) as i128;
-    let width = ((end - lo) + parts - 1) / parts;
-    if width <= 0 {
-        return Vec::new();
-    }
-    (1..parts)
-        .map(|i| lo + i * width)
-        .filter(|b| *b < end)
-        .collect()
-}
-
-/// One condition per range: below the first bound (or `first_extra`), between bounds,
-/// from the last bound on.
-fn conditions(
-    bounds: &[i128],
-    from: impl Fn(i128) -> String,
-    below: impl Fn(i128) -> String,
-    first_extra: &str,
-) -> Vec<String> {
-    let Some((&first, _)) = bounds.split_first() else {
-        return vec!["TRUE".into()];
-    };
-    let mut out = vec![format!("{} OR {first_extra}", below(first))];
-    out.extend(
-        bounds
-            .windows(2)
-            .map(|w| format!("{} AND {}", from(w[0]), below(w[1]))),
-    );
-    if let Some(&last) = bounds.last() {
-        out.push(from(last));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_cover_everything_once() {
-        assert_eq!(bounds(1, 101, 4), [26, 51, 76]);
-        assert_eq!(bounds(0, 3, 4), [1, 2]);
-        assert!(bounds(5, 5, 4).is_empty());
-        assert_eq!(
-            conditions(
-                &[10, 20],
-                |b| format!("c >= {b}"),
-                |b| format!("c < {b}"),
-                "c IS NULL"
-            ),
-            ["c < 10 OR c IS NULL", "c >= 10 AND c < 20", "c >= 20"]
-        );
-        assert_eq!(
-            conditions(&[], |b| b.to_string(), |b| b.to_string(), "x"),
-            ["TRUE"]
-        );
-        // Extreme values do not overflow.
-        assert_eq!(
-            bounds(i128::from(i64::MIN), i128::from(i64::MAX) + 1, 2).len(),
-            1
-        );
-    }
 }

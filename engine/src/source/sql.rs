@@ -101,6 +101,18 @@ impl Syntax {
         self.window_with(plan, columns, window, &|n, _| self.param(n), None)
     }
 
+    /// One part of a split read: the window's SELECT with bound parameters, restricted
+    /// to `part`, unordered.
+    pub fn window_part(
+        &self,
+        plan: &Plan,
+        columns: &[SourceColumn],
+        window: &Window,
+        part: &str,
+    ) -> (String, Vec<CursorValue>) {
+        self.window_with(plan, columns, window, &|n, _| self.param(n), Some(part))
+    }
+
     /// The extract with each bound rendered by `bound(n, value)`: a placeholder, or (for
     /// `COPY`, which takes no parameters) a literal. With `part`, one part of a split
     /// read: that condition too, and no order (the parts arrive interleaved anyway).
