@@ -45,10 +45,13 @@ const UPLOAD_BUFFER: usize = 8 << 20;
 /// file size when that is smaller.
 const ROW_GROUP_BYTES: u64 = 64 << 20;
 
-/// What the writer may hold, from the run's memory limit: half of it in row groups being
-/// built (the largest is flushed beyond that), a quarter in upload buffers (which bounds
-/// the files open at once, least recently written closed first); the rest is the
-/// extract's and the transform's.
+/// What the writer may hold, from the run's memory limit: a quarter of it in row groups
+/// being built (the largest is flushed beyond that), and one open file per 64 MiB of the
+/// limit (least recently written closed first): an open file costs its upload buffer plus
+/// encoder pages and codec contexts that its row-group size does not count. A quarter is
+/// the transform's, the rest the batches in flight and the process itself. Measured on
+/// the 20M-row bench (40k rows per day file): 8 open files peaked at 282-314 MiB RSS
+/// under 256MiB; 4 files with the same speed stayed near 190 MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterBudget {
     pub row_groups: usize,
@@ -59,8 +62,8 @@ impl WriterBudget {
     pub fn from_limit(limit: u64) -> Self {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         Self {
-            row_groups: limit / 2,
-            open_files: (limit / 4 / UPLOAD_BUFFER).clamp(2, MAX_OPEN_FILES),
+            row_groups: limit / 4,
+            open_files: (limit / 8 / UPLOAD_BUFFER).clamp(2, MAX_OPEN_FILES),
         }
     }
 }
