@@ -88,19 +88,23 @@ stop_mariadb() {
   rm -rf "$MY_DIR"
 }
 
-# The Python tools of the tests (scripts/requirements-test.txt), pinned, in a venv under
-# the cache; reinstalled when the requirements change. Sets TEST_VENV.
+# A venv at DIR with the pinned REQUIREMENTS, made again when the file changes.
+pinned_venv() {
+  local dir=$1 requirements=$2 stamp="$1/.requirements.sha256" want
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  [ -x "$dir/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+  say "installing $requirements into $dir"
+  python3 -m venv "$dir" || die "python3 -m venv failed (apt-get install python3-venv)"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" \
+    || die "pip install -r $requirements failed"
+  echo "$want" >"$stamp"
+}
+
+# The Python tools of the tests (scripts/requirements-test.txt) in a venv under the
+# cache. Sets TEST_VENV.
 test_venv() {
   TEST_VENV="$SLUICE_CACHE/test-venv"
-  local stamp="$TEST_VENV/.requirements.sha256" want
-  want=$(sha256sum scripts/requirements-test.txt | cut -d' ' -f1)
-  if [ ! -x "$TEST_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "installing the test tools into $TEST_VENV"
-    python3 -m venv "$TEST_VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
-    "$TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt \
-      || die "pip install -r scripts/requirements-test.txt failed"
-    echo "$want" >"$stamp"
-  fi
+  pinned_venv "$TEST_VENV" scripts/requirements-test.txt
 }
 
 # Starts moto in server mode with the CloudWatch CBOR front (tests/aws/moto_front.py) on
@@ -124,21 +128,12 @@ stop_moto() {
 }
 
 # The validators of the infrastructure files: checkov and cfn-lint in their own venv
-# (scripts/requirements-infra.txt), asl-validator from npm in a local folder. Sets
-# INFRA_VENV and NPM_BIN.
+# (scripts/requirements-infra.txt), asl-validator from npm in $SLUICE_CACHE/npm. Sets
+# INFRA_VENV.
 ASL_VALIDATOR_VERSION=4.0.0
 infra_tools() {
   INFRA_VENV="$SLUICE_CACHE/infra-venv"
-  local stamp="$INFRA_VENV/.requirements.sha256" want
-  want=$(sha256sum scripts/requirements-infra.txt | cut -d' ' -f1)
-  if [ ! -x "$INFRA_VENV/bin/checkov" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "installing checkov and cfn-lint into $INFRA_VENV"
-    python3 -m venv "$INFRA_VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
-    "$INFRA_VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-infra.txt \
-      || die "pip install -r scripts/requirements-infra.txt failed"
-    echo "$want" >"$stamp"
-  fi
-  NPM_BIN="$SLUICE_CACHE/npm/node_modules/.bin"
+  pinned_venv "$INFRA_VENV" scripts/requirements-infra.txt
   if [ "$(cat "$SLUICE_CACHE/npm/.version" 2>/dev/null)" != "$ASL_VALIDATOR_VERSION" ]; then
     command -v npm >/dev/null 2>&1 || apt_install nodejs npm
     say "installing asl-validator $ASL_VALIDATOR_VERSION into $SLUICE_CACHE/npm"
