@@ -67,15 +67,18 @@ resource "aws_s3_bucket_logging" "lake" {
   target_prefix = "lake/"
 }
 
-data "aws_iam_policy_document" "lake" {
+# Both buckets refuse requests that are not over TLS.
+data "aws_iam_policy_document" "tls_only" {
+  for_each = {
+    lake        = aws_s3_bucket.lake.arn
+    access_logs = aws_s3_bucket.access_logs.arn
+  }
+
   statement {
-    sid     = "TLSOnly"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      aws_s3_bucket.lake.arn,
-      "${aws_s3_bucket.lake.arn}/*",
-    ]
+    sid       = "TLSOnly"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [each.value, "${each.value}/*"]
     principals {
       type        = "*"
       identifiers = ["*"]
@@ -90,7 +93,7 @@ data "aws_iam_policy_document" "lake" {
 
 resource "aws_s3_bucket_policy" "lake" {
   bucket = aws_s3_bucket.lake.id
-  policy = data.aws_iam_policy_document.lake.json
+  policy = data.aws_iam_policy_document.tls_only["lake"].json
 }
 
 # --- Server access logs of the lake ---
@@ -146,6 +149,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
 }
 
 data "aws_iam_policy_document" "access_logs" {
+  source_policy_documents = [data.aws_iam_policy_document.tls_only["access_logs"].json]
+
   statement {
     sid       = "S3ServerAccessLogs"
     actions   = ["s3:PutObject"]
@@ -158,24 +163,6 @@ data "aws_iam_policy_document" "access_logs" {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [local.account_id]
-    }
-  }
-  statement {
-    sid     = "TLSOnly"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      aws_s3_bucket.access_logs.arn,
-      "${aws_s3_bucket.access_logs.arn}/*",
-    ]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
     }
   }
 }
