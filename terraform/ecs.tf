@@ -47,6 +47,7 @@ resource "aws_ecs_task_definition" "sluice" {
       { name = "SLUICE_JOBS", value = "dynamodb://${aws_dynamodb_table.jobs.name}" },
       { name = "SLUICE_STATE", value = "dynamodb://${aws_dynamodb_table.state.name}" },
       { name = "SLUICE_LAKE", value = "s3://${aws_s3_bucket.lake.bucket}/${local.lake_prefix}" },
+      { name = "SLUICE_CATALOG", value = "glue://${aws_glue_catalog_database.lake.name}" },
       { name = "SLUICE_METRICS", value = "emf" },
       { name = "SLUICE_LOG_FORMAT", value = "json" },
       { name = "AWS_REGION", value = var.region },

@@ -95,6 +95,24 @@ data "aws_iam_policy_document" "task" {
     resources = [aws_secretsmanager_secret.onprem_db.arn]
   }
   statement {
+    # Each run publishes its tables and partitions; nothing outside the lake's database.
+    sid = "Catalog"
+    actions = [
+      "glue:GetDatabase",
+      "glue:GetTable",
+      "glue:CreateTable",
+      "glue:UpdateTable",
+      "glue:GetPartitions",
+      "glue:BatchCreatePartition",
+      "glue:BatchDeletePartition",
+    ]
+    resources = [
+      "arn:${local.partition}:glue:${var.region}:${local.account_id}:catalog",
+      aws_glue_catalog_database.lake.arn,
+      "arn:${local.partition}:glue:${var.region}:${local.account_id}:table/${aws_glue_catalog_database.lake.name}/*",
+    ]
+  }
+  statement {
     sid       = "Metrics"
     actions   = ["cloudwatch:PutMetricData"]
     resources = ["*"] # PutMetricData has no resource; the namespace condition bounds it

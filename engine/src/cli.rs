@@ -55,6 +55,11 @@ pub struct Places {
         default_value = ".sluice/state"
     )]
     pub state: String,
+
+    /// Where runs publish their tables for Athena: `glue://DATABASE` (the Glue Data
+    /// Catalog; a job's `target.catalog.database` overrides the database) or `none`.
+    #[arg(long, global = true, env = "SLUICE_CATALOG", default_value = "none")]
+    pub catalog: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,8 +86,21 @@ pub enum Command {
     #[command(subcommand)]
     State(StateCommand),
     /// Creates the DynamoDB tables named by --jobs and --state (dynamodb://TABLE) with the
-    /// keys and settings Terraform gives them. Safe to run again.
+    /// keys and settings Terraform gives them, and the Glue database of --catalog. Safe
+    /// to run again.
     Init,
+    /// Publishes lake tables in the Glue catalog.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Prints the Athena CREATE EXTERNAL TABLE of a job's table (and of its quarantine
+    /// table), with the contract's columns.
+    Ddl {
+        #[arg(long)]
+        job: String,
+    },
+    /// Reads schemas from source databases.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Runs ANSI SQL over the lake's tables and prints the result.
     Query {
         /// The SQL; lake tables are named as their folders (`SELECT * FROM orders`).
@@ -201,6 +219,31 @@ pub enum JobsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Creates or updates the jobs' Glue tables and brings their partitions in line with
+    /// the lake (what every run does after its commit). Changes nothing when in line.
+    Sync {
+        /// The job (repeatable); default: every job.
+        #[arg(long = "job", id = "job")]
+        job_ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Prints a ready job row for a source table, with its schema contract (types from
+    /// the one type mapping, NOT NULL and primary key from the database's catalog).
+    Infer {
+        /// A connection in the job set's connections.
+        #[arg(long)]
+        connection: String,
+        /// The table, as `table` or `schema.table`.
+        #[arg(long)]
+        table: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// Prints a job's state: watermark, attempt in flight, last commit, lease holder.
     Show { job: String },
@@ -257,6 +300,46 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
         }
         Command::State(command) => state(places, command).await,
         Command::Init => init(places).await,
+        Command::Catalog(CatalogCommand::Sync { job_ids }) => {
+            let set = job::load(&places.jobs).await?;
+            let selected = compiled(&set, &job_ids)?;
+            let lake = Lake::open(&places.lake)?;
+            let store = store::open(&places.state).await?;
+            let database = crate::catalog::default_database(&places.catalog)?;
+            print_lines(
+                crate::catalog::commands::sync(
+                    &selected,
+                    &lake,
+                    store.as_ref(),
+                    database.as_deref(),
+                )
+                .await?,
+            )
+        }
+        Command::Ddl { job: id } => {
+            let set = job::load(&places.jobs).await?;
+            let job = compiled(&set, std::slice::from_ref(&id))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::internal("selected no row"))?;
+            let lake = Lake::open(&places.lake)?;
+            let store = store::open(&places.state).await?;
+            let database = crate::catalog::default_database(&places.catalog)?;
+            let ddl =
+                crate::catalog::commands::ddl(job, &lake, store.as_ref(), database.as_deref())
+                    .await?;
+            print!("{ddl}");
+            Ok(None)
+        }
+        Command::Schema(SchemaCommand::Infer { connection, table }) => {
+            let set = job::load(&places.jobs).await?;
+            let dir = (!places.jobs.contains("://")).then(|| PathBuf::from(&places.jobs));
+            print!(
+                "{}",
+                crate::contract::infer::infer(&set, dir, &connection, &table).await?
+            );
+            Ok(None)
+        }
         Command::Query { sql } => {
             let lake = Lake::open(&places.lake)?;
             let batches = crate::query::query(&lake, &sql).await?;
@@ -305,6 +388,7 @@ async fn context(places: &Places, lease: &LeaseArgs) -> Result<pipeline::Context
     let store: Arc<dyn store::StateStore> = Arc::from(store::open(&places.state).await?);
     let mut ctx = pipeline::Context::new(lake, store);
     ctx.lease_ttl = lease.lease_ttl;
+    ctx.catalog = crate::catalog::default_database(&places.catalog)?;
     Ok(ctx)
 }
 
@@ -398,10 +482,20 @@ async fn state(places: &Places, command: StateCommand) -> Result<Option<ErrorCla
 async fn init(places: &Places) -> Result<Option<ErrorClass>> {
     use crate::aws::dynamo::{self, Created, JOBS_TABLE, STATE_TABLE};
     let tables = [(&places.jobs, JOBS_TABLE), (&places.state, STATE_TABLE)];
-    if tables.iter().all(|(l, _)| dynamo::table_name(l).is_none()) {
+    let database = crate::catalog::default_database(&places.catalog)?;
+    if tables.iter().all(|(l, _)| dynamo::table_name(l).is_none()) && database.is_none() {
         return Err(Error::user(
-            "nothing to create: name the tables with --jobs dynamodb://TABLE and/or --state dynamodb://TABLE",
+            "nothing to create: name the tables with --jobs dynamodb://TABLE and/or --state dynamodb://TABLE, or the catalog with --catalog glue://DATABASE",
         ));
+    }
+    if let Some(database) = &database {
+        let glue = crate::catalog::glue::client().await;
+        let verb = if crate::catalog::glue::ensure_database(&glue, database).await? {
+            "created"
+        } else {
+            "exists"
+        };
+        println!("{verb}: Glue database `{database}`");
     }
     let client = dynamo::client().await;
     for (location, def) in tables {
@@ -441,6 +535,18 @@ fn select<'a>(set: &'a JobSet, ids: &[String], all: bool) -> Result<Vec<&'a job:
                 ))
             })
         })
+        .collect()
+}
+
+/// The named jobs (every job when none is named), compiled; a broken row is an error.
+fn compiled<'a>(set: &'a JobSet, ids: &[String]) -> Result<Vec<&'a job::Job>> {
+    let rows: Vec<&job::LoadedRow> = if ids.is_empty() {
+        set.rows.iter().collect()
+    } else {
+        select(set, ids, false)?
+    };
+    rows.into_iter()
+        .map(|row| row.job.as_ref().map_err(|p| job::config_error(p)))
         .collect()
 }
 

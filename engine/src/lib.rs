@@ -2,11 +2,14 @@
 //! DataFusion transform → partitioned Parquet in a lake → watermark. See DESIGN.md.
 
 pub mod aws;
+pub mod catalog;
 pub mod cli;
+pub mod contract;
 pub mod demo;
 pub mod error;
 pub mod job;
 pub mod pipeline;
+pub mod quality;
 pub mod query;
 pub mod sink;
 pub mod source;

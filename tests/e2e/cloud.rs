@@ -25,6 +25,8 @@ pub struct Cloud {
     pub jobs_table: String,
     pub state_table: String,
     pub bucket: String,
+    /// The Glue database the runs publish in (made by `sluice init`).
+    pub database: String,
 }
 
 impl Cloud {
@@ -38,6 +40,7 @@ impl Cloud {
             jobs_table: format!("{test}-jobs-{id}"),
             state_table: format!("{test}-state-{id}"),
             bucket: format!("{}-{id}", test.replace('_', "-")),
+            database: format!("{}_{id}", test.replace('-', "_")),
         };
         cloud.http("PUT", &format!("/{}", cloud.bucket));
         cloud.sluice(&["init"]).assert_code(0);
@@ -54,6 +57,7 @@ impl Cloud {
         cmd.env("SLUICE_JOBS", format!("dynamodb://{}", self.jobs_table))
             .env("SLUICE_STATE", format!("dynamodb://{}", self.state_table))
             .env("SLUICE_LAKE", self.lake())
+            .env("SLUICE_CATALOG", format!("glue://{}", self.database))
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ENDPOINT_URL_CLOUDWATCH", &self.cloudwatch_endpoint)
             .env("AWS_REGION", REGION)
@@ -145,6 +149,10 @@ impl Cloud {
 
     pub async fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
         aws_sdk_cloudwatch::Client::new(&self.sdk(&self.cloudwatch_endpoint).await)
+    }
+
+    pub async fn glue(&self) -> aws_sdk_glue::Client {
+        aws_sdk_glue::Client::new(&self.sdk(&self.endpoint).await)
     }
 
     pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {

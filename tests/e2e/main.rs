@@ -4,12 +4,15 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod aws;
+mod catalog;
 mod cloud;
 mod common;
+mod contract;
 mod crash;
 mod demo;
 mod incremental;
 mod memory;
+mod quality;
 mod roundtrip;
 mod split;
 mod validate;

@@ -46,31 +46,8 @@ fn extract(ws: &Workspace) -> Vec<RecordBatch> {
     batches
 }
 
-const PG_TORTURE: &str = r#"
-CREATE TABLE torture (
-  id integer PRIMARY KEY, i16 smallint, i32 integer, i64 bigint,
-  num numeric(12,3), wide numeric(38,10), free numeric,
-  f32 real, f64 double precision, flag boolean,
-  t text, vc varchar(20), ch char(5),
-  d date, tm time, ts timestamp, tstz timestamptz,
-  js json, jsb jsonb, u uuid, b bytea, mood_arr int[]);
-INSERT INTO torture VALUES
- (1, 12, 123456, 1234567890123, 1234.567, 123456789012345678901234567.0123456789,
-  3.14159265358979323846264338327950288419716939937510, 1.5, 2.25, true,
-  'hello', 'värde ☃', 'ab', '2024-05-01', '13:45:10.123456', '2024-05-01 10:00:00.123456',
-  '2024-05-01 10:00:00.654321+02', '{"a": [1, 2]}', '{"b": true}',
-  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\x00ff10', '{1,2}'),
- (2, -32768, -2147483648, -9223372036854775808, -999999999.999, -9999999999999999999999999999.9999999999,
-  0, -3.4e38, -1.7976931348623157e308, false,
-  '', 'quote '' "x"', '     ', '0001-01-01', '00:00:00', '1970-01-01 00:00:00',
-  '1969-12-31 23:59:59.999999+00', 'null', '[]', '00000000-0000-0000-0000-000000000000', '', '{}'),
- (3, 32767, 2147483647, 9223372036854775807, 999999999.999, 9999999999999999999999999999.9999999999,
-  1e-30, 3.4e38, 1.7976931348623157e308, NULL,
-  E'line1\nline2', NULL, NULL, '9999-12-31', '23:59:59.999999', '9999-12-31 23:59:59.999999',
-  '2262-04-11 23:47:16.854775+00', NULL, NULL, NULL, NULL, NULL),
- (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL);
-"#;
+/// Shared with the independent readers' test (tests/infra/test_lake_readers.py).
+const PG_TORTURE: &str = include_str!("../fixtures/torture.postgres.sql");
 
 #[tokio::test]
 async fn postgres_every_type_round_trips() {

@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 
 use super::ConfigError;
 use super::shape::{self, Problem};
-use super::spec::{Compression, ConnectionKind, ConnectionSpec, JobSpec, Mode};
+use super::spec::{Compression, ConnectionKind, ConnectionSpec, JobSpec, Mode, OnSchemaChange};
 use super::units::{parse_duration, parse_size};
 
 pub const DEFAULT_BATCH_ROWS: usize = 65_536;
@@ -35,6 +35,8 @@ pub struct Job {
     pub mode: Mode,
     pub transform: Option<String>,
     pub target: Target,
+    /// Data-quality rules, in the order written.
+    pub quality: Vec<crate::quality::Rule>,
 }
 
 /// How a table read is split into parts read at once.
@@ -81,6 +83,13 @@ pub struct Target {
     pub partition_by: Vec<String>,
     pub compression: Compression,
     pub file_size: u64,
+    /// `target.schema`: the contract, when the row gives one.
+    pub schema: Option<Vec<crate::contract::Column>>,
+    pub on_schema_change: OnSchemaChange,
+    /// The Glue database (`None`: the default `--catalog` names).
+    pub catalog_database: Option<String>,
+    /// Partition projection instead of registered partitions.
+    pub projection: bool,
 }
 
 /// The connections a set of job rows may name.
@@ -362,6 +371,48 @@ pub fn compile(
         },
     };
 
+    if target.table.ends_with(crate::quality::QUARANTINE_SUFFIX) {
+        bad(
+            "target.table",
+            format!(
+                "names ending in `{}` are the quarantine tables sluice makes",
+                crate::quality::QUARANTINE_SUFFIX
+            ),
+        );
+    }
+    let schema = match &target.schema {
+        None => None,
+        Some(specs) => match crate::contract::compile(specs) {
+            Ok(columns) => Some(columns),
+            Err(found) => {
+                for (path, message) in found {
+                    bad(&path, message);
+                }
+                None
+            }
+        },
+    };
+    if let Some(database) = target.catalog.as_ref().and_then(|c| c.database.as_ref())
+        && !is_table_name(database)
+    {
+        bad(
+            "target.catalog.database",
+            format!("{database:?} is not a Glue database name: lower-case letters, digits and `_`"),
+        );
+    }
+    let quality = match crate::quality::compile(
+        spec.quality.as_deref().unwrap_or_default(),
+        source.cursor.as_deref(),
+    ) {
+        Ok(rules) => rules,
+        Err(found) => {
+            for (path, message) in found {
+                bad(&path, message);
+            }
+            Vec::new()
+        }
+    };
+
     match (problems.is_empty(), connection, from) {
         (true, Some(connection), Some(from)) => Ok(Job {
             id: spec.job.clone(),
@@ -382,7 +433,16 @@ pub fn compile(
                 partition_by,
                 compression: target.compression.unwrap_or(Compression::Zstd),
                 file_size,
+                schema,
+                on_schema_change: target.on_schema_change.unwrap_or(OnSchemaChange::Fail),
+                catalog_database: target.catalog.as_ref().and_then(|c| c.database.clone()),
+                projection: target
+                    .catalog
+                    .as_ref()
+                    .and_then(|c| c.projection)
+                    .unwrap_or(false),
             },
+            quality,
         }),
         _ => Err(problems
             .into_iter()

@@ -42,6 +42,11 @@ pub struct JobSpec {
     pub transform: Option<String>,
     /// Where the rows go.
     pub target: TargetSpec,
+    /// Data-quality rules, checked on the run's output before it commits. Each rule has
+    /// one check (`not_null`, `unique`, `accepted_values`, `range`, `row_count`,
+    /// `freshness` or `sql`) and what a failure does (`on_fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Vec<QualitySpec>>,
 }
 
 /// The source side of a job.
@@ -124,6 +129,152 @@ pub struct TargetSpec {
     /// From 1MiB to 5GiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_size: Option<String>,
+    /// The table's schema contract: its columns (after `transform`, partition columns
+    /// included) in order. Authoritative when given; when absent, the first run's output
+    /// is frozen as the contract (`sluice ddl` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<ColumnSpec>>,
+    /// What a run does when the output differs from the contract. Default `fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_schema_change: Option<OnSchemaChange>,
+    /// Where the table is published in the Glue catalog (when runs publish: `--catalog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogSpec>,
+}
+
+/// One column of a schema contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// The lake (Athena) name: lower-case letters, digits and `_`.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,254}$"))]
+    pub name: String,
+    /// The lake type: `boolean`, `tinyint`, `smallint`, `int`, `bigint`, `float`,
+    /// `double`, `decimal(p,s)`, `string`, `binary`, `date`, `timestamp` or
+    /// `timestamp with time zone`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// `false`: a NULL in this column fails the run. Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nullable: Option<bool>,
+}
+
+/// What a run does when the output's columns differ from the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSchemaChange {
+    /// The run fails and lists every difference; nothing is written.
+    Fail,
+    /// New columns join the contract (nullable), a type widens when every old value fits
+    /// the new type; the catalog follows. A column that disappears is written as NULL. No
+    /// rename, no narrowing: those fail.
+    Evolve,
+    /// The contract stays: extra columns are dropped, missing ones written as NULL, other
+    /// types cast to the contract's (a value that does not fit fails the run).
+    Ignore,
+}
+
+/// Publishing in the Glue Data Catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSpec {
+    /// The Glue database (default: the one `--catalog glue://DATABASE` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// `true`: partition projection properties on the table instead of registered
+    /// partitions (Athena computes the partitions; nothing to register per run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<bool>,
+}
+
+/// One data-quality rule: exactly one check, and what its failure does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QualitySpec {
+    /// The rule's name in run records, metrics and the quarantine table (default: the
+    /// check and its columns, such as `not_null(id)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// These columns are never NULL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_null: Option<Vec<String>>,
+    /// These columns together identify a row within the run's output (rows with a NULL
+    /// in them are not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<Vec<String>>,
+    /// A column's values are among these (NULL passes; add `not_null` to refuse it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_values: Option<AcceptedValuesSpec>,
+    /// A column's values are within bounds, inclusive (NULL passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<RangeSpec>,
+    /// The run's output has this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<RowCountSpec>,
+    /// The newest value of a timestamp or date column is at most this old when the run
+    /// ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<FreshnessSpec>,
+    /// A DataFusion SQL predicate over the output's columns that every row satisfies
+    /// (a row where it is false or NULL fails), e.g. `amount >= 0 OR status = 'refund'`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// `fail` (default): the run fails and commits nothing; `warn`: the run commits and
+    /// reports the failure; `quarantine`: the failing rows go to the table
+    /// `<table>__quarantine` with the rule's name, the others commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_fail: Option<OnFail>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedValuesSpec {
+    pub column: String,
+    /// The accepted values (strings, numbers or booleans).
+    pub values: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec {
+    pub column: String,
+    /// The smallest valid value (a number, or a string for dates and timestamps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<serde_json::Value>,
+    /// The greatest valid value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RowCountSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessSpec {
+    /// The column (default: `source.cursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The greatest age, such as `90m`, `1d`.
+    pub max_age: String,
+}
+
+/// What a failed quality rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFail {
+    /// The run fails; nothing it wrote is committed.
+    Fail,
+    /// The run commits; the failure is logged, recorded and counted.
+    Warn,
+    /// The failing rows go to `<table>__quarantine`; the others commit.
+    Quarantine,
 }
 
 /// Parquet compression codec.

@@ -18,6 +18,7 @@
 //!    table, or in the day's snapshot partition). A crash here is finished by the next
 //!    run's step 2b.
 
+mod output;
 pub mod rewind;
 pub mod summary;
 
@@ -25,19 +26,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::datatypes::SchemaRef;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 pub use summary::{RunStatus, RunSummary};
 
+use crate::contract;
 use crate::error::{Error, Result};
 use crate::job::{Job, Mode, mode_name};
-use crate::sink::{self, Lake, Manifest, PartitionedWriter};
+use crate::sink::{self, Lake};
 use crate::source::{self, Window, cursor};
 use crate::store::{Attempt, CommittedRun, JobState, StateStore, Versioned};
-use crate::transform;
 
 /// Reads an environment variable (for connection URL placeholders).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -56,6 +55,8 @@ pub struct Context {
     /// Bytes the run may buffer: batches in flight, row groups being written, the
     /// transform's memory pool.
     pub memory_limit: u64,
+    /// The Glue database runs publish their tables in (`None`: no publishing).
+    pub catalog: Option<String>,
 }
 
 /// The default memory budget of a run.
@@ -73,6 +74,7 @@ impl Context {
             lease_ttl: DEFAULT_LEASE_TTL,
             trigger: None,
             memory_limit: DEFAULT_MEMORY_LIMIT,
+            catalog: None,
         }
     }
 }
@@ -121,19 +123,48 @@ async fn leased(
         .lease(&job.id, &summary.run_id, ctx.lease_ttl)
         .await?;
     let outcome = attempt(job, ctx, now, summary).await;
+    if let (Ok(Some(contract)), Some(database)) = (&outcome, &ctx.catalog) {
+        publish(job, ctx, contract, database, summary).await;
+    }
     if let Err(e) = lease.release().await {
         // The lease expires on its own; the next run only waits longer.
         tracing::warn!(error = %e.report(), "could not release the job's lease");
     }
-    outcome
+    outcome.map(|_| ())
 }
 
+/// Publishes the job's tables in the catalog after a commit (or an up-to-date run, which
+/// repairs a publish that failed before). A failure leaves the commit standing and makes
+/// the run's exit code say what it was (retryable or not), so that the scheduler retries.
+async fn publish(
+    job: &Job,
+    ctx: &Context,
+    contract: &[contract::Column],
+    database: &str,
+    summary: &mut RunSummary,
+) {
+    match crate::catalog::publish(job, &ctx.lake, contract, database).await {
+        Ok(note) => {
+            tracing::info!(catalog = %note, "published");
+            summary.catalog = Some(note);
+        }
+        Err(e) => {
+            let e = e.context("publishing in the Glue catalog (the run's data is committed)");
+            tracing::error!(error_class = %e.class, error = %e.report(), "catalog publish failed");
+            summary.catalog = Some(format!("failed: {}", e.message));
+            summary.error = Some(e.report());
+            summary.error_class = Some(e.class);
+        }
+    }
+}
+
+/// One attempt; returns the table's contract after it (none before a first commit).
 async fn attempt(
     job: &Job,
     ctx: &Context,
     now: DateTime<Utc>,
     summary: &mut RunSummary,
-) -> Result<()> {
+) -> Result<Option<Vec<contract::Column>>> {
     let run_id = summary.run_id.clone();
     let mut state = ctx.store.load(&job.id).await?;
     recover(job, ctx, &mut state).await?;
@@ -152,7 +183,10 @@ async fn attempt(
                     lo: state.value.watermark.clone(),
                     hi: state.value.watermark.clone(),
                 };
-                return Ok(());
+                return contract::effective(
+                    job.target.schema.as_deref(),
+                    state.value.contract.as_ref(),
+                );
             };
             window
         }
@@ -171,21 +205,29 @@ async fn attempt(
     });
     state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
 
+    let contract =
+        contract::effective(job.target.schema.as_deref(), state.value.contract.as_ref())?;
     let schema = source::types::arrow_schema(&columns);
     let extract = source.extract(columns, window.clone());
     let snapshot =
         (job.mode == Mode::Snapshot).then(|| format!("snapshot={}", now.format("%Y-%m-%d")));
-    let written = write(
+    let written = output::write(
         job,
         ctx,
-        (schema, extract),
-        &window,
-        &run_key,
-        snapshot,
+        output::Input {
+            schema,
+            extract,
+            contract,
+        },
+        output::Run {
+            window: &window,
+            run_key: &run_key,
+            snapshot,
+        },
         summary,
     )
     .await;
-    let manifest = match written {
+    let (manifest, contract) = match written {
         Ok(m) => m,
         Err(e) => {
             abandon(job, ctx, &mut state, &run_key).await;
@@ -207,12 +249,16 @@ async fn attempt(
         bytes: manifest.bytes,
         finished_at: Utc::now(),
     });
+    state.value.contract = Some(contract::StoredContract::new(
+        &contract,
+        job.target.schema.as_deref().map(contract::fingerprint),
+    ));
     state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
     summary.replaced_files = replace(job, ctx, &run_key, now).await?;
     summary.seconds.commit = commit_started.elapsed().as_secs_f64();
     summary.status = RunStatus::Committed;
     tracing::info!(rows = summary.rows, files = summary.files, "committed");
-    Ok(())
+    Ok(Some(contract))
 }
 
 /// Step 2: removes a failed attempt's files (and those a rewind discarded); 2b: finishes
@@ -236,13 +282,7 @@ pub async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) 
         && committed.mode == mode_name(job.mode)
         && job.mode == Mode::Full
     {
-        sink::remove_other_runs(
-            &ctx.lake,
-            &job.target.table,
-            &job.target.table,
-            &committed.run_key,
-        )
-        .await?;
+        sink::remove_other_runs(&ctx.lake, &job.target.table, "", &committed.run_key).await?;
     }
     Ok(())
 }
@@ -286,131 +326,6 @@ async fn incremental_window(
     })
 }
 
-/// Step 5: extract → transform → write, then the manifest.
-async fn write(
-    job: &Job,
-    ctx: &Context,
-    (schema, extract): (SchemaRef, transform::BatchStream),
-    window: &Window,
-    run_key: &str,
-    snapshot: Option<String>,
-    summary: &mut RunSummary,
-) -> Result<Manifest> {
-    let read_rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = read_rows.clone();
-    let bar = crate::telemetry::progress::rows(&job.id);
-    let shown = bar.clone();
-    let extract = extract
-        .inspect(move |b| {
-            if let Ok(b) = b {
-                counter.fetch_add(b.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
-                if let Some(bar) = &shown {
-                    bar.inc(b.num_rows() as u64);
-                }
-            }
-        })
-        .boxed();
-    let (out_schema, mut output) = transform::apply(
-        job.transform.as_deref(),
-        schema,
-        extract,
-        ctx.memory_limit / 4,
-    )
-    .await?;
-    let writer = PartitionedWriter::new(
-        ctx.lake.clone(),
-        &job.target,
-        run_key,
-        &out_schema,
-        snapshot,
-        sink::WriterBudget::from_limit(ctx.memory_limit),
-    )?;
-    // The writer runs on its own task, so that encoding overlaps the transform; two
-    // batches in flight between them at most.
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let writing = tokio::spawn(write_all(writer, rx));
-    let mut waiting = Duration::ZERO;
-    let fed = feed(&mut output, &tx, summary, &mut waiting).await;
-    drop(tx);
-    // Wait for the writer even when feeding failed: no file may still be written while
-    // the failed attempt's files are removed.
-    let written = writing
-        .await
-        .map_err(|e| Error::internal(format!("the writer task failed: {e}")))?;
-    fed?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let (files, writing) = written?;
-    summary.rows_read = read_rows.load(std::sync::atomic::Ordering::Relaxed);
-    summary.files = files.len();
-    summary.bytes = files.iter().map(|f| f.bytes).sum();
-    summary.partitions = files
-        .iter()
-        .map(|f| f.partition.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    summary.seconds.extract_transform = waiting.as_secs_f64();
-    summary.seconds.write = writing.as_secs_f64();
-    let manifest = Manifest {
-        job: job.id.clone(),
-        table: job.target.table.clone(),
-        run_id: summary.run_id.clone(),
-        run_key: run_key.to_string(),
-        mode: mode_name(job.mode).to_string(),
-        window: window.clone(),
-        rows: summary.rows,
-        bytes: summary.bytes,
-        files,
-        written_at: Utc::now(),
-    };
-    let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Error::internal(format!("encoding the manifest: {e}")))?;
-    ctx.lake
-        .create(&ctx.lake.manifest_path(&job.target.table, run_key)?, json)
-        .await?;
-    Ok(manifest)
-}
-
-/// Moves the transform's output to the writer task until either ends.
-async fn feed(
-    output: &mut transform::BatchStream,
-    tx: &tokio::sync::mpsc::Sender<datafusion::arrow::record_batch::RecordBatch>,
-    summary: &mut RunSummary,
-    waiting: &mut Duration,
-) -> Result<()> {
-    loop {
-        let t = Instant::now();
-        let Some(batch) = output.next().await else {
-            return Ok(());
-        };
-        *waiting += t.elapsed();
-        let batch = batch?;
-        summary.rows += batch.num_rows() as u64;
-        if tx.send(batch).await.is_err() {
-            // The writer stopped; its error is the one to report.
-            return Ok(());
-        }
-    }
-}
-
-/// The writer task: writes every batch it receives, then closes the files. Returns them
-/// with the time spent encoding and uploading.
-async fn write_all(
-    mut writer: PartitionedWriter,
-    mut rx: tokio::sync::mpsc::Receiver<datafusion::arrow::record_batch::RecordBatch>,
-) -> Result<(Vec<sink::WrittenFile>, Duration)> {
-    let mut busy = Duration::ZERO;
-    while let Some(batch) = rx.recv().await {
-        let t = Instant::now();
-        writer.write(&batch).await?;
-        busy += t.elapsed();
-    }
-    let t = Instant::now();
-    let files = writer.finish().await?;
-    Ok((files, busy + t.elapsed()))
-}
-
 /// After a failure: removes what the attempt wrote, right away if possible. If this fails
 /// too, the pending mark stays and the next run removes the files (step 2).
 async fn abandon(job: &Job, ctx: &Context, state: &mut Versioned<JobState>, run_key: &str) {
@@ -431,9 +346,9 @@ async fn abandon(job: &Job, ctx: &Context, state: &mut Versioned<JobState>, run_
 async fn replace(job: &Job, ctx: &Context, run_key: &str, now: DateTime<Utc>) -> Result<usize> {
     let table = &job.target.table;
     match job.mode {
-        Mode::Full => sink::remove_other_runs(&ctx.lake, table, table, run_key).await,
+        Mode::Full => sink::remove_other_runs(&ctx.lake, table, "", run_key).await,
         Mode::Snapshot => {
-            let scope = format!("{table}/snapshot={}", now.format("%Y-%m-%d"));
+            let scope = format!("snapshot={}", now.format("%Y-%m-%d"));
             sink::remove_other_runs(&ctx.lake, table, &scope, run_key).await
         }
         Mode::Incremental => Ok(0),

@@ -57,6 +57,18 @@ pub struct RunSummary {
     pub seconds: Seconds,
     /// Peak resident memory of the process, in bytes (Linux).
     pub peak_rss: Option<u64>,
+    /// How the output differed from the schema contract, and what the run did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_changes: Vec<crate::contract::Drift>,
+    /// The data-quality rules' results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<crate::quality::RuleResult>,
+    /// Rows moved to the quarantine table.
+    #[serde(default)]
+    pub quarantined: u64,
+    /// What publishing in the Glue catalog did (absent when the run does not publish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +99,10 @@ impl RunSummary {
             replaced_files: 0,
             seconds: Seconds::default(),
             peak_rss: None,
+            schema_changes: Vec::new(),
+            quality: Vec::new(),
+            quarantined: 0,
+            catalog: None,
             error: None,
             error_class: None,
         }
@@ -126,14 +142,15 @@ impl RunSummary {
         };
         match self.status {
             RunStatus::Committed => format!(
-                "{}: {} rows → {} ({} files, {} partitions, {}) in {:.2}s{window}",
+                "{}: {} rows → {} ({} files, {} partitions, {}) in {:.2}s{window}{}",
                 self.job,
                 self.rows,
                 self.table,
                 self.files,
                 self.partitions,
                 human_bytes(self.bytes),
-                self.seconds.total
+                self.seconds.total,
+                self.notes()
             ),
             RunStatus::UpToDate => match &self.window.lo {
                 Some(watermark) => {
@@ -148,6 +165,27 @@ impl RunSummary {
                     .map_or("unknown".to_string(), |c| c.to_string()),
                 self.error.as_deref().unwrap_or("")
             ),
+        }
+    }
+}
+
+impl RunSummary {
+    /// Drift, quality warnings and quarantined rows, for the one-line report.
+    fn notes(&self) -> String {
+        let mut notes = Vec::new();
+        if self.quarantined > 0 {
+            notes.push(format!("{} rows quarantined", self.quarantined));
+        }
+        for rule in self.quality.iter().filter(|r| !r.passed) {
+            notes.push(format!("quality `{}` failed: {}", rule.rule, rule.detail));
+        }
+        for drift in &self.schema_changes {
+            notes.push(format!("schema: {drift}: {}", drift.action));
+        }
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", notes.join("; "))
         }
     }
 }

@@ -39,17 +39,25 @@ pub fn run_key_of(file_name: &str) -> Option<&str> {
         .then_some(key)
 }
 
-/// Removes every file a run wrote under `table` and its manifest. Used for a failed
-/// attempt before its retry writes. Returns how many data files were removed.
+/// The tables a job's runs write: its table, and the table of its quarantined rows.
+pub fn run_tables(table: &str) -> [String; 2] {
+    [table.to_string(), crate::quality::quarantine_table(table)]
+}
+
+/// Removes every file a run wrote under `table` (and its quarantine table) and their
+/// manifests. Used for a failed attempt before its retry writes, and for the runs a
+/// rewind takes out. Returns how many data files were removed.
 pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize> {
     let mut removed = 0;
-    for object in lake.list(&lake.table_dir(table)?).await? {
-        if object.location.filename().and_then(run_key_of) == Some(run_key) {
-            lake.delete(&object.location).await?;
-            removed += 1;
+    for table in run_tables(table) {
+        for object in lake.list(&lake.table_dir(&table)?).await? {
+            if object.location.filename().and_then(run_key_of) == Some(run_key) {
+                lake.delete(&object.location).await?;
+                removed += 1;
+            }
         }
+        lake.delete(&lake.manifest_path(&table, run_key)?).await?;
     }
-    lake.delete(&lake.manifest_path(table, run_key)?).await?;
     Ok(removed)
 }
 
@@ -70,10 +78,24 @@ pub async fn manifests(lake: &Lake, table: &str) -> Result<Vec<Manifest>> {
     Ok(out)
 }
 
-/// Removes the data files below `scope` (relative to the lake) that `keep` did not write:
-/// what a full reload (the whole table) or a snapshot rerun (that day's partition)
-/// replaces. Files sluice did not write (other names) are left alone.
+/// Removes the data files below `scope` (relative to the table: empty for all of it, or
+/// `snapshot=2024-05-01`), in the table and its quarantine table, that `keep` did not
+/// write: what a full reload or a snapshot rerun replaces. Files sluice did not write
+/// (other names) are left alone.
 pub async fn remove_other_runs(lake: &Lake, table: &str, scope: &str, keep: &str) -> Result<usize> {
+    let mut removed = 0;
+    for table in run_tables(table) {
+        let scope = if scope.is_empty() {
+            table.clone()
+        } else {
+            format!("{table}/{scope}")
+        };
+        removed += remove_other_runs_in(lake, &table, &scope, keep).await?;
+    }
+    Ok(removed)
+}
+
+async fn remove_other_runs_in(lake: &Lake, table: &str, scope: &str, keep: &str) -> Result<usize> {
     let mut removed = 0;
     let mut replaced_runs = std::collections::BTreeSet::new();
     for object in lake.list(&lake.path(scope)?).await? {

@@ -472,6 +472,10 @@ mod tests {
             partition_by: vec!["p".into()],
             compression: Compression::Zstd,
             file_size,
+            schema: None,
+            on_schema_change: crate::job::spec::OnSchemaChange::Fail,
+            catalog_database: None,
+            projection: false,
         }
     }
 

@@ -37,6 +37,10 @@ pub trait Source: Send {
     /// The columns the job's table or query yields, in order, with their lake types.
     async fn columns(&mut self) -> Result<Vec<SourceColumn>>;
 
+    /// The NOT NULL columns and the primary key of the job's table, from the database's
+    /// catalog (for `sluice schema infer`); empty for a query.
+    async fn constraints(&mut self) -> Result<Vec<Constraint>>;
+
     /// The greatest value of `cursor` not after `ceiling` (when given), or `None` when no
     /// row qualifies. This fixes the window's upper bound for the whole run.
     async fn max_cursor(
@@ -53,6 +57,25 @@ pub trait Source: Send {
         columns: Vec<SourceColumn>,
         window: Window,
     ) -> BoxStream<'static, Result<RecordBatch>>;
+}
+
+/// One column's constraints in the source's catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraint {
+    pub column: String,
+    pub not_null: bool,
+    /// Position in the primary key, from 1; 0 when not part of it.
+    pub key_position: i64,
+}
+
+impl Constraint {
+    fn from_row((column, not_null, key_position): (String, bool, i64)) -> Self {
+        Self {
+            column,
+            not_null,
+            key_position,
+        }
+    }
 }
 
 /// Connects to the job's source database.
@@ -166,11 +189,11 @@ pub fn find_column<'a>(columns: &'a [SourceColumn], name: &str) -> Result<&'a So
     let by_name: BTreeMap<&str, &SourceColumn> =
         columns.iter().map(|c| (c.lake_name.as_str(), c)).collect();
     by_name
-        .get(name.to_lowercase().as_str())
+        .get(types::athena_name(name).as_str())
         .copied()
         .ok_or_else(|| {
             let hint =
-                crate::job::shape::did_you_mean(&name.to_lowercase(), by_name.keys().copied())
+                crate::job::shape::did_you_mean(&types::athena_name(name), by_name.keys().copied())
                     .map(|m| format!("; did you mean `{m}`?"))
                     .unwrap_or_else(|| ".".into());
             Error::user(format!(

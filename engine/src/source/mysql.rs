@@ -62,6 +62,33 @@ impl Dialect for MySql {
             .boxed()
     }
 
+    async fn constraints(
+        conn: &mut MySqlConnection,
+        plan: &Plan,
+    ) -> Result<Vec<super::Constraint>> {
+        let From::Table { schema, name } = &plan.from else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT CAST(c.COLUMN_NAME AS CHAR), CAST(c.IS_NULLABLE = 'NO' AS SIGNED), \
+                    CAST(COALESCE((SELECT k.ORDINAL_POSITION FROM information_schema.KEY_COLUMN_USAGE k \
+                      WHERE k.TABLE_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME \
+                        AND k.COLUMN_NAME = c.COLUMN_NAME AND k.CONSTRAINT_NAME = 'PRIMARY'), 0) AS SIGNED) \
+             FROM information_schema.COLUMNS c \
+             WHERE c.TABLE_SCHEMA = COALESCE(?, DATABASE()) AND c.TABLE_NAME = ? \
+             ORDER BY c.ORDINAL_POSITION",
+        )
+        .bind(schema)
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify_sqlx(e, "reading the table's constraints"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(c, n, k)| super::Constraint::from_row((c, n != 0, k)))
+            .collect())
+    }
+
     async fn columns(conn: &mut MySqlConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
         let columns = describe::<Self>(conn, plan).await?;
         let described: Vec<(String, String)> = columns

@@ -17,6 +17,7 @@ use super::sql::{
 };
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
+use crate::job::From;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 
@@ -86,6 +87,25 @@ impl Dialect for Postgres {
             };
             pg_split::read(conn, split, builder, tx).await
         })
+    }
+
+    async fn constraints(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<super::Constraint>> {
+        if matches!(plan.from, From::Query(_)) {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, bool, i64)> = sqlx::query_as(
+            "SELECT a.attname::text, a.attnotnull, \
+                    COALESCE(array_position(i.indkey::int2[], a.attnum) - array_lower(i.indkey::int2[], 1) + 1, 0)::int8 \
+             FROM pg_attribute a \
+             LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
+             WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+        )
+        .bind(Self::SYNTAX.from(&plan.from))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify_sqlx(e, "reading the table's constraints"))?;
+        Ok(rows.into_iter().map(super::Constraint::from_row).collect())
     }
 
     async fn columns(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {

@@ -350,6 +350,13 @@ pub trait Dialect: Fetch {
         conn: &mut Self::Connection,
         plan: &Plan,
     ) -> impl std::future::Future<Output = Result<Vec<SourceColumn>>> + Send;
+
+    /// What the database's catalog says of the plan's table: per column, whether it is
+    /// NOT NULL and its position in the primary key (0: not in it). Empty for a query.
+    fn constraints(
+        conn: &mut Self::Connection,
+        plan: &Plan,
+    ) -> impl std::future::Future<Output = Result<Vec<super::Constraint>>> + Send;
 }
 
 /// The row path: the window's SELECT with its bounds as bound parameters.
@@ -383,6 +390,10 @@ where
         let columns = DB::columns(&mut self.conn, &self.plan).await?;
         super::types::check_name_clashes(&columns).map_err(crate::error::Error::user)?;
         Ok(columns)
+    }
+
+    async fn constraints(&mut self) -> Result<Vec<super::Constraint>> {
+        DB::constraints(&mut self.conn, &self.plan).await
     }
 
     async fn max_cursor(

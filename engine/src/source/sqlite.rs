@@ -54,6 +54,27 @@ impl Dialect for Sqlite {
         text_type: "TEXT",
     };
 
+    async fn constraints(
+        conn: &mut SqliteConnection,
+        plan: &Plan,
+    ) -> Result<Vec<super::Constraint>> {
+        let From::Table { schema, name } = &plan.from else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT name, \"notnull\", pk FROM pragma_table_info(?1, COALESCE(?2, 'main'))",
+        )
+        .bind(name)
+        .bind(schema)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify_sqlx(e, "reading the table's constraints"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(c, n, k)| super::Constraint::from_row((c, n != 0, k)))
+            .collect())
+    }
+
     async fn columns(conn: &mut SqliteConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
         let declared: Vec<(String, String)> = match &plan.from {
             From::Table { schema, name } => sqlx::query_as::<_, (String, String)>(

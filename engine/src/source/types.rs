@@ -89,6 +89,130 @@ impl LakeType {
         }
     }
 
+    /// The name in a schema contract (`target.schema`): the Athena name, except that a
+    /// timestamp normalised to UTC is `timestamp with time zone` (Athena shows both as
+    /// `timestamp`; the Parquet files tell them apart).
+    pub fn contract_name(self) -> String {
+        match self {
+            LakeType::TimestampUtc => "timestamp with time zone".into(),
+            other => other.athena(),
+        }
+    }
+
+    /// Reads a contract type name: the Athena names, their ANSI spellings (`integer`,
+    /// `real`, `varchar`, `char(n)`, `varbinary`, `timestamp(6)`) and
+    /// `timestamp with time zone`.
+    pub fn parse(text: &str) -> Result<LakeType, String> {
+        let t = text.trim().to_ascii_lowercase();
+        let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
+        let base = t.split('(').next().unwrap_or("").trim();
+        let args: Vec<&str> = t
+            .split_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .map(|a| a.split(',').map(str::trim).collect())
+            .unwrap_or_default();
+        let lake = match (base, args.as_slice()) {
+            ("boolean", []) => LakeType::Boolean,
+            ("tinyint", []) => LakeType::Int8,
+            ("smallint", []) => LakeType::Int16,
+            ("int" | "integer", []) => LakeType::Int32,
+            ("bigint", []) => LakeType::Int64,
+            ("float" | "real", []) => LakeType::Float32,
+            ("double" | "double precision", []) => LakeType::Float64,
+            ("decimal", [p, s]) => match (p.parse::<u8>(), s.parse::<i8>()) {
+                (Ok(p), Ok(s))
+                    if (1..=MAX_DECIMAL_PRECISION).contains(&p) && (0..=p as i8).contains(&s) =>
+                {
+                    LakeType::Decimal {
+                        precision: p,
+                        scale: s,
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "`{text}`: decimal(p,s) needs 1 <= p <= 38 and 0 <= s <= p"
+                    ));
+                }
+            },
+            ("string" | "varchar" | "char", _) => LakeType::String,
+            ("binary" | "varbinary", []) => LakeType::Binary,
+            ("date", []) => LakeType::Date,
+            ("timestamp", []) | ("timestamp", ["3" | "6"]) => LakeType::Timestamp,
+            ("timestamp with time zone", []) => LakeType::TimestampUtc,
+            _ => {
+                return Err(format!(
+                    "`{text}` is not a lake type; valid: boolean, tinyint, smallint, int, bigint, float, double, decimal(p,s), string, binary, date, timestamp, timestamp with time zone"
+                ));
+            }
+        };
+        Ok(lake)
+    }
+
+    /// The lake type that holds an Arrow type (a transform's output) without loss, or
+    /// `None` for types the lake does not hold (lists, structs, maps, intervals…).
+    /// Unsigned integers widen; other timestamp units become microseconds; views and
+    /// large variants become the plain ones.
+    pub fn from_arrow(data_type: &DataType) -> Option<LakeType> {
+        Some(match data_type {
+            DataType::Boolean => LakeType::Boolean,
+            DataType::Int8 => LakeType::Int8,
+            DataType::Int16 | DataType::UInt8 => LakeType::Int16,
+            DataType::Int32 | DataType::UInt16 => LakeType::Int32,
+            DataType::Int64 | DataType::UInt32 => LakeType::Int64,
+            DataType::UInt64 => LakeType::decimal(20, 0),
+            DataType::Float16 | DataType::Float32 => LakeType::Float32,
+            DataType::Float64 => LakeType::Float64,
+            DataType::Decimal32(p, s)
+            | DataType::Decimal64(p, s)
+            | DataType::Decimal128(p, s)
+            | DataType::Decimal256(p, s) => LakeType::decimal(u32::from(*p), i32::from(*s)),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+                LakeType::String
+            }
+            DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_) => LakeType::Binary,
+            DataType::Date32 | DataType::Date64 => LakeType::Date,
+            DataType::Timestamp(_, None) => LakeType::Timestamp,
+            DataType::Timestamp(_, Some(_)) => LakeType::TimestampUtc,
+            DataType::Dictionary(_, value) => return LakeType::from_arrow(value),
+            _ => return None,
+        })
+    }
+
+    /// Whether every value of `self` is a value of `wider` (the cast is lossless).
+    pub fn fits_in(self, wider: LakeType) -> bool {
+        use LakeType::*;
+        let int_digits = |t: LakeType| match t {
+            Int8 => Some(3),
+            Int16 => Some(5),
+            Int32 => Some(10),
+            Int64 => Some(19),
+            _ => None,
+        };
+        match (self, wider) {
+            (a, b) if a == b => true,
+            (Int8 | Int16 | Int32, Int16 | Int32 | Int64) => int_digits(self) <= int_digits(wider),
+            (Int8 | Int16 | Int32 | Int64, Decimal { precision, scale }) => {
+                int_digits(self).is_some_and(|d| d <= i32::from(precision) - i32::from(scale))
+            }
+            (Int8 | Int16, Float32) | (Int8 | Int16 | Int32 | Float32, Float64) => true,
+            (
+                Decimal {
+                    precision: p,
+                    scale: s,
+                },
+                Decimal {
+                    precision: wp,
+                    scale: ws,
+                },
+            ) => ws >= s && i16::from(wp) - i16::from(ws) >= i16::from(p) - i16::from(s),
+            (Date, Timestamp) => true,
+            _ => false,
+        }
+    }
+
     /// A decimal when it fits in 38 digits, else a string (lossless either way).
     pub fn decimal(precision: u32, scale: i32) -> LakeType {
         match (u8::try_from(precision), i8::try_from(scale)) {
@@ -148,7 +272,7 @@ impl SourceColumn {
     pub fn new(name: &str, source_type: &str, read: Read, lake: LakeType, as_text: bool) -> Self {
         Self {
             name: name.to_string(),
-            lake_name: name.to_lowercase(),
+            lake_name: athena_name(name),
             source_type: source_type.to_string(),
             read,
             lake,
@@ -162,6 +286,25 @@ impl SourceColumn {
     }
 }
 
+/// A column name as Athena takes it: lower case, letters, digits and `_` (anything else
+/// becomes `_`; a leading digit gets a `_` in front).
+pub fn athena_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
 /// The Arrow schema of an extract: lake names and types, every column nullable (a source
 /// NOT NULL constraint is not a promise the lake can keep across schema changes).
 pub fn arrow_schema(columns: &[SourceColumn]) -> SchemaRef {
@@ -173,7 +316,8 @@ pub fn arrow_schema(columns: &[SourceColumn]) -> SchemaRef {
     ))
 }
 
-/// Lake names are lower case: two source columns that differ only in case would clash.
+/// Lake names are Athena names: two source columns that differ only in case (or in
+/// characters Athena does not take) would clash.
 pub fn check_name_clashes(columns: &[SourceColumn]) -> Result<(), String> {
     let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     let mut clashes = Vec::new();
@@ -189,7 +333,7 @@ pub fn check_name_clashes(columns: &[SourceColumn]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "column names clash in the lake, where names are lower case: {}; rename them with `query:` or `transform:`",
+            "column names clash in the lake, where names are lower case with `_` for other characters: {}; rename them with `query:` or `transform:`",
             clashes.join(", ")
         ))
     }

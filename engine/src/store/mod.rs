@@ -34,6 +34,10 @@ pub struct JobState {
     /// is written, so a crash during the removal is finished by the next run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub discard: Vec<String>,
+    /// The table's schema contract: frozen from the first run, or the job row's as later
+    /// runs evolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<crate::contract::StoredContract>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

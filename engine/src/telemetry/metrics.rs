@@ -48,6 +48,18 @@ pub fn run_metrics(run: &RunSummary, now: DateTime<Utc>) -> Vec<Metric> {
         m("RunSucceeded", "Count", if failed { 0.0 } else { 1.0 }),
         m("RunFailed", "Count", if failed { 1.0 } else { 0.0 }),
     ];
+    let failed_rows: u64 = run.quality.iter().map(|r| r.failed_rows).sum();
+    let failed_rules = run.quality.iter().filter(|r| !r.passed).count();
+    if !run.quality.is_empty() {
+        out.push(m("QualityFailures", "Count", failed_rules as f64));
+        out.push(m("QualityFailedRows", "Count", failed_rows as f64));
+        out.push(m("QuarantinedRows", "Count", run.quarantined as f64));
+    }
+    out.push(m(
+        "SchemaDriftEvents",
+        "Count",
+        run.schema_changes.len() as f64,
+    ));
     if let Some(rss) = run.peak_rss {
         out.push(m("PeakMemory", "Bytes", rss as f64));
     }

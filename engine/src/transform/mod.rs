@@ -6,14 +6,18 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::{Column, ScalarValue};
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::stream::{BoxStream, StreamExt};
 
+use crate::contract::Feed;
 use crate::error::{Error, Result, classify_datafusion};
 
 /// The table name the extract has inside the transform.
@@ -21,24 +25,27 @@ pub const SOURCE_TABLE: &str = "source";
 
 pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
 
-/// Runs `sql` over `input` (when there is a transform) and returns the output's schema
-/// and stream.
-pub async fn apply(
+/// The run's output as a DataFusion plan: the transform (or the extract as it is) over
+/// the streaming table `source`, then the contract's casts and the quality flags.
+pub struct Planned {
+    ctx: SessionContext,
+    frame: DataFrame,
+}
+
+/// Plans `sql` (or, without a transform, the extract itself) over `input`.
+pub async fn plan(
     sql: Option<&str>,
     schema: SchemaRef,
     input: BatchStream,
     memory_pool: u64,
-) -> Result<(SchemaRef, BatchStream)> {
-    let Some(sql) = sql else {
-        return Ok((schema, input));
-    };
+) -> Result<Planned> {
     // One partition keeps the output in the extract's order, so that the same window
     // gives the same files; the extract, the plan and the writer still run concurrently.
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
-    // Operators that hold rows (aggregates, sorts, joins) draw from this pool and fail
-    // with a clear error beyond it, instead of growing without bound.
+    // Operators that hold rows (aggregates, sorts, joins) draw from this pool and spill
+    // to disk or fail with a clear error beyond it, instead of growing without bound.
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(usize::try_from(memory_pool).unwrap_or(usize::MAX), 1.0)
         .build_arc()
@@ -56,19 +63,73 @@ pub async fn apply(
         .map_err(|e| Error::internal(format!("registering the extract: {e}")))?;
     ctx.register_table(SOURCE_TABLE, Arc::new(table))
         .map_err(|e| Error::internal(format!("registering the extract: {e}")))?;
-    let frame = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| classify_datafusion(e, "transform"))?;
-    let output = frame
-        .execute_stream()
-        .await
-        .map_err(|e| classify_datafusion(e, "transform"))?;
-    let out_schema = output.schema();
-    let stream = output
-        .map(|r| r.map_err(|e| classify_datafusion(e, "transform")))
-        .boxed();
-    Ok((out_schema, stream))
+    let frame = match sql {
+        Some(sql) => ctx.sql(sql).await,
+        None => ctx.table(SOURCE_TABLE).await,
+    }
+    .map_err(|e| classify_datafusion(e, "transform"))?;
+    Ok(Planned { ctx, frame })
+}
+
+impl Planned {
+    /// The output's columns.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.frame.schema().as_arrow().clone())
+    }
+
+    /// Shapes the output into the contract: each contract column from its output column
+    /// (cast where the types differ; a value that does not fit fails the run) or NULL.
+    pub fn conform(mut self, contract: &[crate::contract::Column], feeds: &[Feed]) -> Result<Self> {
+        let schema = self.frame.schema().clone();
+        let mut exprs = Vec::with_capacity(contract.len());
+        for (column, feed) in contract.iter().zip(feeds) {
+            let target = column.lake.arrow();
+            let expr = match feed {
+                Feed::Output(i) => {
+                    let (qualifier, field) = schema.qualified_field(*i);
+                    let expr = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+                    if field.data_type() == &target {
+                        expr
+                    } else {
+                        cast(expr, target)
+                    }
+                }
+                Feed::Null => lit(ScalarValue::try_from(&target)
+                    .map_err(|e| Error::internal(format!("a NULL of {target}: {e}")))?),
+            };
+            exprs.push(expr.alias(&column.name));
+        }
+        self.frame = self
+            .frame
+            .select(exprs)
+            .map_err(|e| classify_datafusion(e, "fitting the output to the schema contract"))?;
+        Ok(self)
+    }
+
+    /// Replaces the output with `sql` run over it, where the output is the table `name`.
+    pub async fn query_over(mut self, name: &str, sql: &str, doing: &str) -> Result<Self> {
+        self.ctx
+            .register_table(name, self.frame.into_view())
+            .map_err(|e| Error::internal(format!("registering `{name}`: {e}")))?;
+        self.frame = self
+            .ctx
+            .sql(sql)
+            .await
+            .map_err(|e| classify_datafusion(e, doing))?;
+        Ok(self)
+    }
+
+    /// Starts the plan; batches flow as they are read.
+    pub async fn execute(self) -> Result<BatchStream> {
+        let output = self
+            .frame
+            .execute_stream()
+            .await
+            .map_err(|e| classify_datafusion(e, "transform"))?;
+        Ok(output
+            .map(|r| r.map_err(|e| classify_datafusion(e, "transform")))
+            .boxed())
+    }
 }
 
 /// The extract, which can be read once: a transform that reads `source` twice is refused
@@ -133,14 +194,15 @@ mod tests {
     #[tokio::test]
     async fn sql_runs_over_the_stream() -> Result<()> {
         let (schema, stream) = input();
-        let (out_schema, out) = apply(
+        let planned = plan(
             Some("SELECT id * 10 AS x, upper(city) AS city FROM source WHERE id > 1"),
             schema,
             stream,
             64 << 20,
         )
         .await?;
-        assert_eq!(out_schema.field(0).name(), "x");
+        assert_eq!(planned.schema().field(0).name(), "x");
+        let out = planned.execute().await?;
         let batches: Vec<RecordBatch> = out.try_collect().await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         assert_eq!(rows, 2);
@@ -150,7 +212,7 @@ mod tests {
     #[tokio::test]
     async fn bad_sql_is_the_users_error() {
         let (schema, stream) = input();
-        let err = apply(Some("SELECT nope FROM source"), schema, stream, 64 << 20)
+        let err = plan(Some("SELECT nope FROM source"), schema, stream, 64 << 20)
             .await
             .err();
         assert!(err.is_some_and(

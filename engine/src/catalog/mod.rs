@@ -1,0 +1,380 @@
+//! The catalog: lake tables as Athena sees them, without a crawler.
+//!
+//! After each run (and with `sluice catalog sync`) a job's table is created or updated in
+//! the Glue Data Catalog: Parquet SerDe, the contract's columns with their Athena types,
+//! the partition keys as strings, and either its partitions (registered from the lake's
+//! folders; ones no longer in the lake are removed) or partition-projection properties
+//! computed from the partition values present (`target.catalog.projection`). Publishing
+//! compares before it writes, so repeating it changes nothing. `sluice ddl` prints the
+//! same table as an Athena `CREATE EXTERNAL TABLE`.
+
+pub mod commands;
+pub mod glue;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::contract::Column;
+use crate::error::{Error, Result};
+use crate::job::{Compression, Job, Mode};
+use crate::quality::{self, RULE_COLUMN, RUN_COLUMN};
+use crate::sink::{Lake, run_key_of};
+
+/// Parquet, as Hive and Athena name its classes.
+pub const INPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat";
+pub const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat";
+pub const SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
+
+/// The value of `--catalog`: where runs publish, if anywhere.
+pub fn default_database(setting: &str) -> Result<Option<String>> {
+    match setting {
+        "" | "none" | "off" => Ok(None),
+        other => match other.strip_prefix("glue://") {
+            Some(db) if crate::job::is_identifier(db) => Ok(Some(db.to_lowercase())),
+            _ => Err(Error::user(format!(
+                "--catalog {other:?}: give `none` or `glue://DATABASE` (a Glue database name: letters, digits, `_`)"
+            ))),
+        },
+    }
+}
+
+/// One lake table as the catalog holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableDef {
+    pub database: String,
+    pub name: String,
+    /// `s3://bucket/prefix/table/`.
+    pub location: String,
+    /// Columns in the files: name and Athena type.
+    pub columns: Vec<(String, String)>,
+    /// Partition keys (strings in the catalog), outermost first.
+    pub partition_keys: Vec<String>,
+    pub parameters: BTreeMap<String, String>,
+    /// Partition values present in the lake (unescaped), each with its folder.
+    pub partitions: Vec<Partition>,
+    pub projection: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Partition {
+    pub values: Vec<String>,
+    /// The folder below the table (`dt=2024-05-01`), escaped as in the lake.
+    pub path: String,
+}
+
+/// The partition keys of a job's table: `snapshot` first for snapshot jobs.
+pub fn partition_keys(job: &Job) -> Vec<String> {
+    let mut keys = Vec::new();
+    if job.mode == Mode::Snapshot {
+        keys.push("snapshot".to_string());
+    }
+    keys.extend(job.target.partition_by.iter().cloned());
+    keys
+}
+
+/// The tables a job publishes: its table, and its quarantine table when a rule
+/// quarantines.
+pub fn job_tables(job: &Job, contract: &[Column], database: &str, lake: &Lake) -> Vec<TableDef> {
+    let keys = partition_keys(job);
+    let data: Vec<(String, String)> = contract
+        .iter()
+        .filter(|c| !keys.contains(&c.name))
+        .map(|c| (c.name.clone(), c.lake.athena()))
+        .collect();
+    let location = |table: &str| format!("{}/{table}/", lake.url().trim_end_matches('/'));
+    let mut parameters = BTreeMap::from([
+        ("classification".to_string(), "parquet".to_string()),
+        ("EXTERNAL".to_string(), "TRUE".to_string()),
+        (
+            "parquet.compression".to_string(),
+            match job.target.compression {
+                Compression::Zstd => "ZSTD",
+                Compression::Snappy => "SNAPPY",
+                Compression::None => "UNCOMPRESSED",
+            }
+            .to_string(),
+        ),
+        ("sluice.job".to_string(), job.id.clone()),
+    ]);
+    if let Some(description) = &job.description {
+        parameters.insert("comment".into(), description.clone());
+    }
+    let table = TableDef {
+        database: database.to_string(),
+        name: job.target.table.clone(),
+        location: location(&job.target.table),
+        columns: data.clone(),
+        partition_keys: keys,
+        parameters,
+        partitions: Vec::new(),
+        projection: job.target.projection,
+    };
+    let mut out = vec![table.clone()];
+    if job
+        .quality
+        .iter()
+        .any(|r| r.on_fail == crate::job::spec::OnFail::Quarantine)
+    {
+        let name = quality::quarantine_table(&job.target.table);
+        let mut columns = data;
+        columns.push((RULE_COLUMN.into(), "string".into()));
+        columns.push((RUN_COLUMN.into(), "string".into()));
+        let mut parameters = table.parameters.clone();
+        parameters.insert(
+            "comment".into(),
+            format!(
+                "rows of {} that quality rules quarantined",
+                job.target.table
+            ),
+        );
+        out.push(TableDef {
+            location: location(&name),
+            name,
+            columns,
+            parameters,
+            ..table
+        });
+    }
+    out
+}
+
+/// Reads the table's partitions from the lake's folders (sluice's data files only).
+pub async fn lake_partitions(lake: &Lake, def: &TableDef) -> Result<Vec<Partition>> {
+    let mut found = BTreeSet::new();
+    for object in lake.list(&lake.table_dir(&def.name)?).await? {
+        if object.location.filename().and_then(run_key_of).is_none() {
+            continue;
+        }
+        let relative = lake.relative(&object.location);
+        let Some(rest) = relative.strip_prefix(&format!("{}/", def.name)) else {
+            continue;
+        };
+        let Some((folder, _file)) = rest.rsplit_once('/') else {
+            continue;
+        };
+        let mut values = Vec::new();
+        for (segment, key) in folder.split('/').zip(&def.partition_keys) {
+            match segment.split_once('=') {
+                Some((k, v)) if k == key => values.push(unescape(v)),
+                _ => break,
+            }
+        }
+        if values.len() == def.partition_keys.len() {
+            found.insert(Partition {
+                values,
+                path: folder.to_string(),
+            });
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// Undoes Hive's `%XX` escaping of a partition value.
+fn unescape(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Partition-projection properties from the values present: `date` for `yyyy-MM-dd`
+/// values (up to NOW, so that new days need no update), `integer` for whole numbers,
+/// else `enum` of the values seen (refreshed by every run). A key without values yet is
+/// `injected` (queries name the value).
+pub fn projection_properties(def: &TableDef) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    out.insert("projection.enabled".to_string(), "true".to_string());
+    let mut template = def.location.clone();
+    for (k, key) in def.partition_keys.iter().enumerate() {
+        let values: BTreeSet<&str> = def
+            .partitions
+            .iter()
+            .map(|p| p.values[k].as_str())
+            .collect();
+        let prop = |name: &str| format!("projection.{key}.{name}");
+        let is_date =
+            |v: &&str| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok() && v.len() == 10;
+        let ints: Option<Vec<i64>> = values.iter().map(|v| v.parse().ok()).collect();
+        if values.is_empty() || values.iter().any(|v| v.contains(',')) {
+            out.insert(prop("type"), "injected".into());
+        } else if values.iter().all(is_date) {
+            out.insert(prop("type"), "date".into());
+            out.insert(prop("format"), "yyyy-MM-dd".into());
+            let first = values.iter().next().copied().unwrap_or_default();
+            out.insert(prop("range"), format!("{first},NOW"));
+            out.insert(prop("interval"), "1".into());
+            out.insert(prop("interval.unit"), "DAYS".into());
+        } else if let Some(ints) = ints {
+            let (lo, hi) = (
+                ints.iter().min().copied().unwrap_or(0),
+                ints.iter().max().copied().unwrap_or(0),
+            );
+            out.insert(prop("type"), "integer".into());
+            out.insert(prop("range"), format!("{lo},{hi}"));
+        } else {
+            out.insert(prop("type"), "enum".into());
+            out.insert(
+                prop("values"),
+                values.into_iter().collect::<Vec<_>>().join(","),
+            );
+        }
+        template.push_str(&format!("{key}=${{{key}}}/"));
+    }
+    out.insert("storage.location.template".to_string(), template);
+    out
+}
+
+impl TableDef {
+    /// The table parameters to publish: the base ones plus projection, when on.
+    pub fn all_parameters(&self) -> BTreeMap<String, String> {
+        let mut out = self.parameters.clone();
+        if self.projection && !self.partition_keys.is_empty() {
+            out.extend(projection_properties(self));
+        }
+        out
+    }
+
+    /// The Athena DDL for the table.
+    pub fn ddl(&self) -> String {
+        let quote = |s: &str| s.replace('\'', "\\'");
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(name, t)| format!("  `{name}` {t}"))
+            .collect();
+        let mut out = format!(
+            "CREATE EXTERNAL TABLE IF NOT EXISTS `{}`.`{}` (\n{}\n)\n",
+            self.database,
+            self.name,
+            columns.join(",\n")
+        );
+        if !self.partition_keys.is_empty() {
+            let keys: Vec<String> = self
+                .partition_keys
+                .iter()
+                .map(|k| format!("`{k}` string"))
+                .collect();
+            out.push_str(&format!("PARTITIONED BY ({})\n", keys.join(", ")));
+        }
+        out.push_str(&format!(
+            "ROW FORMAT SERDE '{SERDE}'\nSTORED AS INPUTFORMAT '{INPUT_FORMAT}'\nOUTPUTFORMAT '{OUTPUT_FORMAT}'\nLOCATION '{}'\n",
+            quote(&self.location)
+        ));
+        let properties: Vec<String> = self
+            .all_parameters()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "EXTERNAL")
+            .map(|(k, v)| format!("  '{}'='{}'", quote(k), quote(v)))
+            .collect();
+        out.push_str(&format!(
+            "TBLPROPERTIES (\n{}\n);\n",
+            properties.join(",\n")
+        ));
+        if !self.partition_keys.is_empty() && !self.projection {
+            out.push_str(&format!(
+                "-- partitions: sluice registers them after each run; by hand: MSCK REPAIR TABLE `{}`.`{}`;\n",
+                self.database, self.name
+            ));
+        }
+        out
+    }
+}
+
+/// The contract a job's table has now: the row's, else the state's; an error when there
+/// is neither (the job never ran and gives no `target.schema`).
+pub async fn current_contract(
+    job: &Job,
+    store: &dyn crate::store::StateStore,
+) -> Result<Option<Vec<Column>>> {
+    let state = store.load(&job.id).await?;
+    crate::contract::effective(job.target.schema.as_deref(), state.value.contract.as_ref())
+}
+
+/// Publishes a job's tables in Glue: returns what changed, one line per table.
+pub async fn publish(
+    job: &Job,
+    lake: &Lake,
+    contract: &[Column],
+    default_database: &str,
+) -> Result<String> {
+    let database = job
+        .target
+        .catalog_database
+        .as_deref()
+        .unwrap_or(default_database);
+    let client = glue::client().await;
+    let mut notes = Vec::new();
+    for mut def in job_tables(job, contract, database, lake) {
+        def.partitions = lake_partitions(lake, &def).await?;
+        notes.push(glue::publish(&client, &def).await?);
+    }
+    Ok(notes.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(values: &[&[&str]]) -> TableDef {
+        TableDef {
+            database: "lake".into(),
+            name: "orders".into(),
+            location: "s3://b/lake/orders/".into(),
+            columns: vec![("id".into(), "bigint".into())],
+            partition_keys: vec!["dt".into(), "region".into()],
+            parameters: BTreeMap::new(),
+            partitions: values
+                .iter()
+                .map(|v| Partition {
+                    values: v.iter().map(|s| s.to_string()).collect(),
+                    path: String::new(),
+                })
+                .collect(),
+            projection: true,
+        }
+    }
+
+    #[test]
+    fn projection_types_follow_the_values() {
+        let p = projection_properties(&def(&[&["2024-05-01", "eu"], &["2024-04-30", "us"]]));
+        assert_eq!(p["projection.dt.type"], "date");
+        assert_eq!(p["projection.dt.range"], "2024-04-30,NOW");
+        assert_eq!(p["projection.region.type"], "enum");
+        assert_eq!(p["projection.region.values"], "eu,us");
+        assert_eq!(
+            p["storage.location.template"],
+            "s3://b/lake/orders/dt=${dt}/region=${region}/"
+        );
+        let p = projection_properties(&def(&[&["7", "eu"], &["12", "eu"]]));
+        assert_eq!(p["projection.dt.type"], "integer");
+        assert_eq!(p["projection.dt.range"], "7,12");
+    }
+
+    #[test]
+    fn partition_values_are_unescaped() {
+        assert_eq!(unescape("10%3A00%2F1"), "10:00/1");
+        assert_eq!(unescape("100%"), "100%");
+    }
+
+    #[test]
+    fn ddl_is_athena_ddl() {
+        let mut d = def(&[&["2024-05-01", "eu"]]);
+        d.projection = false;
+        let ddl = d.ddl();
+        assert!(ddl.starts_with("CREATE EXTERNAL TABLE IF NOT EXISTS `lake`.`orders` (\n  `id` bigint\n)\nPARTITIONED BY (`dt` string, `region` string)"), "{ddl}");
+        assert!(ddl.contains("LOCATION 's3://b/lake/orders/'"), "{ddl}");
+        assert!(ddl.contains("MSCK REPAIR TABLE"), "{ddl}");
+    }
+}
