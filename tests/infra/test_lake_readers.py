@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 import struct
 import subprocess
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 
 import duckdb
@@ -69,7 +69,7 @@ def canonical(value, glue_type: str) -> str:
         return repr(struct.unpack("f", struct.pack("f", float(value)))[0])
     if glue_type.startswith("decimal"):
         scale = int(glue_type[:-1].split(",")[1])
-        return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-scale)))
+        return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-scale), context=Context(prec=80)))
     if glue_type == "date":
         return (value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))).isoformat()
     if glue_type == "timestamp":
@@ -130,7 +130,9 @@ def source_rows(job, jobs_dir, postgres_url, glue_types, watermark):
                 "SELECT column_name, udt_name FROM information_schema.columns "
                 "WHERE table_name = %s ORDER BY ordinal_position", [src["table"]]).fetchall())
             names = list(kinds)
-            native = {"int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "bpchar",
+            # char(n) too goes through PostgreSQL's text rendering, which drops the padding
+            # (insignificant in SQL comparisons), as sluice's extract does.
+            native = {"int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar",
                       "date", "timestamp", "timestamptz", "bytea"}
             exprs = [f'"{n}"' if kinds[n] in native or kinds[n] == "numeric" and glue_types[n] != "string"
                      else f'"{n}"::text' for n in names]
@@ -242,13 +244,13 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
         names, rows = source_rows(job, jobs_dir, postgres_url, glue_types, watermark)
         compared = [n for n in names if n in glue_types]
         assert len(compared) >= 4, f"{table}: compares {compared}"
-        src = checksums(rows, names, glue_types)
+        src = checksums([[r[names.index(n)] for n in compared] for r in rows], compared, glue_types)
         source_keys = [r[names.index(key)] for r in rows]
         assert len(duck) == len(rows) == len(arrow_rows), f"{table}: {len(rows)} source rows, DuckDB {len(duck)}, pyarrow {len(arrow_rows)}"
         lake_cols = list(rel.columns)
         for reader, got_rows in (("DuckDB", duck), ("pyarrow", arrow_rows)):
             got = checksums(got_rows, lake_cols, glue_types)
-            assert_same(table, reader, {n: src[n] for n in compared}, got, source_keys)
+            assert_same(table, reader, src, got, source_keys)
             # Columns the transform made: the two readers still agree.
             if reader == "pyarrow":
                 duck_sums = checksums(duck, lake_cols, glue_types)
