@@ -2,7 +2,7 @@
 //! kind of drift (a column added, dropped, widened, narrowed, renamed), after a first run
 //! froze the contract; and `sluice schema infer` giving a row that runs.
 
-use crate::common::{Workspace, exec, lake_sql, postgres_db};
+use crate::common::{Workspace, exec, lake_sql, mysql_db, postgres_db};
 
 const TABLE: &str =
     "CREATE TABLE items (id integer PRIMARY KEY, name text, qty integer, amount numeric(10,2));
@@ -294,4 +294,45 @@ async fn schema_infer_prints_a_row_that_runs() {
     assert_eq!(summary["rows"], 1);
     assert!(summary.get("schema_changes").is_none(), "{summary}");
     assert!(lake_sql(&ws, "SELECT sent_at FROM shipments").contains("2024-05-01T08:00:00Z"));
+}
+
+/// MySQL/MariaDB and SQLite read NOT NULL and the primary key from their own catalogs.
+#[tokio::test]
+async fn schema_infer_reads_mysql_and_sqlite_catalogs() {
+    let table = "CREATE TABLE parcels (site VARCHAR(8) NOT NULL, num INT NOT NULL, weight DECIMAL(8,3), sent DATE, PRIMARY KEY (site, num))";
+    let url = mysql_db("contract_infer").await;
+    exec(&url, table).await;
+    let ws = Workspace::new();
+    let sqlite = ws.sqlite_source(table).await;
+    ws.connections(&format!(
+        "my:\n  kind: mysql\n  url: \"{url}\"\nlite:\n  kind: sqlite\n  url: \"{sqlite}\"\n"
+    ));
+    for connection in ["my", "lite"] {
+        let run = ws.sluice(&[
+            "schema",
+            "infer",
+            "--connection",
+            connection,
+            "--table",
+            "parcels",
+        ]);
+        run.assert_code(0);
+        let row: serde_yaml::Value = serde_yaml::from_str(&run.stdout()).expect("yaml");
+        assert_eq!(
+            row["source"]["primary_key"],
+            serde_yaml::from_str::<serde_yaml::Value>("[site, num]").unwrap(),
+            "{connection}"
+        );
+        let nullable: Vec<bool> = row["target"]["schema"]
+            .as_sequence()
+            .expect("schema")
+            .iter()
+            .map(|c| c["nullable"].as_bool().unwrap_or(true))
+            .collect();
+        assert_eq!(nullable, [false, false, true, true], "{connection}");
+        assert_eq!(
+            row["target"]["schema"][2]["type"], "decimal(8,3)",
+            "{connection}"
+        );
+    }
 }

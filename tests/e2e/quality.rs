@@ -93,10 +93,34 @@ async fn warn_commits_every_row_and_reports_each_rule() {
 #[tokio::test]
 async fn fail_commits_nothing_and_names_the_rules() {
     let ws = workspace("quality_fail", &rules("fail")).await;
-    let run = ws.sluice(&["run", "--job", "orders", "--output", "json"]);
+    let run = ws.sluice(&[
+        "run",
+        "--job",
+        "orders",
+        "--output",
+        "json",
+        "--metrics",
+        "emf",
+    ]);
     run.assert_code(2);
-    let summary: serde_json::Value = serde_json::from_str(run.stdout().trim()).expect("json");
-    assert_eq!(failed(&summary), expected());
+    let lines: Vec<serde_json::Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|l| l.get("quality").is_some())
+        .expect("summary");
+    let emf = lines
+        .iter()
+        .find(|l| l.get("_aws").is_some())
+        .expect("EMF document");
+    assert_eq!(emf["QualityFailures"], 5.0, "{emf}");
+    assert_eq!(emf["QualityFailedRows"], 6.0, "{emf}");
+    assert_eq!(emf["QuarantinedRows"], 0.0, "{emf}");
+    assert_eq!(emf["RunFailed"], 1.0, "{emf}");
+    assert_eq!(failed(summary), expected());
     let error = summary["error"].as_str().unwrap_or("");
     for rule in ["not_null(customer)", "unique(ref)", "ships_after_placed"] {
         assert!(error.contains(rule), "{error}");
