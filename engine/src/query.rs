@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -55,27 +56,32 @@ async fn table_from_dir(
 ) -> Result<Option<Arc<ListingTable>>> {
     // A table folder with no Parquet file (yet) has no schema: nothing to register.
     let objects = lake.list(&lake.table_dir(name)?).await?;
-    if !objects
+    // The newest file has the table's current schema: a contract only ever evolves by
+    // adding columns and widening types, and older files are read into it (missing
+    // columns as NULL, narrower types cast), as Athena reads them into the catalog's.
+    let Some(newest) = objects
         .iter()
-        .any(|o| o.location.as_ref().ends_with(".parquet"))
-    {
+        .filter(|o| o.location.as_ref().ends_with(".parquet"))
+        .max_by_key(|o| o.last_modified)
+    else {
         return Ok(None);
-    }
+    };
     let url = format!("{}/{name}/", lake.url().trim_end_matches('/'));
     let table_url = ListingTableUrl::parse(&url)
         .map_err(|e| classify_datafusion(e, &format!("lake table {name}")))?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let format = Arc::new(ParquetFormat::default());
     let state = ctx.state();
+    let schema = format
+        .infer_schema(&state, &lake.store(), std::slice::from_ref(newest))
+        .await
+        .map_err(|e| classify_datafusion(e, &format!("reading the schema of {name}")))?;
+    let options = ListingOptions::new(format).with_file_extension(".parquet");
     let config = ListingTableConfig::new(table_url).with_listing_options(options);
     let config = config
         .infer_partitions_from_path(&state)
         .await
         .map_err(|e| classify_datafusion(e, &format!("reading the partitions of {name}")))?;
-    let config = config
-        .infer_schema(&state)
-        .await
-        .map_err(|e| classify_datafusion(e, &format!("reading the schema of {name}")))?;
+    let config = config.with_schema(schema);
     let table = ListingTable::try_new(config)
         .map_err(|e| classify_datafusion(e, &format!("lake table {name}")))?;
     Ok(Some(Arc::new(table)))

@@ -336,3 +336,31 @@ async fn schema_infer_reads_mysql_and_sqlite_catalogs() {
         );
     }
 }
+
+/// Appended files written under an evolving contract read as one table: the older ones
+/// into the newer schema (a column they lack as NULL, a narrower type cast).
+#[tokio::test]
+async fn files_of_an_evolving_contract_read_as_one_table() {
+    let url = postgres_db("contract_appends").await;
+    exec(&url, TABLE).await;
+    let ws = Workspace::new();
+    ws.connections(&format!("src:\n  kind: postgres\n  url: \"{url}\"\n"));
+    ws.write_job(
+        "items.yaml",
+        "job: items\nsource:\n  connection: src\n  table: items\n  cursor: id\n  primary_key: [id]\nmode: incremental\ntarget:\n  table: items\n  on_schema_change: evolve\n",
+    );
+    ws.run_ok("items");
+    exec(
+        &url,
+        "ALTER TABLE items ALTER COLUMN qty TYPE bigint; ALTER TABLE items ADD COLUMN color text;
+         INSERT INTO items VALUES (3, 'gear', 5000000000, 9.99, 'red');",
+    )
+    .await;
+    let summary = ws.run_ok("items");
+    assert_eq!(summary["rows"], 1);
+    assert_eq!(ws.parquet_files("items").len(), 2);
+    let table = lake_sql(&ws, "SELECT id, qty, color FROM items ORDER BY id");
+    for line in ["| 1  | 10         |       |", "| 3  | 5000000000 | red   |"] {
+        assert!(table.contains(line), "{line}\n{table}");
+    }
+}
