@@ -34,17 +34,37 @@ async fn the_parts_of_a_split_read_are_one_consistent_view() {
         "  primary_key: [id]\n  split:\n    parts: 4\n",
     );
 
-    let child =
-        ws.start_until_first_file(&["run", "--job", "events", "--output", "json"], "events");
-    // Four connections read at once.
+    // Four COPYs read at once (polled from the start: by the time a first file is
+    // written on a loaded machine, a part may have finished already).
+    let mut child = ws
+        .command(&["run", "--job", "events", "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sluice");
     let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
-    let readers: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluice' AND datname = current_database()",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .expect("pg_stat_activity");
-    assert_eq!(readers, 4);
+    let started = std::time::Instant::now();
+    loop {
+        let copying: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluice' AND datname = current_database() \
+             AND state = 'active' AND query ILIKE 'COPY%'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .expect("pg_stat_activity");
+        if copying == 4 {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before four parts read at once (last seen: {copying})"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "four parts never read at once (last seen: {copying})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     // While the parts are being read: one transaction deletes 1,000 rows and inserts
     // 1,000 others. The snapshot predates it, so the lake must show none of it.
     exec(

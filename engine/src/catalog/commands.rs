@@ -58,6 +58,7 @@ pub async fn ddl(
     for mut def in job_tables(job, &contract, database, lake) {
         if def.projection {
             def.partitions = lake_partitions(lake, &def).await?;
+            def.check_projectable()?;
         }
         out.push(TableDef::ddl(&def));
     }

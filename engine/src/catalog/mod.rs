@@ -13,6 +13,8 @@ pub mod glue;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::Utc;
+
 use crate::contract::Column;
 use crate::error::{Error, Result};
 use crate::job::{Compression, Job, Mode};
@@ -190,10 +192,11 @@ fn unescape(value: &str) -> String {
 }
 
 /// Partition-projection properties from the values present: `date` for `yyyy-MM-dd`
-/// values (up to NOW, so that new days need no update), `integer` for whole numbers,
-/// else `enum` of the values seen (refreshed by every run). A key without values yet is
-/// `injected` (queries name the value).
-pub fn projection_properties(def: &TableDef) -> BTreeMap<String, String> {
+/// values (up to NOW, so that new days need no update, or up to the latest day when the
+/// rows hold days after today), `integer` for whole numbers, else `enum` of the values
+/// seen (refreshed by every run). A key without values yet is `injected` (queries name
+/// the value).
+pub fn projection_properties(def: &TableDef, today: chrono::NaiveDate) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert("projection.enabled".to_string(), "true".to_string());
     let mut template = def.location.clone();
@@ -212,8 +215,15 @@ pub fn projection_properties(def: &TableDef) -> BTreeMap<String, String> {
         } else if values.iter().all(is_date) {
             out.insert(prop("type"), "date".into());
             out.insert(prop("format"), "yyyy-MM-dd".into());
+            // Sorted text of `yyyy-MM-dd` is sorted by day.
             let first = values.iter().next().copied().unwrap_or_default();
-            out.insert(prop("range"), format!("{first},NOW"));
+            let last = values.iter().next_back().copied().unwrap_or_default();
+            let end = if last > today.format("%Y-%m-%d").to_string().as_str() {
+                last
+            } else {
+                "NOW"
+            };
+            out.insert(prop("range"), format!("{first},{end}"));
             out.insert(prop("interval"), "1".into());
             out.insert(prop("interval.unit"), "DAYS".into());
         } else if let Some(ints) = ints {
@@ -241,9 +251,47 @@ impl TableDef {
     pub fn all_parameters(&self) -> BTreeMap<String, String> {
         let mut out = self.parameters.clone();
         if self.projection && !self.partition_keys.is_empty() {
-            out.extend(projection_properties(self));
+            out.extend(projection_properties(self, Utc::now().date_naive()));
         }
         out
+    }
+
+    /// Partition projection finds a partition's folder by putting its values into
+    /// `storage.location.template` as they are; a value the lake escaped in its folder
+    /// name (`/`, `:`, `=`, `%`, …) would be looked for in the wrong place and its rows
+    /// would be missing from every query. Such a table is refused with what to do.
+    pub fn check_projectable(&self) -> Result<()> {
+        if !self.projection {
+            return Ok(());
+        }
+        let unreachable: Vec<&str> = self
+            .partitions
+            .iter()
+            .filter(|p| {
+                let plain: Vec<String> = self
+                    .partition_keys
+                    .iter()
+                    .zip(&p.values)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                plain.join("/") != p.path
+            })
+            .map(|p| p.path.as_str())
+            .collect();
+        if unreachable.is_empty() {
+            return Ok(());
+        }
+        Err(Error::user(format!(
+            "table `{}`: partition projection cannot reach the folder{} {} (a value holding one of \" # % ' * / : = ? \\ {{ [ ] ^ or a control character is escaped in its folder name, and projection does not escape); set target.catalog.projection to false to register partitions instead, or partition by a value without those characters",
+            self.name,
+            if unreachable.len() == 1 { "" } else { "s" },
+            unreachable
+                .iter()
+                .take(5)
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
     }
 
     /// The Athena DDL for the table.
@@ -318,6 +366,7 @@ pub async fn publish(
     let mut notes = Vec::new();
     for mut def in job_tables(job, contract, database, lake) {
         def.partitions = lake_partitions(lake, &def).await?;
+        def.check_projectable()?;
         notes.push(glue::publish(&client, &def).await?);
     }
     Ok(notes.join("; "))
@@ -346,9 +395,14 @@ mod tests {
         }
     }
 
+    fn day(text: &str) -> chrono::NaiveDate {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap_or_default()
+    }
+
     #[test]
     fn projection_types_follow_the_values() {
-        let p = projection_properties(&def(&[&["2024-05-01", "eu"], &["2024-04-30", "us"]]));
+        let today = day("2026-12-01");
+        let p = projection_properties(&def(&[&["2024-05-01", "eu"], &["2024-04-30", "us"]]), today);
         assert_eq!(p["projection.dt.type"], "date");
         assert_eq!(p["projection.dt.range"], "2024-04-30,NOW");
         assert_eq!(p["projection.region.type"], "enum");
@@ -357,9 +411,54 @@ mod tests {
             p["storage.location.template"],
             "s3://b/lake/orders/dt=${dt}/region=${region}/"
         );
-        let p = projection_properties(&def(&[&["7", "eu"], &["12", "eu"]]));
+        let p = projection_properties(&def(&[&["7", "eu"], &["12", "eu"]]), today);
         assert_eq!(p["projection.dt.type"], "integer");
         assert_eq!(p["projection.dt.range"], "7,12");
+    }
+
+    #[test]
+    fn a_date_range_reaches_days_after_today() {
+        let p = projection_properties(
+            &def(&[&["2026-11-30", "eu"], &["2027-01-15", "eu"]]),
+            day("2026-12-01"),
+        );
+        assert_eq!(p["projection.dt.range"], "2026-11-30,2027-01-15");
+        let p = projection_properties(&def(&[&["2026-12-01", "eu"]]), day("2026-12-01"));
+        assert_eq!(p["projection.dt.range"], "2026-12-01,NOW");
+    }
+
+    #[test]
+    fn projection_refuses_escaped_folders() {
+        let mut d = def(&[]);
+        d.partitions = vec![
+            Partition {
+                values: vec!["2024-05-01".into(), "eu".into()],
+                path: "dt=2024-05-01/region=eu".into(),
+            },
+            Partition {
+                values: vec!["2024-05-01".into(), "eu/west".into()],
+                path: "dt=2024-05-01/region=eu%2Fwest".into(),
+            },
+        ];
+        let message = d.check_projectable().err().map(|e| e.message);
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("`dt=2024-05-01/region=eu%2Fwest`")
+                    && m.contains("projection to false")),
+            "{message:?}"
+        );
+        d.partitions.pop();
+        assert!(d.check_projectable().is_ok());
+        d.projection = false;
+        d.partitions = vec![Partition {
+            values: vec!["a:b".into(), "x".into()],
+            path: "dt=a%3Ab/region=x".into(),
+        }];
+        assert!(
+            d.check_projectable().is_ok(),
+            "registered partitions name their folder"
+        );
     }
 
     #[test]

@@ -400,6 +400,15 @@ pub fn compile(
             format!("{database:?} is not a Glue database name: lower-case letters, digits and `_`"),
         );
     }
+    if let Some(columns) = &schema {
+        check_against_schema(
+            columns,
+            &partition_by,
+            spec.quality.as_deref().unwrap_or_default(),
+            source.cursor.as_deref(),
+            &mut bad,
+        );
+    }
     let quality = match crate::quality::compile(
         spec.quality.as_deref().unwrap_or_default(),
         source.cursor.as_deref(),
@@ -456,6 +465,39 @@ pub fn mode_name(mode: Mode) -> &'static str {
         Mode::Full => "full",
         Mode::Incremental => "incremental",
         Mode::Snapshot => "snapshot",
+    }
+}
+
+/// With `target.schema` given, the partition keys and the columns quality rules name
+/// must be among its columns (checked here, without a database; without a schema the
+/// run checks them against its output).
+fn check_against_schema(
+    columns: &[crate::contract::Column],
+    partition_by: &[String],
+    rules: &[super::spec::QualitySpec],
+    cursor: Option<&str>,
+    bad: &mut impl FnMut(&str, String),
+) {
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let missing = |name: &str| {
+        (!names.contains(&crate::source::types::athena_name(name).as_str())).then(|| {
+            format!(
+                "`{name}` is not a column of target.schema (its columns: {})",
+                names.join(", ")
+            )
+        })
+    };
+    for (i, key) in partition_by.iter().enumerate() {
+        if let Some(m) = missing(key) {
+            bad(&format!("target.partition_by[{i}]"), m);
+        }
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        for (field, column) in crate::quality::named_columns(rule, cursor) {
+            if let Some(m) = missing(column) {
+                bad(&format!("quality[{i}].{field}"), m);
+            }
+        }
     }
 }
 

@@ -269,6 +269,32 @@ fn compile_one(spec: &QualitySpec, cursor: Option<&str>) -> Result<Rule, (&'stat
     })
 }
 
+/// The columns a rule names, each with the field that names it (the freshness rule's
+/// default is `cursor`): what `jobs validate` checks against `target.schema`.
+pub fn named_columns<'a>(
+    spec: &'a QualitySpec,
+    cursor: Option<&'a str>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut out: Vec<(&'static str, &'a str)> = Vec::new();
+    for (field, list) in [("not_null", &spec.not_null), ("unique", &spec.unique)] {
+        out.extend(list.iter().flatten().map(|c| (field, c.as_str())));
+    }
+    if let Some(av) = &spec.accepted_values {
+        out.push(("accepted_values.column", &av.column));
+    }
+    if let Some(range) = &spec.range {
+        out.push(("range.column", &range.column));
+    }
+    if let Some(column) = spec
+        .freshness
+        .as_ref()
+        .and_then(|f| f.column.as_deref().or(cursor))
+    {
+        out.push(("freshness.column", column));
+    }
+    out
+}
+
 /// A predicate must parse as one SQL expression (its columns are checked when the run
 /// plans it, against the output).
 fn check_predicate(sql: &str) -> Result<(), String> {
