@@ -85,8 +85,10 @@ data "aws_iam_policy_document" "task" {
     resources = ["${aws_s3_bucket.lake.arn}/${local.lake_prefix}/*"]
   }
   statement {
+    # Encrypt too: the Glue catalog is encrypted with this key, and writing a table or
+    # partition in it needs all three.
     sid       = "Encryption"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
   }
   statement {

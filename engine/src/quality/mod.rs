@@ -170,10 +170,14 @@ fn compile_one(spec: &QualitySpec, cursor: Option<&str>) -> Result<Rule, (&'stat
             .map(|c| format!("{} IS NULL", ident(c)))
             .collect::<Vec<_>>()
             .join(" OR ");
+        // A key is unique where its row has no neighbour with the same key. The bounded
+        // frame lets DataFusion stream the window over the key-sorted rows (the sort
+        // spills beyond the memory pool); a whole-partition frame would hold every row
+        // of the run in memory, outside the pool (measured: 2.9 GiB for 5M rows).
         (
             format!("unique({})", columns("unique", cols)?),
             Check::Row(format!(
-                "{any_null} OR count(*) OVER (PARTITION BY {key}) = 1"
+                "{any_null} OR count(*) OVER (PARTITION BY {key} ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) = 1"
             )),
         )
     } else if let Some(av) = &spec.accepted_values {
