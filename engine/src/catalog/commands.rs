@@ -1,6 +1,6 @@
 //! `sluice catalog sync` and `sluice ddl`.
 
-use super::{TableDef, current_contract, job_tables, lake_partitions};
+use super::{TableDef, current_contract, job_tables};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::sink::Lake;
@@ -57,8 +57,7 @@ pub async fn ddl(
     let mut out = Vec::new();
     for mut def in job_tables(job, &contract, database, lake) {
         if def.projection {
-            def.partitions = lake_partitions(lake, &def).await?;
-            def.check_projectable()?;
+            def.load_partitions(lake).await?;
         }
         out.push(TableDef::ddl(&def));
     }

@@ -140,7 +140,7 @@ pub fn job_tables(job: &Job, contract: &[Column], database: &str, lake: &Lake) -
 }
 
 /// Reads the table's partitions from the lake's folders (sluice's data files only).
-pub async fn lake_partitions(lake: &Lake, def: &TableDef) -> Result<Vec<Partition>> {
+async fn lake_partitions(lake: &Lake, def: &TableDef) -> Result<Vec<Partition>> {
     let mut found = BTreeSet::new();
     for object in lake.list(&lake.table_dir(&def.name)?).await? {
         if object.location.filename().and_then(run_key_of).is_none() {
@@ -256,11 +256,17 @@ impl TableDef {
         out
     }
 
+    /// Fills `partitions` from the lake, refusing values projection could not reach.
+    pub async fn load_partitions(&mut self, lake: &Lake) -> Result<()> {
+        self.partitions = lake_partitions(lake, self).await?;
+        self.check_projectable()
+    }
+
     /// Partition projection finds a partition's folder by putting its values into
     /// `storage.location.template` as they are; a value the lake escaped in its folder
     /// name (`/`, `:`, `=`, `%`, …) would be looked for in the wrong place and its rows
     /// would be missing from every query. Such a table is refused with what to do.
-    pub fn check_projectable(&self) -> Result<()> {
+    fn check_projectable(&self) -> Result<()> {
         if !self.projection {
             return Ok(());
         }
@@ -365,8 +371,7 @@ pub async fn publish(
     let client = glue::client().await;
     let mut notes = Vec::new();
     for mut def in job_tables(job, contract, database, lake) {
-        def.partitions = lake_partitions(lake, &def).await?;
-        def.check_projectable()?;
+        def.load_partitions(lake).await?;
         notes.push(glue::publish(&client, &def).await?);
     }
     Ok(notes.join("; "))
