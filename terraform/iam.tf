@@ -92,6 +92,12 @@ data "aws_iam_policy_document" "task" {
     resources = [aws_kms_key.main.arn]
   }
   statement {
+    # The GPS feed: receive, keep hidden while working, delete after the commit.
+    sid       = "GpsQueue"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.gps.arn]
+  }
+  statement {
     sid       = "DatabaseCredentials"
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [aws_secretsmanager_secret.onprem_db.arn]

@@ -1,5 +1,6 @@
 # One customer-managed key encrypts the platform's data at rest: the lake, the tables,
-# logs, the alert topic, the image repository, Athena results and the database secret.
+# logs, the alert topic, the GPS topic and queues, the image repository, Athena results
+# and the database secret. SNS encrypts what it delivers into the GPS queue with it.
 
 data "aws_iam_policy_document" "kms" {
   #checkov:skip=CKV_AWS_111:in a key policy the resource "*" is this key itself; the account administers it through IAM, as AWS recommends
@@ -37,12 +38,14 @@ data "aws_iam_policy_document" "kms" {
   }
 
   statement {
-    sid       = "AlertPublishers"
+    # Alerts (CloudWatch alarms, the state machine) and the GPS deliveries (SNS into the
+    # encrypted queue).
+    sid       = "ServicePublishers"
     actions   = ["kms:GenerateDataKey*", "kms:Decrypt"]
     resources = ["*"]
     principals {
       type        = "Service"
-      identifiers = ["cloudwatch.amazonaws.com", "states.amazonaws.com"]
+      identifiers = ["cloudwatch.amazonaws.com", "states.amazonaws.com", "sns.amazonaws.com"]
     }
   }
 }

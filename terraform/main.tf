@@ -2,7 +2,8 @@
 # One file per concern: network.tf (VPC, site-to-site VPN, endpoints), kms.tf, lake.tf
 # (S3), dynamodb.tf (job rows, state), ecr.tf, ecs.tf, iam.tf, stepfunctions.tf
 # (orchestration and schedule), alerts.tf (SNS, alarms, dashboard), catalog.tf (Glue,
-# Athena), secrets.tf (on-prem database credentials).
+# Athena), secrets.tf (on-prem database credentials), feeds.tf (the GPS topic, queue,
+# dead-letter queue, their schedule and alarms).
 
 data "aws_caller_identity" "current" {}
 

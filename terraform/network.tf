@@ -167,7 +167,7 @@ resource "aws_vpc_endpoint" "dynamodb" {
 }
 
 resource "aws_vpc_endpoint" "interface" {
-  for_each            = toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sts", "monitoring", "glue"])
+  for_each            = toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sts", "monitoring", "glue", "sqs"])
   vpc_id              = aws_vpc.main.id
   service_name        = "com.amazonaws.${var.region}.${each.key}"
   vpc_endpoint_type   = "Interface"

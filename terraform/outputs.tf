@@ -47,3 +47,18 @@ output "glue_database" {
   description = "Glue database of the lake tables."
   value       = aws_glue_catalog_database.lake.name
 }
+
+output "gps_topic_arn" {
+  description = "SNS topic the trucks' GPS devices publish positions to."
+  value       = aws_sns_topic.gps.arn
+}
+
+output "gps_queue_url" {
+  description = "The GPS queue (the queue_url of the gps connection in connections.yaml)."
+  value       = aws_sqs_queue.gps.id
+}
+
+output "gps_dead_letter_queue_url" {
+  description = "Where GPS messages that keep failing wait for a redrive."
+  value       = aws_sqs_queue.gps_dlq.id
+}

@@ -15,7 +15,7 @@ resource "aws_sfn_state_machine" "run_jobs" {
   definition = templatefile("${path.module}/../stepfunctions/run_jobs.asl.json", {
     jobs_table           = aws_dynamodb_table.jobs.name
     cluster_arn          = aws_ecs_cluster.main.arn
-    task_definition      = aws_ecs_task_definition.sluice.family
+    task_definition      = aws_ecs_task_definition.sluice["default"].family
     container_name       = local.container_name
     subnets              = jsonencode(aws_subnet.private[*].id)
     security_groups      = jsonencode([aws_security_group.tasks.id])

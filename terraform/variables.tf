@@ -216,3 +216,75 @@ variable "lake_noncurrent_days" {
     error_message = "lake_noncurrent_days must be at least 1."
   }
 }
+
+variable "gps_schedule_expression" {
+  description = "When the GPS feed job (gps_positions) drains its queue."
+  type        = string
+  default     = "rate(5 minutes)"
+
+  validation {
+    condition     = can(regex("^(cron|rate)\\(.+\\)$", var.gps_schedule_expression))
+    error_message = "gps_schedule_expression must be cron(...) or rate(...)."
+  }
+}
+
+variable "gps_queue_retention_seconds" {
+  description = "How long the GPS queue keeps a message; sluice remembers the committed message ids at least this long, so a redelivery is recognised."
+  type        = number
+  default     = 345600 # 4 days
+
+  validation {
+    condition     = var.gps_queue_retention_seconds >= 3600 && var.gps_queue_retention_seconds <= 1209600
+    error_message = "gps_queue_retention_seconds must be between 3600 (1 hour) and 1209600 (14 days)."
+  }
+}
+
+variable "gps_max_receive_count" {
+  description = "Receives after which a GPS message that no run could commit moves to the dead-letter queue."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.gps_max_receive_count >= 2 && var.gps_max_receive_count <= 1000
+    error_message = "gps_max_receive_count must be between 2 and 1000."
+  }
+}
+
+variable "gps_raw_message_delivery" {
+  description = "Deliver the devices' messages to the queue without the SNS envelope (sluice reads both; with the envelope it deduplicates by the SNS MessageId)."
+  type        = bool
+  default     = false
+}
+
+variable "gps_max_age_seconds" {
+  description = "Alarm when the oldest waiting GPS position is older than this."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.gps_max_age_seconds >= 300
+    error_message = "gps_max_age_seconds must be at least 300."
+  }
+}
+
+variable "feed_task_cpu" {
+  description = "CPU units of the feed task the GPS schedule runs (256 = a quarter vCPU)."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = contains([256, 512, 1024], var.feed_task_cpu)
+    error_message = "feed_task_cpu must be 256, 512 or 1024."
+  }
+}
+
+variable "feed_task_memory" {
+  description = "Memory of the feed task in MiB (a 3,000-message run peaks under 128 MiB)."
+  type        = number
+  default     = 512
+
+  validation {
+    condition     = contains([512, 1024, 2048, 3072, 4096], var.feed_task_memory)
+    error_message = "feed_task_memory must be a Fargate size for up to 1 vCPU: 512, 1024, 2048, 3072 or 4096."
+  }
+}

@@ -105,7 +105,7 @@ def test_the_drawing_renders_from_its_source(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     svg = (tmp_path / "architecture.svg").read_text()
     assert (tmp_path / "architecture.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for part in ["Source databases", "VPN", "private subnets", "ECS Fargate task", "Step Functions", "EventBridge",
+    for part in ["Source databases", "VPN", "private subnets", "ECS Fargate task", "Step Functions", "EventBridge", "SQS queue", "letter queue",
                  "DynamoDB", "S3 lake", "Glue", "Athena", "CloudWatch", "SNS", "Secrets Manager", "CodeBuild", "ECR"]:
         assert part in svg, part
     # The committed rendering (embedded in the README) shows the same components.

@@ -1,0 +1,125 @@
+# The trucks' GPS feed: devices publish positions to an SNS topic (or send to the queue
+# directly); the topic delivers into an SQS queue; the job gps_positions drains it into
+# the lake every five minutes, exactly once. A message that keeps failing goes to the
+# dead-letter queue after max_receive_count receives; alarms watch that queue's depth
+# and the age of the oldest waiting position.
+
+resource "aws_sqs_queue" "gps_dlq" {
+  name                      = "${local.name}-gps-positions-dlq"
+  kms_master_key_id         = aws_kms_key.main.arn
+  message_retention_seconds = 1209600 # 14 days, the most SQS keeps: time to redrive
+}
+
+resource "aws_sqs_queue" "gps" {
+  name                       = "${local.name}-gps-positions"
+  kms_master_key_id          = aws_kms_key.main.arn
+  message_retention_seconds  = var.gps_queue_retention_seconds
+  visibility_timeout_seconds = 60
+  receive_wait_time_seconds  = 20
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.gps_dlq.arn
+    maxReceiveCount     = var.gps_max_receive_count
+  })
+}
+
+resource "aws_sqs_queue_redrive_allow_policy" "gps_dlq" {
+  queue_url = aws_sqs_queue.gps_dlq.id
+  redrive_allow_policy = jsonencode({
+    redrivePermission = "byQueue"
+    sourceQueueArns   = [aws_sqs_queue.gps.arn]
+  })
+}
+
+resource "aws_sns_topic" "gps" {
+  name              = "${local.name}-gps-positions"
+  kms_master_key_id = aws_kms_key.main.arn
+}
+
+resource "aws_sns_topic_subscription" "gps" {
+  topic_arn            = aws_sns_topic.gps.arn
+  protocol             = "sqs"
+  endpoint             = aws_sqs_queue.gps.arn
+  raw_message_delivery = var.gps_raw_message_delivery
+}
+
+# Only the GPS topic may send to the queue (through SNS); the job reads it with its role.
+data "aws_iam_policy_document" "gps_queue" {
+  statement {
+    sid       = "TopicDelivers"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.gps.arn]
+    principals {
+      type        = "Service"
+      identifiers = ["sns.amazonaws.com"]
+    }
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:SourceArn"
+      values   = [aws_sns_topic.gps.arn]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "gps" {
+  queue_url = aws_sqs_queue.gps.id
+  policy    = data.aws_iam_policy_document.gps_queue.json
+}
+
+# Every five minutes, only the GPS job, on the small task. The row is disabled, so the
+# hourly schedule of the tables leaves it out; if two runs meet anyway, the second exits
+# 3, "already running", which the state machine skips.
+resource "aws_scheduler_schedule" "gps_positions" {
+  name                         = "${local.name}-gps-positions"
+  schedule_expression          = var.gps_schedule_expression
+  schedule_expression_timezone = var.schedule_timezone
+  kms_key_arn                  = aws_kms_key.main.arn
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = aws_sfn_state_machine.run_jobs.arn
+    role_arn = aws_iam_role.scheduler.arn
+    # A row-shaped item, so that the run uses the small feed task.
+    input = jsonencode({ jobs = [{
+      id              = { S = "gps_positions" }
+      task_definition = { S = aws_ecs_task_definition.sluice["feed"].family }
+    }] })
+
+    retry_policy {
+      maximum_retry_attempts       = 3
+      maximum_event_age_in_seconds = 300
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "gps_dead_letters" {
+  alarm_name          = "${local.name}-gps-dead-letters"
+  alarm_description   = "GPS messages reached the dead-letter queue: a run kept failing on them. Read them, fix the cause, and redrive them to the GPS queue."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.gps_dlq.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+}
+
+resource "aws_cloudwatch_metric_alarm" "gps_backlog" {
+  alarm_name          = "${local.name}-gps-backlog"
+  alarm_description   = "The oldest GPS position waiting in the queue is older than ${var.gps_max_age_seconds} seconds: the scheduled runs are not draining it."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateAgeOfOldestMessage"
+  dimensions          = { QueueName = aws_sqs_queue.gps.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 2
+  threshold           = var.gps_max_age_seconds
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alerts.arn]
+}
