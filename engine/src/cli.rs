@@ -167,11 +167,11 @@ pub struct LeaseArgs {
 }
 
 fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    job::units::parse_duration(text)
+    crate::spec::units::parse_duration(text)
 }
 
 fn parse_memory(text: &str) -> std::result::Result<u64, String> {
-    match job::units::parse_size(text)? {
+    match crate::spec::units::parse_size(text)? {
         n if n >= 16 << 20 => Ok(n),
         _ => Err(format!("{text} is too small: give at least 16MiB")),
     }
@@ -336,7 +336,7 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             let dir = (!places.jobs.contains("://")).then(|| PathBuf::from(&places.jobs));
             print!(
                 "{}",
-                crate::contract::infer::infer(&set, dir, &connection, &table).await?
+                crate::infer::infer(&set, dir, &connection, &table).await?
             );
             Ok(None)
         }
@@ -525,7 +525,7 @@ fn select<'a>(set: &'a JobSet, ids: &[String], all: bool) -> Result<Vec<&'a job:
     ids.iter()
         .map(|id| {
             set.find(id).ok_or_else(|| {
-                let hint = job::shape::did_you_mean(id, set.ids().into_iter())
+                let hint = crate::spec::shape::did_you_mean(id, set.ids().into_iter())
                     .map(|m| format!("; did you mean `{m}`?"))
                     .unwrap_or_else(|| ".".into());
                 Error::user(format!(

@@ -20,7 +20,7 @@ use crate::sink::Lake;
 use crate::store::LocalStore;
 
 /// The demo's job files, the same as the repository's `jobs/` folder.
-pub const JOB_FILES: [(&str, &str); 6] = [
+pub const JOB_FILES: [(&str, &str); 7] = [
     (
         "connections.yaml",
         include_str!("../../jobs/connections.yaml"),
@@ -29,6 +29,10 @@ pub const JOB_FILES: [(&str, &str); 6] = [
     ("trucks.yaml", include_str!("../../jobs/trucks.yaml")),
     ("orders.yaml", include_str!("../../jobs/orders.yaml")),
     ("gps_pings.yaml", include_str!("../../jobs/gps_pings.yaml")),
+    (
+        "gps_positions.yaml",
+        include_str!("../../jobs/gps_positions.yaml"),
+    ),
     (
         "toll_events.yaml",
         include_str!("../../jobs/toll_events.yaml"),
@@ -113,6 +117,14 @@ pub async fn run(dir: &Path) -> Result<()> {
 async fn run_all(set: &job::JobSet, ctx: &pipeline::Context) -> Result<()> {
     for row in &set.rows {
         let job = row.job.as_ref().map_err(|p| job::config_error(p))?;
+        if !job.enabled {
+            println!(
+                "   {}: not run here (disabled: {})",
+                job.id,
+                job.description.as_deref().unwrap_or("enable it to run it")
+            );
+            continue;
+        }
         let summary = pipeline::run_job(job, ctx).await;
         println!("   {}", summary.line());
         summary.outcome()?;

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::job::spec::{ConnectionsSpec, JobSpec, SourceSpec, TargetSpec};
 use crate::job::{self, JobSet};
 use crate::source;
+use crate::spec::{ConnectionsSpec, JobSpec, SourceSpec, TargetSpec};
 
 /// Reads `table` through `connection` (from the job set's connections) and returns the
 /// job row as YAML.
@@ -41,6 +41,9 @@ pub async fn infer(
             lag: None,
             batch_rows: None,
             split: None,
+            record: None,
+            message_columns: None,
+            queue: None,
         },
         mode: None,
         transform: None,
@@ -82,7 +85,7 @@ pub async fn infer(
             .map(|c| c.spec())
             .collect(),
     );
-    spec.target.on_schema_change = Some(job::spec::OnSchemaChange::Fail);
+    spec.target.on_schema_change = Some(crate::spec::OnSchemaChange::Fail);
     let yaml = serde_yaml::to_string(&spec)
         .map_err(|e| Error::internal(format!("writing the job row: {e}")))?;
     let sources: Vec<String> = columns

@@ -66,6 +66,9 @@ pub struct RunSummary {
     /// Rows moved to the quarantine table.
     #[serde(default)]
     pub quarantined: u64,
+    /// A feed's messages: received, duplicates skipped, quarantined, deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<crate::source::FeedReport>,
     /// What publishing in the Glue catalog did (absent when the run does not publish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
@@ -102,6 +105,7 @@ impl RunSummary {
             schema_changes: Vec::new(),
             quality: Vec::new(),
             quarantined: 0,
+            feed: None,
             catalog: None,
             error: None,
             error_class: None,

@@ -30,10 +30,11 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// Fresh tables (created by `sluice init`) and a fresh bucket for one test.
-    pub fn new(test: &str) -> Self {
+    /// A test's names and endpoints, with nothing created yet (the queue tests keep the
+    /// lake and state in the workspace's folders).
+    pub fn bare(test: &str) -> Self {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let cloud = Self {
+        Self {
             ws: Workspace::new(),
             endpoint: endpoint("SLUICE_TEST_AWS_ENDPOINT"),
             cloudwatch_endpoint: endpoint("SLUICE_TEST_CLOUDWATCH_ENDPOINT"),
@@ -41,7 +42,23 @@ impl Cloud {
             state_table: format!("{test}-state-{id}"),
             bucket: format!("{}-{id}", test.replace('_', "-")),
             database: format!("{}_{id}", test.replace('-', "_")),
-        };
+        }
+    }
+
+    /// `sluice <args>` with the workspace's folders, and AWS (for the queue) at moto.
+    pub fn local_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.ws.command(args);
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", REGION)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE");
+        cmd
+    }
+
+    /// Fresh tables (created by `sluice init`) and a fresh bucket for one test.
+    pub fn new(test: &str) -> Self {
+        let cloud = Self::bare(test);
         cloud.http("PUT", &format!("/{}", cloud.bucket));
         cloud.sluice(&["init"]).assert_code(0);
         cloud
@@ -53,17 +70,12 @@ impl Cloud {
 
     /// `sluice <args>` with jobs and state in DynamoDB and the lake on S3.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.ws.command(args);
+        let mut cmd = self.local_command(args);
         cmd.env("SLUICE_JOBS", format!("dynamodb://{}", self.jobs_table))
             .env("SLUICE_STATE", format!("dynamodb://{}", self.state_table))
             .env("SLUICE_LAKE", self.lake())
             .env("SLUICE_CATALOG", format!("glue://{}", self.database))
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ENDPOINT_URL_CLOUDWATCH", &self.cloudwatch_endpoint)
-            .env("AWS_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_PROFILE");
+            .env("AWS_ENDPOINT_URL_CLOUDWATCH", &self.cloudwatch_endpoint);
         cmd
     }
 
@@ -153,6 +165,14 @@ impl Cloud {
 
     pub async fn glue(&self) -> aws_sdk_glue::Client {
         aws_sdk_glue::Client::new(&self.sdk(&self.endpoint).await)
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk(&self.endpoint).await)
+    }
+
+    pub async fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.sdk(&self.endpoint).await)
     }
 
     pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {

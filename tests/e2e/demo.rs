@@ -15,6 +15,10 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
     );
     assert!(out.contains("gps_pings: 3000 rows"), "{out}");
     assert!(
+        out.contains("gps_positions: not run here (disabled"),
+        "the queue job needs SQS; the demo says so and goes on: {out}"
+    );
+    assert!(
         out.contains("| status     | orders | revenue_eur | days |"),
         "{out}"
     );

@@ -13,6 +13,7 @@ mod demo;
 mod incremental;
 mod memory;
 mod quality;
+mod queue;
 mod roundtrip;
 mod split;
 mod validate;

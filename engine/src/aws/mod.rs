@@ -6,7 +6,6 @@
 //! `AWS_ENDPOINT_URL_DYNAMODB`, …): nothing here invents its own.
 
 pub mod dynamo;
-pub mod secrets;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -75,4 +74,20 @@ where
 /// The error code of a service error, for the few codes callers handle themselves.
 pub fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
     err.as_service_error().and_then(|e| e.code())
+}
+
+/// The text of a Secrets Manager secret (a binary secret is refused).
+pub async fn secret_string(secret_id: &str) -> crate::error::Result<String> {
+    let client = aws_sdk_secretsmanager::Client::new(config().await);
+    let out = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| classify_sdk(e, &format!("reading secret `{secret_id}`")))?;
+    out.secret_string().map(str::to_string).ok_or_else(|| {
+        Error::user(format!(
+            "secret `{secret_id}` holds binary data; a connection secret is JSON text"
+        ))
+    })
 }

@@ -18,6 +18,7 @@ use chrono::Utc;
 use crate::contract::Column;
 use crate::error::{Error, Result};
 use crate::job::{Compression, Job, Mode};
+use crate::lake_type::LakeType;
 use crate::quality::{self, RULE_COLUMN, RUN_COLUMN};
 use crate::sink::{Lake, run_key_of};
 
@@ -74,7 +75,7 @@ pub fn partition_keys(job: &Job) -> Vec<String> {
 }
 
 /// The tables a job publishes: its table, and its quarantine table when a rule
-/// quarantines.
+/// quarantines or the job reads a feed (whose quarantine holds undecodable messages).
 pub fn job_tables(job: &Job, contract: &[Column], database: &str, lake: &Lake) -> Vec<TableDef> {
     let keys = partition_keys(job);
     let data: Vec<(String, String)> = contract
@@ -110,28 +111,46 @@ pub fn job_tables(job: &Job, contract: &[Column], database: &str, lake: &Lake) -
         partitions: Vec::new(),
         projection: job.target.projection,
     };
-    let mut out = vec![table.clone()];
-    if job
+    let quarantine_table = quality::quarantine_table(&job.target.table);
+    let quarantine = if job
         .quality
         .iter()
-        .any(|r| r.on_fail == crate::job::spec::OnFail::Quarantine)
+        .any(|r| r.on_fail == crate::spec::OnFail::Quarantine)
     {
-        let name = quality::quarantine_table(&job.target.table);
         let mut columns = data;
         columns.push((RULE_COLUMN.into(), "string".into()));
         columns.push((RUN_COLUMN.into(), "string".into()));
-        let mut parameters = table.parameters.clone();
-        parameters.insert(
-            "comment".into(),
-            format!(
-                "rows of {} that quality rules quarantined",
-                job.target.table
-            ),
+        let comment = format!(
+            "rows of {} that quality rules quarantined",
+            job.target.table
         );
+        Some((columns, table.partition_keys.clone(), comment))
+    } else if matches!(job.from, crate::job::From::Queue(_)) {
+        let columns = crate::source::records::poison_schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let lake = LakeType::from_arrow(f.data_type()).unwrap_or(LakeType::String);
+                (f.name().clone(), lake.athena())
+            })
+            .collect();
+        let comment = format!(
+            "messages of {} that could not be decoded, with their raw body",
+            job.target.table
+        );
+        Some((columns, Vec::new(), comment))
+    } else {
+        None
+    };
+    let mut out = vec![table.clone()];
+    if let Some((columns, partition_keys, comment)) = quarantine {
+        let mut parameters = table.parameters.clone();
+        parameters.insert("comment".into(), comment);
         out.push(TableDef {
-            location: location(&name),
-            name,
+            location: location(&quarantine_table),
+            name: quarantine_table,
             columns,
+            partition_keys,
             parameters,
             ..table
         });

@@ -9,16 +9,13 @@
 //! changed silently: casts are only the lossless ones, or checked ones that fail the run
 //! on a value that does not fit.
 
-pub mod infer;
-
 use datafusion::arrow::datatypes::Schema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::job::spec::{ColumnSpec, OnSchemaChange};
-use crate::source::LakeType;
-use crate::source::types::athena_name;
+use crate::lake_type::{LakeType, athena_name};
+use crate::spec::{ColumnSpec, OnSchemaChange};
 
 /// One column of a contract.
 #[derive(Debug, Clone, PartialEq, Eq)]

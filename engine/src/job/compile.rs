@@ -9,9 +9,12 @@ use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 
 use super::ConfigError;
-use super::shape::{self, Problem};
-use super::spec::{Compression, ConnectionKind, ConnectionSpec, JobSpec, Mode, OnSchemaChange};
-use super::units::{parse_duration, parse_size};
+use super::feed::{self, QueueFeed};
+use crate::spec::shape::{self, Problem};
+use crate::spec::units::{parse_duration, parse_size};
+use crate::spec::{
+    Compression, ConnectionKind, ConnectionSpec, JobSpec, Mode, OnSchemaChange, SourceSpec,
+};
 
 pub const DEFAULT_BATCH_ROWS: usize = 65_536;
 pub const DEFAULT_FILE_SIZE: u64 = 128 << 20;
@@ -65,9 +68,16 @@ pub enum Address {
     Secret(String),
 }
 
-/// What the extract reads.
+/// What the extract reads: a relation of a database, or a feed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum From {
+    Relation(Relation),
+    Queue(QueueFeed),
+}
+
+/// A table or query of a database.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Relation {
     /// A table, with its schema (PostgreSQL) or database (MySQL) when given.
     Table {
         schema: Option<String>,
@@ -114,39 +124,11 @@ pub fn compile_connections(
                 "connection names are letters, digits and `_`, starting with a letter".into(),
             ));
         }
-        let address = match (&spec.url, &spec.secret) {
-            (Some(url), None) => {
-                for problem in url_problems(spec.kind, url) {
-                    errors.push(at("url", problem));
-                }
-                Address::Url(url.clone())
-            }
-            (None, Some(secret)) => {
-                if spec.kind == ConnectionKind::Sqlite {
-                    errors.push(at(
-                        "secret",
-                        "a sqlite connection is a file: give its `url`".into(),
-                    ));
-                }
-                if secret.trim().is_empty() {
-                    errors.push(at("secret", "must name a secret or give its ARN".into()));
-                }
-                Address::Secret(secret.clone())
-            }
-            (Some(_), Some(_)) => {
-                errors.push(at(
-                    "secret",
-                    "give either `url` or `secret`, not both".into(),
-                ));
-                Address::Secret(String::new())
-            }
-            (None, None) => {
-                errors.push(at(
-                    "url",
-                    "missing: give the connection's `url`, or the Secrets Manager `secret` that holds it".into(),
-                ));
-                Address::Secret(String::new())
-            }
+        let mut problem = |field: &str, message: String| errors.push(at(field, message));
+        let address = if spec.kind.is_feed() {
+            queue_address(spec, &mut problem)
+        } else {
+            database_address(spec, &mut problem)
         };
         out.insert(
             name.clone(),
@@ -159,6 +141,87 @@ pub fn compile_connections(
         );
     }
     (out, errors)
+}
+
+/// A database connection's address: its URL or its Secrets Manager secret.
+fn database_address(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String)) -> Address {
+    if spec.queue_url.is_some() {
+        problem(
+            "queue_url",
+            format!(
+                "is for kind `sqs`; a {} connection gives `url` or `secret`",
+                spec.kind.name()
+            ),
+        );
+    }
+    match (&spec.url, &spec.secret) {
+        (Some(url), None) => {
+            for p in url_problems(spec.kind, url) {
+                problem("url", p);
+            }
+            Address::Url(url.clone())
+        }
+        (None, Some(secret)) => {
+            if spec.kind == ConnectionKind::Sqlite {
+                problem(
+                    "secret",
+                    "a sqlite connection is a file: give its `url`".into(),
+                );
+            }
+            if secret.trim().is_empty() {
+                problem("secret", "must name a secret or give its ARN".into());
+            }
+            Address::Secret(secret.clone())
+        }
+        (Some(_), Some(_)) => {
+            problem("secret", "give either `url` or `secret`, not both".into());
+            Address::Secret(String::new())
+        }
+        (None, None) => {
+            problem(
+                "url",
+                "missing: give the connection's `url`, or the Secrets Manager `secret` that holds it".into(),
+            );
+            Address::Secret(String::new())
+        }
+    }
+}
+
+/// A queue's address: its URL (the credentials come from the AWS chain).
+fn queue_address(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String)) -> Address {
+    for (field, given) in [
+        ("url", spec.url.is_some()),
+        ("secret", spec.secret.is_some()),
+    ] {
+        if given {
+            problem(
+                field,
+                "a queue connection gives `queue_url` only; its credentials come from the AWS chain (the task role)".into(),
+            );
+        }
+    }
+    let Some(queue) = &spec.queue_url else {
+        problem(
+            "queue_url",
+            "missing: give the queue's URL, `https://sqs.<region>.amazonaws.com/<account>/<queue>`"
+                .into(),
+        );
+        return Address::Url(String::new());
+    };
+    if let Err(p) = check_placeholders(queue) {
+        problem("queue_url", p);
+    } else if !queue.starts_with("https://")
+        && !queue.starts_with("http://")
+        && !queue.starts_with("${")
+    {
+        problem(
+            "queue_url",
+            format!(
+                "{queue:?} is not a queue URL: give `https://sqs.<region>.amazonaws.com/<account>/<queue>`"
+            ),
+        );
+    }
+    Address::Url(queue.clone())
 }
 
 /// Compiles one job row. `origin` names the file or item in every error.
@@ -220,73 +283,23 @@ pub fn compile(
         }
     };
 
-    let from = match (&source.table, &source.query) {
-        (Some(_), Some(_)) => {
-            bad(
-                "source",
-                "has both `table` and `query`; give exactly one".into(),
-            );
-            None
+    let is_feed = connection.as_ref().is_some_and(|c| c.kind.is_feed());
+    let mode = spec.mode.unwrap_or(if is_feed {
+        Mode::Incremental
+    } else {
+        Mode::Full
+    });
+    let table = if is_feed {
+        TableRead {
+            relation: None,
+            primary_key: Vec::new(),
+            lag: None,
+            split: None,
         }
-        (None, None) => {
-            bad(
-                "source",
-                "needs `table` (a table name) or `query` (a SELECT)".into(),
-            );
-            None
-        }
-        (Some(table), None) => match parse_table_name(table) {
-            Ok(from) => Some(from),
-            Err(m) => {
-                bad("source.table", m);
-                None
-            }
-        },
-        (None, Some(query)) => match check_select(query) {
-            Ok(q) => Some(From::Query(q)),
-            Err(m) => {
-                bad("source.query", m);
-                None
-            }
-        },
-    };
-
-    let mode = spec.mode.unwrap_or(Mode::Full);
-    if let Some(cursor) = &source.cursor
-        && !is_identifier(cursor)
-    {
-        bad("source.cursor", format!("{cursor:?} is not a column name"));
-    }
-    if mode == Mode::Incremental && source.cursor.is_none() {
-        bad(
-            "source.cursor",
-            "is required for mode `incremental`: name the column that grows with every change (such as updated_at or id)".into(),
-        );
-    }
-
-    let primary_key = source.primary_key.clone().unwrap_or_default();
-    check_column_list("source.primary_key", &primary_key, &mut bad);
-
-    let lag = match &source.lag {
-        None => None,
-        Some(text) => {
-            if mode != Mode::Incremental {
-                bad(
-                    "source.lag",
-                    format!(
-                        "only applies to mode `incremental` (this job's mode is `{}`)",
-                        mode_name(mode)
-                    ),
-                );
-            }
-            match parse_duration(text) {
-                Ok(d) => Some(d),
-                Err(m) => {
-                    bad("source.lag", m);
-                    None
-                }
-            }
-        }
+    } else {
+        let kind = connection.as_ref().map_or("database", |c| c.kind.name());
+        feed::check_table_source(source, kind, &mut bad);
+        table_read(source, mode, &mut bad)
     };
 
     let batch_rows = source.batch_rows.map_or(DEFAULT_BATCH_ROWS, |n| n as usize);
@@ -295,33 +308,6 @@ pub fn compile(
             "source.batch_rows",
             format!("{batch_rows} is out of range (1024 to 1048576)"),
         );
-    }
-
-    let split = source.split.as_ref().map(|s| Split {
-        parts: s.parts as usize,
-        column: s.column.clone(),
-    });
-    if let Some(split) = &source.split {
-        if !(1..=32).contains(&split.parts) {
-            bad(
-                "source.split.parts",
-                format!("{} is out of range (1 to 32)", split.parts),
-            );
-        }
-        if source.table.is_none() {
-            bad(
-                "source.split",
-                "splits a `table`; a `query` is read on one connection".into(),
-            );
-        }
-        if let Some(column) = &split.column
-            && !is_identifier(column)
-        {
-            bad(
-                "source.split.column",
-                format!("{column:?} is not a column name"),
-            );
-        }
     }
 
     let transform = match &spec.transform {
@@ -422,6 +408,11 @@ pub fn compile(
         }
     };
 
+    let from = if is_feed {
+        feed::compile_queue(spec, schema.as_deref(), &mut bad).map(From::Queue)
+    } else {
+        table.relation.map(From::Relation)
+    };
     match (problems.is_empty(), connection, from) {
         (true, Some(connection), Some(from)) => Ok(Job {
             id: spec.job.clone(),
@@ -431,10 +422,10 @@ pub fn compile(
             connection,
             from,
             cursor: source.cursor.clone(),
-            primary_key,
-            lag,
+            primary_key: table.primary_key,
+            lag: table.lag,
             batch_rows,
-            split,
+            split: table.split,
             mode,
             transform,
             target: Target {
@@ -460,6 +451,118 @@ pub fn compile(
     }
 }
 
+/// What a table job reads and how: the relation, the key, the lag and the split.
+struct TableRead {
+    relation: Option<Relation>,
+    primary_key: Vec<String>,
+    lag: Option<Duration>,
+    split: Option<Split>,
+}
+
+fn table_read(source: &SourceSpec, mode: Mode, mut bad: impl FnMut(&str, String)) -> TableRead {
+    let relation = match (&source.table, &source.query) {
+        (Some(_), Some(_)) => {
+            bad(
+                "source",
+                "has both `table` and `query`; give exactly one".into(),
+            );
+            None
+        }
+        (None, None) => {
+            bad(
+                "source",
+                "needs `table` (a table name) or `query` (a SELECT)".into(),
+            );
+            None
+        }
+        (Some(table), None) => match parse_table_name(table) {
+            Ok(from) => Some(from),
+            Err(m) => {
+                bad("source.table", m);
+                None
+            }
+        },
+        (None, Some(query)) => match check_select(query) {
+            Ok(q) => Some(Relation::Query(q)),
+            Err(m) => {
+                bad("source.query", m);
+                None
+            }
+        },
+    };
+
+    if let Some(cursor) = &source.cursor
+        && !is_identifier(cursor)
+    {
+        bad("source.cursor", format!("{cursor:?} is not a column name"));
+    }
+    if mode == Mode::Incremental && source.cursor.is_none() {
+        bad(
+            "source.cursor",
+            "is required for mode `incremental`: name the column that grows with every change (such as updated_at or id)".into(),
+        );
+    }
+
+    let primary_key = source.primary_key.clone().unwrap_or_default();
+    check_column_list("source.primary_key", &primary_key, &mut bad);
+
+    let lag = match &source.lag {
+        None => None,
+        Some(text) => {
+            if mode != Mode::Incremental {
+                bad(
+                    "source.lag",
+                    format!(
+                        "only applies to mode `incremental` (this job's mode is `{}`)",
+                        mode_name(mode)
+                    ),
+                );
+            }
+            match parse_duration(text) {
+                Ok(d) => Some(d),
+                Err(m) => {
+                    bad("source.lag", m);
+                    None
+                }
+            }
+        }
+    };
+
+    let split = source.split.as_ref().map(|s| Split {
+        parts: s.parts as usize,
+        column: s.column.clone(),
+    });
+    if let Some(split) = &source.split {
+        if !(1..=32).contains(&split.parts) {
+            bad(
+                "source.split.parts",
+                format!("{} is out of range (1 to 32)", split.parts),
+            );
+        }
+        if source.table.is_none() {
+            bad(
+                "source.split",
+                "splits a `table`; a `query` is read on one connection".into(),
+            );
+        }
+        if let Some(column) = &split.column
+            && !is_identifier(column)
+        {
+            bad(
+                "source.split.column",
+                format!("{column:?} is not a column name"),
+            );
+        }
+    }
+
+    TableRead {
+        relation,
+        primary_key,
+        lag,
+        split,
+    }
+}
+
 pub fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Full => "full",
@@ -474,13 +577,13 @@ pub fn mode_name(mode: Mode) -> &'static str {
 fn check_against_schema(
     columns: &[crate::contract::Column],
     partition_by: &[String],
-    rules: &[super::spec::QualitySpec],
+    rules: &[crate::spec::QualitySpec],
     cursor: Option<&str>,
     bad: &mut impl FnMut(&str, String),
 ) {
     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
     let missing = |name: &str| {
-        (!names.contains(&crate::source::types::athena_name(name).as_str())).then(|| {
+        (!names.contains(&crate::lake_type::athena_name(name).as_str())).then(|| {
             format!(
                 "`{name}` is not a column of target.schema (its columns: {})",
                 names.join(", ")
@@ -517,18 +620,18 @@ fn check_column_list(path: &str, columns: &[String], bad: &mut impl FnMut(&str, 
 
 /// `name`, `schema.name`: plain identifiers (letters, digits, `_`, `$`), no quoting, so
 /// that sluice quotes them itself for each database.
-fn parse_table_name(text: &str) -> Result<From, String> {
+fn parse_table_name(text: &str) -> Result<Relation, String> {
     let parts: Vec<&str> = text.trim().split('.').collect();
     let valid = "a table name such as `orders` or `sales.orders` (letters, digits, `_`)";
     if parts.iter().any(|p| !is_identifier(p)) || parts.len() > 2 {
         return Err(format!("{text:?} is not {valid}"));
     }
     Ok(match parts.as_slice() {
-        [name] => From::Table {
+        [name] => Relation::Table {
             schema: None,
             name: name.to_string(),
         },
-        [schema, name] => From::Table {
+        [schema, name] => Relation::Table {
             schema: Some(schema.to_string()),
             name: name.to_string(),
         },
@@ -578,6 +681,7 @@ fn url_problems(kind: ConnectionKind, url: &str) -> Vec<String> {
         ConnectionKind::Postgres => &["postgres://", "postgresql://"],
         ConnectionKind::Mysql => &["mysql://", "mariadb://"],
         ConnectionKind::Sqlite => &["sqlite:"],
+        ConnectionKind::Sqs => &["https://", "http://"],
     };
     if !schemes.iter().any(|s| url.starts_with(s)) {
         problems.push(format!(
@@ -644,13 +748,60 @@ mod tests {
     fn table_names() {
         assert_eq!(
             parse_table_name("public.orders"),
-            Ok(From::Table {
+            Ok(Relation::Table {
                 schema: Some("public".into()),
                 name: "orders".into()
             })
         );
         assert!(parse_table_name("a.b.c").is_err());
         assert!(parse_table_name("orders; drop table x").is_err());
+    }
+
+    #[test]
+    fn queue_connections_take_a_queue_url_only() {
+        let spec = |yaml: &str| -> ConnectionSpec {
+            serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let specs = BTreeMap::from([
+            (
+                "gps".to_string(),
+                spec("kind: sqs\nqueue_url: https://sqs.eu-west-1.amazonaws.com/1/gps\n"),
+            ),
+            ("no_url".to_string(), spec("kind: sqs\n")),
+            (
+                "db_url".to_string(),
+                spec("kind: sqs\nurl: https://sqs.x/1/q\n"),
+            ),
+            (
+                "not_url".to_string(),
+                spec("kind: sqs\nqueue_url: gps-positions\n"),
+            ),
+            (
+                "pg_queue".to_string(),
+                spec("kind: postgres\nurl: postgres://h/db\nqueue_url: https://x\n"),
+            ),
+        ]);
+        let (connections, errors) = compile_connections(&specs, "c.yaml", None);
+        assert_eq!(
+            connections.get("gps").map(|c| &c.address),
+            Some(&Address::Url(
+                "https://sqs.eu-west-1.amazonaws.com/1/gps".into()
+            ))
+        );
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        for expected in [
+            "c.yaml: no_url.queue_url: missing",
+            "c.yaml: db_url.url: a queue connection gives `queue_url` only",
+            "c.yaml: db_url.queue_url: missing",
+            "c.yaml: not_url.queue_url: \"gps-positions\" is not a queue URL",
+            "c.yaml: pg_queue.queue_url: is for kind `sqs`",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(expected)),
+                "{expected}\nin {lines:#?}"
+            );
+        }
+        assert_eq!(lines.len(), 5, "{lines:#?}");
     }
 
     #[test]

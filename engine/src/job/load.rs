@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::compile::{Connections, Job, compile, compile_connections};
-use super::spec::{ConnectionsSpec, JobSpec};
 use super::{ConfigError, connections_schema, job_schema, parse_row};
 use crate::error::{Error, Result};
+use crate::spec::{ConnectionsSpec, JobSpec};
 
 pub const CONNECTIONS_FILE: &str = "connections.yaml";
 

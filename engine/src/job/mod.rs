@@ -4,18 +4,17 @@
 
 mod compile;
 pub mod dynamo;
+pub mod feed;
 mod load;
-pub mod shape;
-pub mod spec;
 pub mod sync;
-pub mod units;
 
 use std::fmt;
 
 pub use compile::{
-    Address, Connection, Connections, From, Job, Split, Target, compile, compile_connections,
-    is_identifier, mode_name,
+    Address, Connection, Connections, From, Job, Relation, Split, Target, compile,
+    compile_connections, is_identifier, mode_name,
 };
+pub use feed::{QueueFeed, Records};
 pub use load::{JobSet, LoadedRow, load_dir};
 
 /// Loads the job rows named by `--jobs`: a folder of YAML files, or `dynamodb://TABLE`.
@@ -26,7 +25,7 @@ pub async fn load(location: &str) -> crate::error::Result<JobSet> {
         load_dir(std::path::Path::new(location))
     }
 }
-pub use spec::{Compression, ConnectionKind, JobSpec, Mode};
+pub use crate::spec::{Compression, ConnectionKind, ConnectionsSpec, JobSpec, Mode};
 
 use crate::error::Error;
 
@@ -74,7 +73,7 @@ pub fn job_schema() -> serde_json::Value {
 
 /// The JSON Schema of `connections.yaml`.
 pub fn connections_schema() -> serde_json::Value {
-    schemars::schema_for!(spec::ConnectionsSpec).to_value()
+    schemars::schema_for!(ConnectionsSpec).to_value()
 }
 
 /// Checks a row's shape and deserializes it. Every shape problem is reported.
@@ -83,7 +82,7 @@ pub fn parse_row<T: serde::de::DeserializeOwned>(
     value: &serde_json::Value,
     origin: &str,
 ) -> Result<T, Vec<ConfigError>> {
-    let problems = shape::check(schema, value);
+    let problems = crate::spec::shape::check(schema, value);
     if !problems.is_empty() {
         return Err(problems
             .into_iter()

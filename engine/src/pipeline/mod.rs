@@ -5,22 +5,25 @@
 //!    it ends.
 //! 2. If the state records a pending attempt, that attempt failed: its files (all named
 //!    with its run key) and its manifest are removed, then the pending mark is cleared.
-//! 3. The window `(lo, hi]` is fixed: `lo` is the committed watermark, `hi` the source's
-//!    greatest cursor (not after now − lag). The run key is a hash of the job and window
-//!    (full and snapshot runs: of the run id), so a retry of the same window writes the
-//!    same file names.
+//! 3. The source plans the run from the committed checkpoint: a table's window
+//!    `(lo, hi]` (`lo` the watermark, `hi` the greatest cursor not after now − lag); a
+//!    feed's is unbounded (what it consumes is known when its extract ends). The run key
+//!    is a hash of the job and window for incremental table runs (a retry of the same
+//!    window writes the same file names), else of the run id.
 //! 4. The attempt is recorded as pending (compare-and-set) before any file is written.
-//! 5. Files are written and closed; then the manifest.
-//! 6. Commit: one compare-and-set moves the watermark to `hi`, records the run, and
-//!    clears the pending mark. Until this succeeds the files are not part of the table's
-//!    history, and step 2 of the next run removes them.
+//! 5. Files are written and closed; then the manifests (a feed's lists the keys of the
+//!    messages it consumed; its undecodable messages are in the quarantine table).
+//! 6. Commit: one compare-and-set moves the checkpoint (the watermark, or the feed's
+//!    list of committed runs), records the run, and clears the pending mark. Until this
+//!    succeeds the files are not part of the table's history, and step 2 of the next
+//!    run removes them. Only then does a feed acknowledge (delete) what it received: a
+//!    message redelivered after a crash here is skipped by its committed key.
 //! 7. Full and snapshot runs then remove the files they replace (older run keys in the
 //!    table, or in the day's snapshot partition). A crash here is finished by the next
 //!    run's step 2b.
 
 mod output;
 pub mod rewind;
-pub mod summary;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,13 +32,13 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-pub use summary::{RunStatus, RunSummary};
+pub use crate::summary::{RunStatus, RunSummary};
 
 use crate::contract;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::{Job, Mode, mode_name};
 use crate::sink::{self, Lake};
-use crate::source::{self, Window, cursor};
+use crate::source::{self, Consumed, Ledger, RunContext, Window};
 use crate::store::{Attempt, CommittedRun, JobState, StateStore, Versioned};
 
 /// Reads an environment variable (for connection URL placeholders).
@@ -104,7 +107,7 @@ pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
         summary.fail(&e);
     }
     summary.seconds.total = started.elapsed().as_secs_f64();
-    summary.peak_rss = summary::peak_rss();
+    summary.peak_rss = crate::summary::peak_rss();
     if let Err(e) = ctx.store.record_run(&summary).await {
         span.in_scope(|| tracing::warn!(error = %e.report(), "could not keep the run record"));
     }
@@ -171,26 +174,16 @@ async fn attempt(
 
     let mut source = source::open(job, ctx.env.as_ref()).await?;
     let columns = source.columns().await?;
-    let window = match job.mode {
-        Mode::Incremental => {
-            let Some(window) =
-                incremental_window(job, source.as_mut(), &columns, &state.value, now).await?
-            else {
-                tracing::info!("no new rows");
-                summary.status = RunStatus::UpToDate;
-                summary.window = Window {
-                    cursor: job.cursor.clone(),
-                    lo: state.value.watermark.clone(),
-                    hi: state.value.watermark.clone(),
-                };
-                return contract::effective(
-                    job.target.schema.as_deref(),
-                    state.value.contract.as_ref(),
-                );
-            };
-            window
-        }
-        Mode::Full | Mode::Snapshot => Window::everything(),
+    let committed = state.value.checkpoint();
+    let Some(window) = source.plan(&columns, &committed, now).await? else {
+        tracing::info!("no new rows");
+        summary.status = RunStatus::UpToDate;
+        summary.window = Window {
+            cursor: job.cursor.clone(),
+            lo: state.value.watermark.clone(),
+            hi: state.value.watermark.clone(),
+        };
+        return contract::effective(job.target.schema.as_deref(), state.value.contract.as_ref());
     };
     summary.window = window.clone();
     let run_key = run_key(job, &window, &run_id);
@@ -208,7 +201,18 @@ async fn attempt(
     let contract =
         contract::effective(job.target.schema.as_deref(), state.value.contract.as_ref())?;
     let schema = source::types::arrow_schema(&columns);
-    let extract = source.extract(columns, window.clone());
+    let extract = source.extract(
+        columns,
+        window.clone(),
+        RunContext {
+            run_key: run_key.clone(),
+            committed,
+            ledger: Arc::new(ManifestLedger {
+                lake: ctx.lake.clone(),
+                table: job.target.table.clone(),
+            }),
+        },
+    );
     let snapshot =
         (job.mode == Mode::Snapshot).then(|| format!("snapshot={}", now.format("%Y-%m-%d")));
     let written = output::write(
@@ -216,7 +220,8 @@ async fn attempt(
         ctx,
         output::Input {
             schema,
-            extract,
+            extract: extract.batches,
+            done: extract.done,
             contract,
         },
         output::Run {
@@ -227,18 +232,29 @@ async fn attempt(
         summary,
     )
     .await;
-    let (manifest, contract) = match written {
+    let (manifest, contract, mut consumed) = match written {
         Ok(m) => m,
         Err(e) => {
             abandon(job, ctx, &mut state, &run_key).await;
             return Err(e);
         }
     };
+    let nothing_new = consumed.is_empty();
+    summary.feed = consumed.feed.take();
+    if nothing_new {
+        // A feed that took nothing new: whatever it received was committed before.
+        tracing::info!("nothing new in the feed");
+        abandon(job, ctx, &mut state, &run_key).await;
+        acknowledge(consumed, summary).await;
+        summary.status = RunStatus::UpToDate;
+        return Ok(Some(contract));
+    }
+    crate::failpoint::reached("written").await;
     let commit_started = Instant::now();
     state.value.pending = None;
-    if job.mode == Mode::Incremental {
-        state.value.watermark = window.hi.clone();
-    }
+    state
+        .value
+        .advance(std::mem::take(&mut consumed.checkpoint));
     state.value.committed = Some(CommittedRun {
         run_id: run_id.clone(),
         run_key: run_key.clone(),
@@ -254,11 +270,48 @@ async fn attempt(
         job.target.schema.as_deref().map(contract::fingerprint),
     ));
     state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+    crate::failpoint::reached("committed").await;
+    acknowledge(consumed, summary).await;
     summary.replaced_files = replace(job, ctx, &run_key, now).await?;
     summary.seconds.commit = commit_started.elapsed().as_secs_f64();
     summary.status = RunStatus::Committed;
     tracing::info!(rows = summary.rows, files = summary.files, "committed");
     Ok(Some(contract))
+}
+
+/// After the commit: lets the source forget what the run consumed (a queue deletes the
+/// messages). A failure leaves the commit standing: what was not acknowledged comes
+/// back, and its committed key makes the next run skip it.
+async fn acknowledge(consumed: Consumed, summary: &mut RunSummary) {
+    let Some(ack) = consumed.acknowledge else {
+        return;
+    };
+    match ack.acknowledge().await {
+        Ok(n) => {
+            if let Some(feed) = summary.feed.as_mut() {
+                feed.deleted = n;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.report(), "could not acknowledge what the run consumed; its redelivery will be skipped")
+        }
+    }
+}
+
+/// The keys committed runs consumed, from their manifests in the lake.
+struct ManifestLedger {
+    lake: Lake,
+    table: String,
+}
+
+#[async_trait::async_trait]
+impl Ledger for ManifestLedger {
+    async fn keys(&self, run_key: &str) -> Result<Vec<String>> {
+        Ok(sink::manifest(&self.lake, &self.table, run_key)
+            .await?
+            .map(|m| m.consumed)
+            .unwrap_or_default())
+    }
 }
 
 /// Step 2: removes a failed attempt's files (and those a rewind discarded); 2b: finishes
@@ -285,45 +338,6 @@ pub async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) 
         sink::remove_other_runs(&ctx.lake, &job.target.table, "", &committed.run_key).await?;
     }
     Ok(())
-}
-
-/// Fixes `(lo, hi]`, or `None` when there is nothing new.
-async fn incremental_window(
-    job: &Job,
-    source: &mut dyn source::Source,
-    columns: &[source::SourceColumn],
-    state: &JobState,
-    now: DateTime<Utc>,
-) -> Result<Option<Window>> {
-    let name = job
-        .cursor
-        .as_deref()
-        .ok_or_else(|| Error::internal("incremental job without cursor"))?;
-    let column = source::find_column(columns, name).map_err(|e| e.context("source.cursor"))?;
-    cursor::check_cursor_column(column)?;
-    let ceiling = job
-        .lag
-        .map(|lag| cursor::lag_ceiling(column, lag, now))
-        .transpose()?;
-    let lo = state.watermark.clone();
-    let hi = source.max_cursor(column, ceiling.as_ref()).await?;
-    if let (Some(lo), Some(hi)) = (&lo, &hi)
-        && std::mem::discriminant(lo) != std::mem::discriminant(hi)
-    {
-        return Err(Error::user(format!(
-            "the stored watermark {lo} does not match the type of cursor `{name}` ({}); the cursor column changed type — rewind the job's state",
-            column.source_type
-        )));
-    }
-    Ok(match (&lo, hi) {
-        (_, None) => None,
-        (Some(lo), Some(hi)) if hi <= *lo => None,
-        (_, Some(hi)) => Some(Window {
-            cursor: Some(column.name.clone()),
-            lo,
-            hi: Some(hi),
-        }),
-    })
 }
 
 /// After a failure: removes what the attempt wrote, right away if possible. If this fails
@@ -355,17 +369,18 @@ async fn replace(job: &Job, ctx: &Context, run_key: &str, now: DateTime<Utc>) ->
     }
 }
 
-/// 16 hex digits: of the job, table and window for incremental runs (a retry of the
-/// same window writes the same names), of the run id otherwise.
+/// 16 hex digits: of the job, table and window for incremental table runs (a retry of
+/// the same window writes the same names), of the run id otherwise.
 fn run_key(job: &Job, window: &Window, run_id: &str) -> String {
     let mut h = Sha256::new();
     h.update(job.id.as_bytes());
     h.update([0]);
     h.update(job.target.table.as_bytes());
     h.update([0]);
-    match job.mode {
-        Mode::Incremental => h.update(serde_json::to_vec(window).unwrap_or_default()),
-        Mode::Full | Mode::Snapshot => h.update(run_id.as_bytes()),
+    match (job.mode, &window.cursor) {
+        (Mode::Incremental, Some(_)) => h.update(serde_json::to_vec(window).unwrap_or_default()),
+        // Full and snapshot runs, and feeds (whose every window is unbounded).
+        _ => h.update(run_id.as_bytes()),
     }
     h.finalize()
         .iter()

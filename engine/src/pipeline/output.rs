@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
 use super::{Context, RunSummary};
 use crate::contract::{self, Column};
@@ -15,13 +17,15 @@ use crate::error::{Error, Result};
 use crate::job::{Job, Target, mode_name};
 use crate::quality::{self, Evaluator};
 use crate::sink::{self, Manifest, PartitionedWriter};
-use crate::source::Window;
+use crate::source::{Consumed, Poison, Window};
 use crate::transform::{self, BatchStream};
 
-/// What the run reads: the extract and the contract in force (`None`: freeze this run's).
+/// What the run reads: the extract, what it consumed once it ended, and the contract in
+/// force (`None`: freeze this run's).
 pub struct Input {
     pub schema: SchemaRef,
     pub extract: BatchStream,
+    pub done: BoxFuture<'static, Result<Consumed>>,
     pub contract: Option<Vec<Column>>,
 }
 
@@ -36,16 +40,16 @@ pub struct Run<'a> {
 /// The name the quality flags see the output under.
 const OUTPUT_TABLE: &str = "output";
 
-/// Writes the run's output and its manifests. Returns the table's manifest and the
-/// contract after the run. Nothing is committed here; on error the caller removes
-/// whatever was written.
+/// Writes the run's output and its manifests. Returns the table's manifest, the
+/// contract after the run, and what the extract consumed. Nothing is committed here; on
+/// error the caller removes whatever was written.
 pub async fn write(
     job: &Job,
     ctx: &Context,
     input: Input,
     run: Run<'_>,
     summary: &mut RunSummary,
-) -> Result<(Manifest, Vec<Column>)> {
+) -> Result<(Manifest, Vec<Column>, Consumed)> {
     let read_rows = Arc::new(AtomicU64::new(0));
     let counter = read_rows.clone();
     let bar = crate::telemetry::progress::rows(&job.id);
@@ -125,22 +129,95 @@ pub async fn write(
         .len();
     summary.seconds.extract_transform = waiting.as_secs_f64();
     summary.seconds.write = writing.as_secs_f64();
+    let mut consumed = input.done.await?;
+    let quarantined = if quarantined.is_empty() {
+        quarantine_poison(job, ctx, &run, &consumed.poison, summary).await?
+    } else {
+        quarantined
+    };
     if !quarantined.is_empty() {
         let table = quality::quarantine_table(&job.target.table);
         let rows = summary.quarantined;
-        write_manifest(job, ctx, &run, &table, rows, quarantined, summary).await?;
+        write_manifest(
+            job,
+            ctx,
+            &run,
+            (&table, rows, quarantined),
+            Vec::new(),
+            summary,
+        )
+        .await?;
     }
     let manifest = write_manifest(
         job,
         ctx,
         &run,
-        &job.target.table,
-        summary.rows,
-        files,
+        (&job.target.table, summary.rows, files),
+        std::mem::take(&mut consumed.keys),
         summary,
     )
     .await?;
-    Ok((manifest, resolution.contract))
+    consumed.keys = manifest.consumed.clone();
+    Ok((manifest, resolution.contract, consumed))
+}
+
+/// Writes a feed's undecodable messages to its quarantine table; returns the files.
+async fn quarantine_poison(
+    job: &Job,
+    ctx: &Context,
+    run: &Run<'_>,
+    poison: &[Poison],
+    summary: &mut RunSummary,
+) -> Result<Vec<sink::WrittenFile>> {
+    if poison.is_empty() {
+        return Ok(Vec::new());
+    }
+    let schema = crate::source::records::poison_schema();
+    let micros = |t: &chrono::DateTime<Utc>| t.timestamp_micros();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(poison.iter().map(|p| &p.key))),
+        Arc::new(
+            TimestampMicrosecondArray::from(
+                poison
+                    .iter()
+                    .map(|p| p.sent_at.as_ref().map(micros))
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                poison.iter().map(|p| micros(&p.received_at)),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            poison.iter().map(|p| &p.error),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            poison.iter().map(|p| &p.body),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            poison.iter().map(|_| &summary.run_id),
+        )),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::internal(format!("the quarantine batch: {e}")))?;
+    let target = Target {
+        partition_by: Vec::new(),
+        ..quarantine_target(&job.target)
+    };
+    let mut writer = PartitionedWriter::new(
+        ctx.lake.clone(),
+        &target,
+        run.run_key,
+        &schema,
+        None,
+        sink::WriterBudget::from_limit(ctx.memory_limit / 4),
+    )?;
+    writer.write(&batch).await?;
+    summary.quarantined += poison.len() as u64;
+    writer.finish().await
 }
 
 /// Fits the output to the contract and adds the quality flags. Fails before any row is
@@ -219,9 +296,8 @@ async fn write_manifest(
     job: &Job,
     ctx: &Context,
     run: &Run<'_>,
-    table: &str,
-    rows: u64,
-    files: Vec<sink::WrittenFile>,
+    (table, rows, files): (&str, u64, Vec<sink::WrittenFile>),
+    consumed: Vec<String>,
     summary: &RunSummary,
 ) -> Result<Manifest> {
     let manifest = Manifest {
@@ -235,6 +311,7 @@ async fn write_manifest(
         bytes: files.iter().map(|f| f.bytes).sum(),
         files,
         written_at: Utc::now(),
+        consumed,
     };
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::internal(format!("encoding the manifest: {e}")))?;

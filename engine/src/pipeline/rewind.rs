@@ -7,12 +7,12 @@
 //! message says so. The new watermark and the runs to remove are recorded in one
 //! compare-and-set, and the removal is finished by the next run if this one is cut short.
 
-use super::summary::human_bytes;
 use super::{Context, recover};
 use crate::error::{Error, Result};
 use crate::job::{Job, Mode};
 use crate::sink;
 use crate::source::CursorValue;
+use crate::summary::human_bytes;
 
 /// What a rewind did (or, with `dry_run`, would do), line by line.
 pub async fn rewind(job: &Job, ctx: &Context, to: &str, dry_run: bool) -> Result<Vec<String>> {
@@ -21,6 +21,12 @@ pub async fn rewind(job: &Job, ctx: &Context, to: &str, dry_run: bool) -> Result
             "job `{}` is a {} job: only incremental jobs have a watermark to rewind (a full or snapshot job rereads everything each run)",
             job.id,
             crate::job::mode_name(job.mode)
+        )));
+    }
+    if job.connection.kind.is_feed() {
+        return Err(Error::user(format!(
+            "job `{}` reads a queue: what its runs consumed was deleted from the queue after each commit, so there is nothing to read again (the lake keeps every message once)",
+            job.id
         )));
     }
     let owner = format!("rewind-{}", uuid::Uuid::new_v4().simple());

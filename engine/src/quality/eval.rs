@@ -14,7 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{Check, RULE_COLUMN, RUN_COLUMN, Rule, RuleResult};
 use crate::error::{Error, Result};
-use crate::job::spec::OnFail;
+use crate::spec::OnFail;
 
 /// The name of row rule `k`'s flag column in the planned output.
 fn flag_column(k: usize) -> String {

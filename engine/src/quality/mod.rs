@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::spec::{OnFail, QualitySpec};
-use crate::job::units::parse_duration;
+use crate::spec::units::parse_duration;
+use crate::spec::{OnFail, QualitySpec};
 
 pub use eval::Evaluator;
 
@@ -340,7 +340,7 @@ pub fn contract_rules(contract: &[crate::contract::Column]) -> Vec<Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::spec::{AcceptedValuesSpec, RowCountSpec};
+    use crate::spec::{AcceptedValuesSpec, RowCountSpec};
 
     fn spec() -> QualitySpec {
         QualitySpec {

@@ -28,6 +28,10 @@ pub struct Manifest {
     pub rows: u64,
     pub bytes: u64,
     pub written_at: DateTime<Utc>,
+    /// The keys of what the run consumed of a feed (its messages), by which a later
+    /// run recognises a redelivery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumed: Vec<String>,
 }
 
 /// The run key in a data file's name: `part-<key>-<n>.parquet` (also the upload staging
@@ -59,6 +63,17 @@ pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize
         lake.delete(&lake.manifest_path(&table, run_key)?).await?;
     }
     Ok(removed)
+}
+
+/// The manifest of one run of `table`, if it has one.
+pub async fn manifest(lake: &Lake, table: &str, run_key: &str) -> Result<Option<Manifest>> {
+    let path = lake.manifest_path(table, run_key)?;
+    match lake.get(&path).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| crate::error::Error::user(format!("manifest {path} is not valid: {e}"))),
+    }
 }
 
 /// The manifests of every committed run of `table` (and of an attempt in flight).

@@ -473,7 +473,7 @@ mod tests {
             compression: Compression::Zstd,
             file_size,
             schema: None,
-            on_schema_change: crate::job::spec::OnSchemaChange::Fail,
+            on_schema_change: crate::spec::OnSchemaChange::Fail,
             catalog_database: None,
             projection: false,
         }

@@ -307,6 +307,17 @@ impl BatchBuilder {
         self.rows
     }
 
+    /// Appends one row whose values `fill` appends to the column builders, one each, in
+    /// order (a feed's decoded record).
+    pub fn append_with(
+        &mut self,
+        fill: impl FnOnce(&mut [ColumnBuilder]) -> std::result::Result<(), String>,
+    ) -> std::result::Result<(), String> {
+        fill(&mut self.builders)?;
+        self.rows += 1;
+        Ok(())
+    }
+
     /// Appends one row, reading each column as its [`Read`] says.
     pub fn append<R: DialectRow>(&mut self, row: &R) -> Result<()> {
         for (i, (column, builder)) in self

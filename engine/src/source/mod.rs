@@ -1,6 +1,12 @@
-//! Sources: relational databases read through sqlx and streamed as Arrow batches of
-//! bounded size. One module per database; this module holds what they share: the
-//! [`Source`] contract, cursor values and windows, SQL building, and the extract loop.
+//! Sources: every kind the pipeline reads, behind one contract ([`Source`]).
+//!
+//! Two families share it. *Tables* (PostgreSQL, MySQL/MariaDB, SQLite: [`table`]) are
+//! read over a cursor window, and their progress is a column value, the watermark.
+//! *Feeds* (an SQS queue: [`queue`]) yield what arrives, and their progress is what the
+//! runs consumed: the keys each committed run took, kept with the run's manifest. Either
+//! way the run's [`Checkpoint`] is committed in the same compare-and-set as the files, and
+//! a feed acknowledges what it consumed (deletes the messages) only after that commit.
+//! Adding a kind is its module and one line in [`open`].
 
 mod batch;
 pub mod cursor;
@@ -9,54 +15,170 @@ mod pg_binary;
 mod pg_copy;
 mod pg_split;
 mod postgres;
+pub mod queue;
+pub mod records;
+mod secret;
 mod split;
 mod sql;
 mod sqlite;
+pub mod table;
 pub mod types;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
 
 pub use batch::BatchBuilder;
 pub use cursor::{CursorValue, Window};
 pub use types::{LakeType, SourceColumn};
 
 use crate::error::{Error, Result};
-use crate::job::{Address, ConnectionKind, Job};
+use crate::job::{From, Job};
 
-/// A connected source database, for one job.
+/// A connected source, for one job.
 ///
-/// Contract: `columns` is called first; `max_cursor` at most once, only for incremental
-/// jobs; then `extract` exactly once, which consumes the source. Nothing is written to
-/// the database: every statement is a SELECT.
+/// Contract: `columns` is called first; `plan` once, for a run; then `extract` exactly
+/// once, which consumes the source. When its batches have ended, the extract's `done`
+/// says what the run consumed; the pipeline writes the batches, commits `done`'s
+/// checkpoint with them, and only then calls its acknowledgement. Nothing is ever
+/// written to a database (every statement is a SELECT); a queue loses a message only to
+/// that acknowledgement.
 #[async_trait]
 pub trait Source: Send {
-    /// The columns the job's table or query yields, in order, with their lake types.
+    /// The columns the source yields, in order, with their lake types.
     async fn columns(&mut self) -> Result<Vec<SourceColumn>>;
 
     /// The NOT NULL columns and the primary key of the job's table, from the database's
-    /// catalog (for `sluice schema infer`); empty for a query.
+    /// catalog (for `sluice schema infer`); empty for a query or a feed.
     async fn constraints(&mut self) -> Result<Vec<Constraint>>;
 
-    /// The greatest value of `cursor` not after `ceiling` (when given), or `None` when no
-    /// row qualifies. This fixes the window's upper bound for the whole run.
-    async fn max_cursor(
+    /// Fixes what the run reads, from what the job has committed: `None` when there is
+    /// nothing new. Tables: the window `(watermark, greatest cursor]`; feeds: whatever
+    /// arrives (the window is unbounded).
+    async fn plan(
         &mut self,
-        cursor: &SourceColumn,
-        ceiling: Option<&CursorValue>,
-    ) -> Result<Option<CursorValue>>;
+        columns: &[SourceColumn],
+        committed: &Checkpoint,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Window>>;
 
-    /// Streams the rows of `window` (all rows when the window is unbounded) ordered by the
-    /// cursor and then the primary key, as batches of at most the job's `batch_rows`.
-    /// Memory is bounded: the driver reads ahead at most two batches.
+    /// Streams the planned rows as batches of bounded size (the driver reads ahead at
+    /// most two batches).
     fn extract(
         self: Box<Self>,
         columns: Vec<SourceColumn>,
         window: Window,
-    ) -> BoxStream<'static, Result<RecordBatch>>;
+        run: RunContext,
+    ) -> Extract;
+}
+
+/// What an extract gets from the run besides its window.
+pub struct RunContext {
+    /// The run key (in the names of the run's files and its manifest).
+    pub run_key: String,
+    /// What the job has committed.
+    pub committed: Checkpoint,
+    /// The keys earlier runs consumed (feeds skip redeliveries with it).
+    pub ledger: Arc<dyn Ledger>,
+}
+
+/// A run's extract: the batches, then what reading them consumed.
+pub struct Extract {
+    pub batches: BoxStream<'static, Result<RecordBatch>>,
+    /// Resolves once `batches` has ended.
+    pub done: BoxFuture<'static, Result<Consumed>>,
+}
+
+/// What a run consumed of its source: committed with its files.
+pub struct Consumed {
+    /// The checkpoint the commit stores.
+    pub checkpoint: Checkpoint,
+    /// The keys of what the run consumed (a feed's messages), kept in its manifest.
+    pub keys: Vec<String>,
+    /// What could not be decoded, for the quarantine table.
+    pub poison: Vec<Poison>,
+    /// A feed's counts, for the run record.
+    pub feed: Option<FeedReport>,
+    /// Called after the commit (a queue deletes what the run received).
+    pub acknowledge: Option<Box<dyn Acknowledge>>,
+}
+
+impl Consumed {
+    /// A table's: nothing to keep but the checkpoint, nothing to acknowledge.
+    pub fn checkpoint(checkpoint: Checkpoint) -> Self {
+        Self {
+            checkpoint,
+            keys: Vec::new(),
+            poison: Vec::new(),
+            feed: None,
+            acknowledge: None,
+        }
+    }
+
+    /// A feed run that took nothing new (it may have received what earlier runs
+    /// committed): there is nothing to commit, only to acknowledge.
+    pub fn is_empty(&self) -> bool {
+        self.feed.is_some() && self.keys.is_empty() && self.poison.is_empty()
+    }
+}
+
+/// One message (or file, or page) that could not be decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Poison {
+    pub key: String,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub error: String,
+    pub body: String,
+}
+
+/// A feed run's counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedReport {
+    /// Messages received (a redelivered one counts each time).
+    pub received: u64,
+    /// Received messages that an earlier run (or this one) had already consumed.
+    pub duplicates: u64,
+    /// Messages moved to the quarantine table.
+    pub quarantined: u64,
+    /// Messages deleted from the queue after the commit.
+    pub deleted: u64,
+}
+
+/// What the job has committed of its source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Tables: the cursor value up to which rows are in the lake.
+    pub watermark: Option<CursorValue>,
+    /// Feeds: the committed runs whose consumed keys are remembered.
+    pub feed: Option<FeedCheckpoint>,
+}
+
+/// The committed runs of a feed whose keys are remembered, oldest first: kept for as
+/// long as the queue keeps a message, so that a redelivery is recognised.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedCheckpoint {
+    /// (run key, commit time in Unix seconds).
+    pub runs: Vec<(String, i64)>,
+}
+
+/// After the commit: makes the source forget what the run consumed.
+#[async_trait]
+pub trait Acknowledge: Send {
+    /// Returns how many items were acknowledged.
+    async fn acknowledge(self: Box<Self>) -> Result<u64>;
+}
+
+/// The keys committed runs consumed (from their manifests).
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    async fn keys(&self, run_key: &str) -> Result<Vec<String>>;
 }
 
 /// One column's constraints in the source's catalog.
@@ -78,27 +200,12 @@ impl Constraint {
     }
 }
 
-/// Connects to the job's source database.
+/// Connects to the job's source.
 pub async fn open(job: &Job, env: &dyn Fn(&str) -> Option<String>) -> Result<Box<dyn Source>> {
-    let (url, secrets) = match &job.connection.address {
-        Address::Url(template) => resolve_url(template, &job.connection.name, env)?,
-        Address::Secret(id) => crate::aws::secrets::connection_url(id, job.connection.kind)
-            .await
-            .map_err(|e| e.context(format!("connection `{}`", job.connection.name)))?,
-    };
-    let plan = sql::Plan::new(job);
-    let source: Result<Box<dyn Source>> = match job.connection.kind {
-        ConnectionKind::Postgres => postgres::connect(&url, plan)
-            .await
-            .map(|s| Box::new(s) as Box<dyn Source>),
-        ConnectionKind::Mysql => mysql::connect(&url, plan)
-            .await
-            .map(|s| Box::new(s) as Box<dyn Source>),
-        ConnectionKind::Sqlite => sqlite::connect(&url, job.connection.base_dir.as_deref(), plan)
-            .await
-            .map(|s| Box::new(s) as Box<dyn Source>),
-    };
-    source.map_err(|e| redact(e, &secrets).context(format!("connection `{}`", job.connection.name)))
+    match &job.from {
+        From::Relation(relation) => table::open(job, relation, env).await,
+        From::Queue(feed) => queue::open(job, feed, env).await,
+    }
 }
 
 /// Fills `${VAR}` placeholders from the environment. Returns the URL and the values put
@@ -192,10 +299,12 @@ pub fn find_column<'a>(columns: &'a [SourceColumn], name: &str) -> Result<&'a So
         .get(types::athena_name(name).as_str())
         .copied()
         .ok_or_else(|| {
-            let hint =
-                crate::job::shape::did_you_mean(&types::athena_name(name), by_name.keys().copied())
-                    .map(|m| format!("; did you mean `{m}`?"))
-                    .unwrap_or_else(|| ".".into());
+            let hint = crate::spec::shape::did_you_mean(
+                &types::athena_name(name),
+                by_name.keys().copied(),
+            )
+            .map(|m| format!("; did you mean `{m}`?"))
+            .unwrap_or_else(|| ".".into());
             Error::user(format!(
                 "the source has no column `{name}`{hint} Its columns: {}",
                 by_name.keys().copied().collect::<Vec<_>>().join(", ")

@@ -23,7 +23,7 @@ use super::sql::{
 };
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
-use crate::job::From;
+use crate::job::Relation;
 
 extract_loop!(MySql);
 
@@ -66,7 +66,7 @@ impl Dialect for MySql {
         conn: &mut MySqlConnection,
         plan: &Plan,
     ) -> Result<Vec<super::Constraint>> {
-        let From::Table { schema, name } = &plan.from else {
+        let Relation::Table { schema, name } = &plan.from else {
             return Ok(Vec::new());
         };
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
@@ -96,8 +96,10 @@ impl Dialect for MySql {
             .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
             .collect();
         let catalog = match &plan.from {
-            From::Table { schema, name } => table_catalog(conn, schema.as_deref(), name).await?,
-            From::Query(_) => HashMap::new(),
+            Relation::Table { schema, name } => {
+                table_catalog(conn, schema.as_deref(), name).await?
+            }
+            Relation::Query(_) => HashMap::new(),
         };
         Ok(described
             .iter()
@@ -168,7 +170,7 @@ async fn split_parts(conn: &mut MySqlConnection, plan: &Plan) -> Result<usize> {
     if let Some(split) = &plan.split {
         return Ok(split.parts);
     }
-    let From::Table { schema, name } = &plan.from else {
+    let Relation::Table { schema, name } = &plan.from else {
         return Ok(1);
     };
     let estimate: Option<u64> = sqlx::query_scalar(

@@ -16,7 +16,7 @@ use super::split;
 use super::sql::{Dialect, Plan};
 use super::types::SourceColumn;
 use crate::error::{Error, Result, classify_sqlx};
-use crate::job::From;
+use crate::job::Relation;
 
 type Sender = tokio::sync::mpsc::Sender<Result<datafusion::arrow::record_batch::RecordBatch>>;
 
@@ -33,7 +33,7 @@ pub async fn parts(conn: &mut PgConnection, plan: &Plan, table: &str) -> Result<
     if let Some(split) = &plan.split {
         return Ok(split.parts);
     }
-    if !matches!(plan.from, From::Table { .. }) {
+    if !matches!(plan.from, Relation::Table { .. }) {
         return Ok(1);
     }
     let estimate: i64 = sqlx::query_scalar(

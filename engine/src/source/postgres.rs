@@ -17,7 +17,7 @@ use super::sql::{
 };
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
-use crate::job::From;
+use crate::job::Relation;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 
@@ -90,7 +90,7 @@ impl Dialect for Postgres {
     }
 
     async fn constraints(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<super::Constraint>> {
-        if matches!(plan.from, From::Query(_)) {
+        if matches!(plan.from, Relation::Query(_)) {
             return Ok(Vec::new());
         }
         let rows: Vec<(String, bool, i64)> = sqlx::query_as(

@@ -2,13 +2,11 @@
 //! the console's "credentials for a database" secrets use:
 //! `{"engine", "host", "port", "username", "password", "dbname"}`.
 
-use aws_sdk_secretsmanager::Client;
 use serde::Deserialize;
 
-use super::{classify_sdk, config};
+use super::url_escape;
 use crate::error::{Error, Result};
 use crate::job::ConnectionKind;
-use crate::source::url_escape;
 
 #[derive(Deserialize)]
 struct RdsSecret {
@@ -37,19 +35,8 @@ pub async fn connection_url(
     secret_id: &str,
     kind: ConnectionKind,
 ) -> Result<(String, Vec<String>)> {
-    let client = Client::new(config().await);
-    let out = client
-        .get_secret_value()
-        .secret_id(secret_id)
-        .send()
-        .await
-        .map_err(|e| classify_sdk(e, &format!("reading secret `{secret_id}`")))?;
-    let text = out.secret_string().ok_or_else(|| {
-        Error::user(format!(
-            "secret `{secret_id}` holds binary data; a connection secret is JSON text"
-        ))
-    })?;
-    url_from_secret(secret_id, text, kind)
+    let text = crate::aws::secret_string(secret_id).await?;
+    url_from_secret(secret_id, &text, kind)
 }
 
 fn url_from_secret(
@@ -74,6 +61,11 @@ fn url_from_secret(
         ConnectionKind::Sqlite => {
             return Err(Error::user(
                 "a sqlite connection is a file and cannot come from a secret",
+            ));
+        }
+        ConnectionKind::Sqs => {
+            return Err(Error::user(
+                "a queue connection has no database secret: its credentials come from the AWS chain",
             ));
         }
     };

@@ -13,21 +13,21 @@ use super::batch::{BatchBuilder, DialectRow};
 use super::cursor::{CursorValue, Window};
 use super::types::{SourceColumn, arrow_schema};
 use crate::error::{Result, classify_sqlx};
-use crate::job::{From, Job, Split};
+use crate::job::{Job, Relation, Split};
 
 /// What one job reads, independent of the dialect.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub from: From,
+    pub from: Relation,
     pub primary_key: Vec<String>,
     pub batch_rows: usize,
     pub split: Option<Split>,
 }
 
 impl Plan {
-    pub fn new(job: &Job) -> Self {
+    pub fn new(job: &Job, from: &Relation) -> Self {
         Self {
-            from: job.from.clone(),
+            from: from.clone(),
             primary_key: job.primary_key.clone(),
             batch_rows: job.batch_rows,
             split: job.split.clone(),
@@ -60,19 +60,19 @@ impl Syntax {
     }
 
     /// The FROM clause: a quoted table, or the job's query as a subquery.
-    pub fn from(&self, from: &From) -> String {
+    pub fn from(&self, from: &Relation) -> String {
         match from {
-            From::Table {
+            Relation::Table {
                 schema: Some(s),
                 name,
             } => format!("{}.{}", self.ident(s), self.ident(name)),
-            From::Table { schema: None, name } => self.ident(name),
-            From::Query(q) => format!("({q}) AS sluice_source"),
+            Relation::Table { schema: None, name } => self.ident(name),
+            Relation::Query(q) => format!("({q}) AS sluice_source"),
         }
     }
 
     /// A statement whose result columns describe the source, without reading a row.
-    pub fn describe(&self, from: &From) -> String {
+    pub fn describe(&self, from: &Relation) -> String {
         format!("SELECT * FROM {} WHERE 1 = 0", self.from(from))
     }
 
@@ -382,7 +382,7 @@ pub struct SqlSource<DB: Dialect> {
 }
 
 #[async_trait::async_trait]
-impl<DB: Dialect> super::Source for SqlSource<DB>
+impl<DB: Dialect> super::table::Table for SqlSource<DB>
 where
     DB::Connection: Send,
 {

@@ -15,7 +15,7 @@ use super::sql::{
 };
 use super::types::{LakeType, Read, SourceColumn};
 use crate::error::{Error, Result, classify_sqlx};
-use crate::job::From;
+use crate::job::Relation;
 
 extract_loop!(Sqlite);
 
@@ -58,7 +58,7 @@ impl Dialect for Sqlite {
         conn: &mut SqliteConnection,
         plan: &Plan,
     ) -> Result<Vec<super::Constraint>> {
-        let From::Table { schema, name } = &plan.from else {
+        let Relation::Table { schema, name } = &plan.from else {
             return Ok(Vec::new());
         };
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
@@ -77,7 +77,7 @@ impl Dialect for Sqlite {
 
     async fn columns(conn: &mut SqliteConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
         let declared: Vec<(String, String)> = match &plan.from {
-            From::Table { schema, name } => sqlx::query_as::<_, (String, String)>(
+            Relation::Table { schema, name } => sqlx::query_as::<_, (String, String)>(
                 "SELECT name, type FROM pragma_table_info(?1, COALESCE(?2, 'main'))",
             )
             .bind(name)
@@ -85,7 +85,7 @@ impl Dialect for Sqlite {
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| classify_sqlx(e, "reading the table's columns"))?,
-            From::Query(_) => Vec::new(),
+            Relation::Query(_) => Vec::new(),
         };
         if !declared.is_empty() {
             return Ok(declared.iter().map(|(n, t)| map_type(n, t)).collect());

@@ -2,15 +2,19 @@
 //!
 //! These raw types mirror the file exactly (`Option`s, no defaults applied) and carry the
 //! documentation that `sluice jobs schema` publishes for editor completion. They are
-//! turned into a [`super::Job`] by [`super::compile`], which checks everything the types
+//! turned into a runnable job by `job::compile`, which checks everything the types
 //! cannot.
+
+pub mod shape;
+pub mod units;
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// One job: one table (or query) of one source database, copied into one lake table.
+/// One job: one table (or query) of one source database, or one feed (a queue), copied
+/// into one lake table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
@@ -83,6 +87,91 @@ pub struct SourceSpec {
     /// ranges). Default: chosen from the table's size and the machine's cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitSpec>,
+    /// Feeds (a queue connection): the fields of one record, in order, in the shape of
+    /// `target.schema`'s columns. A message body is one JSON object or an array of them;
+    /// each object's keys are matched to these names (also when spelled in another case
+    /// or style: `TruckId`, `truckId` and `TRUCK_ID` find `truck_id`). The records are the table `source` that `transform` reads, so this
+    /// is required with a `transform`; without one it defaults to `target.schema` less
+    /// the message columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Vec<ColumnSpec>>,
+    /// Feeds: columns about each record's message, added after the record's fields:
+    /// `message_id` (`_message_id`, the key a message is deduplicated by), `sent_at`
+    /// (`_sent_at`) and `received_at` (`_received_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_columns: Option<Vec<MessageColumn>>,
+    /// Queue feeds: how a run receives (every field has a default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSpec>,
+}
+
+/// A column about a record's message.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageColumn {
+    /// `_message_id`: the message's key (the SNS MessageId for an SNS notification, else
+    /// the SQS MessageId; with `dedup: body`, the body's SHA-256).
+    MessageId,
+    /// `_sent_at`: when the message was sent (published, for SNS), UTC.
+    SentAt,
+    /// `_received_at`: when this run first received it, UTC.
+    ReceivedAt,
+}
+
+impl MessageColumn {
+    /// The column's name in `source`.
+    pub fn column(self) -> &'static str {
+        match self {
+            MessageColumn::MessageId => "_message_id",
+            MessageColumn::SentAt => "_sent_at",
+            MessageColumn::ReceivedAt => "_received_at",
+        }
+    }
+}
+
+/// How a queue job's runs receive. A run ends when the queue is drained (a receive
+/// after the first returns nothing), after `max_messages`, or after `max_seconds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSpec {
+    /// Receive calls in flight at once, 10 messages each (1 to 32, default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receivers: Option<u32>,
+    /// How long a received message stays hidden from other receivers while the run
+    /// works: `60s` (the default), from `10s` to `12h`. The run extends it every third
+    /// of this until it deletes the message after its commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<String>,
+    /// How long the first receive waits on an empty queue (long polling): `20s` (the
+    /// default and the most SQS allows) down to `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<String>,
+    /// A run takes at most this many messages (default 100000); the rest wait for the
+    /// next run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages: Option<u64>,
+    /// A run stops receiving after this many seconds (default 240, so that a run every
+    /// 5 minutes ends before the next starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seconds: Option<u64>,
+    /// What makes two messages the same, so that the second is skipped: `message_id`
+    /// (default: the SNS MessageId of an SNS notification, else the SQS MessageId, which
+    /// a redelivery keeps) or `body` (the body's SHA-256: also a producer that sends the
+    /// same body twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<Dedup>,
+}
+
+/// What identifies a message for deduplication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Dedup {
+    /// The SNS MessageId of a notification, else the SQS MessageId.
+    MessageId,
+    /// The SHA-256 of the body (of the SNS Message, for a notification).
+    Body,
 }
 
 /// How a table read is split.
@@ -289,7 +378,7 @@ pub enum Compression {
     None,
 }
 
-/// `connections.yaml`: connection name → how to reach the database.
+/// `connections.yaml`: connection name → how to reach the database or queue.
 pub type ConnectionsSpec = BTreeMap<String, ConnectionSpec>;
 
 /// How to reach one source database.
@@ -309,12 +398,18 @@ pub struct ConnectionSpec {
     /// runs: the password is never in a job row, an environment variable or a log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
-    /// What this database is, for people.
+    /// The queue's URL (kind `sqs`), e.g.
+    /// `https://sqs.eu-west-1.amazonaws.com/123456789012/gps-positions`; `${VAR}`
+    /// placeholders as in `url`. The SQS endpoint is the SDK's (`AWS_ENDPOINT_URL_SQS`
+    /// or `AWS_ENDPOINT_URL` override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_url: Option<String>,
+    /// What this source is, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
-/// Database engines sluice reads from.
+/// The kinds of source sluice reads from: databases (tables) and queues (feeds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionKind {
@@ -324,6 +419,8 @@ pub enum ConnectionKind {
     Mysql,
     /// SQLite 3 (a file).
     Sqlite,
+    /// An Amazon SQS queue (standard or FIFO), fed directly or by an SNS topic: a feed.
+    Sqs,
 }
 
 impl ConnectionKind {
@@ -332,6 +429,12 @@ impl ConnectionKind {
             ConnectionKind::Postgres => "postgres",
             ConnectionKind::Mysql => "mysql",
             ConnectionKind::Sqlite => "sqlite",
+            ConnectionKind::Sqs => "sqs",
         }
+    }
+
+    /// A feed: progress is what a run consumed, not a column's value.
+    pub fn is_feed(self) -> bool {
+        matches!(self, ConnectionKind::Sqs)
     }
 }

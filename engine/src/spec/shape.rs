@@ -1,4 +1,4 @@
-//! Checks a job row's shape against the JSON Schema of [`super::spec`], reporting every
+//! Checks a job row's shape against the JSON Schema of [`crate::spec`], reporting every
 //! problem instead of stopping at the first (serde stops at the first).
 //!
 //! The schema is the one `sluice jobs schema` publishes, so what an editor accepts and

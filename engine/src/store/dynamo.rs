@@ -21,7 +21,7 @@ use crate::aws::dynamo::{
 };
 use crate::aws::{classify_sdk, error_code};
 use crate::error::{Error, Result};
-use crate::pipeline::RunSummary;
+use crate::summary::RunSummary;
 
 const STATE: &str = "state";
 const LEASE: &str = "lease";

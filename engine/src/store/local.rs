@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{JobState, Lease, StateStore, Versioned};
 use crate::error::{Error, Result};
-use crate::pipeline::RunSummary;
+use crate::summary::RunSummary;
 
 pub struct LocalStore {
     dir: PathBuf,

@@ -14,8 +14,8 @@ pub use dynamo::DynamoStore;
 pub use local::LocalStore;
 
 use crate::error::{Error, Result};
-use crate::pipeline::RunSummary;
-use crate::source::{CursorValue, Window};
+use crate::source::{Checkpoint, CursorValue, FeedCheckpoint, Window};
+use crate::summary::RunSummary;
 
 /// What the store keeps for one job.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,9 @@ pub struct JobState {
     /// The cursor value up to which rows are in the lake (incremental jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<CursorValue>,
+    /// The committed runs of a feed whose consumed keys are remembered (feed jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<FeedCheckpoint>,
     /// An attempt that started writing and has not committed. When a run finds one, that
     /// attempt failed: its files are removed before anything else is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,6 +41,22 @@ pub struct JobState {
     /// runs evolved it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contract: Option<crate::contract::StoredContract>,
+}
+
+impl JobState {
+    /// What the job has committed of its source.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            watermark: self.watermark.clone(),
+            feed: self.feed.clone(),
+        }
+    }
+
+    /// Takes `checkpoint` as what the job has committed.
+    pub fn advance(&mut self, checkpoint: Checkpoint) {
+        self.watermark = checkpoint.watermark;
+        self.feed = checkpoint.feed;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::aws::{classify_sdk, config};
 use crate::error::Result;
-use crate::pipeline::{RunStatus, RunSummary};
 use crate::source::CursorValue;
+use crate::summary::{RunStatus, RunSummary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MetricsOutput {
@@ -54,6 +54,12 @@ pub fn run_metrics(run: &RunSummary, now: DateTime<Utc>) -> Vec<Metric> {
         out.push(m("QualityFailures", "Count", failed_rules as f64));
         out.push(m("QualityFailedRows", "Count", failed_rows as f64));
         out.push(m("QuarantinedRows", "Count", run.quarantined as f64));
+    }
+    if let Some(feed) = &run.feed {
+        out.push(m("MessagesReceived", "Count", feed.received as f64));
+        out.push(m("MessagesDuplicate", "Count", feed.duplicates as f64));
+        out.push(m("MessagesQuarantined", "Count", feed.quarantined as f64));
+        out.push(m("MessagesDeleted", "Count", feed.deleted as f64));
     }
     out.push(m(
         "SchemaDriftEvents",

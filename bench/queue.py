@@ -1,0 +1,124 @@
+"""The queue benchmark (bench/queue): N GPS messages drained from moto's SQS by
+`sluice run` (records decoded, written as day-partitioned Parquet, committed, then
+deleted) against a boto3 loop that only receives 10 and deletes them in a batch (the
+floor: what draining the queue costs with nothing written), measured in the same run on
+the same server. Then a scheduled run: 3,000 messages, its wall time and peak RSS.
+
+Usage: queue.py SLUICE_BIN ENDPOINT N
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+
+BIN, ENDPOINT, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ENV = {
+    "AWS_ENDPOINT_URL": ENDPOINT,
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+sqs = boto3.client("sqs", endpoint_url=ENDPOINT, region_name="us-east-1",
+                   aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def position(i):
+    return json.dumps({
+        "truck_id": f"T{i % 3000:04}", "recorded_at": f"2024-05-01T{i // 3600 % 24:02}:{i // 60 % 60:02}:{i % 60:02}Z",
+        "lat": 52.0 + (i % 1000) / 1000, "lon": 13.0 + (i % 777) / 1000, "speed_kmh": 60.0 + i % 40, "heading": i % 360,
+    })
+
+
+def queue(n):
+    url = sqs.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    def send(start):
+        entries = [{"Id": str(k), "MessageBody": position(start + k)} for k in range(min(10, n - start))]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(send, range(0, n, 10)))
+    return url
+
+
+def depth(url):
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+def boto3_loop(url):
+    started, drained = time.monotonic(), 0
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not got:
+            break
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(got)])
+        drained += len(got)
+    return time.monotonic() - started - 1.0, drained, None  # less the final empty 1 s poll
+
+
+def sluice(url, max_messages):
+    work = tempfile.mkdtemp(prefix="sluice-queue-bench.")
+    os.makedirs(f"{work}/jobs")
+    with open(f"{work}/jobs/connections.yaml", "w") as f:
+        f.write(f"gps:\n  kind: sqs\n  queue_url: {url}\n")
+    with open(f"{work}/jobs/gps.yaml", "w") as f:
+        f.write(f"""job: gps
+source:
+  connection: gps
+  record:
+    - {{name: truck_id, type: string, nullable: false}}
+    - {{name: recorded_at, type: timestamp with time zone, nullable: false}}
+    - {{name: lat, type: double}}
+    - {{name: lon, type: double}}
+    - {{name: speed_kmh, type: double}}
+    - {{name: heading, type: smallint}}
+  message_columns: [message_id, received_at]
+  queue:
+    wait: 1s
+    max_messages: {max_messages}
+    max_seconds: 3600
+    visibility: 1h
+transform: SELECT *, date_format(recorded_at, '%Y-%m-%d') AS dt FROM source
+target:
+  table: gps
+  partition_by: [dt]
+""")
+    cmd = ["/usr/bin/time", "-f", "%M", BIN, "--jobs", f"{work}/jobs", "--lake", f"{work}/lake",
+           "--state", f"{work}/state", "run", "--job", "gps", "--output", "json"]
+    started = time.monotonic()
+    out = subprocess.run(cmd, env={**os.environ, **ENV}, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if out.returncode != 0:
+        sys.exit(f"sluice failed:\n{out.stdout}\n{out.stderr}")
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    rss = int(out.stderr.strip().splitlines()[-1]) * 1024
+    return wall - 1.0, summary["rows"], rss  # less the final empty 1 s poll
+
+
+def main():
+    rows = []
+    for name, run in [("boto3 receive/delete loop", boto3_loop), ("sluice run", lambda u: sluice(u, N))]:
+        url = queue(N)
+        seconds, drained, rss = run(url)
+        left = depth(url)
+        if drained != N or left:
+            sys.exit(f"{name}: drained {drained} of {N}, {left} left in the queue")
+        rows.append((name, N, seconds, rss))
+    base = rows[0][1] / rows[0][2]
+    print(f"\n{N} GPS messages from moto's SQS ({os.cpu_count()} cores)\n")
+    print(f"{'tool':<28} {'messages':>9} {'seconds':>8} {'msgs/s':>8} {'ratio':>6} {'peak RSS':>9}")
+    for name, n, seconds, rss in rows:
+        mib = f"{rss / 2**20:.0f} MiB" if rss else "-"
+        print(f"{name:<28} {n:>9} {seconds:>8.2f} {n / seconds:>8.0f} {n / seconds / base:>5.2f}x {mib:>9}")
+    url = queue(3000)
+    seconds, drained, rss = sluice(url, 100_000)
+    print(f"\nscheduled run, 3000 messages: {seconds + 1.0:.2f} s wall (with the final empty poll), peak RSS {rss / 2**20:.0f} MiB, {drained} rows")
+
+
+main()

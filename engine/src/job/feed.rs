@@ -1,0 +1,252 @@
+//! The feed side of a job row: the record its messages carry, the message columns, and
+//! how a queue is received. Pure, like the rest of compilation.
+
+use std::time::Duration;
+
+use crate::contract::Column;
+use crate::spec::units::parse_duration;
+use crate::spec::{Dedup, JobSpec, MessageColumn, Mode, OnFail, SourceSpec};
+
+/// The records a feed yields: the declared fields, then the message columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Records {
+    pub fields: Vec<Column>,
+    pub message_columns: Vec<MessageColumn>,
+}
+
+/// A queue feed, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueFeed {
+    pub records: Records,
+    pub receivers: usize,
+    pub visibility: Duration,
+    pub wait: Duration,
+    pub max_messages: u64,
+    pub max_duration: Duration,
+    pub dedup: Dedup,
+}
+
+pub const DEFAULT_RECEIVERS: usize = 4;
+pub const DEFAULT_VISIBILITY: Duration = Duration::from_secs(60);
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
+pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
+pub const DEFAULT_MAX_SECONDS: u64 = 240;
+
+/// The source fields only tables take, for a feed job: each one given is a problem.
+const TABLE_FIELDS: [&str; 6] = ["table", "query", "cursor", "primary_key", "lag", "split"];
+
+fn table_fields_given(source: &SourceSpec) -> Vec<&'static str> {
+    let given = [
+        source.table.is_some(),
+        source.query.is_some(),
+        source.cursor.is_some(),
+        source.primary_key.is_some(),
+        source.lag.is_some(),
+        source.split.is_some(),
+    ];
+    TABLE_FIELDS
+        .iter()
+        .zip(given)
+        .filter_map(|(name, given)| given.then_some(*name))
+        .collect()
+}
+
+/// A table job must not carry a feed's fields.
+pub fn check_table_source(source: &SourceSpec, kind: &str, bad: &mut impl FnMut(&str, String)) {
+    let feed_fields = [
+        ("record", source.record.is_some()),
+        ("message_columns", source.message_columns.is_some()),
+        ("queue", source.queue.is_some()),
+    ];
+    for (field, given) in feed_fields {
+        if given {
+            bad(
+                &format!("source.{field}"),
+                format!(
+                    "is for feeds (a connection of kind `sqs`); connection `{}` is a {kind} database: read a `table` or a `query`",
+                    source.connection
+                ),
+            );
+        }
+    }
+}
+
+/// Compiles a queue job's source. `schema` is `target.schema`, which stands in for the
+/// record when there is no transform.
+pub fn compile_queue(
+    spec: &JobSpec,
+    schema: Option<&[Column]>,
+    bad: &mut impl FnMut(&str, String),
+) -> Option<QueueFeed> {
+    let source = &spec.source;
+    for field in table_fields_given(source) {
+        bad(
+            &format!("source.{field}"),
+            format!(
+                "connection `{}` is a queue: a feed has no {}; its progress is the messages each run consumed",
+                source.connection,
+                match field {
+                    "cursor" | "lag" => "cursor column",
+                    "primary_key" =>
+                        "key columns (it deduplicates by message, see source.queue.dedup)",
+                    "split" => "split (see source.queue.receivers)",
+                    _ => "table or query (declare source.record instead)",
+                }
+            ),
+        );
+    }
+    if let Some(mode) = spec.mode
+        && mode != Mode::Incremental
+    {
+        bad(
+            "mode",
+            format!(
+                "a queue job appends what each run consumed: its mode is `incremental` (the default for feeds), not `{}`",
+                super::mode_name(mode)
+            ),
+        );
+    }
+    for (i, rule) in spec.quality.iter().flatten().enumerate() {
+        if rule.on_fail == Some(OnFail::Quarantine) {
+            bad(
+                &format!("quality[{i}].on_fail"),
+                "a queue job's quarantine table holds the messages that could not be decoded (with their raw body): its rules use `fail` or `warn`".into(),
+            );
+        }
+    }
+    let message_columns = message_columns(source, bad);
+    let fields = record(spec, schema, &message_columns, bad)?;
+    let options = source.queue.clone().unwrap_or(crate::spec::QueueSpec {
+        receivers: None,
+        visibility: None,
+        wait: None,
+        max_messages: None,
+        max_seconds: None,
+        dedup: None,
+    });
+    let receivers = options.receivers.map_or(DEFAULT_RECEIVERS, |n| n as usize);
+    if !(1..=32).contains(&receivers) {
+        bad(
+            "source.queue.receivers",
+            format!("{receivers} is out of range (1 to 32)"),
+        );
+    }
+    let mut duration =
+        |field: &str, text: Option<&String>, default: Duration, range: (u64, u64)| {
+            let Some(text) = text else { return default };
+            match parse_duration(text) {
+                Ok(d) if (range.0..=range.1).contains(&d.as_secs()) => d,
+                Ok(_) => {
+                    bad(
+                        &format!("source.queue.{field}"),
+                        format!("{text} is out of range ({}s to {}s)", range.0, range.1),
+                    );
+                    default
+                }
+                Err(m) => {
+                    bad(&format!("source.queue.{field}"), m);
+                    default
+                }
+            }
+        };
+    let visibility = duration(
+        "visibility",
+        options.visibility.as_ref(),
+        DEFAULT_VISIBILITY,
+        (10, 12 * 3600),
+    );
+    let wait = duration("wait", options.wait.as_ref(), DEFAULT_WAIT, (0, 20));
+    let max_messages = options.max_messages.unwrap_or(DEFAULT_MAX_MESSAGES);
+    if max_messages == 0 {
+        bad("source.queue.max_messages", "must be at least 1".into());
+    }
+    let max_seconds = options.max_seconds.unwrap_or(DEFAULT_MAX_SECONDS);
+    if !(1..=12 * 3600).contains(&max_seconds) {
+        bad(
+            "source.queue.max_seconds",
+            format!("{max_seconds} is out of range (1 to 43200)"),
+        );
+    }
+    Some(QueueFeed {
+        records: Records {
+            fields,
+            message_columns,
+        },
+        receivers,
+        visibility,
+        wait,
+        max_messages,
+        max_duration: Duration::from_secs(max_seconds),
+        dedup: options.dedup.unwrap_or(Dedup::MessageId),
+    })
+}
+
+fn message_columns(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) -> Vec<MessageColumn> {
+    let mut columns = source.message_columns.clone().unwrap_or_default();
+    let given = columns.len();
+    columns.sort();
+    columns.dedup();
+    if columns.len() != given {
+        bad("source.message_columns", "lists a column twice".into());
+    }
+    columns
+}
+
+/// The record's fields: `source.record`, or `target.schema` less the message columns
+/// when there is no transform.
+fn record(
+    spec: &JobSpec,
+    schema: Option<&[Column]>,
+    message_columns: &[MessageColumn],
+    bad: &mut impl FnMut(&str, String),
+) -> Option<Vec<Column>> {
+    let is_message_column = |name: &str| message_columns.iter().any(|m| m.column() == name);
+    for (i, field) in spec.source.record.iter().flatten().enumerate() {
+        if is_message_column(&field.name) {
+            bad(
+                &format!("source.record[{i}].name"),
+                format!(
+                    "`{}` is a message column (source.message_columns adds it)",
+                    field.name
+                ),
+            );
+        }
+    }
+    let fields = match (&spec.source.record, &spec.transform, schema) {
+        (Some(specs), _, _) => match crate::contract::compile(specs) {
+            Ok(columns) => columns,
+            Err(found) => {
+                for (path, message) in found {
+                    bad(&path.replacen("target.schema", "source.record", 1), message);
+                }
+                return None;
+            }
+        },
+        (None, None, Some(schema)) => schema
+            .iter()
+            .filter(|c| !is_message_column(&c.name))
+            .cloned()
+            .collect(),
+        (None, Some(_), _) => {
+            bad(
+                "source.record",
+                "is missing: a queue job with a `transform` declares the fields of one record (name and type each), because the transform derives the output from them and target.schema describes the output".into(),
+            );
+            return None;
+        }
+        (None, None, None) => {
+            bad(
+                "source.record",
+                "is missing: declare the fields of one record in a message (name and type each, as in target.schema), or give target.schema".into(),
+            );
+            return None;
+        }
+    };
+    if fields.is_empty() {
+        bad(
+            "source.record",
+            "has no fields: a record needs at least one".into(),
+        );
+    }
+    Some(fields)
+}

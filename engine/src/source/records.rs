@@ -1,0 +1,448 @@
+//! A feed's records: JSON objects decoded into the declared fields' lake types, in Arrow
+//! batches. A body (one JSON object, or an array of them) is decoded whole before any of
+//! it is appended, so a body that does not fit is refused as one piece, with the reason.
+
+use std::sync::Arc;
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{Map, Value};
+
+use super::batch::{BatchBuilder, ColumnBuilder};
+use super::types::{LakeType, Read, SourceColumn, arrow_schema};
+use crate::contract::Column;
+use crate::error::Result;
+use crate::job::Records;
+use crate::spec::MessageColumn;
+
+/// The columns a feed yields: its record's fields, then the message columns.
+pub fn columns(records: &Records) -> Vec<SourceColumn> {
+    let mut out: Vec<SourceColumn> = records
+        .fields
+        .iter()
+        .map(|f| SourceColumn::new(&f.name, &f.lake.athena(), Read::Text, f.lake, false))
+        .collect();
+    for m in &records.message_columns {
+        let lake = match m {
+            MessageColumn::MessageId => LakeType::String,
+            MessageColumn::SentAt | MessageColumn::ReceivedAt => LakeType::TimestampUtc,
+        };
+        out.push(SourceColumn::new(
+            m.column(),
+            &lake.athena(),
+            Read::Text,
+            lake,
+            false,
+        ));
+    }
+    out
+}
+
+/// The quarantine table of a feed: the messages that could not be decoded, with their
+/// raw body and why.
+pub fn poison_schema() -> SchemaRef {
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("_message_id", DataType::Utf8, false),
+        Field::new("_sent_at", utc.clone(), true),
+        Field::new("_received_at", utc, false),
+        Field::new("_error", DataType::Utf8, false),
+        Field::new("_body", DataType::Utf8, false),
+        Field::new(crate::quality::RUN_COLUMN, DataType::Utf8, false),
+    ]))
+}
+
+/// What the message columns hold for one message.
+#[derive(Debug, Clone)]
+pub struct MessageFacts<'a> {
+    pub key: &'a str,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// One value, converted to exactly what its column's builder takes.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Decimal(i128),
+    Text(String),
+    Bytes(Vec<u8>),
+    Days(i32),
+    Micros(i64),
+}
+
+/// Collects decoded records into batches of at most `capacity` rows.
+pub struct RecordBuilder {
+    fields: Vec<Column>,
+    message_columns: Vec<MessageColumn>,
+    batch: BatchBuilder,
+}
+
+impl RecordBuilder {
+    pub fn new(records: &Records, capacity: usize) -> Self {
+        let columns = columns(records);
+        Self {
+            fields: records.fields.clone(),
+            message_columns: records.message_columns.clone(),
+            batch: BatchBuilder::new(arrow_schema(&columns), columns, capacity),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.batch.is_full()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch.rows()
+    }
+
+    /// The batch so far (empty when nothing was appended since the last one).
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        self.batch.finish()
+    }
+
+    /// Decodes `payload` (a JSON object or an array of objects) and appends its records,
+    /// all or none. Returns how many it appended, or why the payload does not fit.
+    pub fn append_json(
+        &mut self,
+        payload: &str,
+        facts: &MessageFacts<'_>,
+    ) -> std::result::Result<usize, String> {
+        let value: Value =
+            serde_json::from_str(payload).map_err(|e| format!("the body is not JSON: {e}"))?;
+        let objects: Vec<&Map<String, Value>> = match &value {
+            Value::Object(o) => vec![o],
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_object().ok_or_else(|| {
+                        format!(
+                            "item {i} of the body's array is {}; a record is a JSON object",
+                            kind(v)
+                        )
+                    })
+                })
+                .collect::<std::result::Result<_, _>>()?,
+            other => {
+                return Err(format!(
+                    "the body is {}; expected a JSON object (one record) or an array of objects",
+                    kind(other)
+                ));
+            }
+        };
+        let mut rows = Vec::with_capacity(objects.len());
+        for (i, object) in objects.iter().enumerate() {
+            let row = self.decode(object).map_err(|m| {
+                if objects.len() > 1 || value.is_array() {
+                    format!("record {i}: {m}")
+                } else {
+                    m
+                }
+            })?;
+            rows.push(row);
+        }
+        let meta: Vec<Cell> = self
+            .message_columns
+            .iter()
+            .map(|m| match m {
+                MessageColumn::MessageId => Cell::Text(facts.key.to_string()),
+                MessageColumn::SentAt => facts
+                    .sent_at
+                    .map_or(Cell::Null, |t| Cell::Micros(t.timestamp_micros())),
+                MessageColumn::ReceivedAt => Cell::Micros(facts.received_at.timestamp_micros()),
+            })
+            .collect();
+        for row in &rows {
+            self.batch
+                .append_with(|builders| {
+                    for (builder, cell) in builders.iter_mut().zip(row.iter().chain(&meta)) {
+                        append(builder, cell)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|m| format!("internal: {m}"))?;
+        }
+        Ok(rows.len())
+    }
+
+    /// One object's values, in field order.
+    fn decode(&self, object: &Map<String, Value>) -> std::result::Result<Vec<Cell>, String> {
+        self.fields
+            .iter()
+            .map(|field| {
+                let value = object.get(&field.name).or_else(|| {
+                    let name = folded(&field.name);
+                    object
+                        .iter()
+                        .find(|(k, _)| folded(k) == name)
+                        .map(|(_, v)| v)
+                });
+                match value {
+                    None | Some(Value::Null) if field.nullable => Ok(Cell::Null),
+                    None => Err(format!(
+                        "field `{}` is missing (it is not nullable; its type is {})",
+                        field.name,
+                        field.lake.athena()
+                    )),
+                    Some(Value::Null) => Err(format!(
+                        "field `{}` is null (it is not nullable)",
+                        field.name
+                    )),
+                    Some(v) => cell(v, field.lake).map_err(|m| {
+                        format!(
+                            "field `{}`: {m} (its type is {})",
+                            field.name,
+                            field.lake.athena()
+                        )
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A key as it is matched to a field: lower case, letters and digits only, so that
+/// `TruckId`, `truckId` and `TRUCK_ID` all find `truck_id`.
+fn folded(key: &str) -> String {
+    key.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Converts one JSON value to the lake type, or says why it does not fit.
+fn cell(v: &Value, lake: LakeType) -> std::result::Result<Cell, String> {
+    let refuse = || format!("{} {v} does not fit", kind(v));
+    match lake {
+        LakeType::Boolean => v.as_bool().map(Cell::Bool).ok_or_else(refuse),
+        LakeType::Int8 | LakeType::Int16 | LakeType::Int32 | LakeType::Int64 => {
+            let n = v.as_i64().ok_or_else(|| match v {
+                Value::Number(_) => format!("{v} is not an integer in range"),
+                _ => refuse(),
+            })?;
+            let fits = match lake {
+                LakeType::Int8 => i8::try_from(n).is_ok(),
+                LakeType::Int16 => i16::try_from(n).is_ok(),
+                LakeType::Int32 => i32::try_from(n).is_ok(),
+                _ => true,
+            };
+            fits.then_some(Cell::Int(n))
+                .ok_or_else(|| format!("{n} is out of range"))
+        }
+        LakeType::Float32 | LakeType::Float64 => v.as_f64().map(Cell::Float).ok_or_else(refuse),
+        LakeType::Decimal { precision, scale } => {
+            let text = match v {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.trim().to_string(),
+                _ => return Err(refuse()),
+            };
+            let parsed: BigDecimal = text
+                .parse()
+                .map_err(|_| format!("{text:?} is not a decimal number"))?;
+            let scaled = parsed.with_scale(i64::from(scale));
+            if scaled != parsed {
+                return Err(format!("{text} has more than {scale} decimals"));
+            }
+            let (digits, _) = scaled.as_bigint_and_exponent();
+            let n = i128::try_from(&digits).map_err(|_| format!("{text} is too large"))?;
+            if n.unsigned_abs() >= 10u128.pow(u32::from(precision)) {
+                return Err(format!("{text} has more than {precision} digits"));
+            }
+            Ok(Cell::Decimal(n))
+        }
+        LakeType::String => Ok(Cell::Text(match v {
+            Value::String(s) => s.clone(),
+            // Numbers, booleans and nested values are kept as their JSON text.
+            other => other.to_string(),
+        })),
+        LakeType::Binary => match v {
+            Value::String(s) => Ok(Cell::Bytes(s.as_bytes().to_vec())),
+            _ => Err(refuse()),
+        },
+        LakeType::Date => {
+            let s = v.as_str().ok_or_else(refuse)?;
+            let date = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+                .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))?;
+            let days = date.signed_duration_since(NaiveDate::default()).num_days();
+            i32::try_from(days)
+                .map(Cell::Days)
+                .map_err(|_| format!("{s:?} is out of range"))
+        }
+        LakeType::Timestamp | LakeType::TimestampUtc => timestamp(v).map(Cell::Micros),
+    }
+}
+
+/// A timestamp: RFC 3339 text (an offset is converted to UTC), `YYYY-MM-DD HH:MM:SS[.f]`
+/// taken as UTC, or a number of seconds since 1970-01-01 UTC.
+fn timestamp(v: &Value) -> std::result::Result<i64, String> {
+    match v {
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                return Ok(t.with_timezone(&Utc).timestamp_micros());
+            }
+            for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+                if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+                    return Ok(t.and_utc().timestamp_micros());
+                }
+            }
+            Err(format!(
+                "{s:?} is not a timestamp (RFC 3339 such as 2024-05-01T12:00:00Z, or seconds since the epoch)"
+            ))
+        }
+        Value::Number(n) => {
+            let seconds = n
+                .as_f64()
+                .ok_or_else(|| format!("{n} is not a number of seconds"))?;
+            let micros = (seconds * 1e6).round();
+            // Within years 0001 to 9999, as Athena's timestamps are.
+            if !(-62_135_596_800e6..=253_402_300_799e6).contains(&micros) {
+                return Err(format!("{n} seconds since the epoch is out of range"));
+            }
+            Ok(micros as i64)
+        }
+        other => Err(format!("{} does not fit", kind(other))),
+    }
+}
+
+fn append(builder: &mut ColumnBuilder, cell: &Cell) -> std::result::Result<(), String> {
+    let fit = match cell {
+        Cell::Null => {
+            builder.null();
+            Ok(())
+        }
+        Cell::Bool(v) => builder.bool(*v),
+        Cell::Int(v) => builder.int(*v),
+        Cell::Float(v) => builder.float(*v),
+        Cell::Decimal(v) => builder.decimal_unscaled(*v),
+        Cell::Text(v) => builder.text(v),
+        Cell::Bytes(v) => builder.bytes(v),
+        Cell::Days(v) => builder.days(*v),
+        Cell::Micros(v) => builder.micros(*v),
+    };
+    fit.map_err(|m| m.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    fn gps() -> Records {
+        let field = |name: &str, lake, nullable| Column {
+            name: name.into(),
+            lake,
+            nullable,
+        };
+        Records {
+            fields: vec![
+                field("truck_id", LakeType::String, false),
+                field("at", LakeType::TimestampUtc, false),
+                field("lat", LakeType::Float64, true),
+                field(
+                    "fuel",
+                    LakeType::Decimal {
+                        precision: 5,
+                        scale: 1,
+                    },
+                    true,
+                ),
+            ],
+            message_columns: vec![MessageColumn::MessageId],
+        }
+    }
+
+    fn facts() -> MessageFacts<'static> {
+        MessageFacts {
+            key: "m-1",
+            sent_at: None,
+            received_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn objects_and_arrays_become_rows() -> Result<()> {
+        let mut b = RecordBuilder::new(&gps(), 16);
+        let one = b.append_json(
+            r#"{"truck_id":"T1","at":"2024-05-01T12:00:00+02:00","lat":52.5,"fuel":"12.5"}"#,
+            &facts(),
+        );
+        assert_eq!(one, Ok(1));
+        let two = b.append_json(
+            r#"[{"TruckId":"T2","at":1714564800,"lat":null},{"truck_id":"T3","at":"2024-05-01 10:00:00","fuel":7}]"#,
+            &facts(),
+        );
+        assert_eq!(two, Ok(2));
+        let batch = b.finish()?;
+        let text = pretty_format_batches(&[batch])
+            .map_err(|e| Error::internal(e.to_string()))?
+            .to_string();
+        assert!(
+            text.contains("| T1       | 2024-05-01T10:00:00Z | 52.5 | 12.5 | m-1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| T2       | 2024-05-01T12:00:00Z |      |      | m-1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| T3       | 2024-05-01T10:00:00Z |      | 7.0  | m-1"),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_body_that_does_not_fit_is_refused_whole() -> Result<()> {
+        let mut b = RecordBuilder::new(&gps(), 16);
+        let cases = [
+            ("not json", "not JSON"),
+            ("42", "a number; expected a JSON object"),
+            (
+                r#"[{"truck_id":"T","at":1}, 3]"#,
+                "item 1 of the body's array is a number",
+            ),
+            (r#"{"at":1}"#, "field `truck_id` is missing"),
+            (r#"{"truck_id":"T","at":"yesterday"}"#, "is not a timestamp"),
+            (
+                r#"{"truck_id":"T","at":1,"fuel":12.25}"#,
+                "more than 1 decimals",
+            ),
+            (
+                r#"{"truck_id":"T","at":1,"fuel":123456}"#,
+                "more than 5 digits",
+            ),
+            (
+                r#"[{"truck_id":"T","at":1},{"truck_id":null,"at":1}]"#,
+                "record 1: field `truck_id` is null",
+            ),
+        ];
+        for (body, expected) in cases {
+            match b.append_json(body, &facts()) {
+                Ok(n) => panic!("{body} was accepted ({n} records)"),
+                Err(m) => assert!(m.contains(expected), "{body}: {m}"),
+            }
+        }
+        assert_eq!(b.rows(), 0, "nothing of a refused body is appended");
+        assert_eq!(b.finish()?.num_rows(), 0);
+        Ok(())
+    }
+}

@@ -1,0 +1,458 @@
+//! The queue feed against moto's SQS and SNS, with the real SDK clients: every good
+//! record lands once, poison goes to quarantine, the queue ends empty; a run killed at
+//! each point of the protocol and rerun gives each message once; duplicates (an SNS
+//! redelivery, a resent body, a redelivery after a commit) land once; a run slower than
+//! the visibility timeout keeps its messages hidden.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sns::types::PublishBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+
+use crate::cloud::Cloud;
+use crate::common::Run;
+
+struct Feed {
+    cloud: Cloud,
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl Feed {
+    /// A fresh queue and a workspace with the `gps` connection to it.
+    async fn new(test: &str) -> Self {
+        let cloud = Cloud::bare(test);
+        let sqs = cloud.sqs().await;
+        let name = format!(
+            "{}-{}",
+            test.replace('_', "-"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        cloud
+            .ws
+            .connections(&format!("gps:\n  kind: sqs\n  queue_url: {url}\n"));
+        Self { cloud, sqs, url }
+    }
+
+    /// Writes the job `gps_positions` with extra `queue:` options.
+    fn job(&self, queue_options: &str) {
+        self.cloud.ws.write_job(
+            "gps_positions.yaml",
+            &format!(
+                "job: gps_positions
+source:
+  connection: gps
+  record:
+    - {{name: truck_id, type: string, nullable: false}}
+    - {{name: seq, type: bigint, nullable: false}}
+    - {{name: recorded_at, type: timestamp with time zone, nullable: false}}
+    - {{name: lat, type: double}}
+    - {{name: lon, type: double}}
+  message_columns: [message_id, sent_at, received_at]
+  queue:
+    wait: 1s
+{queue_options}
+transform: SELECT *, date_format(recorded_at, '%Y-%m-%d') AS dt FROM source
+target:
+  table: gps_positions
+  partition_by: [dt]
+"
+            ),
+        );
+    }
+
+    fn sluice(&self, args: &[&str]) -> Run {
+        Run(self.cloud.local_command(args).output().expect("run sluice"))
+    }
+
+    fn run(&self) -> serde_json::Value {
+        let run = self.sluice(&["run", "--job", "gps_positions", "--output", "json"]);
+        run.assert_code(0);
+        serde_json::from_str(run.stdout().trim()).expect("summary json")
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let run = self.sluice(&["query", sql]);
+        run.assert_code(0);
+        run.stdout()
+    }
+
+    async fn send(&self, bodies: &[String]) {
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("send");
+            assert!(out.failed().is_empty(), "{:?}", out.failed());
+        }
+    }
+
+    /// (visible, in flight) messages.
+    async fn depth(&self) -> (u64, u64) {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("attributes");
+        let attrs = out.attributes().expect("attributes");
+        let n = |a: QueueAttributeName| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (
+            n(QueueAttributeName::ApproximateNumberOfMessages),
+            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    async fn arn(&self) -> String {
+        self.sqs
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("arn")
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("queue arn")
+    }
+
+    /// Starts a run stopped at failpoint `point`; returns once it is there.
+    fn start_at(&self, point: &str) -> Child {
+        let mut child = self
+            .cloud
+            .local_command(&["run", "--job", "gps_positions"])
+            .env("SLUICE_FAILPOINT", point)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        let stderr = child.stderr.take().expect("stderr");
+        let name = point.split(':').next().unwrap_or(point).to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(&format!("failpoint {name} reached")) {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the run did not reach failpoint {point}"));
+        child
+    }
+
+    /// Runs until the queue is empty and `rows` records are in the lake (messages a
+    /// killed run held come back after their visibility timeout).
+    async fn drain(&self, rows: u64) {
+        let started = Instant::now();
+        loop {
+            self.run();
+            let (visible, hidden) = self.depth().await;
+            let landed = self.count("SELECT count(*) FROM gps_positions");
+            if visible + hidden == 0 && landed == rows {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90) && landed <= rows,
+                "{landed} of {rows} rows landed, queue {visible}+{hidden}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn count(&self, sql: &str) -> u64 {
+        let run = self.sluice(&["query", sql]);
+        if run.code() != 0 {
+            return 0; // no table yet
+        }
+        first_row(&run.stdout())[0].parse().expect("a count")
+    }
+
+    /// The first row of a query's result, its cells as text.
+    fn row(&self, sql: &str) -> Vec<String> {
+        first_row(&self.sql(sql))
+    }
+}
+
+/// The cells of the first data row of a rendered table.
+fn first_row(table: &str) -> Vec<String> {
+    let line = table
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rows in\n{table}"));
+    line.trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+fn position(truck: u64, seq: u64) -> String {
+    serde_json::json!({
+        "truck_id": format!("T{truck:03}"),
+        "seq": seq,
+        "recorded_at": format!("2024-05-01T{:02}:{:02}:00Z", seq / 60 % 24, seq % 60),
+        "lat": 52.0 + (seq % 1000) as f64 / 1000.0,
+        "lon": 13.0,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn three_thousand_messages_land_once_with_the_poison_in_quarantine() {
+    let feed = Feed::new("gps_mixed").await;
+    feed.job("    receivers: 4");
+    let sns = feed.cloud.sns().await;
+    let queue_arn = feed.arn().await;
+    let mut topics = Vec::new();
+    for raw in [false, true] {
+        let topic = sns
+            .create_topic()
+            .name(format!(
+                "gps-{}-{raw}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ))
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn
+            .expect("arn");
+        sns.subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(&queue_arn)
+            .attributes("RawMessageDelivery", raw.to_string())
+            .send()
+            .await
+            .expect("subscribe");
+        topics.push(topic);
+    }
+
+    let mut seq = 0;
+    let mut next = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                seq += 1;
+                position(seq % 150, seq)
+            })
+            .collect()
+    };
+    // 1,500 single records and 500 arrays of three, straight into the queue.
+    let mut direct = next(1500);
+    for _ in 0..500 {
+        direct.push(format!("[{}]", next(3).join(",")));
+    }
+    // 20 that cannot be decoded: not JSON, a missing field, a value of the wrong type.
+    for i in 0..20 {
+        direct.push(match i % 3 {
+            0 => format!("garbage {i}"),
+            1 => r#"{"truck_id":"T001","seq":1}"#.to_string(),
+            _ => {
+                r#"{"truck_id":"T001","seq":"x","recorded_at":"2024-05-01T00:00:00Z"}"#.to_string()
+            }
+        });
+    }
+    feed.send(&direct).await;
+    // 500 through SNS with its envelope, 480 with raw delivery.
+    for (topic, n) in topics.iter().zip([500, 480]) {
+        let bodies = next(n);
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    PublishBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message(b)
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            sns.publish_batch()
+                .topic_arn(topic)
+                .set_publish_batch_request_entries(Some(entries))
+                .send()
+                .await
+                .expect("publish");
+        }
+    }
+    assert_eq!(feed.depth().await, (3000, 0));
+
+    let summary = feed.run();
+    assert_eq!(summary["status"], "committed", "{summary}");
+    // A standard queue delivers at least once: moto too, to receivers polling at once,
+    // now and then. A second copy counts as received and as a duplicate, and is deleted.
+    let feed_of = |k: &str| summary["feed"][k].as_u64().expect("a count");
+    assert_eq!(
+        feed_of("received") - feed_of("duplicates"),
+        3000,
+        "{summary}"
+    );
+    assert_eq!(feed_of("quarantined"), 20, "{summary}");
+    assert_eq!(feed_of("deleted"), feed_of("received"), "{summary}");
+    assert_eq!(summary["rows"], 3980, "{summary}");
+    assert_eq!(
+        feed.depth().await,
+        (0, 0),
+        "the queue is empty after {summary}"
+    );
+
+    let counts = feed.row(
+        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq), count(DISTINCT _message_id) FROM gps_positions",
+    );
+    // 1,500 + 500 arrays + 500 SNS + 480 raw = 2,980 messages with records.
+    assert_eq!(counts, ["3980", "3980", "1", "3980", "2980"]);
+    let enveloped = feed.row(
+        "SELECT count(*) FROM gps_positions WHERE seq > 3000 AND seq <= 3500 AND _sent_at IS NOT NULL AND _received_at >= _sent_at",
+    );
+    assert_eq!(enveloped, ["500"]);
+    let quarantine = feed.row(
+        "SELECT count(*), count(DISTINCT _message_id), sum(CASE WHEN _body LIKE 'garbage%' THEN 1 ELSE 0 END), sum(CASE WHEN _error LIKE '%recorded_at%' THEN 1 ELSE 0 END) FROM gps_positions__quarantine",
+    );
+    assert_eq!(quarantine, ["20", "20", "7", "7"]);
+
+    // Nothing left: the next run is up to date and writes nothing.
+    let again = feed.run();
+    assert_eq!(again["status"], "up_to_date", "{again}");
+}
+
+#[tokio::test]
+async fn a_run_killed_at_any_point_and_rerun_gives_each_message_once() {
+    for point in ["received", "written", "committed"] {
+        let feed = Feed::new(&format!("gps_kill_{point}")).await;
+        // Killed messages come back within max_seconds + visibility.
+        feed.job("    visibility: 10s\n    max_seconds: 2");
+        let bodies: Vec<String> = (1..=200).map(|n| position(n % 7, n)).collect();
+        feed.send(&bodies).await;
+
+        let mut child = feed.start_at(point);
+        if point == "received" {
+            // While it runs, a second run of the job is refused: busy, retry later.
+            let second = feed.sluice(&["run", "--job", "gps_positions"]);
+            second.assert_code(3);
+        }
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        let state = std::fs::read_to_string(feed.cloud.ws.state().join("gps_positions.json"))
+            .expect("state");
+        match point {
+            "committed" => assert!(!state.contains("\"pending\""), "{point}: {state}"),
+            _ => assert!(state.contains("\"pending\""), "{point}: {state}"),
+        }
+
+        feed.drain(200).await;
+        let counts = feed.row(
+            "SELECT count(*), count(DISTINCT _message_id), count(DISTINCT seq) FROM gps_positions",
+        );
+        assert_eq!(counts, ["200", "200", "200"], "{point}");
+    }
+}
+
+#[tokio::test]
+async fn duplicates_land_once() {
+    let feed = Feed::new("gps_dups").await;
+    feed.job("    dedup: message_id");
+    // SNS delivers a notification twice (the same SNS MessageId in two SQS messages).
+    let envelope = |id: &str, seq: u64| {
+        serde_json::json!({
+            "Type": "Notification",
+            "MessageId": id,
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:gps",
+            "Message": position(1, seq),
+            "Timestamp": "2024-05-01T12:00:00.000Z",
+        })
+        .to_string()
+    };
+    feed.send(&[
+        envelope("sns-1", 1),
+        envelope("sns-1", 1),
+        envelope("sns-2", 2),
+    ])
+    .await;
+    let first = feed.run();
+    assert_eq!(first["rows"], 2, "{first}");
+    assert_eq!(first["feed"]["duplicates"], 1, "{first}");
+    assert_eq!(first["feed"]["deleted"], 3, "{first}");
+
+    // The same notification again after the commit: recognised from the committed
+    // run's keys, deleted, nothing written.
+    feed.send(&[envelope("sns-2", 2)]).await;
+    let second = feed.run();
+    assert_eq!(second["status"], "up_to_date", "{second}");
+    assert_eq!(second["feed"]["duplicates"], 1, "{second}");
+    assert_eq!(feed.depth().await, (0, 0));
+
+    // With `dedup: body`, a producer resending the same body is one message.
+    feed.job("    dedup: body");
+    feed.send(&[position(2, 10), position(2, 10), position(2, 11)])
+        .await;
+    let third = feed.run();
+    assert_eq!(third["rows"], 2, "{third}");
+    let counts = feed.row("SELECT count(*), count(DISTINCT seq) FROM gps_positions");
+    assert_eq!(counts, ["4", "4"]);
+}
+
+#[tokio::test]
+async fn a_run_slower_than_the_visibility_timeout_keeps_its_messages_hidden() {
+    let feed = Feed::new("gps_slow").await;
+    feed.job("    visibility: 10s\n    max_seconds: 1");
+    let bodies: Vec<String> = (1..=50).map(|n| position(3, n)).collect();
+    feed.send(&bodies).await;
+    // The run pauses 25 s between writing and committing: 2.5 visibility periods.
+    let child = feed.start_at("written:25");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let (visible, hidden) = feed.depth().await;
+        assert_eq!((visible, hidden), (0, 50), "at {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(feed.depth().await, (0, 0));
+    let counts = feed.row("SELECT count(*), count(DISTINCT seq) FROM gps_positions");
+    assert_eq!(counts, ["50", "50"]);
+}
+
+#[tokio::test]
+async fn a_missing_queue_is_a_clear_error_and_not_retryable() {
+    let feed = Feed::new("gps_missing").await;
+    feed.cloud.ws.connections(&format!(
+        "gps:\n  kind: sqs\n  queue_url: {}-nope\n",
+        feed.url
+    ));
+    feed.job("");
+    let run = feed.sluice(&["run", "--job", "gps_positions"]);
+    run.assert_code(2);
+    assert!(
+        run.stdout().contains("reading queue") && run.stdout().contains("connection `gps`"),
+        "{}",
+        run.stdout()
+    );
+}
