@@ -180,7 +180,9 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
     for path in sorted(jobs_dir.glob("*.yaml")):
         if path.name != "connections.yaml":
             job = yaml.safe_load(path.read_text())
-            jobs[job["target"]["table"]] = job
+            # `run --all` leaves out disabled rows (the GPS queue job, which needs SQS).
+            if job.get("enabled", True):
+                jobs[job["target"]["table"]] = job
     assert len(jobs) == 6
     tables = {t["Name"] for t in glue.get_tables(DatabaseName=database)["TableList"]}
     assert tables == set(jobs), "Glue holds exactly the jobs' tables"
