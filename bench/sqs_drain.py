@@ -1,10 +1,12 @@
 """The queue benchmark (bench/queue): N GPS messages drained from moto's SQS by
 `sluice run` (records decoded, written as day-partitioned Parquet, committed, then
-deleted) against a boto3 loop that only receives 10 and deletes them in a batch (the
-floor: what draining the queue costs with nothing written), measured in the same run on
-the same server. Then a scheduled run: 3,000 messages, its wall time and peak RSS.
+deleted), against two boto3 loops measured in the same run on the same server: one that
+receives 10 and deletes them at once (the floor of draining, with nothing written and
+nothing kept), and one that holds what it receives and deletes it all at the end (the
+access pattern of any consumer that deletes only after its commit). Then a scheduled
+run: 3,000 messages, its wall time and peak RSS.
 
-Usage: queue.py SLUICE_BIN ENDPOINT N
+Usage: sqs_drain.py SLUICE_BIN ENDPOINT N
 """
 
 import json
@@ -62,6 +64,31 @@ def boto3_loop(url):
     return time.monotonic() - started - 1.0, drained, None  # less the final empty 1 s poll
 
 
+def boto3_hold(url):
+    """What any consumer that deletes only after its commit does: receive everything,
+    holding it, then delete it all (no decoding, nothing written)."""
+    started, receipts = time.monotonic(), []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=3600).get("Messages", [])
+        if not got:
+            break
+        receipts += [m["ReceiptHandle"] for m in got]
+    for k in range(0, len(receipts), 10):
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(receipts[k:k + 10])])
+    return time.monotonic() - started - 1.0, len(receipts), None
+
+
+def sluice_drain(url):
+    """`sluice run` until the queue is empty (a run ends at the first empty receive; a
+    standard queue may answer one while a few messages are still on their way)."""
+    seconds, rows, rss, runs = 0.0, 0, 0, 0
+    while depth(url):
+        s, r, m = sluice(url, N)
+        seconds, rows, rss, runs = seconds + s, rows + r, max(rss, m), runs + 1
+    print(f"sluice: {runs} run(s)", file=sys.stderr)
+    return seconds, rows, rss
+
+
 def sluice(url, max_messages):
     work = tempfile.mkdtemp(prefix="sluice-queue-bench.")
     os.makedirs(f"{work}/jobs")
@@ -98,12 +125,14 @@ target:
         sys.exit(f"sluice failed:\n{out.stdout}\n{out.stderr}")
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     rss = int(out.stderr.strip().splitlines()[-1]) * 1024
+    print(f"sluice: {summary['rows']} rows, feed {summary['feed']}", file=sys.stderr)
     return wall - 1.0, summary["rows"], rss  # less the final empty 1 s poll
 
 
 def main():
     rows = []
-    for name, run in [("boto3 receive/delete loop", boto3_loop), ("sluice run", lambda u: sluice(u, N))]:
+    for name, run in [("boto3 receive/delete loop", boto3_loop), ("boto3 hold, then delete", boto3_hold),
+                      ("sluice run", sluice_drain)]:
         url = queue(N)
         seconds, drained, rss = run(url)
         left = depth(url)
@@ -112,6 +141,7 @@ def main():
         rows.append((name, N, seconds, rss))
     base = rows[0][1] / rows[0][2]
     print(f"\n{N} GPS messages from moto's SQS ({os.cpu_count()} cores)\n")
+    print("ratio: messages/s over the boto3 receive/delete loop's")
     print(f"{'tool':<28} {'messages':>9} {'seconds':>8} {'msgs/s':>8} {'ratio':>6} {'peak RSS':>9}")
     for name, n, seconds, rss in rows:
         mib = f"{rss / 2**20:.0f} MiB" if rss else "-"
