@@ -139,9 +139,10 @@ pub struct QueueSpec {
     /// Receive calls in flight at once, 10 messages each (1 to 32, default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receivers: Option<u32>,
-    /// How long a received message stays hidden from other receivers while the run
-    /// works: `60s` (the default), from `10s` to `12h`. The run extends it every third
-    /// of this until it deletes the message after its commit.
+    /// How long a received message stays hidden from other receivers beyond the run's
+    /// `max_seconds`: `60s` (the default), from `10s` to `12h`. A run that outlives that
+    /// extends it, every third of this, until it deletes the message after its commit;
+    /// a killed run's messages come back this long after its `max_seconds` are up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<String>,
     /// How long the first receive waits on an empty queue (long polling): `20s` (the
