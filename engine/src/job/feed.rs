@@ -116,14 +116,7 @@ pub fn compile_queue(
     }
     let message_columns = message_columns(source, bad);
     let fields = record(spec, schema, &message_columns, bad)?;
-    let options = source.queue.clone().unwrap_or(crate::spec::QueueSpec {
-        receivers: None,
-        visibility: None,
-        wait: None,
-        max_messages: None,
-        max_seconds: None,
-        dedup: None,
-    });
+    let options = source.queue.clone().unwrap_or_default();
     let receivers = options.receivers.map_or(DEFAULT_RECEIVERS, |n| n as usize);
     if !(1..=32).contains(&receivers) {
         bad(

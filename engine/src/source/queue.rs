@@ -215,7 +215,7 @@ async fn consume(
         deadline: Instant::now() + feed.max_duration,
     });
     let (start_tx, start_rx) = watch::channel(Start::Waiting);
-    let (msg_tx, mut msg_rx) = mpsc::channel::<Result<Vec<Message>>>(feed.receivers * 2);
+    let (msg_tx, mut msg_rx) = mpsc::channel::<Result<Received>>(feed.receivers * 2);
     for n in 0..feed.receivers {
         tokio::spawn(receive(
             n,
@@ -242,11 +242,11 @@ async fn consume(
     };
     let mut first = true;
     while let Some(received) = msg_rx.recv().await {
-        let messages = received?;
+        let Received { messages, hidden } = received?;
         let received_at = Utc::now();
         {
             let mut held = lock(&holding);
-            let hidden_until = Instant::now() + feed.visibility;
+            let hidden_until = Instant::now() + hidden;
             for m in &messages {
                 if let Some(receipt) = m.receipt_handle() {
                     held.push(Held {
@@ -466,6 +466,12 @@ impl Remembered {
     }
 }
 
+/// One receive call's messages, and how long SQS hides them.
+struct Received {
+    messages: Vec<Message>,
+    hidden: Duration,
+}
+
 struct Receiver {
     queue: Arc<Queue>,
     budget: Arc<Budget>,
@@ -479,7 +485,7 @@ async fn receive(
     n: usize,
     receiver: Receiver,
     (start_tx, mut start_rx): (watch::Sender<Start>, watch::Receiver<Start>),
-    out: mpsc::Sender<Result<Vec<Message>>>,
+    out: mpsc::Sender<Result<Received>>,
 ) {
     if n > 0 {
         // The others join once receiver 0 has found messages.
@@ -534,7 +540,11 @@ async fn receive(
             break;
         }
         first = false;
-        if out.send(Ok(messages)).await.is_err() {
+        let received = Received {
+            messages,
+            hidden: Duration::from_secs(hidden),
+        };
+        if out.send(Ok(received)).await.is_err() {
             return;
         }
     }

@@ -133,7 +133,7 @@ impl MessageColumn {
 
 /// How a queue job's runs receive. A run ends when the queue is drained (a receive
 /// after the first returns nothing), after `max_messages`, or after `max_seconds`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSpec {
     /// Receive calls in flight at once, 10 messages each (1 to 32, default 4).
