@@ -48,6 +48,8 @@ use crate::spec::Dedup;
 
 /// Messages a receive call takes at most (the SQS limit), and entries per batch call.
 const PER_CALL: usize = 10;
+/// Empty receives in a row after which a receiver takes the queue as drained.
+const EMPTY_POLLS: usize = 2;
 /// Batch calls (delete, change visibility) in flight at once.
 const CALLS_IN_FLIGHT: usize = 8;
 /// How much earlier than a message's send time a committed run may have taken it, in
@@ -479,8 +481,9 @@ struct Receiver {
     wait: Duration,
 }
 
-/// One receiver: long-polls until the queue is drained (a receive after its first
-/// returns nothing), the budget is spent or the time is up.
+/// One receiver: long-polls until the queue is drained (its first long poll, or
+/// `EMPTY_POLLS` later receives in a row, return nothing), the budget is spent or the
+/// time is up.
 async fn receive(
     n: usize,
     receiver: Receiver,
@@ -495,6 +498,7 @@ async fn receive(
         }
     }
     let mut first = n == 0;
+    let mut empty = 0;
     loop {
         let want = receiver.budget.take();
         if want == 0 {
@@ -537,8 +541,15 @@ async fn receive(
             });
         }
         if messages.is_empty() {
-            break;
+            // The first long poll found nothing: the queue is empty. Later, a few empty
+            // polls in a row: drained (one alone may miss what is on its way).
+            empty += 1;
+            if first || empty >= EMPTY_POLLS {
+                break;
+            }
+            continue;
         }
+        empty = 0;
         first = false;
         let received = Received {
             messages,

@@ -131,8 +131,9 @@ impl MessageColumn {
     }
 }
 
-/// How a queue job's runs receive. A run ends when the queue is drained (a receive
-/// after the first returns nothing), after `max_messages`, or after `max_seconds`.
+/// How a queue job's runs receive. A run ends when the queue is drained (the first
+/// long poll, or two later receives in a row, return nothing), after `max_messages`, or
+/// after `max_seconds`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSpec {
