@@ -18,18 +18,27 @@ struct Feed {
     cloud: Cloud,
     sqs: aws_sdk_sqs::Client,
     url: String,
+    /// Jobs and state in DynamoDB, the lake on S3, tables in Glue (else: folders).
+    on_aws: bool,
 }
 
 impl Feed {
-    /// A fresh queue and a workspace with the `gps` connection to it.
+    /// A fresh queue and a workspace with the `gps` connection to it; the lake and state
+    /// in the workspace's folders.
     async fn new(test: &str) -> Self {
-        let cloud = Cloud::bare(test);
+        Self::with(Cloud::bare(test), false).await
+    }
+
+    /// The same with the job rows and state in DynamoDB, the lake on S3 and the tables
+    /// published in Glue, as on AWS.
+    async fn on_aws(test: &str) -> Self {
+        Self::with(Cloud::new(test), true).await
+    }
+
+    async fn with(cloud: Cloud, on_aws: bool) -> Self {
+        let test = cloud.bucket.clone();
         let sqs = cloud.sqs().await;
-        let name = format!(
-            "{}-{}",
-            test.replace('_', "-"),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let name = test.replace('_', "-");
         let url = sqs
             .create_queue()
             .queue_name(name)
@@ -41,7 +50,12 @@ impl Feed {
         cloud
             .ws
             .connections(&format!("gps:\n  kind: sqs\n  queue_url: {url}\n"));
-        Self { cloud, sqs, url }
+        Self {
+            cloud,
+            sqs,
+            url,
+            on_aws,
+        }
     }
 
     /// Writes the job `gps_positions` with extra `queue:` options.
@@ -71,8 +85,16 @@ target:
         );
     }
 
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        if self.on_aws {
+            self.cloud.command(args)
+        } else {
+            self.cloud.local_command(args)
+        }
+    }
+
     fn sluice(&self, args: &[&str]) -> Run {
-        Run(self.cloud.local_command(args).output().expect("run sluice"))
+        Run(self.command(args).output().expect("run sluice"))
     }
 
     fn run(&self) -> serde_json::Value {
@@ -146,8 +168,7 @@ target:
     /// Starts a run stopped at failpoint `point`; returns once it is there.
     fn start_at(&self, point: &str) -> Child {
         let mut child = self
-            .cloud
-            .local_command(&["run", "--job", "gps_positions"])
+            .command(&["run", "--job", "gps_positions"])
             .env("SLUICE_FAILPOINT", point)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -454,5 +475,67 @@ async fn a_missing_queue_is_a_clear_error_and_not_retryable() {
         run.stdout().contains("reading queue") && run.stdout().contains("connection `gps`"),
         "{}",
         run.stdout()
+    );
+}
+
+#[tokio::test]
+async fn on_aws_a_redelivery_after_the_commit_lands_once_and_the_quarantine_is_published() {
+    let feed = Feed::on_aws("gps_on_aws").await;
+    feed.job("");
+    feed.cloud.push_jobs();
+    let envelope = |id: &str, seq: u64| {
+        serde_json::json!({
+            "Type": "Notification",
+            "MessageId": id,
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:gps",
+            "Message": position(4, seq),
+            "Timestamp": "2024-05-01T12:00:00.000Z",
+        })
+        .to_string()
+    };
+    feed.send(&[
+        envelope("sns-a", 1),
+        envelope("sns-b", 2),
+        "{oops".to_string(),
+    ])
+    .await;
+    let first = feed.run();
+    assert_eq!(first["rows"], 2, "{first}");
+    assert_eq!(first["quarantined"], 1, "{first}");
+
+    // The checkpoint lives in DynamoDB, the keys in the run's manifest on S3.
+    feed.send(&[envelope("sns-b", 2)]).await;
+    let second = feed.run();
+    assert_eq!(second["status"], "up_to_date", "{second}");
+    assert_eq!(second["feed"]["duplicates"], 1, "{second}");
+    assert_eq!(feed.depth().await, (0, 0));
+    assert_eq!(
+        feed.row("SELECT count(*), count(DISTINCT _message_id) FROM gps_positions"),
+        ["2", "2"]
+    );
+
+    let glue = feed.cloud.glue().await;
+    let quarantine = glue
+        .get_table()
+        .database_name(&feed.cloud.database)
+        .name("gps_positions__quarantine")
+        .send()
+        .await
+        .expect("the quarantine table is in Glue");
+    let columns: Vec<String> = quarantine
+        .table()
+        .and_then(|t| t.storage_descriptor())
+        .map(|d| d.columns().iter().map(|c| c.name().to_string()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        columns,
+        [
+            "_message_id",
+            "_sent_at",
+            "_received_at",
+            "_error",
+            "_body",
+            "_run_id"
+        ]
     );
 }
