@@ -539,3 +539,23 @@ async fn on_aws_a_redelivery_after_the_commit_lands_once_and_the_quarantine_is_p
         ]
     );
 }
+
+#[tokio::test]
+async fn a_run_that_fails_while_planning_leaves_the_queue_untouched() {
+    let feed = Feed::new("gps_bad_plan").await;
+    feed.job("");
+    feed.send(&[position(5, 1), position(5, 2)]).await;
+    // A partition column the transform does not make: found before anything is received.
+    let job = std::fs::read_to_string(feed.cloud.ws.jobs().join("gps_positions.yaml"))
+        .expect("job")
+        .replace("partition_by: [dt]", "partition_by: [day]");
+    feed.cloud.ws.write_job("gps_positions.yaml", &job);
+    let run = feed.sluice(&["run", "--job", "gps_positions"]);
+    run.assert_code(2);
+    assert!(run.stdout().contains("`day`"), "{}", run.stdout());
+    assert_eq!(
+        feed.depth().await,
+        (2, 0),
+        "nothing was received, so nothing counts toward the dead-letter queue"
+    );
+}
