@@ -116,6 +116,29 @@ fn a_broken_connections_file_fails_only_the_jobs_that_use_it() {
 }
 
 #[test]
+fn broken_queue_connections_say_what_a_queue_connection_takes() {
+    let ws = Workspace::new();
+    let validate = |connections: &str| {
+        ws.connections(connections);
+        let run = ws.sluice(&["jobs", "validate"]);
+        run.assert_code(2);
+        run.stderr()
+    };
+    let err = validate("stream:\n  kind: kafka\n  queue_url: https://x\n");
+    assert!(
+        err.contains("connections.yaml: stream.kind: `kafka` is not valid. Valid values: `postgres`, `mysql`, `sqlite`, `sqs`"),
+        "{err}"
+    );
+    let err = validate("gps:\n  kind: sqs\n  url: https://sqs.eu-west-1.amazonaws.com/1/gps\n");
+    for expected in [
+        "connections.yaml: gps.url: a queue connection gives `queue_url` only; its credentials come from the AWS chain (the task role)",
+        "connections.yaml: gps.queue_url: missing: give the queue's URL, `https://sqs.<region>.amazonaws.com/<account>/<queue>`",
+    ] {
+        assert!(err.contains(expected), "{expected}\nin:\n{err}");
+    }
+}
+
+#[test]
 fn the_schema_is_published_and_describes_every_field() {
     let ws = Workspace::new();
     let run = ws.sluice(&["jobs", "schema"]);
