@@ -1,8 +1,9 @@
 # The trucks' GPS feed: devices publish positions to an SNS topic (or send to the queue
 # directly); the topic delivers into an SQS queue; the job gps_positions drains it into
-# the lake every five minutes, exactly once. A message that keeps failing goes to the
-# dead-letter queue after max_receive_count receives; alarms watch that queue's depth
-# and the age of the oldest waiting position.
+# the lake every five minutes (its schedule is with the others, in stepfunctions.tf),
+# exactly once. A message that keeps failing goes to the dead-letter queue after
+# max_receive_count receives; alarms watch that queue's depth and the age of the oldest
+# waiting position.
 
 resource "aws_sqs_queue" "gps_dlq" {
   name                      = "${local.name}-gps-positions-dlq"
@@ -63,35 +64,6 @@ data "aws_iam_policy_document" "gps_queue" {
 resource "aws_sqs_queue_policy" "gps" {
   queue_url = aws_sqs_queue.gps.id
   policy    = data.aws_iam_policy_document.gps_queue.json
-}
-
-# Every five minutes, only the GPS job, on the small task. The row is disabled, so the
-# hourly schedule of the tables leaves it out; if two runs meet anyway, the second exits
-# 3, "already running", which the state machine skips.
-resource "aws_scheduler_schedule" "gps_positions" {
-  name                         = "${local.name}-gps-positions"
-  schedule_expression          = var.gps_schedule_expression
-  schedule_expression_timezone = var.schedule_timezone
-  kms_key_arn                  = aws_kms_key.main.arn
-
-  flexible_time_window {
-    mode = "OFF"
-  }
-
-  target {
-    arn      = aws_sfn_state_machine.run_jobs.arn
-    role_arn = aws_iam_role.scheduler.arn
-    # A row-shaped item, so that the run uses the small feed task.
-    input = jsonencode({ jobs = [{
-      id              = { S = "gps_positions" }
-      task_definition = { S = aws_ecs_task_definition.sluice["feed"].family }
-    }] })
-
-    retry_policy {
-      maximum_retry_attempts       = 3
-      maximum_event_age_in_seconds = 300
-    }
-  }
 }
 
 resource "aws_cloudwatch_metric_alarm" "gps_dead_letters" {

@@ -1,5 +1,5 @@
-# The orchestration: stepfunctions/run_jobs.asl.json, filled in here, started by an
-# EventBridge Scheduler schedule (input {} = every enabled job row).
+# The orchestration: stepfunctions/run_jobs.asl.json, filled in here, started by
+# EventBridge Scheduler schedules.
 
 resource "aws_cloudwatch_log_group" "states" {
   name              = "/aws/vendedlogs/states/${local.name}"
@@ -44,9 +44,32 @@ resource "aws_sfn_state_machine" "run_jobs" {
   }
 }
 
+# The schedules that start it: every enabled job row hourly (input {}), and the GPS feed
+# every five minutes on the small feed task (a row-shaped item names the task; the row
+# itself is disabled, so the hourly run leaves it out; if two runs meet anyway, the
+# second exits 3, "already running", which the state machine skips).
+locals {
+  schedules = {
+    run-jobs = {
+      expression = var.schedule_expression
+      input      = {}
+      max_age    = 3600
+    }
+    gps-positions = {
+      expression = var.gps_schedule_expression
+      input = { jobs = [{
+        id              = { S = "gps_positions" }
+        task_definition = { S = aws_ecs_task_definition.sluice["feed"].family }
+      }] }
+      max_age = 300
+    }
+  }
+}
+
 resource "aws_scheduler_schedule" "run_jobs" {
-  name                         = "${local.name}-run-jobs"
-  schedule_expression          = var.schedule_expression
+  for_each                     = local.schedules
+  name                         = "${local.name}-${each.key}"
+  schedule_expression          = each.value.expression
   schedule_expression_timezone = var.schedule_timezone
   kms_key_arn                  = aws_kms_key.main.arn
 
@@ -57,11 +80,11 @@ resource "aws_scheduler_schedule" "run_jobs" {
   target {
     arn      = aws_sfn_state_machine.run_jobs.arn
     role_arn = aws_iam_role.scheduler.arn
-    input    = jsonencode({})
+    input    = jsonencode(each.value.input)
 
     retry_policy {
       maximum_retry_attempts       = 3
-      maximum_event_age_in_seconds = 3600
+      maximum_event_age_in_seconds = each.value.max_age
     }
   }
 }
