@@ -187,14 +187,13 @@ impl ColumnBuilder {
         let Some(scale) = self.decimal_scale() else {
             return self.text(&v.to_string());
         };
-        let scaled = v.with_scale(i64::from(scale));
         let name = self.decimal_name();
         let misfit = || Misfit(format!("{v} does not fit {name}"));
-        if &scaled != v {
-            return Err(misfit());
-        }
-        let (digits, _) = scaled.as_bigint_and_exponent();
-        let n = i128::try_from(&digits).map_err(|_| misfit())?;
+        let precision = match self {
+            Self::Decimal(_, p, _) => *p,
+            _ => return Err(misfit()),
+        };
+        let n = unscaled(v, precision, scale).map_err(|_| misfit())?;
         self.decimal_unscaled(n).map_err(|_| misfit())
     }
 
@@ -256,6 +255,33 @@ impl ColumnBuilder {
             }
         })
     }
+}
+
+/// Why a number does not fit a decimal column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecimalMisfit {
+    /// More decimals than the scale.
+    Decimals,
+    /// More digits than the precision.
+    Digits,
+}
+
+/// `v` times 10^scale, exactly, if it fits `decimal(precision, scale)`.
+pub fn unscaled(
+    v: &BigDecimal,
+    precision: u8,
+    scale: i8,
+) -> std::result::Result<i128, DecimalMisfit> {
+    let scaled = v.with_scale(i64::from(scale));
+    if &scaled != v {
+        return Err(DecimalMisfit::Decimals);
+    }
+    let (digits, _) = scaled.as_bigint_and_exponent();
+    let n = i128::try_from(&digits).map_err(|_| DecimalMisfit::Digits)?;
+    if n.unsigned_abs() >= 10u128.pow(u32::from(precision)) {
+        return Err(DecimalMisfit::Digits);
+    }
+    Ok(n)
 }
 
 /// `n / 10^scale` written out, for messages.

@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 
-use super::batch::{BatchBuilder, ColumnBuilder};
+use super::batch::{BatchBuilder, ColumnBuilder, DecimalMisfit, unscaled};
 use super::types::{LakeType, Read, SourceColumn, arrow_schema};
 use crate::contract::Column;
 use crate::error::Result;
@@ -256,16 +256,12 @@ fn cell(v: &Value, lake: LakeType) -> std::result::Result<Cell, String> {
             let parsed: BigDecimal = text
                 .parse()
                 .map_err(|_| format!("{text:?} is not a decimal number"))?;
-            let scaled = parsed.with_scale(i64::from(scale));
-            if scaled != parsed {
-                return Err(format!("{text} has more than {scale} decimals"));
-            }
-            let (digits, _) = scaled.as_bigint_and_exponent();
-            let n = i128::try_from(&digits).map_err(|_| format!("{text} is too large"))?;
-            if n.unsigned_abs() >= 10u128.pow(u32::from(precision)) {
-                return Err(format!("{text} has more than {precision} digits"));
-            }
-            Ok(Cell::Decimal(n))
+            unscaled(&parsed, precision, scale)
+                .map(Cell::Decimal)
+                .map_err(|why| match why {
+                    DecimalMisfit::Decimals => format!("{text} has more than {scale} decimals"),
+                    DecimalMisfit::Digits => format!("{text} has more than {precision} digits"),
+                })
         }
         LakeType::String => Ok(Cell::Text(match v {
             Value::String(s) => s.clone(),
