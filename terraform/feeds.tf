@@ -66,31 +66,37 @@ resource "aws_sqs_queue_policy" "gps" {
   policy    = data.aws_iam_policy_document.gps_queue.json
 }
 
-resource "aws_cloudwatch_metric_alarm" "gps_dead_letters" {
-  alarm_name          = "${local.name}-gps-dead-letters"
-  alarm_description   = "GPS messages reached the dead-letter queue: a run kept failing on them. Read them, fix the cause, and redrive them to the GPS queue."
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = aws_sqs_queue.gps_dlq.name }
-  statistic           = "Maximum"
-  period              = 300
-  evaluation_periods  = 1
-  threshold           = 0
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_sns_topic.alerts.arn]
+# Two alarms on the queues, the same but for what they watch.
+locals {
+  gps_alarms = {
+    gps-dead-letters = {
+      description = "GPS messages reached the dead-letter queue: a run kept failing on them. Read them, fix the cause, and redrive them to the GPS queue."
+      metric      = "ApproximateNumberOfMessagesVisible"
+      queue       = aws_sqs_queue.gps_dlq.name
+      periods     = 1
+      threshold   = 0
+    }
+    gps-backlog = {
+      description = "The oldest GPS position waiting in the queue is older than ${var.gps_max_age_seconds} seconds: the scheduled runs are not draining it."
+      metric      = "ApproximateAgeOfOldestMessage"
+      queue       = aws_sqs_queue.gps.name
+      periods     = 2
+      threshold   = var.gps_max_age_seconds
+    }
+  }
 }
 
-resource "aws_cloudwatch_metric_alarm" "gps_backlog" {
-  alarm_name          = "${local.name}-gps-backlog"
-  alarm_description   = "The oldest GPS position waiting in the queue is older than ${var.gps_max_age_seconds} seconds: the scheduled runs are not draining it."
+resource "aws_cloudwatch_metric_alarm" "gps" {
+  for_each            = local.gps_alarms
+  alarm_name          = "${local.name}-${each.key}"
+  alarm_description   = each.value.description
   namespace           = "AWS/SQS"
-  metric_name         = "ApproximateAgeOfOldestMessage"
-  dimensions          = { QueueName = aws_sqs_queue.gps.name }
+  metric_name         = each.value.metric
+  dimensions          = { QueueName = each.value.queue }
   statistic           = "Maximum"
   period              = 300
-  evaluation_periods  = 2
-  threshold           = var.gps_max_age_seconds
+  evaluation_periods  = each.value.periods
+  threshold           = each.value.threshold
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alerts.arn]
