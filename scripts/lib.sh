@@ -127,6 +127,24 @@ start_moto() {
   MOTO_CLOUDWATCH_URL="http://127.0.0.1:$(echo "$ports" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cloudwatch"])')"
 }
 
+# Starts the partner's APIs (tests/api/partner.py: REST and SOAP) on a free loopback
+# port. Sets PARTNER_DIR and PARTNER_URL.
+start_partner() {
+  test_venv
+  PARTNER_DIR=$(mktemp -d /tmp/sluice-partner.XXXXXX)
+  "$TEST_VENV/bin/python" tests/api/partner.py "$PARTNER_DIR/ports.json" >"$PARTNER_DIR/server.log" 2>&1 &
+  echo $! >"$PARTNER_DIR/pid"
+  for _ in $(seq 1 120); do [ -f "$PARTNER_DIR/ports.json" ] && break; sleep 0.25; done
+  [ -f "$PARTNER_DIR/ports.json" ] || { cat "$PARTNER_DIR/server.log" >&2; die "the partner fixture did not start"; }
+  PARTNER_URL="http://127.0.0.1:$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$PARTNER_DIR/ports.json")"
+}
+
+stop_partner() {
+  [ -n "${PARTNER_DIR:-}" ] && [ -d "$PARTNER_DIR" ] || return 0
+  kill "$(cat "$PARTNER_DIR/pid")" 2>/dev/null || true
+  rm -rf "$PARTNER_DIR"
+}
+
 stop_moto() {
   [ -n "${MOTO_DIR:-}" ] && [ -d "$MOTO_DIR" ] || return 0
   kill "$(cat "$MOTO_DIR/pid")" 2>/dev/null || true

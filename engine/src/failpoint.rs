@@ -3,7 +3,7 @@
 //! `SLUICE_FAILPOINT=<name>:<seconds>` it only pauses (a run slower than a timeout).
 //! Unset, a point costs one environment lookup.
 //!
-//! Points: `received` (a feed received its first messages, nothing written), `written`
+//! Points: `received` (a feed received its first messages or page, nothing written), `written`
 //! (files and manifests written, not committed), `committed` (committed, the feed not
 //! acknowledged).
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod failpoint;
 pub mod infer;
 pub mod job;
+pub mod jsonpath;
 pub mod lake_type;
 pub mod pipeline;
 pub mod quality;

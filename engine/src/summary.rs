@@ -69,6 +69,9 @@ pub struct RunSummary {
     /// A feed's messages: received, duplicates skipped, quarantined, deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<crate::source::FeedReport>,
+    /// An API feed's calls: requests, retries, bytes received, records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<crate::source::ApiReport>,
     /// What publishing in the Glue catalog did (absent when the run does not publish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
@@ -106,6 +109,7 @@ impl RunSummary {
             quality: Vec::new(),
             quarantined: 0,
             feed: None,
+            api: None,
             catalog: None,
             error: None,
             error_class: None,

@@ -181,6 +181,19 @@ pub fn pretty(batches: &[RecordBatch]) -> String {
         .to_string()
 }
 
+/// The cells of the first data row of a rendered table.
+pub fn first_row(table: &str) -> Vec<String> {
+    let line = table
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rows in\n{table}"));
+    line.trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
 /// Runs SQL over the lake the way `sluice query` does, and returns the rendered table.
 pub fn lake_sql(ws: &Workspace, sql: &str) -> String {
     let run = ws.sluice(&["query", sql]);

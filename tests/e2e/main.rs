@@ -3,6 +3,7 @@
 // A failed expectation in a test should stop it with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod api;
 mod aws;
 mod catalog;
 mod cloud;

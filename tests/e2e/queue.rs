@@ -12,7 +12,7 @@ use aws_sdk_sns::types::PublishBatchRequestEntry;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 
 use crate::cloud::Cloud;
-use crate::common::Run;
+use crate::common::{Run, first_row};
 
 struct Feed {
     cloud: Cloud,
@@ -220,19 +220,6 @@ target:
     fn row(&self, sql: &str) -> Vec<String> {
         first_row(&self.sql(sql))
     }
-}
-
-/// The cells of the first data row of a rendered table.
-fn first_row(table: &str) -> Vec<String> {
-    let line = table
-        .lines()
-        .filter(|l| l.starts_with('|'))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no rows in\n{table}"));
-    line.trim_matches('|')
-        .split('|')
-        .map(|c| c.trim().to_string())
-        .collect()
 }
 
 fn position(truck: u64, seq: u64) -> String {

@@ -125,7 +125,10 @@ pub fn job_tables(job: &Job, contract: &[Column], database: &str, lake: &Lake) -
             job.target.table
         );
         Some((columns, table.partition_keys.clone(), comment))
-    } else if matches!(job.from, crate::job::From::Queue(_)) {
+    } else if matches!(
+        job.from,
+        crate::job::From::Queue(_) | crate::job::From::Http(_)
+    ) {
         let columns = crate::source::records::poison_schema()
             .fields()
             .iter()

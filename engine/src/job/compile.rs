@@ -10,6 +10,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 
 use super::ConfigError;
 use super::feed::{self, QueueFeed};
+use super::http::{self, HttpConnection, HttpFeed};
 use crate::spec::shape::{self, Problem};
 use crate::spec::units::{parse_duration, parse_size};
 use crate::spec::{
@@ -66,6 +67,8 @@ pub enum Address {
     Url(String),
     /// The name or ARN of a Secrets Manager secret in the RDS JSON shape.
     Secret(String),
+    /// An API: its base URL, auth and limits.
+    Http(Box<HttpConnection>),
 }
 
 /// What the extract reads: a relation of a database, or a feed.
@@ -73,6 +76,7 @@ pub enum Address {
 pub enum From {
     Relation(Relation),
     Queue(QueueFeed),
+    Http(Box<HttpFeed>),
 }
 
 /// A table or query of a database.
@@ -125,10 +129,17 @@ pub fn compile_connections(
             ));
         }
         let mut problem = |field: &str, message: String| errors.push(at(field, message));
-        let address = if spec.kind.is_feed() {
-            queue_address(spec, &mut problem)
-        } else {
-            database_address(spec, &mut problem)
+        let address = match spec.kind {
+            ConnectionKind::Sqs => queue_address(spec, &mut problem),
+            ConnectionKind::Http => Address::Http(Box::new(http::compile_connection(
+                spec,
+                base_dir.as_deref(),
+                &mut problem,
+            ))),
+            ConnectionKind::Postgres | ConnectionKind::Mysql | ConnectionKind::Sqlite => {
+                http_fields(spec, &mut problem);
+                database_address(spec, &mut problem)
+            }
         };
         out.insert(
             name.clone(),
@@ -187,8 +198,39 @@ fn database_address(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String
     }
 }
 
+/// A database's connection must not carry an API's fields.
+fn http_fields(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String)) {
+    let given = [
+        ("base_url", spec.base_url.is_some()),
+        ("auth", spec.auth.is_some()),
+        ("headers", spec.headers.is_some()),
+        ("timeout", spec.timeout.is_some()),
+        ("connect_timeout", spec.connect_timeout.is_some()),
+        ("rate_limit", spec.rate_limit.is_some()),
+        ("retry", spec.retry.is_some()),
+        ("ca_bundle", spec.ca_bundle.is_some()),
+    ];
+    for (field, given) in given {
+        if given {
+            problem(
+                field,
+                format!(
+                    "is for kind `http` (an API); a {} connection gives {}",
+                    spec.kind.name(),
+                    if spec.kind == ConnectionKind::Sqs {
+                        "`queue_url`"
+                    } else {
+                        "`url` or `secret`"
+                    }
+                ),
+            );
+        }
+    }
+}
+
 /// A queue's address: its URL (the credentials come from the AWS chain).
 fn queue_address(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String)) -> Address {
+    http_fields(spec, problem);
     for (field, given) in [
         ("url", spec.url.is_some()),
         ("secret", spec.secret.is_some()),
@@ -283,13 +325,22 @@ pub fn compile(
         }
     };
 
-    let is_feed = connection.as_ref().is_some_and(|c| c.kind.is_feed());
-    let mode = spec.mode.unwrap_or(if is_feed {
-        Mode::Incremental
-    } else {
-        Mode::Full
+    let kind = connection.as_ref().map(|c| c.kind);
+    let is_feed = kind.is_some_and(ConnectionKind::is_feed);
+    let mode = spec.mode.unwrap_or(match kind {
+        Some(ConnectionKind::Sqs) => Mode::Incremental,
+        Some(ConnectionKind::Http) if source.cursor.is_some() => Mode::Incremental,
+        _ => Mode::Full,
     });
-    let table = if is_feed {
+    let table = if kind == Some(ConnectionKind::Http) {
+        feed::check_api_source(source, &mut bad);
+        TableRead {
+            relation: None,
+            primary_key: Vec::new(),
+            lag: source.lag.as_deref().and_then(|l| parse_duration(l).ok()),
+            split: None,
+        }
+    } else if is_feed {
         TableRead {
             relation: None,
             primary_key: Vec::new(),
@@ -408,10 +459,11 @@ pub fn compile(
         }
     };
 
-    let from = if is_feed {
-        feed::compile_queue(spec, schema.as_deref(), &mut bad).map(From::Queue)
-    } else {
-        table.relation.map(From::Relation)
+    let from = match connection.as_ref().map(|c| &c.address) {
+        Some(Address::Http(api)) => http::compile_http(spec, schema.as_deref(), api, &mut bad)
+            .map(|feed| From::Http(Box::new(feed))),
+        _ if is_feed => feed::compile_queue(spec, schema.as_deref(), &mut bad).map(From::Queue),
+        _ => table.relation.map(From::Relation),
     };
     match (problems.is_empty(), connection, from) {
         (true, Some(connection), Some(from)) => Ok(Job {
@@ -681,7 +733,7 @@ fn url_problems(kind: ConnectionKind, url: &str) -> Vec<String> {
         ConnectionKind::Postgres => &["postgres://", "postgresql://"],
         ConnectionKind::Mysql => &["mysql://", "mariadb://"],
         ConnectionKind::Sqlite => &["sqlite:"],
-        ConnectionKind::Sqs => &["https://", "http://"],
+        ConnectionKind::Sqs | ConnectionKind::Http => &["https://", "http://"],
     };
     if !schemes.iter().any(|s| url.starts_with(s)) {
         problems.push(format!(
@@ -693,7 +745,7 @@ fn url_problems(kind: ConnectionKind, url: &str) -> Vec<String> {
     problems
 }
 
-fn check_placeholders(url: &str) -> Result<(), String> {
+pub(super) fn check_placeholders(url: &str) -> Result<(), String> {
     let mut rest = url;
     while let Some(start) = rest.find("${") {
         let Some(end) = rest[start..].find('}') else {
@@ -802,6 +854,62 @@ mod tests {
             );
         }
         assert_eq!(lines.len(), 5, "{lines:#?}");
+    }
+
+    #[test]
+    fn http_connections_say_what_each_auth_kind_takes() {
+        let spec = |yaml: &str| -> ConnectionSpec {
+            serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let specs = BTreeMap::from([
+            (
+                "good".to_string(),
+                spec(
+                    "kind: http\nbase_url: https://api.x/v2\nauth: {kind: api_key, name: X-Key, value: \"${KEY}\", in: query}\nrate_limit: {per_second: 5, concurrency: 2}\n",
+                ),
+            ),
+            (
+                "basic".to_string(),
+                spec(
+                    "kind: http\nbase_url: https://api.x\nauth: {kind: basic, username: u, token: t}\n",
+                ),
+            ),
+            ("bare".to_string(), spec("kind: http\n")),
+            (
+                "limits".to_string(),
+                spec(
+                    "kind: http\nbase_url: ftp://x\ntimeout: 0s\nrate_limit: {per_second: 0, concurrency: 100}\nretry: {attempts: 0}\n",
+                ),
+            ),
+            (
+                "pg".to_string(),
+                spec("kind: postgres\nurl: postgres://h/db\nbase_url: https://x\n"),
+            ),
+        ]);
+        let (connections, errors) = compile_connections(&specs, "c.yaml", None);
+        let Some(Address::Http(good)) = connections.get("good").map(|c| &c.address) else {
+            panic!("good is an http connection");
+        };
+        assert_eq!(good.concurrency, 2);
+        assert_eq!(good.per_second, Some(5.0));
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        for expected in [
+            "c.yaml: basic.auth.token: is not a field of auth kind `basic` (it takes `username`, `password`)",
+            "c.yaml: basic.auth.password: missing: auth kind `basic` needs it",
+            "c.yaml: bare.base_url: missing",
+            "c.yaml: limits.base_url: \"ftp://x\" is not an HTTP URL",
+            "c.yaml: limits.timeout: 0s is out of range",
+            "c.yaml: limits.rate_limit.per_second: 0 is out of range",
+            "c.yaml: limits.rate_limit.concurrency: 100 is out of range (1 to 64)",
+            "c.yaml: limits.retry.attempts: 0 is out of range (1 to 20)",
+            "c.yaml: pg.base_url: is for kind `http` (an API); a postgres connection gives `url` or `secret`",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(expected)),
+                "{expected}\nin {lines:#?}"
+            );
+        }
+        assert_eq!(lines.len(), 9, "{lines:#?}");
     }
 
     #[test]

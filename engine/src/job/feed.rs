@@ -32,42 +32,86 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 pub const DEFAULT_MAX_SECONDS: u64 = 240;
 
-/// The source fields only tables take, for a feed job: each one given is a problem.
-const TABLE_FIELDS: [&str; 6] = ["table", "query", "cursor", "primary_key", "lag", "split"];
+/// The optional source fields, and whether the row gives each.
+fn given(source: &SourceSpec) -> [(&'static str, bool); 14] {
+    [
+        ("table", source.table.is_some()),
+        ("query", source.query.is_some()),
+        ("cursor", source.cursor.is_some()),
+        ("primary_key", source.primary_key.is_some()),
+        ("lag", source.lag.is_some()),
+        ("split", source.split.is_some()),
+        ("record", source.record.is_some()),
+        ("message_columns", source.message_columns.is_some()),
+        ("queue", source.queue.is_some()),
+        ("request", source.request.is_some()),
+        ("soap", source.soap.is_some()),
+        ("parent", source.parent.is_some()),
+        ("window", source.window.is_some()),
+        ("fields", source.fields.is_some()),
+    ]
+}
 
-fn table_fields_given(source: &SourceSpec) -> Vec<&'static str> {
-    let given = [
-        source.table.is_some(),
-        source.query.is_some(),
-        source.cursor.is_some(),
-        source.primary_key.is_some(),
-        source.lag.is_some(),
-        source.split.is_some(),
-    ];
-    TABLE_FIELDS
-        .iter()
-        .zip(given)
-        .filter_map(|(name, given)| given.then_some(*name))
+/// The source fields each family of connection takes.
+const TABLE_FIELDS: [&str; 6] = ["table", "query", "cursor", "primary_key", "lag", "split"];
+const QUEUE_FIELDS: [&str; 3] = ["record", "message_columns", "queue"];
+const API_FIELDS: [&str; 8] = [
+    "record", "cursor", "lag", "request", "soap", "parent", "window", "fields",
+];
+
+/// The fields the row gives that `takes` does not list.
+fn foreign(source: &SourceSpec, takes: &[&str]) -> Vec<&'static str> {
+    given(source)
+        .into_iter()
+        .filter_map(|(name, given)| (given && !takes.contains(&name)).then_some(name))
         .collect()
+}
+
+/// The connection kinds whose jobs take a source field, for messages.
+fn kinds_taking(field: &str) -> &'static str {
+    match (QUEUE_FIELDS.contains(&field), API_FIELDS.contains(&field)) {
+        (true, true) => "feeds (a connection of kind `sqs` or `http`)",
+        (true, false) => "queue feeds (a connection of kind `sqs`)",
+        _ => "API feeds (a connection of kind `http`)",
+    }
 }
 
 /// A table job must not carry a feed's fields.
 pub fn check_table_source(source: &SourceSpec, kind: &str, bad: &mut impl FnMut(&str, String)) {
-    let feed_fields = [
-        ("record", source.record.is_some()),
-        ("message_columns", source.message_columns.is_some()),
-        ("queue", source.queue.is_some()),
-    ];
-    for (field, given) in feed_fields {
-        if given {
-            bad(
-                &format!("source.{field}"),
-                format!(
-                    "is for feeds (a connection of kind `sqs`); connection `{}` is a {kind} database: read a `table` or a `query`",
-                    source.connection
-                ),
-            );
-        }
+    for field in foreign(source, &TABLE_FIELDS) {
+        bad(
+            &format!("source.{field}"),
+            format!(
+                "is for {}; connection `{}` is a {kind} database: read a `table` or a `query`",
+                kinds_taking(field),
+                source.connection
+            ),
+        );
+    }
+}
+
+/// An API job must not carry a table's or a queue's fields.
+pub fn check_api_source(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) {
+    for field in foreign(source, &API_FIELDS) {
+        let message = if TABLE_FIELDS.contains(&field) {
+            format!(
+                "connection `{}` is an API: it has no {}",
+                source.connection,
+                match field {
+                    "primary_key" =>
+                        "key columns to order by (its records come in the API's order)",
+                    "split" => "split (see the connection's rate_limit.concurrency)",
+                    _ => "table or query (give source.request, or source.soap)",
+                }
+            )
+        } else {
+            format!(
+                "is for {}; connection `{}` is an API",
+                kinds_taking(field),
+                source.connection
+            )
+        };
+        bad(&format!("source.{field}"), message);
     }
 }
 
@@ -79,7 +123,18 @@ pub fn compile_queue(
     bad: &mut impl FnMut(&str, String),
 ) -> Option<QueueFeed> {
     let source = &spec.source;
-    for field in table_fields_given(source) {
+    for field in foreign(source, &QUEUE_FIELDS) {
+        if !TABLE_FIELDS.contains(&field) {
+            bad(
+                &format!("source.{field}"),
+                format!(
+                    "is for {}; connection `{}` is a queue",
+                    kinds_taking(field),
+                    source.connection
+                ),
+            );
+            continue;
+        }
         bad(
             &format!("source.{field}"),
             format!(
@@ -115,7 +170,7 @@ pub fn compile_queue(
         }
     }
     let message_columns = message_columns(source, bad);
-    let fields = record(spec, schema, &message_columns, bad)?;
+    let fields = record(spec, schema, &message_columns, "a queue job", bad)?;
     let options = source.queue.clone().unwrap_or_default();
     let receivers = options.receivers.map_or(DEFAULT_RECEIVERS, |n| n as usize);
     if !(1..=32).contains(&receivers) {
@@ -186,11 +241,12 @@ fn message_columns(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) -> V
 }
 
 /// The record's fields: `source.record`, or `target.schema` less the message columns
-/// when there is no transform.
-fn record(
+/// when there is no transform. `what` names the job in messages ("a queue job").
+pub(super) fn record(
     spec: &JobSpec,
     schema: Option<&[Column]>,
     message_columns: &[MessageColumn],
+    what: &str,
     bad: &mut impl FnMut(&str, String),
 ) -> Option<Vec<Column>> {
     let is_message_column = |name: &str| message_columns.iter().any(|m| m.column() == name);
@@ -223,14 +279,16 @@ fn record(
         (None, Some(_), _) => {
             bad(
                 "source.record",
-                "is missing: a queue job with a `transform` declares the fields of one record (name and type each), because the transform derives the output from them and target.schema describes the output".into(),
+                format!(
+                    "is missing: {what} with a `transform` declares the fields of one record (name and type each), because the transform derives the output from them and target.schema describes the output"
+                ),
             );
             return None;
         }
         (None, None, None) => {
             bad(
                 "source.record",
-                "is missing: declare the fields of one record in a message (name and type each, as in target.schema), or give target.schema".into(),
+                "is missing: declare the fields of one record (name and type each, as in target.schema), or give target.schema".into(),
             );
             return None;
         }

@@ -5,6 +5,7 @@
 mod compile;
 pub mod dynamo;
 pub mod feed;
+pub mod http;
 mod load;
 pub mod sync;
 
@@ -15,6 +16,7 @@ pub use compile::{
     compile_connections, is_identifier, mode_name,
 };
 pub use feed::{QueueFeed, Records};
+pub use http::{HttpConnection, HttpFeed};
 pub use load::{JobSet, LoadedRow, load_dir};
 
 /// Loads the job rows named by `--jobs`: a folder of YAML files, or `dynamodb://TABLE`.

@@ -241,6 +241,7 @@ async fn attempt(
     };
     let nothing_new = consumed.is_empty();
     summary.feed = consumed.feed.take();
+    summary.api = consumed.api.take();
     if nothing_new {
         // A feed that took nothing new: whatever it received was committed before.
         tracing::info!("nothing new in the feed");

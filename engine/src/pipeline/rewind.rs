@@ -23,7 +23,7 @@ pub async fn rewind(job: &Job, ctx: &Context, to: &str, dry_run: bool) -> Result
             crate::job::mode_name(job.mode)
         )));
     }
-    if job.connection.kind.is_feed() {
+    if matches!(job.from, crate::job::From::Queue(_)) {
         return Err(Error::user(format!(
             "job `{}` reads a queue: what its runs consumed was deleted from the queue after each commit, so there is nothing to read again (the lake keeps every message once)",
             job.id

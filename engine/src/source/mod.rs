@@ -10,6 +10,7 @@
 
 mod batch;
 pub mod cursor;
+pub mod http;
 mod mysql;
 mod pg_binary;
 mod pg_copy;
@@ -95,6 +96,37 @@ pub struct Extract {
     pub done: BoxFuture<'static, Result<Consumed>>,
 }
 
+/// An extract whose batches a task produces once they are first read: `run` sends them
+/// (at most two ahead) and returns what it consumed, which becomes the extract's `done`.
+/// A run that fails before reading (while it plans) has not touched the source.
+pub(crate) fn produced<F, Fut>(what: &'static str, run: F) -> Extract
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<RecordBatch>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Consumed>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let start = async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let task = tokio::spawn(run(tx));
+        tokio::spawn(async move {
+            let consumed = task
+                .await
+                .map_err(|e| Error::internal(format!("{what}'s task failed: {e}")))
+                .and_then(|c| c);
+            let _ = done_tx.send(consumed);
+        });
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    };
+    let batches = futures::stream::once(start).flatten().boxed();
+    let done = Box::pin(async move {
+        done_rx
+            .await
+            .map_err(|_| Error::internal(format!("{what}'s batches were never read")))?
+    });
+    Extract { batches, done }
+}
+
 /// What a run consumed of its source: committed with its files.
 pub struct Consumed {
     /// The checkpoint the commit stores.
@@ -103,8 +135,10 @@ pub struct Consumed {
     pub keys: Vec<String>,
     /// What could not be decoded, for the quarantine table.
     pub poison: Vec<Poison>,
-    /// A feed's counts, for the run record.
+    /// A queue feed's counts, for the run record.
     pub feed: Option<FeedReport>,
+    /// An API feed's counts, for the run record.
+    pub api: Option<ApiReport>,
     /// Called after the commit (a queue deletes what the run received).
     pub acknowledge: Option<Box<dyn Acknowledge>>,
 }
@@ -117,6 +151,7 @@ impl Consumed {
             keys: Vec::new(),
             poison: Vec::new(),
             feed: None,
+            api: None,
             acknowledge: None,
         }
     }
@@ -149,6 +184,24 @@ pub struct FeedReport {
     pub quarantined: u64,
     /// Messages deleted from the queue after the commit.
     pub deleted: u64,
+}
+
+/// An API feed run's counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiReport {
+    /// HTTP requests sent (retries and token requests included).
+    pub requests: u64,
+    /// Requests sent again after a 429, a 5xx, a server fault or a dropped connection.
+    pub retries: u64,
+    /// Response bytes received.
+    pub bytes: u64,
+    /// Records the responses held.
+    pub records: u64,
+    /// Records outside the run's window (the API returned more than was asked), left
+    /// for the run whose window holds them.
+    pub outside_window: u64,
+    /// Records moved to the quarantine table.
+    pub quarantined: u64,
 }
 
 /// What the job has committed of its source.
@@ -205,6 +258,7 @@ pub async fn open(job: &Job, env: &dyn Fn(&str) -> Option<String>) -> Result<Box
     match &job.from {
         From::Relation(relation) => table::open(job, relation, env).await,
         From::Queue(feed) => queue::open(job, feed, env).await,
+        From::Http(feed) => http::open(job, feed, env).await,
     }
 }
 

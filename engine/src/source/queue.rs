@@ -34,7 +34,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::records::{self, MessageFacts, RecordBuilder};
 use super::{
@@ -130,26 +130,7 @@ impl Source for QueueSource {
     /// plans (a transform, the contract, a partition column) has not touched the queue,
     /// so its messages do not creep toward the dead-letter queue.
     fn extract(self: Box<Self>, _: Vec<SourceColumn>, _: Window, run: RunContext) -> Extract {
-        let (done_tx, done_rx) = oneshot::channel();
-        let start = async move {
-            let (tx, mut rx) = mpsc::channel(2);
-            let task = tokio::spawn(consume(*self, run, tx));
-            tokio::spawn(async move {
-                let consumed = task
-                    .await
-                    .map_err(|e| Error::internal(format!("the queue task failed: {e}")))
-                    .and_then(|c| c);
-                let _ = done_tx.send(consumed);
-            });
-            futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-        };
-        let batches = futures::stream::once(start).flatten().boxed();
-        let done = Box::pin(async move {
-            done_rx
-                .await
-                .map_err(|_| Error::internal("the queue's batches were never read"))?
-        });
-        Extract { batches, done }
+        super::produced("the queue", move |tx| consume(*self, run, tx))
     }
 }
 
@@ -316,6 +297,7 @@ async fn consume(
         keys: decoder.keys,
         poison: decoder.poison,
         feed: Some(decoder.report),
+        api: None,
         acknowledge: Some(Box::new(Delete {
             queue: source.queue,
             holding,

@@ -11,6 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 
 use super::batch::{BatchBuilder, ColumnBuilder, DecimalMisfit, unscaled};
+use super::cursor::CursorValue;
 use super::types::{LakeType, Read, SourceColumn, arrow_schema};
 use crate::contract::Column;
 use crate::error::Result;
@@ -147,8 +148,16 @@ impl RecordBuilder {
             })?;
             rows.push(row);
         }
-        let meta: Vec<Cell> = self
-            .message_columns
+        let meta = self.meta(facts);
+        for row in &rows {
+            self.push_with(row, &meta)?;
+        }
+        Ok(rows.len())
+    }
+
+    /// The message columns' cells for one message.
+    fn meta(&self, facts: &MessageFacts<'_>) -> Vec<Cell> {
+        self.message_columns
             .iter()
             .map(|m| match m {
                 MessageColumn::MessageId => Cell::Text(facts.key.to_string()),
@@ -157,53 +166,102 @@ impl RecordBuilder {
                     .map_or(Cell::Null, |t| Cell::Micros(t.timestamp_micros())),
                 MessageColumn::ReceivedAt => Cell::Micros(facts.received_at.timestamp_micros()),
             })
-            .collect();
-        for row in &rows {
-            self.batch
-                .append_with(|builders| {
-                    for (builder, cell) in builders.iter_mut().zip(row.iter().chain(&meta)) {
-                        append(builder, cell)?;
-                    }
-                    Ok(())
-                })
-                .map_err(|m| format!("internal: {m}"))?;
-        }
-        Ok(rows.len())
+            .collect()
+    }
+
+    fn push_with(&mut self, row: &Row, meta: &[Cell]) -> std::result::Result<(), String> {
+        self.batch
+            .append_with(|builders| {
+                for (builder, cell) in builders.iter_mut().zip(row.0.iter().chain(meta)) {
+                    append(builder, cell)?;
+                }
+                Ok(())
+            })
+            .map_err(|m| format!("internal: {m}"))
+    }
+
+    /// Appends a decoded record (of a feed without message columns).
+    pub fn push(&mut self, row: &Row) -> std::result::Result<(), String> {
+        self.push_with(row, &[])
+    }
+
+    /// Decodes one record whose fields `lookup` finds by name (a record the caller has
+    /// selected, mapped or joined with its parent), or says why it does not fit.
+    pub fn decode_with<'v>(
+        &self,
+        lookup: impl Fn(&str) -> Option<&'v Value>,
+    ) -> std::result::Result<Row, String> {
+        self.fields
+            .iter()
+            .map(|field| decode_field(field, lookup(&field.name)))
+            .collect::<std::result::Result<_, _>>()
+            .map(Row)
+    }
+
+    /// The index of a record field.
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
     }
 
     /// One object's values, in field order.
-    fn decode(&self, object: &Map<String, Value>) -> std::result::Result<Vec<Cell>, String> {
-        self.fields
+    fn decode(&self, object: &Map<String, Value>) -> std::result::Result<Row, String> {
+        self.decode_with(|name| find_key(object, name))
+    }
+}
+
+/// A decoded record: its fields' cells, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(Vec<Cell>);
+
+impl Row {
+    /// Field `index` as a cursor value of `lake` (`None` for NULL).
+    pub fn cursor(&self, index: usize, lake: LakeType) -> Option<CursorValue> {
+        let at = |micros: i64| DateTime::<Utc>::from_timestamp_micros(micros);
+        match (self.0.get(index)?, lake) {
+            (Cell::Int(v), _) => Some(CursorValue::Int(*v)),
+            (Cell::Text(v), _) => Some(CursorValue::Text(v.clone())),
+            (Cell::Days(d), _) => Some(CursorValue::Date(
+                NaiveDate::default() + chrono::Duration::days(i64::from(*d)),
+            )),
+            (Cell::Micros(m), LakeType::Timestamp) => {
+                at(*m).map(|t| CursorValue::Timestamp(t.naive_utc()))
+            }
+            (Cell::Micros(m), _) => at(*m).map(CursorValue::TimestampUtc),
+            _ => None,
+        }
+    }
+}
+
+/// A record's value for a field: its key of that name, else a key spelled another way.
+pub fn find_key<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
+    object.get(name).or_else(|| {
+        let folded_name = folded(name);
+        object
             .iter()
-            .map(|field| {
-                let value = object.get(&field.name).or_else(|| {
-                    let name = folded(&field.name);
-                    object
-                        .iter()
-                        .find(|(k, _)| folded(k) == name)
-                        .map(|(_, v)| v)
-                });
-                match value {
-                    None | Some(Value::Null) if field.nullable => Ok(Cell::Null),
-                    None => Err(format!(
-                        "field `{}` is missing (it is not nullable; its type is {})",
-                        field.name,
-                        field.lake.athena()
-                    )),
-                    Some(Value::Null) => Err(format!(
-                        "field `{}` is null (it is not nullable)",
-                        field.name
-                    )),
-                    Some(v) => cell(v, field.lake).map_err(|m| {
-                        format!(
-                            "field `{}`: {m} (its type is {})",
-                            field.name,
-                            field.lake.athena()
-                        )
-                    }),
-                }
-            })
-            .collect()
+            .find(|(k, _)| folded(k) == folded_name)
+            .map(|(_, v)| v)
+    })
+}
+
+fn decode_field(field: &Column, value: Option<&Value>) -> std::result::Result<Cell, String> {
+    match value {
+        None | Some(Value::Null) if field.nullable => Ok(Cell::Null),
+        None => Err(format!(
+            "field `{}` is missing (it is not nullable; its type is {})",
+            field.name,
+            field.lake.athena()
+        )),
+        Some(Value::Null) => Err(format!(
+            "field `{}` is null (it is not nullable)",
+            field.name
+        )),
+        Some(v) => cell(v, field.lake).map_err(|m| {
+            format!(
+                "field `{}`: {m} (its type is {})",
+                field.name,
+                field.lake.athena()
+            )
+        }),
     }
 }
 
@@ -231,9 +289,23 @@ fn kind(v: &Value) -> &'static str {
 fn cell(v: &Value, lake: LakeType) -> std::result::Result<Cell, String> {
     let refuse = || format!("{} {v} does not fit", kind(v));
     match lake {
-        LakeType::Boolean => v.as_bool().map(Cell::Bool).ok_or_else(refuse),
+        // Numbers and booleans may come as text (XML has nothing else; APIs often quote
+        // them): the text is read as the type.
+        LakeType::Boolean => match v {
+            Value::Bool(b) => Ok(Cell::Bool(*b)),
+            Value::String(s) => match s.trim() {
+                "true" | "1" => Ok(Cell::Bool(true)),
+                "false" | "0" => Ok(Cell::Bool(false)),
+                _ => Err(refuse()),
+            },
+            _ => Err(refuse()),
+        },
         LakeType::Int8 | LakeType::Int16 | LakeType::Int32 | LakeType::Int64 => {
-            let n = v.as_i64().ok_or_else(|| match v {
+            let n = match v {
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => v.as_i64(),
+            }
+            .ok_or_else(|| match v {
                 Value::Number(_) => format!("{v} is not an integer in range"),
                 _ => refuse(),
             })?;
@@ -246,7 +318,12 @@ fn cell(v: &Value, lake: LakeType) -> std::result::Result<Cell, String> {
             fits.then_some(Cell::Int(n))
                 .ok_or_else(|| format!("{n} is out of range"))
         }
-        LakeType::Float32 | LakeType::Float64 => v.as_f64().map(Cell::Float).ok_or_else(refuse),
+        LakeType::Float32 | LakeType::Float64 => match v {
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => v.as_f64(),
+        }
+        .map(Cell::Float)
+        .ok_or_else(refuse),
         LakeType::Decimal { precision, scale } => {
             let text = match v {
                 Value::Number(n) => n.to_string(),

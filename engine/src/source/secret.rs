@@ -39,6 +39,40 @@ pub async fn connection_url(
     url_from_secret(secret_id, &text, kind)
 }
 
+/// Reads an API connection's secret: a JSON object whose keys fill the connection's
+/// `${KEY}` placeholders (strings as they are, numbers and booleans as their text).
+pub async fn placeholder_values(
+    secret_id: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let text = crate::aws::secret_string(secret_id).await?;
+    values_from_secret(secret_id, &text)
+}
+
+fn values_from_secret(
+    secret_id: &str,
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let refuse = || {
+        Error::user(format!(
+            "secret `{secret_id}` is not a JSON object of placeholder values, such as {{\"TAGS_CLIENT_SECRET\": \"…\"}}"
+        ))
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| refuse())?;
+    let object = value.as_object().ok_or_else(refuse)?;
+    object
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                Ok((k.clone(), v.to_string()))
+            }
+            _ => Err(Error::user(format!(
+                "secret `{secret_id}`: key `{k}` holds an object, array or null; a placeholder value is text"
+            ))),
+        })
+        .collect()
+}
+
 fn url_from_secret(
     secret_id: &str,
     text: &str,
@@ -63,9 +97,9 @@ fn url_from_secret(
                 "a sqlite connection is a file and cannot come from a secret",
             ));
         }
-        ConnectionKind::Sqs => {
-            return Err(Error::user(
-                "a queue connection has no database secret: its credentials come from the AWS chain",
+        ConnectionKind::Sqs | ConnectionKind::Http => {
+            return Err(Error::internal(
+                "a feed's connection has no database secret",
             ));
         }
     };

@@ -5,6 +5,7 @@
 //! turned into a runnable job by `job::compile`, which checks everything the types
 //! cannot.
 
+pub mod http;
 pub mod shape;
 pub mod units;
 
@@ -103,6 +104,23 @@ pub struct SourceSpec {
     /// Queue feeds: how a run receives (every field has a default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueSpec>,
+    /// REST feeds (an `http` connection): the request that returns the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<http::RequestSpec>,
+    /// SOAP feeds (an `http` connection): the operation that returns the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soap: Option<http::SoapSpec>,
+    /// REST feeds: a parent listing whose every record is the subject of one request
+    /// (list the tags, then each tag's transactions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<http::ParentSpec>,
+    /// API feeds in mode `incremental`: how the window over `cursor` is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<http::WindowSpec>,
+    /// API feeds: record fields taken from a path in the record instead of its key of
+    /// the same name: field → JSONPath, e.g. `{tag_id: $.tag.id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
 }
 
 /// A column about a record's message.
@@ -380,7 +398,7 @@ pub enum Compression {
     None,
 }
 
-/// `connections.yaml`: connection name → how to reach the database or queue.
+/// `connections.yaml`: connection name → how to reach the database, queue or API.
 pub type ConnectionsSpec = BTreeMap<String, ConnectionSpec>;
 
 /// How to reach one source database.
@@ -397,7 +415,9 @@ pub struct ConnectionSpec {
     pub url: Option<String>,
     /// The name or ARN of an AWS Secrets Manager secret in the standard RDS shape
     /// (`{"engine", "host", "port", "username", "password", "dbname"}`), read when the job
-    /// runs: the password is never in a job row, an environment variable or a log.
+    /// runs: the password is never in a job row, an environment variable or a log. For
+    /// kind `http`, a JSON object whose keys fill the `${KEY}` placeholders of `auth`,
+    /// `headers` and `base_url` (before the environment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// The queue's URL (kind `sqs`), e.g.
@@ -406,12 +426,38 @@ pub struct ConnectionSpec {
     /// or `AWS_ENDPOINT_URL` override it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_url: Option<String>,
+    /// An API's base URL (kind `http`), e.g. `https://api.tags.example/v2`; request
+    /// paths are relative to it. `${VAR}` placeholders as in `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// How requests authenticate (kind `http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<http::AuthSpec>,
+    /// Headers sent with every request (kind `http`); values may hold `${VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// The most a request may take, response included (kind `http`, default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// The most connecting may take (kind `http`, default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    /// Requests per second and in flight at most (kind `http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<http::RateLimitSpec>,
+    /// How failed requests are retried (kind `http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<http::RetrySpec>,
+    /// A PEM file of the certificate authorities to trust instead of the system's
+    /// (kind `http`; relative to this file's folder), for a partner's private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
     /// What this source is, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
-/// The kinds of source sluice reads from: databases (tables) and queues (feeds).
+/// The kinds of source sluice reads from: databases (tables), queues and APIs (feeds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionKind {
@@ -423,6 +469,8 @@ pub enum ConnectionKind {
     Sqlite,
     /// An Amazon SQS queue (standard or FIFO), fed directly or by an SNS topic: a feed.
     Sqs,
+    /// A partner's REST or SOAP API over HTTP(S): a feed.
+    Http,
 }
 
 impl ConnectionKind {
@@ -432,11 +480,12 @@ impl ConnectionKind {
             ConnectionKind::Mysql => "mysql",
             ConnectionKind::Sqlite => "sqlite",
             ConnectionKind::Sqs => "sqs",
+            ConnectionKind::Http => "http",
         }
     }
 
     /// A feed: progress is what a run consumed, not a column's value.
     pub fn is_feed(self) -> bool {
-        matches!(self, ConnectionKind::Sqs)
+        matches!(self, ConnectionKind::Sqs | ConnectionKind::Http)
     }
 }

@@ -61,6 +61,12 @@ pub fn run_metrics(run: &RunSummary, now: DateTime<Utc>) -> Vec<Metric> {
         out.push(m("MessagesQuarantined", "Count", feed.quarantined as f64));
         out.push(m("MessagesDeleted", "Count", feed.deleted as f64));
     }
+    if let Some(api) = &run.api {
+        out.push(m("ApiRequests", "Count", api.requests as f64));
+        out.push(m("ApiRetries", "Count", api.retries as f64));
+        out.push(m("ApiBytesReceived", "Bytes", api.bytes as f64));
+        out.push(m("ApiRecordsQuarantined", "Count", api.quarantined as f64));
+    }
     out.push(m(
         "SchemaDriftEvents",
         "Count",

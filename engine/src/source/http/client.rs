@@ -1,0 +1,691 @@
+//! The API client: one per run. It authenticates (refreshing an OAuth2 token when it
+//! expires or is refused), keeps to the rate limit, retries what may succeed later
+//! (429, 5xx, a server fault, a timeout, a dropped connection) with backoff and jitter,
+//! honouring `Retry-After`, and says what is wrong with the rest — the URL without its
+//! secrets, the status and a short excerpt of the body.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::job::http::{Auth, HttpConnection, Retry};
+use crate::source::{ApiReport, redact, resolve_url};
+
+/// The most a response body may hold: a page larger than this asks for smaller pages.
+const MAX_BODY: usize = 64 << 20;
+
+/// How much of a body an error message quotes.
+const EXCERPT: usize = 300;
+
+/// A request to send.
+pub struct Call {
+    pub post: bool,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Body>,
+}
+
+pub enum Body {
+    Json(Value),
+    Text { content_type: String, text: String },
+}
+
+/// A successful response.
+pub struct Reply {
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// What a response means: the protocol (REST or SOAP) decides.
+pub enum Verdict {
+    Ok,
+    /// May succeed later: retried.
+    Retry(String),
+    /// Will not: the run fails with this error.
+    Fail(Error),
+}
+
+/// What one try came to.
+enum Outcome {
+    Done(Reply),
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// The token was refused: fetch a new one and try again (once).
+    Reauthenticate(String),
+    Fail(Error),
+}
+
+/// The connection's auth with its placeholders filled.
+enum Credentials {
+    None,
+    Header(HeaderName, HeaderValue),
+    Query(String, String),
+    OAuth2 {
+        token_url: Url,
+        form: Vec<(&'static str, String)>,
+    },
+    /// WS-Security: the SOAP side adds it to the envelope.
+    WsSecurity,
+}
+
+struct Token {
+    value: HeaderValue,
+    expires: Option<Instant>,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    pub base: Url,
+    credentials: Credentials,
+    /// The connection's auth as compiled (for WS-Security's fields).
+    pub auth: Option<Auth>,
+    token: Mutex<Option<Token>>,
+    retry: Retry,
+    interval: Option<Duration>,
+    next_start: Mutex<Instant>,
+    slots: Semaphore,
+    pub concurrency: usize,
+    secrets: Vec<String>,
+    connection: String,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Client {
+    /// Builds the client: fills placeholders (from the connection's secret, then the
+    /// environment), reads the CA bundle, sets timeouts and default headers.
+    pub async fn open(
+        connection: &str,
+        spec: &HttpConnection,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Arc<Self>> {
+        let from_secret: BTreeMap<String, String> = match &spec.secret {
+            Some(id) => crate::source::secret::placeholder_values(id)
+                .await
+                .map_err(|e| e.context(format!("connection `{connection}`")))?,
+            None => BTreeMap::new(),
+        };
+        let lookup = |name: &str| from_secret.get(name).cloned().or_else(|| env(name));
+        let mut secrets: Vec<String> = Vec::new();
+        let mut derived: Vec<String> = Vec::new();
+        let mut fill = |template: &str| -> Result<String> {
+            let (value, found) = resolve_url(template, connection, &lookup)?;
+            secrets.extend(found);
+            Ok(value)
+        };
+        let base_text = fill(&spec.base_url)?;
+        let mut base = Url::parse(&base_text).map_err(|e| {
+            Error::user(format!(
+                "connection `{connection}`: base_url {:?} is not a URL: {e}",
+                spec.base_url
+            ))
+        })?;
+        if !base.path().ends_with('/') {
+            // So that a relative path joins below the base, not beside its last segment.
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &spec.headers {
+            let value = fill(value)?;
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| Error::user(format!("connection `{connection}`: header {name:?} is not a header name")))?,
+                HeaderValue::from_str(&value).map_err(|_| {
+                    Error::user(format!(
+                        "connection `{connection}`: header `{name}` holds a character a header cannot"
+                    ))
+                })?,
+            );
+        }
+        let credentials = match &spec.auth {
+            None => Credentials::None,
+            Some(Auth::Bearer { token }) => {
+                Credentials::Header(reqwest::header::AUTHORIZATION, bearer(&fill(token)?)?)
+            }
+            Some(Auth::ApiKey {
+                name,
+                value,
+                in_query,
+            }) => {
+                let value = fill(value)?;
+                if *in_query {
+                    Credentials::Query(name.clone(), value)
+                } else {
+                    Credentials::Header(
+                        HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                            Error::user(format!(
+                                "connection `{connection}`: auth.name {name:?} is not a header name"
+                            ))
+                        })?,
+                        sensitive(&value)?,
+                    )
+                }
+            }
+            Some(Auth::Basic { username, password }) => {
+                use base64::Engine;
+                let pair = format!("{}:{}", fill(username)?, fill(password)?);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                derived.push(encoded.clone());
+                Credentials::Header(
+                    reqwest::header::AUTHORIZATION,
+                    sensitive(&format!("Basic {encoded}"))?,
+                )
+            }
+            Some(Auth::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+                audience,
+            }) => {
+                let token_url = base.join(&fill(token_url)?).map_err(|e| {
+                    Error::user(format!(
+                        "connection `{connection}`: auth.token_url is not a URL: {e}"
+                    ))
+                })?;
+                let mut form = vec![
+                    ("grant_type", "client_credentials".to_string()),
+                    ("client_id", fill(client_id)?),
+                    ("client_secret", fill(client_secret)?),
+                ];
+                if let Some(scope) = scope {
+                    form.push(("scope", scope.clone()));
+                }
+                if let Some(audience) = audience {
+                    form.push(("audience", audience.clone()));
+                }
+                Credentials::OAuth2 { token_url, form }
+            }
+            Some(Auth::WsSecurity {
+                username, password, ..
+            }) => {
+                fill(username)?;
+                fill(password)?;
+                Credentials::WsSecurity
+            }
+        };
+        let auth = match &spec.auth {
+            Some(Auth::WsSecurity {
+                username,
+                password,
+                digest,
+            }) => Some(Auth::WsSecurity {
+                username: fill(username)?,
+                password: fill(password)?,
+                digest: *digest,
+            }),
+            other => other.clone(),
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(spec.timeout)
+            .connect_timeout(spec.connect_timeout)
+            .default_headers(headers)
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(spec.concurrency);
+        if let Some(path) = &spec.ca_bundle {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::user(format!(
+                    "connection `{connection}`: cannot read ca_bundle {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::user(format!(
+                    "connection `{connection}`: ca_bundle {} is not a PEM bundle: {e}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::internal(format!("building the HTTP client: {e}")))?;
+        secrets.extend(derived);
+        secrets.retain(|s| s.len() >= 3);
+        Ok(Arc::new(Self {
+            http,
+            base,
+            credentials,
+            auth,
+            token: Mutex::new(None),
+            retry: spec.retry.clone(),
+            interval: spec.per_second.map(|r| Duration::from_secs_f64(1.0 / r)),
+            next_start: Mutex::new(Instant::now()),
+            slots: Semaphore::new(spec.concurrency),
+            concurrency: spec.concurrency,
+            secrets,
+            connection: connection.to_string(),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }))
+    }
+
+    /// A URL relative to the base (or absolute), with the API key when it goes in the
+    /// query.
+    pub fn url(&self, path: &str) -> Result<Url> {
+        let relative = path.trim_start_matches('/');
+        self.base.join(relative).map_err(|e| {
+            Error::user(format!(
+                "connection `{}`: {path:?} does not make a URL with base_url: {e}",
+                self.connection
+            ))
+        })
+    }
+
+    /// The counts so far.
+    pub fn report(&self) -> ApiReport {
+        ApiReport {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            ..ApiReport::default()
+        }
+    }
+
+    /// Scrubs the connection's secrets from an error.
+    pub fn redact(&self, err: Error) -> Error {
+        redact(err, &self.secrets)
+    }
+
+    /// Sends `call` until it succeeds, `verdict` refuses it, or the tries run out.
+    pub async fn send(
+        &self,
+        call: &Call,
+        verdict: impl Fn(u16, &Reply) -> Verdict,
+    ) -> Result<Reply> {
+        let shown = self.shown(&call.url);
+        let method = if call.post { "POST" } else { "GET" };
+        let what = format!("{method} {shown}");
+        let mut reauthenticated = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = match self.authorization().await {
+                Ok(token) => self.once(call, token, &verdict).await,
+                Err(e) => Outcome::Fail(e),
+            };
+            let (reason, after) = match outcome {
+                Outcome::Done(reply) => return Ok(reply),
+                Outcome::Fail(e) => return Err(self.redact(e.context(&what))),
+                Outcome::Reauthenticate(reason) if !reauthenticated => {
+                    reauthenticated = true;
+                    *self.token.lock().await = None;
+                    tracing::info!(request = %what, "the API refused the token; fetching a new one");
+                    attempt -= 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    let _ = reason;
+                    continue;
+                }
+                Outcome::Reauthenticate(reason) => {
+                    return Err(self.redact(Error::user(format!(
+                        "{what}: {reason}, also with a newly fetched OAuth2 token: check the client's grants"
+                    ))));
+                }
+                Outcome::Retry { reason, after } => (reason, after),
+            };
+            if attempt >= self.retry.attempts {
+                return Err(self.redact(Error::external(format!(
+                    "{what}: {reason}; gave up after {attempt} tries (connection `{}` retry.attempts)",
+                    self.connection
+                ))));
+            }
+            let wait = match after {
+                Some(after) if after > self.retry.max_backoff => {
+                    return Err(self.redact(Error::external(format!(
+                        "{what}: {reason}; the API asks to wait {}s (Retry-After), more than retry.max_backoff ({}s): try the run later",
+                        after.as_secs(),
+                        self.retry.max_backoff.as_secs()
+                    ))));
+                }
+                Some(after) => after,
+                None => self.backoff(attempt),
+            };
+            tracing::warn!(request = %what, reason = %reason, attempt, wait_ms = wait.as_millis() as u64, "retrying");
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Exponential backoff with full jitter: a random wait up to backoff × 2^(n−1),
+    /// capped at max_backoff.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .retry
+            .backoff
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(self.retry.max_backoff);
+        let random = (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+        ceiling.mul_f64(0.5 + random / 2.0)
+    }
+
+    /// The URL as messages show it: without the API key of a query.
+    fn shown(&self, url: &Url) -> String {
+        let mut shown = url.clone();
+        shown.set_password(None).ok();
+        shown.to_string()
+    }
+
+    async fn once(
+        &self,
+        call: &Call,
+        token: Option<HeaderValue>,
+        verdict: &impl Fn(u16, &Reply) -> Verdict,
+    ) -> Outcome {
+        let _slot = self.slots.acquire().await;
+        self.pace().await;
+        let mut url = call.url.clone();
+        if let Credentials::Query(name, value) = &self.credentials {
+            url.query_pairs_mut().append_pair(name, value);
+        }
+        let mut request = if call.post {
+            self.http.post(url.clone())
+        } else {
+            self.http.get(url.clone())
+        };
+        for (name, value) in &call.headers {
+            request = request.header(name, value);
+        }
+        if let Credentials::Header(name, value) = &self.credentials {
+            request = request.header(name, value);
+        }
+        if let Some(token) = token {
+            request = request.header(reqwest::header::AUTHORIZATION, token);
+        }
+        request = match &call.body {
+            Some(Body::Json(v)) => request.json(v),
+            Some(Body::Text { content_type, text }) => request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(text.clone()),
+            None => request,
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return transport(e),
+        };
+        let status = response.status();
+        let after = retry_after(response.headers());
+        let headers = response.headers().clone();
+        let body = match read_body(response, &self.bytes).await {
+            Ok(b) => b,
+            Err(outcome) => return outcome,
+        };
+        let reply = Reply {
+            url: call.url.clone(),
+            headers,
+            body,
+        };
+        let code = status.as_u16();
+        match verdict(code, &reply) {
+            Verdict::Ok => Outcome::Done(reply),
+            Verdict::Fail(e) => Outcome::Fail(e),
+            Verdict::Retry(reason) => Outcome::Retry { reason, after },
+        }
+        .reauthenticate_on(code, matches!(self.credentials, Credentials::OAuth2 { .. }))
+    }
+
+    /// Waits for the request's turn under `rate_limit.per_second`.
+    async fn pace(&self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let at = {
+            let mut next = self.next_start.lock().await;
+            let at = (*next).max(Instant::now());
+            *next = at + interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+
+    /// The OAuth2 token's header, fetched when there is none or it is about to expire.
+    async fn authorization(&self) -> Result<Option<HeaderValue>> {
+        let Credentials::OAuth2 { token_url, form } = &self.credentials else {
+            return Ok(None);
+        };
+        let mut token = self.token.lock().await;
+        let fresh = token.as_ref().is_some_and(|t| {
+            t.expires
+                .is_none_or(|at| at > Instant::now() + Duration::from_secs(30))
+        });
+        if !fresh {
+            *token = Some(self.fetch_token(token_url, form).await?);
+        }
+        Ok(token.as_ref().map(|t| t.value.clone()))
+    }
+
+    async fn fetch_token(&self, url: &Url, form: &[(&'static str, String)]) -> Result<Token> {
+        let what = format!("POST {} (the OAuth2 token endpoint)", self.shown(url));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let _slot = self.slots.acquire().await;
+            self.pace().await;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = match self.http.post(url.clone()).form(form).send().await {
+                Err(e) => transport(e),
+                Ok(response) => {
+                    let status = response.status();
+                    let after = retry_after(response.headers());
+                    match read_body(response, &self.bytes).await {
+                        Err(outcome) => outcome,
+                        Ok(body) => match status.as_u16() {
+                            200..=299 => return self.parse_token(&what, &body),
+                            429 | 500..=599 => Outcome::Retry {
+                                reason: format!("status {status}"),
+                                after,
+                            },
+                            _ => Outcome::Fail(Error::user(format!(
+                                "the token endpoint refused the client credentials (status {status}): {}",
+                                excerpt(&body)
+                            ))),
+                        },
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Retry { reason, after } if attempt < self.retry.attempts => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = after
+                        .unwrap_or_else(|| self.backoff(attempt))
+                        .min(self.retry.max_backoff);
+                    tracing::warn!(request = %what, reason = %reason, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Outcome::Retry { reason, .. } => {
+                    return Err(self.redact(Error::external(format!(
+                        "{what}: {reason}; gave up after {attempt} tries"
+                    ))));
+                }
+                Outcome::Fail(e) => return Err(self.redact(e.context(&what))),
+                Outcome::Done(_) | Outcome::Reauthenticate(_) => {
+                    return Err(Error::internal("unexpected token outcome"));
+                }
+            }
+        }
+    }
+
+    fn parse_token(&self, what: &str, body: &[u8]) -> Result<Token> {
+        let value: Value = serde_json::from_slice(body).map_err(|_| {
+            Error::user(format!("{what}: the answer is not JSON: {}", excerpt(body)))
+        })?;
+        let token = value
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::user(format!("{what}: the answer has no `access_token`")))?;
+        let expires = value
+            .get("expires_in")
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .map(|s| Instant::now() + Duration::from_secs(s));
+        Ok(Token {
+            value: bearer(token)?,
+            expires,
+        })
+    }
+}
+
+impl Outcome {
+    /// A 401 with an OAuth2 token: the token may have been revoked or expired early.
+    fn reauthenticate_on(self, status: u16, oauth: bool) -> Self {
+        match self {
+            Outcome::Fail(e) if oauth && status == 401 => Outcome::Reauthenticate(e.message),
+            other => other,
+        }
+    }
+}
+
+/// The REST verdict: 2xx is an answer; 408, 425, 429 and 5xx may pass later; anything
+/// else is the request's fault, said with its status and what the body says.
+pub fn rest_verdict(status: u16, reply: &Reply) -> Verdict {
+    match status {
+        200..=299 => Verdict::Ok,
+        408 | 425 | 429 | 500..=599 => Verdict::Retry(format!(
+            "status {status}{}",
+            reason(status).map(|r| format!(" {r}")).unwrap_or_default()
+        )),
+        _ => Verdict::Fail(Error::user(format!(
+            "status {status}{}: {}{}",
+            reason(status).map(|r| format!(" {r}")).unwrap_or_default(),
+            excerpt(&reply.body),
+            match status {
+                401 | 403 => " (check the connection's auth)",
+                404 => " (check the request's path and base_url)",
+                _ => "",
+            }
+        ))),
+    }
+}
+
+fn reason(status: u16) -> Option<&'static str> {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+}
+
+/// A short, one-line excerpt of a body for messages.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        return "(empty body)".into();
+    }
+    match line.char_indices().nth(EXCERPT) {
+        Some((cut, _)) => format!("{:?}…", &line[..cut]),
+        None => format!("{line:?}"),
+    }
+}
+
+fn transport(e: reqwest::Error) -> Outcome {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "the connection failed"
+    };
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    Outcome::Retry {
+        reason: format!("{kind} ({detail})"),
+        after: None,
+    }
+}
+
+async fn read_body(
+    mut response: reqwest::Response,
+    counter: &AtomicU64,
+) -> std::result::Result<bytes::Bytes, Outcome> {
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(Outcome::Fail(Error::user(format!(
+                        "the response is larger than {} MiB: ask for smaller pages (paginate.limit or size)",
+                        MAX_BODY >> 20
+                    ))));
+                }
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(transport(e)),
+        }
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+fn bearer(token: &str) -> Result<HeaderValue> {
+    sensitive(&format!("Bearer {token}"))
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| Error::user("a credential holds a character an HTTP header cannot"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a date passed");
+    }
+
+    #[test]
+    fn excerpts_are_one_short_line() {
+        assert_eq!(
+            excerpt(b"  {\n \"error\": \"no\" }\n"),
+            "\"{ \\\"error\\\": \\\"no\\\" }\""
+        );
+        assert!(excerpt(&[b'x'; 1000]).ends_with('…'));
+        assert_eq!(excerpt(b""), "(empty body)");
+    }
+}
