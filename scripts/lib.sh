@@ -128,11 +128,12 @@ start_moto() {
 }
 
 # Starts the partner's APIs (tests/api/partner.py: REST and SOAP) on a free loopback
-# port. Sets PARTNER_DIR and PARTNER_URL.
+# port, with the Python given (default: the test venv's). Sets PARTNER_DIR and PARTNER_URL.
 start_partner() {
-  test_venv
+  local python=${1:-}
+  [ -n "$python" ] || { test_venv; python="$TEST_VENV/bin/python"; }
   PARTNER_DIR=$(mktemp -d /tmp/sluice-partner.XXXXXX)
-  "$TEST_VENV/bin/python" tests/api/partner.py "$PARTNER_DIR/ports.json" >"$PARTNER_DIR/server.log" 2>&1 &
+  "$python" tests/api/partner.py "$PARTNER_DIR/ports.json" >"$PARTNER_DIR/server.log" 2>&1 &
   echo $! >"$PARTNER_DIR/pid"
   for _ in $(seq 1 120); do [ -f "$PARTNER_DIR/ports.json" ] && break; sleep 0.25; done
   [ -f "$PARTNER_DIR/ports.json" ] || { cat "$PARTNER_DIR/server.log" >&2; die "the partner fixture did not start"; }

@@ -1,6 +1,7 @@
 # The tasks run in private subnets with no route to the internet: the on-premise
-# database is reached over a site-to-site VPN, AWS services through VPC endpoints, so no
-# NAT gateway is needed.
+# database is reached over a site-to-site VPN, AWS services through VPC endpoints. The
+# one exception is the tag provider's API (api.tf): routed through a NAT gateway to its
+# addresses alone, when they are given.
 
 resource "aws_vpc" "main" {
   cidr_block           = var.vpc_cidr

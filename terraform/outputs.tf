@@ -62,3 +62,8 @@ output "gps_dead_letter_queue_url" {
   description = "Where GPS messages that keep failing wait for a redrive."
   value       = aws_sqs_queue.gps_dlq.id
 }
+
+output "tags_api_secret_name" {
+  description = "The secret of the tag provider's API client (connection tags): put {TAGS_API_URL, TAGS_CLIENT_ID, TAGS_CLIENT_SECRET} in it."
+  value       = aws_secretsmanager_secret.tags_api.name
+}

@@ -44,8 +44,8 @@ resource "aws_sfn_state_machine" "run_jobs" {
   }
 }
 
-# The schedules that start it: every enabled job row hourly (input {}), and the GPS feed
-# every five minutes on the small feed task (a row-shaped item names the task; the row
+# The schedules that start it: every enabled job row hourly (input {}), the GPS feed
+# every five minutes and the tag provider's API hourly on the small feed task (a row-shaped item names the task; the row
 # itself is disabled, so the hourly run leaves it out; if two runs meet anyway, the
 # second exits 3, "already running", which the state machine skips).
 locals {
@@ -62,6 +62,14 @@ locals {
         task_definition = { S = aws_ecs_task_definition.sluice["feed"].family }
       }] }
       max_age = 300
+    }
+    tag-transactions = {
+      expression = var.api_schedule_expression
+      input = { jobs = [{
+        id              = { S = "tag_transactions" }
+        task_definition = { S = aws_ecs_task_definition.sluice["feed"].family }
+      }] }
+      max_age = 3600
     }
   }
 }

@@ -288,3 +288,31 @@ variable "feed_task_memory" {
     error_message = "feed_task_memory must be a Fargate size for up to 1 vCPU: 512, 1024, 2048, 3072 or 4096."
   }
 }
+
+variable "partner_api_cidrs" {
+  description = "The tag provider's API addresses (CIDRs) the tasks may reach on 443 through a NAT gateway; empty: no route to the internet at all."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.partner_api_cidrs : can(cidrhost(c, 0))])
+    error_message = "partner_api_cidrs holds CIDRs, such as 203.0.113.10/32."
+  }
+}
+
+variable "public_subnet_cidr" {
+  description = "CIDR of the small public subnet that holds the NAT gateway (only made with partner_api_cidrs)."
+  type        = string
+  default     = "10.80.250.0/28"
+}
+
+variable "api_schedule_expression" {
+  description = "When the tag provider's API job (tag_transactions) runs."
+  type        = string
+  default     = "rate(1 hour)"
+
+  validation {
+    condition     = can(regex("^(cron|rate)\\(.+\\)$", var.api_schedule_expression))
+    error_message = "api_schedule_expression must be cron(...) or rate(...)."
+  }
+}

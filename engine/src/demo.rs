@@ -20,7 +20,7 @@ use crate::sink::Lake;
 use crate::store::LocalStore;
 
 /// The demo's job files, the same as the repository's `jobs/` folder.
-pub const JOB_FILES: [(&str, &str); 7] = [
+pub const JOB_FILES: [(&str, &str); 8] = [
     (
         "connections.yaml",
         include_str!("../../jobs/connections.yaml"),
@@ -32,6 +32,10 @@ pub const JOB_FILES: [(&str, &str); 7] = [
     (
         "gps_positions.yaml",
         include_str!("../../jobs/gps_positions.yaml"),
+    ),
+    (
+        "tag_transactions.yaml",
+        include_str!("../../jobs/tag_transactions.yaml"),
     ),
     (
         "toll_events.yaml",

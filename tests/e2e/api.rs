@@ -98,10 +98,10 @@ impl Api {
     }
 
     fn run(&self, job: &str) -> Value {
-        let run = self.sluice(&["run", "--job", job]);
+        let run = self.sluice(&["run", "--job", job, "--output", "json"]);
         run.assert_code(0);
         no_secret(&run);
-        serde_json::from_str(run.stdout().lines().last().unwrap_or_default())
+        serde_json::from_str(run.stdout().trim())
             .unwrap_or_else(|e| panic!("summary: {e}: {}", run.stdout()))
     }
 
