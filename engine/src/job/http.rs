@@ -94,7 +94,7 @@ pub struct HttpFeed {
 /// What a page is asked with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Rest(Request),
+    Rest(Box<Request>),
     Soap(Soap),
 }
 
@@ -525,7 +525,7 @@ pub fn compile_http(
         known.extend(p.fields.keys().map(String::as_str));
     }
     let call = match (&source.request, &source.soap) {
-        (Some(r), None) => Call::Rest(request(r, "source.request", &known, bad)?),
+        (Some(r), None) => Call::Rest(Box::new(request(r, "source.request", &known, bad)?)),
         (None, Some(s)) => {
             if source.parent.is_some() {
                 bad(

@@ -57,7 +57,9 @@ pub trait Source: Send {
 
     /// The NOT NULL columns and the primary key of the job's table, from the database's
     /// catalog (for `sluice schema infer`); empty for a query or a feed.
-    async fn constraints(&mut self) -> Result<Vec<Constraint>>;
+    async fn constraints(&mut self) -> Result<Vec<Constraint>> {
+        Ok(Vec::new())
+    }
 
     /// Fixes what the run reads, from what the job has committed: `None` when there is
     /// nothing new. Tables: the window `(watermark, greatest cursor]`; feeds: whatever

@@ -38,8 +38,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::records::{self, MessageFacts, RecordBuilder};
 use super::{
-    Acknowledge, Checkpoint, Constraint, Consumed, Extract, FeedCheckpoint, FeedReport, Poison,
-    RunContext, Source, SourceColumn, Window, resolve_url,
+    Acknowledge, Checkpoint, Consumed, Extract, FeedCheckpoint, FeedReport, Poison, RunContext,
+    Source, SourceColumn, Window, resolve_url,
 };
 use crate::aws::classify_sdk;
 use crate::error::{Error, Result};
@@ -110,10 +110,6 @@ struct QueueSource {
 impl Source for QueueSource {
     async fn columns(&mut self) -> Result<Vec<SourceColumn>> {
         Ok(records::columns(&self.feed.records))
-    }
-
-    async fn constraints(&mut self) -> Result<Vec<Constraint>> {
-        Ok(Vec::new())
     }
 
     async fn plan(

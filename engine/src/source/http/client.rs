@@ -323,13 +323,12 @@ impl Client {
             let (reason, after) = match outcome {
                 Outcome::Done(reply) => return Ok(reply),
                 Outcome::Fail(e) => return Err(self.redact(e.context(&what))),
-                Outcome::Reauthenticate(reason) if !reauthenticated => {
+                Outcome::Reauthenticate(_) if !reauthenticated => {
                     reauthenticated = true;
                     *self.token.lock().await = None;
                     tracing::info!(request = %what, "the API refused the token; fetching a new one");
                     attempt -= 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    let _ = reason;
                     continue;
                 }
                 Outcome::Reauthenticate(reason) => {

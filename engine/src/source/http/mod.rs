@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::records::{self, RecordBuilder, Row, find_key};
 use super::{
-    ApiReport, Checkpoint, Constraint, Consumed, CursorValue, Extract, Poison, RunContext, Source,
+    ApiReport, Checkpoint, Consumed, CursorValue, Extract, Poison, RunContext, Source,
     SourceColumn, Window,
 };
 use crate::error::{Error, Result};
@@ -66,10 +66,6 @@ struct ApiSource {
 impl Source for ApiSource {
     async fn columns(&mut self) -> Result<Vec<SourceColumn>> {
         Ok(records::columns(&self.feed.records))
-    }
-
-    async fn constraints(&mut self) -> Result<Vec<Constraint>> {
-        Ok(Vec::new())
     }
 
     async fn plan(
