@@ -120,7 +120,7 @@ def run_dlt():
 def run_sluice():
     ws = sluice_workspace()
     try:
-        seconds, rss, out = timed([BIN, "run", "--job", "tolls"], env={
+        seconds, rss, out = timed([BIN, "run", "--job", "tolls", "--output", "json"], env={
             "SLUICE_JOBS": f"{ws}/jobs", "SLUICE_LAKE": f"{ws}/lake", "SLUICE_STATE": f"{ws}/state",
             "TAGS_TOKEN": TOKEN})
         summary = json.loads(out.strip().splitlines()[-1])
