@@ -49,12 +49,12 @@ resource "aws_cloudwatch_dashboard" "sluice" {
   dashboard_body = jsonencode({
     widgets = [
       {
-        type   = "metric", x = 0, y = 0, width = 12, height = 6
+        type = "metric", x = 0, y = 0, width = 12, height = 6
         properties = {
-          title   = "Scheduled runs"
-          region  = var.region
-          stat    = "Sum"
-          period  = 3600
+          title  = "Scheduled runs"
+          region = var.region
+          stat   = "Sum"
+          period = 3600
           metrics = [
             ["AWS/States", "ExecutionsSucceeded", "StateMachineArn", aws_sfn_state_machine.run_jobs.arn],
             ["AWS/States", "ExecutionsFailed", "StateMachineArn", aws_sfn_state_machine.run_jobs.arn],
@@ -62,7 +62,7 @@ resource "aws_cloudwatch_dashboard" "sluice" {
         }
       },
       {
-        type   = "metric", x = 12, y = 0, width = 12, height = 6
+        type = "metric", x = 12, y = 0, width = 12, height = 6
         properties = {
           title   = "Rows written per job"
           region  = var.region
@@ -71,7 +71,7 @@ resource "aws_cloudwatch_dashboard" "sluice" {
         }
       },
       {
-        type   = "metric", x = 0, y = 6, width = 12, height = 6
+        type = "metric", x = 0, y = 6, width = 12, height = 6
         properties = {
           title   = "Freshness (watermark lag, seconds)"
           region  = var.region
@@ -80,11 +80,11 @@ resource "aws_cloudwatch_dashboard" "sluice" {
         }
       },
       {
-        type   = "metric", x = 12, y = 6, width = 12, height = 6
+        type = "metric", x = 12, y = 6, width = 12, height = 6
         properties = {
-          title   = "Failed runs and peak memory"
-          region  = var.region
-          period  = 3600
+          title  = "Failed runs and peak memory"
+          region = var.region
+          period = 3600
           metrics = [
             [{ expression = "SEARCH('{Sluice,Job} MetricName=\"RunFailed\"', 'Sum', 3600)", id = "failed" }],
             [{ expression = "SEARCH('{Sluice,Job} MetricName=\"PeakMemory\"', 'Maximum', 3600)", id = "memory" }],

@@ -44,34 +44,27 @@ resource "aws_sfn_state_machine" "run_jobs" {
   }
 }
 
-# The schedules that start it: every enabled job row hourly (input {}), the GPS feed
-# every five minutes and the tag provider's API hourly on the small feed task (a row-shaped item names the task; the row
-# itself is disabled, so the hourly run leaves it out; if two runs meet anyway, the
-# second exits 3, "already running", which the state machine skips).
+# The schedules that start it: every enabled job row hourly (input {}), and each feed on
+# its own schedule on the small feed task: the GPS queue every five minutes, the tag
+# provider's API hourly (a row-shaped item names the task; the feed rows themselves are
+# disabled, so the hourly run leaves them out; if two runs meet anyway, the second exits
+# 3, "already running", which the state machine skips).
 locals {
-  schedules = {
-    run-jobs = {
-      expression = var.schedule_expression
-      input      = {}
-      max_age    = 3600
-    }
-    gps-positions = {
-      expression = var.gps_schedule_expression
-      input = { jobs = [{
-        id              = { S = "gps_positions" }
-        task_definition = { S = aws_ecs_task_definition.sluice["feed"].family }
-      }] }
-      max_age = 300
-    }
-    tag-transactions = {
-      expression = var.api_schedule_expression
-      input = { jobs = [{
-        id              = { S = "tag_transactions" }
-        task_definition = { S = aws_ecs_task_definition.sluice["feed"].family }
-      }] }
-      max_age = 3600
-    }
+  feed_schedules = {
+    gps-positions    = { job = "gps_positions", expression = var.gps_schedule_expression, max_age = 300 }
+    tag-transactions = { job = "tag_transactions", expression = var.api_schedule_expression, max_age = 3600 }
   }
+  schedules = merge(
+    { run-jobs = { expression = var.schedule_expression, input = {}, max_age = 3600 } },
+    { for name, feed in local.feed_schedules : name => {
+      expression = feed.expression
+      max_age    = feed.max_age
+      input = { jobs = [{
+        id              = { S = feed.job }
+        task_definition = { S = aws_ecs_task_definition.sluice["feed"].family }
+      }] }
+    } },
+  )
 }
 
 resource "aws_scheduler_schedule" "run_jobs" {
