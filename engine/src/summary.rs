@@ -66,6 +66,10 @@ pub struct RunSummary {
     /// Rows moved to the quarantine table.
     #[serde(default)]
     pub quarantined: u64,
+    /// Source columns read as text because the database gives no type for them (a
+    /// query's computed columns) and `target.schema` does not pin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub typeless: Vec<String>,
     /// A feed's messages: received, duplicates skipped, quarantined, deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<crate::source::FeedReport>,
@@ -108,6 +112,7 @@ impl RunSummary {
             schema_changes: Vec::new(),
             quality: Vec::new(),
             quarantined: 0,
+            typeless: Vec::new(),
             feed: None,
             api: None,
             catalog: None,
@@ -186,6 +191,12 @@ impl RunSummary {
         }
         for rule in self.quality.iter().filter(|r| !r.passed) {
             notes.push(format!("quality `{}` failed: {}", rule.rule, rule.detail));
+        }
+        if !self.typeless.is_empty() {
+            notes.push(format!(
+                "read as text, the source gives no type: {} (target.schema can pin them)",
+                self.typeless.join(", ")
+            ));
         }
         for drift in &self.schema_changes {
             notes.push(format!("schema: {drift}: {}", drift.action));

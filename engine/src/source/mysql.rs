@@ -99,7 +99,7 @@ impl Dialect for MySql {
             Relation::Table { schema, name } => {
                 table_catalog(conn, schema.as_deref(), name).await?
             }
-            Relation::Query(_) => HashMap::new(),
+            Relation::Query(_) => query_catalog(conn, plan).await,
         };
         Ok(described
             .iter()
@@ -228,6 +228,68 @@ async fn table_catalog(
         .collect())
 }
 
+/// A query's result columns as a table would declare them. The column definitions MySQL
+/// and MariaDB send carry a DECIMAL's precision and scale, but sqlx keeps neither; a
+/// temporary table shaped like the result (no rows) has them in `SHOW COLUMNS`. Without
+/// the CREATE TEMPORARY TABLES privilege, such decimals are read as text (the run
+/// summary names them).
+async fn query_catalog(conn: &mut MySqlConnection, plan: &Plan) -> HashMap<String, CatalogColumn> {
+    const TABLE: &str = "sluice_describe";
+    let create = format!(
+        "CREATE TEMPORARY TABLE {TABLE} AS {}",
+        MySql::SYNTAX.describe(&plan.from)
+    );
+    if let Err(e) = sqlx::query(&create).execute(&mut *conn).await {
+        tracing::info!(error = %e, "no temporary table shaped like the query: its decimals are read as text");
+        return HashMap::new();
+    }
+    let rows = sqlx::query(&format!("SHOW COLUMNS FROM {TABLE}"))
+        .fetch_all(&mut *conn)
+        .await;
+    if let Err(e) = sqlx::query(&format!("DROP TEMPORARY TABLE {TABLE}"))
+        .execute(&mut *conn)
+        .await
+    {
+        tracing::debug!(error = %e, "could not drop the temporary table (it ends with the session)");
+    }
+    rows.unwrap_or_default()
+        .iter()
+        .filter_map(|row| {
+            let name: String = row.try_get_unchecked(0).ok()?;
+            let declared: String = row.try_get_unchecked(1).ok()?;
+            Some((name, declared_column(&declared)))
+        })
+        .collect()
+}
+
+/// `decimal(8,2) unsigned`, `varchar(10)`, `datetime(3)` as a catalog column.
+fn declared_column(declared: &str) -> CatalogColumn {
+    let lower = declared.to_ascii_lowercase();
+    let data_type = lower
+        .split(|c: char| c == '(' || c.is_whitespace())
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut args = lower
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(args, _)| args.split(',').map(|a| a.trim().parse::<i64>().ok()))
+        .into_iter()
+        .flatten();
+    let numeric = data_type == "decimal" || data_type == "numeric";
+    let precision = args.next().flatten().filter(|_| numeric);
+    let scale = args
+        .next()
+        .flatten()
+        .filter(|_| numeric)
+        .or(precision.map(|_| 0));
+    CatalogColumn {
+        data_type,
+        precision: precision.and_then(|p| u32::try_from(p).ok()),
+        scale: scale.and_then(|s| i32::try_from(s).ok()),
+    }
+}
+
 /// The MySQL type mapping. Unsigned integers widen so that every value fits; TINYINT(1)
 /// (`BOOLEAN`) stays a tinyint because it may hold any value from -128 to 127.
 fn map_type(name: &str, type_name: &str, catalog: Option<&CatalogColumn>) -> SourceColumn {
@@ -260,7 +322,11 @@ fn map_type(name: &str, type_name: &str, catalog: Option<&CatalogColumn>) -> Sou
         "DOUBLE" => typed(Read::F64, LakeType::Float64),
         "DECIMAL" => match decimal.map(|(p, s)| LakeType::decimal(p, s)) {
             Some(lake @ LakeType::Decimal { .. }) => typed(Read::Decimal, lake),
-            _ => SourceColumn::text(name, type_name),
+            Some(_) => SourceColumn::text(name, type_name),
+            None => SourceColumn {
+                typeless: true,
+                ..SourceColumn::text(name, type_name)
+            },
         },
         "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" => {
             typed(Read::Text, LakeType::String)
@@ -321,6 +387,33 @@ impl DialectRow for MySqlRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_columns_of_show_columns() {
+        let d = declared_column("decimal(8,2) unsigned");
+        assert_eq!(
+            (d.data_type.as_str(), d.precision, d.scale),
+            ("decimal", Some(8), Some(2))
+        );
+        let d = declared_column("DECIMAL(12)");
+        assert_eq!((d.precision, d.scale), (Some(12), Some(0)));
+        let d = declared_column("varchar(10)");
+        assert_eq!(
+            (d.data_type.as_str(), d.precision, d.scale),
+            ("varchar", None, None)
+        );
+        assert_eq!(declared_column("datetime").data_type, "datetime");
+        let typed = map_type("amount", "DECIMAL", Some(&declared_column("decimal(8,2)")));
+        assert_eq!(
+            typed.lake,
+            LakeType::Decimal {
+                precision: 8,
+                scale: 2
+            }
+        );
+        assert!(!typed.typeless);
+        assert!(map_type("amount", "DECIMAL", None).typeless);
+    }
 
     #[test]
     fn unsigned_integers_widen() {

@@ -1,7 +1,8 @@
 //! SQLite through sqlx, opened read-only. SQLite types are declared, not enforced, so the
 //! mapping follows SQLite's own affinity rules on the declared type (`PRAGMA table_info`
-//! for a table, the prepared statement for a query), and a stored value that does not
-//! fit its declared type is an error naming the column.
+//! for a table; for a query, the declared type of the table column each result column
+//! names, through joins and subqueries, as a view over the query reports it), and a
+//! stored value that does not fit its declared type is an error naming the column.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -76,19 +77,18 @@ impl Dialect for Sqlite {
     }
 
     async fn columns(conn: &mut SqliteConnection, plan: &Plan) -> Result<Vec<SourceColumn>> {
-        let declared: Vec<(String, String)> = match &plan.from {
-            Relation::Table { schema, name } => sqlx::query_as::<_, (String, String)>(
+        if let Relation::Table { schema, name } = &plan.from {
+            let declared: Vec<(String, String)> = sqlx::query_as(
                 "SELECT name, type FROM pragma_table_info(?1, COALESCE(?2, 'main'))",
             )
             .bind(name)
             .bind(schema)
             .fetch_all(&mut *conn)
             .await
-            .map_err(|e| classify_sqlx(e, "reading the table's columns"))?,
-            Relation::Query(_) => Vec::new(),
-        };
-        if !declared.is_empty() {
-            return Ok(declared.iter().map(|(n, t)| map_type(n, t)).collect());
+            .map_err(|e| classify_sqlx(e, "reading the table's columns"))?;
+            if !declared.is_empty() {
+                return Ok(declared.iter().map(|(n, t)| map_type(n, t)).collect());
+            }
         }
         let columns = describe::<Self>(conn, plan).await?;
         if columns.is_empty() {
@@ -96,11 +96,55 @@ impl Dialect for Sqlite {
                 "the source has no columns (does the table exist?)",
             ));
         }
+        let declared = match &plan.from {
+            Relation::Query(query) => query_types(conn, query).await,
+            Relation::Table { .. } => Vec::new(),
+        };
         Ok(columns
             .iter()
-            .map(|c| map_type(c.name(), c.type_info().name()))
+            .enumerate()
+            .map(|(i, c)| {
+                let described = c.type_info().name();
+                match declared.get(i).map(String::as_str) {
+                    // A column declared with no type: the view says BLOB (its affinity,
+                    // in newer SQLite) or nothing, and the statement knows no type.
+                    Some("BLOB") if described == "NULL" => map_type(c.name(), ""),
+                    Some("") | None if described == "NULL" || described == "BLOB" => {
+                        map_type(c.name(), "")
+                    }
+                    Some("") | None => map_type(c.name(), described),
+                    Some(declared) => map_type(c.name(), declared),
+                }
+            })
             .collect())
     }
+}
+
+/// The declared types of a query's result columns, in order: SQLite gives a view's column
+/// the declared type of the table column it names (DECIMAL(8,2), DATETIME, …) and none to
+/// a computed one. The view is temporary (the database stays read-only) and dropped
+/// again; if it cannot be made, the prepared statement's types stand.
+async fn query_types(conn: &mut SqliteConnection, query: &str) -> Vec<String> {
+    const VIEW: &str = "sluice_describe";
+    let query = query.trim().trim_end_matches(';');
+    let created = sqlx::query(&format!("CREATE TEMP VIEW {VIEW} AS {query}"))
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = created {
+        tracing::debug!(error = %e, "no view over the query: its columns keep the statement's types");
+        return Vec::new();
+    }
+    let types = sqlx::query_scalar("SELECT type FROM pragma_table_info(?1, 'temp')")
+        .bind(VIEW)
+        .fetch_all(&mut *conn)
+        .await;
+    if let Err(e) = sqlx::query(&format!("DROP VIEW temp.{VIEW}"))
+        .execute(&mut *conn)
+        .await
+    {
+        tracing::debug!(error = %e, "could not drop the temporary view (it ends with the connection)");
+    }
+    types.unwrap_or_default()
 }
 
 /// SQLite's affinity rules (https://sqlite.org/datatype3.html §3.1) refined by the names
@@ -135,8 +179,11 @@ fn map_type(name: &str, declared: &str) -> SourceColumn {
         typed(Read::Bytes, LakeType::Binary)
     } else if upper.contains("REAL") || upper.contains("FLOA") || upper.contains("DOUB") {
         typed(Read::F64, LakeType::Float64)
+    } else if base.is_empty() || base == "NULL" {
+        // No declared type (a computed column): keep the text form, and say so.
+        SourceColumn::typeless(name, declared)
     } else {
-        // No declared type, or NUMERIC affinity without precision: keep the text form.
+        // NUMERIC affinity without precision: keep the text form.
         typed(Read::Text, LakeType::String)
     }
 }
@@ -193,5 +240,7 @@ mod tests {
         assert_eq!(map_type("a", "boolean").lake, LakeType::Boolean);
         assert_eq!(map_type("a", "DATETIME").lake, LakeType::Timestamp);
         assert_eq!(map_type("a", "").lake, LakeType::String);
+        assert!(map_type("a", "").typeless);
+        assert!(!map_type("a", "NUMERIC").typeless);
     }
 }

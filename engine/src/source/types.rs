@@ -63,6 +63,9 @@ pub struct SourceColumn {
     pub lake: LakeType,
     /// Whether the select list must cast the column to text (TIME, JSON, UUID, enums…).
     pub as_text: bool,
+    /// Read as text because the database says nothing of its type (a query's computed
+    /// column): the run summary names it, so that `target.schema` can pin it.
+    pub typeless: bool,
 }
 
 impl SourceColumn {
@@ -74,6 +77,15 @@ impl SourceColumn {
             read,
             lake,
             as_text,
+            typeless: false,
+        }
+    }
+
+    /// A column the database gives no type for: read as its text form.
+    pub fn typeless(name: &str, source_type: &str) -> Self {
+        Self {
+            typeless: true,
+            ..Self::new(name, source_type, Read::Text, LakeType::String, false)
         }
     }
 
