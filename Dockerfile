@@ -16,8 +16,7 @@ RUN mkdir -p engine/src tests/e2e \
 COPY engine engine
 COPY jobs jobs
 RUN touch engine/src/main.rs engine/src/lib.rs \
-    && cargo build --release --locked --bin sluice \
-    && strip target/release/sluice
+    && cargo build --release --locked --bin sluice
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/sluice /usr/local/bin/sluice

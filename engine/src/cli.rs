@@ -328,13 +328,13 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             let ddl =
                 crate::catalog::commands::ddl(job, &lake, store.as_ref(), database.as_deref())
                     .await?;
-            print!("{ddl}");
+            crate::out!("{ddl}");
             Ok(None)
         }
         Command::Schema(SchemaCommand::Infer { connection, table }) => {
             let set = job::load(&places.jobs).await?;
             let dir = (!places.jobs.contains("://")).then(|| PathBuf::from(&places.jobs));
-            print!(
+            crate::out!(
                 "{}",
                 crate::infer::infer(&set, dir, &connection, &table).await?
             );
@@ -343,7 +343,7 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
         Command::Query { sql } => {
             let lake = Lake::open(&places.lake)?;
             let batches = crate::query::query(&lake, &sql).await?;
-            println!("{}", crate::query::render(&batches)?);
+            crate::outln!("{}", crate::query::render(&batches)?);
             Ok(None)
         }
         Command::Demo { dir } => crate::demo::run(&dir).await.map(|()| None),
@@ -352,7 +352,7 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
 
 fn print_lines(lines: Vec<String>) -> Result<Option<ErrorClass>> {
     for line in lines {
-        println!("{line}");
+        crate::outln!("{line}");
     }
     Ok(None)
 }
@@ -363,7 +363,7 @@ fn print_json(value: &impl serde::Serialize, pretty: bool) -> Result<()> {
     } else {
         serde_json::to_string(value)
     };
-    println!("{}", text.map_err(|e| Error::internal(e.to_string()))?);
+    crate::outln!("{}", text.map_err(|e| Error::internal(e.to_string()))?);
     Ok(())
 }
 
@@ -372,11 +372,11 @@ async fn validate(location: &str) -> Result<Option<ErrorClass>> {
     let problems = set.problems();
     for row in &set.rows {
         if let Ok(job) = &row.job {
-            println!("ok  {} ({})", job.id, row.origin);
+            crate::outln!("ok  {} ({})", job.id, row.origin);
         }
     }
     if problems.is_empty() {
-        println!("{} job rows, all valid", set.rows.len());
+        crate::outln!("{} job rows, all valid", set.rows.len());
         Ok(None)
     } else {
         Err(job::config_error(&problems))
@@ -397,6 +397,7 @@ async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
     let mut ctx = context(places, &args.lease).await?;
     ctx.trigger = args.trigger.clone();
     ctx.memory_limit = args.memory_limit;
+    ctx.interrupt = crate::interrupt::Interrupt::listen()?;
     let selected = select(&set, &args.job_ids, args.all)?;
     if selected.is_empty() {
         eprintln!("no enabled job rows in {}", set.origin);
@@ -418,6 +419,10 @@ async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
         }
         metrics.record(&summary);
         print_summary(&summary, args.output)?;
+        if let Some(signal) = ctx.interrupt.received() {
+            tracing::warn!(signal, "interrupted: the jobs after this one do not start");
+            break;
+        }
     }
     if let Err(e) = metrics.flush().await {
         // The runs' outcome stands; missing metrics show as a gap and in this log line.
@@ -452,7 +457,7 @@ async fn state(places: &Places, command: StateCommand) -> Result<Option<ErrorCla
                 eprintln!("no runs of job `{job}` in {}", store.describe());
             }
             for run in runs {
-                println!(
+                crate::outln!(
                     "{} {}  {}",
                     run.started_at.format("%Y-%m-%d %H:%M:%S"),
                     run.run_id,
@@ -495,7 +500,7 @@ async fn init(places: &Places) -> Result<Option<ErrorClass>> {
         } else {
             "exists"
         };
-        println!("{verb}: Glue database `{database}`");
+        crate::outln!("{verb}: Glue database `{database}`");
     }
     let client = dynamo::client().await;
     for (location, def) in tables {
@@ -508,7 +513,7 @@ async fn init(places: &Places) -> Result<Option<ErrorClass>> {
             Created::Created => "created",
             Created::Existed => "exists",
         };
-        println!("{verb}: {} table `{name}`", def.what);
+        crate::outln!("{verb}: {} table `{name}`", def.what);
     }
     Ok(None)
 }
@@ -529,7 +534,7 @@ fn select<'a>(set: &'a JobSet, ids: &[String], all: bool) -> Result<Vec<&'a job:
                     .map(|m| format!("; did you mean `{m}`?"))
                     .unwrap_or_else(|| ".".into());
                 Error::user(format!(
-                    "no job `{id}` in {}{hint} Jobs: {}",
+                    "no job `{id}` in {}{hint} Jobs: {} (`sluice jobs validate` lists each with its file)",
                     set.origin,
                     set.ids().join(", ")
                 ))
@@ -557,10 +562,11 @@ fn failed_summary(id: Option<&str>, error: &Error) -> RunSummary {
     summary
 }
 
-/// The worst outcome decides the exit code: a bug, then a user error (retrying cannot
+/// The worst outcome decides the exit code: an interruption (the runs were cut short), a bug, then a user error (retrying cannot
 /// help it), then a transient failure, then a busy lease.
 fn worse(current: Option<ErrorClass>, new: ErrorClass) -> ErrorClass {
     let rank = |c: ErrorClass| match c {
+        ErrorClass::Interrupted => 4,
         ErrorClass::Internal => 3,
         ErrorClass::User => 2,
         ErrorClass::External => 1,
@@ -574,8 +580,8 @@ fn worse(current: Option<ErrorClass>, new: ErrorClass) -> ErrorClass {
 
 fn print_summary(summary: &RunSummary, output: Output) -> Result<()> {
     match output {
-        Output::Text => println!("{}", summary.line()),
-        Output::Json => println!(
+        Output::Text => crate::outln!("{}", summary.line()),
+        Output::Json => crate::outln!(
             "{}",
             serde_json::to_string(&summary).map_err(|e| Error::internal(e.to_string()))?
         ),

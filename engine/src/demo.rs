@@ -81,10 +81,10 @@ pub async fn run(dir: &Path) -> Result<()> {
     }
     let db = jobs_dir.join("logistics.db");
     let now = Utc::now().naive_utc();
-    println!("1. Building the source database {} …", db.display());
+    crate::outln!("1. Building the source database {} …", db.display());
     let mut conn = open_db(&db).await?;
     let counts = seed(&mut conn, now).await?;
-    println!("   {counts}");
+    crate::outln!("   {counts}");
 
     let set = job::load_dir(&jobs_dir)?;
     let problems = set.problems();
@@ -95,23 +95,25 @@ pub async fn run(dir: &Path) -> Result<()> {
     let store = Arc::new(LocalStore::open(dir.join("state"))?);
     let ctx = pipeline::Context::new(lake.clone(), store);
 
-    println!("2. First run of every job (full, snapshot and initial incremental loads):");
+    crate::outln!("2. First run of every job (full, snapshot and initial incremental loads):");
     run_all(&set, &ctx).await?;
 
-    println!("3. Changing the source: 400 orders move on, 800 new orders, 3000 pings, 250 tolls …");
+    crate::outln!(
+        "3. Changing the source: 400 orders move on, 800 new orders, 3000 pings, 250 tolls …"
+    );
     change(&mut conn, now).await?;
     conn.close()
         .await
         .map_err(|e| classify_sqlx(e, "closing the demo database"))?;
 
-    println!("4. Second run: incremental jobs read only what changed:");
+    crate::outln!("4. Second run: incremental jobs read only what changed:");
     run_all(&set, &ctx).await?;
 
-    println!("5. Querying the lake (sluice query):\n{SUMMARY_QUERY}");
+    crate::outln!("5. Querying the lake (sluice query):\n{SUMMARY_QUERY}");
     let batches = crate::query::query(&lake, SUMMARY_QUERY).await?;
-    println!("{}", crate::query::render(&batches)?);
+    crate::outln!("{}", crate::query::render(&batches)?);
     let exe = std::env::current_exe().map_or_else(|_| "sluice".into(), |p| p.display().to_string());
-    println!(
+    crate::outln!(
         "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"",
         lake = dir.join("lake").display(),
     );
@@ -122,7 +124,7 @@ async fn run_all(set: &job::JobSet, ctx: &pipeline::Context) -> Result<()> {
     for row in &set.rows {
         let job = row.job.as_ref().map_err(|p| job::config_error(p))?;
         if !job.enabled {
-            println!(
+            crate::outln!(
                 "   {}: not run here (disabled: {})",
                 job.id,
                 job.description.as_deref().unwrap_or("enable it to run it")
@@ -130,7 +132,7 @@ async fn run_all(set: &job::JobSet, ctx: &pipeline::Context) -> Result<()> {
             continue;
         }
         let summary = pipeline::run_job(job, ctx).await;
-        println!("   {}", summary.line());
+        crate::outln!("   {}", summary.line());
         summary.outcome()?;
     }
     Ok(())

@@ -22,6 +22,9 @@ pub enum ErrorClass {
     External,
     /// A bug in sluice. Not retryable; report it.
     Internal,
+    /// Stopped by SIGINT or SIGTERM before it committed: nothing of the run stands, and
+    /// running it again loads its window (see `interrupt.rs`).
+    Interrupted,
 }
 
 impl ErrorClass {
@@ -31,8 +34,9 @@ impl ErrorClass {
         match self {
             ErrorClass::User => 2,
             ErrorClass::Busy => 3,
-            ErrorClass::External => 75, // EX_TEMPFAIL
-            ErrorClass::Internal => 70, // EX_SOFTWARE
+            ErrorClass::External => 75,     // EX_TEMPFAIL
+            ErrorClass::Internal => 70,     // EX_SOFTWARE
+            ErrorClass::Interrupted => 130, // 128 + SIGINT, as shells report Ctrl-C
         }
     }
 
@@ -48,6 +52,7 @@ impl fmt::Display for ErrorClass {
             ErrorClass::User => "user",
             ErrorClass::External => "external",
             ErrorClass::Internal => "internal",
+            ErrorClass::Interrupted => "interrupted",
         })
     }
 }
@@ -205,10 +210,12 @@ mod tests {
             ErrorClass::User,
             ErrorClass::External,
             ErrorClass::Internal,
+            ErrorClass::Interrupted,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
+        codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), 4);
+        assert_eq!(codes.len(), all.len());
         assert!(codes.iter().all(|c| *c != 0 && *c != 1));
         assert_eq!(
             all.iter().filter(|c| c.retryable()).collect::<Vec<_>>(),

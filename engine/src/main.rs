@@ -27,7 +27,11 @@ fn main() -> ExitCode {
             return ExitCode::from(ErrorClass::Internal.exit_code() as u8);
         }
     };
-    match runtime.block_on(execute(cli)) {
+    let outcome = runtime.block_on(execute(cli));
+    // Tasks still going (an interrupted run's reader, a blocking read of SQLite) are
+    // abandoned, not waited for: the outcome is decided.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(class)) => ExitCode::from(class.exit_code() as u8),
         Err(e) => {

@@ -9,6 +9,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use object_store::ObjectStore;
 
@@ -91,14 +92,50 @@ async fn table_from_dir(
 /// people: they are expected to be small).
 pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
     let ctx = lake_context(lake).await?;
-    let frame = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| classify_datafusion(e, "query"))?;
+    let frame = ctx.sql(sql).await.map_err(|e| match unknown_table(&e) {
+        Some(name) => no_such_table(lake, &ctx, name),
+        None => classify_datafusion(e, "query"),
+    })?;
     frame
         .collect()
         .await
         .map_err(|e| classify_datafusion(e, "query"))
+}
+
+/// The table a planning error says does not exist: DataFusion names it fully qualified
+/// (`table 'datafusion.public.nosuch' not found`).
+fn unknown_table(e: &DataFusionError) -> Option<&str> {
+    let DataFusionError::Plan(message) = e.find_root() else {
+        return None;
+    };
+    let quoted = message
+        .strip_prefix("table '")?
+        .strip_suffix("' not found")?;
+    quoted.rsplit('.').next()
+}
+
+/// The lake's tables, the closest to `name`, and where tables come from.
+fn no_such_table(lake: &Lake, ctx: &SessionContext, name: &str) -> Error {
+    let options = ctx.copied_config();
+    let defaults = &options.options().catalog;
+    let mut tables = ctx
+        .catalog(&defaults.default_catalog)
+        .and_then(|c| c.schema(&defaults.default_schema))
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    tables.sort();
+    let hint = crate::spec::shape::did_you_mean(name, tables.iter().map(String::as_str))
+        .map(|m| format!(" Did you mean `{m}`?"))
+        .unwrap_or_default();
+    let listed = if tables.is_empty() {
+        "it has none yet: `sluice run` writes them".to_string()
+    } else {
+        format!("its tables: {}", tables.join(", "))
+    };
+    Error::user(format!(
+        "the lake {} has no table `{name}`.{hint} {listed} (each is a folder of the lake with Parquet files in it)",
+        lake.url()
+    ))
 }
 
 /// The result as a text table.

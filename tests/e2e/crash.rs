@@ -1,14 +1,14 @@
 //! Crash safety: a run killed after writing files and before its commit, then rerun,
 //! leaves each source row in the lake exactly once; a second run of a running job is
-//! refused with the busy exit code.
+//! refused with the busy exit code; Ctrl-C stops a run the same way, releases its lease and
+//! exits 130.
 
 use crate::common::{Workspace, exec, lake_sql};
 
-#[tokio::test]
-async fn killed_before_commit_then_rerun_gives_each_row_once() {
+/// 400,000 poorly compressible rows written in 1 MiB files: a run writes many files
+/// before it commits, which leaves time to stop it in between.
+async fn pings_workspace() -> Workspace {
     let ws = Workspace::new();
-    // Enough rows, poorly compressible, and 1 MiB files: the run writes many files
-    // before it commits, which leaves time to kill it in between.
     let url = ws
         .sqlite_source(
         "CREATE TABLE pings (id INTEGER PRIMARY KEY, truck INTEGER, note TEXT, at DATETIME);
@@ -21,7 +21,37 @@ async fn killed_before_commit_then_rerun_gives_each_row_once() {
         "pings.yaml",
         "job: pings\nsource:\n  connection: db\n  table: pings\n  cursor: id\n  primary_key: [id]\n  batch_rows: 4096\nmode: incremental\ntransform: SELECT *, date_format(at, '%Y-%m-%d') AS dt FROM source\ntarget:\n  table: pings\n  partition_by: [dt]\n  file_size: 1MiB\n",
     );
+    ws
+}
 
+/// The state of a run stopped before its commit: pending, the watermark not moved, files
+/// written; then a rerun loads each row once.
+fn assert_uncommitted_then_rerun_once(ws: &Workspace) {
+    let state = std::fs::read_to_string(ws.state().join("pings.json")).expect("state");
+    assert!(
+        state.contains("\"pending\""),
+        "the stopped run should be pending:\n{state}"
+    );
+    assert!(
+        !state.contains("\"watermark\""),
+        "the stopped run must not have moved the watermark:\n{state}"
+    );
+    assert!(!ws.parquet_files("pings").is_empty());
+
+    let rerun = ws.run_ok("pings");
+    assert_eq!(rerun["rows"], 400_000, "{rerun}");
+    let counts = lake_sql(
+        ws,
+        "SELECT count(*) AS n_rows, count(DISTINCT id) AS n_ids FROM pings",
+    );
+    assert!(counts.contains("| 400000 | 400000 |"), "{counts}");
+    let state = std::fs::read_to_string(ws.state().join("pings.json")).expect("state");
+    assert!(!state.contains("\"pending\""), "{state}");
+}
+
+#[tokio::test]
+async fn killed_before_commit_then_rerun_gives_each_row_once() {
+    let ws = pings_workspace().await;
     let mut child = ws.start_until_first_file(&["run", "--job", "pings"], "pings");
     // While it runs, a second run of the same job is refused: busy, retry later.
     let second = ws.sluice(&["run", "--job", "pings"]);
@@ -34,27 +64,31 @@ async fn killed_before_commit_then_rerun_gives_each_row_once() {
 
     child.kill().expect("kill");
     child.wait().expect("reap");
-    let state = std::fs::read_to_string(ws.state().join("pings.json")).expect("state");
-    assert!(
-        state.contains("\"pending\""),
-        "the killed run should be pending:\n{state}"
-    );
-    assert!(
-        !state.contains("\"watermark\""),
-        "the killed run must not have moved the watermark:\n{state}"
-    );
-    let partial = ws.parquet_files("pings").len();
-    assert!(partial > 0);
+    assert_uncommitted_then_rerun_once(&ws);
+}
 
-    let rerun = ws.run_ok("pings");
-    assert_eq!(rerun["rows"], 400_000, "{rerun}");
-    let counts = lake_sql(
-        &ws,
-        "SELECT count(*) AS n_rows, count(DISTINCT id) AS n_ids FROM pings",
+#[tokio::test]
+async fn ctrl_c_mid_run_stops_uncommitted_releases_the_lease_and_exits_130() {
+    let ws = pings_workspace().await;
+    let child = ws.start_until_first_file(&["run", "--job", "pings"], "pings");
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("reap");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("interrupted by SIGINT"), "{stdout}");
+    // The lease is free: no holder, and the rerun below takes it.
+    let shown = ws.sluice(&["state", "show", "pings"]);
+    shown.assert_code(0);
+    assert!(
+        shown.stdout().contains("\"lease\": null"),
+        "{}",
+        shown.stdout()
     );
-    assert!(counts.contains("| 400000 | 400000 |"), "{counts}");
-    let state = std::fs::read_to_string(ws.state().join("pings.json")).expect("state");
-    assert!(!state.contains("\"pending\""), "{state}");
+    assert_uncommitted_then_rerun_once(&ws);
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! The embedded default: `sluice demo` from a clean folder.
 
-use crate::common::{Workspace, parquet_files};
+use datafusion::arrow::datatypes::DataType;
+
+use crate::common::{Workspace, parquet_files, read_parquet_dir};
 
 #[test]
 fn demo_runs_end_to_end_from_a_clean_folder() {
@@ -47,4 +49,26 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
     ]);
     bad.assert_code(2);
     assert!(bad.stderr().contains("nope"), "{}", bad.stderr());
+    // A table that is not there: the message lists the lake's tables, the closest first.
+    let missing = ws.sluice(&[
+        "--lake",
+        lake.to_str().expect("utf-8"),
+        "query",
+        "SELECT count(*) FROM toll_event",
+    ]);
+    missing.assert_code(2);
+    let said = missing.stderr();
+    assert!(said.contains("no table `toll_event`"), "{said}");
+    assert!(said.contains("Did you mean `toll_events`?"), "{said}");
+    assert!(said.contains("orders") && said.contains("trucks"), "{said}");
+
+    // The toll events come through a query (a join with trucks): money stays a decimal.
+    let tolls = read_parquet_dir(&lake.join("toll_events"));
+    let schema = tolls[0].schema();
+    let amount = schema.field_with_name("amount").expect("amount");
+    assert_eq!(
+        amount.data_type(),
+        &DataType::Decimal128(8, 2),
+        "{schema:?}"
+    );
 }

@@ -182,3 +182,22 @@ fn an_unknown_job_is_a_user_error_with_a_suggestion() {
         run.stderr()
     );
 }
+
+/// `sluice jobs schema | head -1`: a reader that goes away ends the output quietly.
+#[test]
+fn a_closed_stdout_ends_the_output_without_a_panic() {
+    let ws = Workspace::new();
+    let mut child = ws
+        .command(&["jobs", "schema"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    // Closed before sluice writes a byte: its first write meets a broken pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("reap");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -36,6 +36,7 @@ pub use crate::summary::{RunStatus, RunSummary};
 
 use crate::contract;
 use crate::error::Result;
+use crate::interrupt::Interrupt;
 use crate::job::{Job, Mode, mode_name};
 use crate::sink::{self, Lake};
 use crate::source::{self, Consumed, Ledger, RunContext, Window};
@@ -60,6 +61,8 @@ pub struct Context {
     pub memory_limit: u64,
     /// The Glue database runs publish their tables in (`None`: no publishing).
     pub catalog: Option<String>,
+    /// SIGINT / SIGTERM: a run in progress stops uncommitted and releases its lease.
+    pub interrupt: Interrupt,
 }
 
 /// The default memory budget of a run.
@@ -78,6 +81,7 @@ impl Context {
             trigger: None,
             memory_limit: DEFAULT_MEMORY_LIMIT,
             catalog: None,
+            interrupt: Interrupt::never(),
         }
     }
 }
@@ -114,6 +118,17 @@ pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
     summary
 }
 
+/// The source columns read as text for want of a type that `target.schema` leaves
+/// unpinned.
+fn typeless(job: &Job, columns: &[source::types::SourceColumn]) -> Vec<String> {
+    let pinned = |name: &str| job.target.schema.iter().flatten().any(|c| c.name == name);
+    columns
+        .iter()
+        .filter(|c| c.typeless && !pinned(&c.lake_name))
+        .map(|c| c.lake_name.clone())
+        .collect()
+}
+
 /// Holds the job's lease around the attempt, and releases it however the attempt ends.
 async fn leased(
     job: &Job,
@@ -125,7 +140,12 @@ async fn leased(
         .store
         .lease(&job.id, &summary.run_id, ctx.lease_ttl)
         .await?;
-    let outcome = attempt(job, ctx, now, summary).await;
+    // An interruption drops the attempt where it is: what it wrote is referenced by no
+    // commit, as after a crash, and the lease is released below instead of expiring.
+    let outcome = tokio::select! {
+        outcome = attempt(job, ctx, now, summary) => outcome,
+        e = ctx.interrupt.error() => Err(e),
+    };
     if let (Ok(Some(contract)), Some(database)) = (&outcome, &ctx.catalog) {
         publish(job, ctx, contract, database, summary).await;
     }
@@ -174,6 +194,7 @@ async fn attempt(
 
     let mut source = source::open(job, ctx.env.as_ref()).await?;
     let columns = source.columns().await?;
+    summary.typeless = typeless(job, &columns);
     let committed = state.value.checkpoint();
     let Some(window) = source.plan(&columns, &committed, now).await? else {
         tracing::info!("no new rows");

@@ -140,7 +140,7 @@ impl Metrics {
         match self.output {
             MetricsOutput::Off => {}
             MetricsOutput::Emf => {
-                println!("{}", emf_line(&self.namespace, &run.job, &metrics, now))
+                crate::outln!("{}", emf_line(&self.namespace, &run.job, &metrics, now))
             }
             MetricsOutput::Cloudwatch => {
                 let timestamp =
