@@ -562,8 +562,9 @@ fn failed_summary(id: Option<&str>, error: &Error) -> RunSummary {
     summary
 }
 
-/// The worst outcome decides the exit code: an interruption (the runs were cut short), a bug, then a user error (retrying cannot
-/// help it), then a transient failure, then a busy lease.
+/// The worst outcome decides the exit code: an interruption (the runs were cut short), a
+/// bug, then a user error (retrying cannot help it), then a transient failure, then a busy
+/// lease.
 fn worse(current: Option<ErrorClass>, new: ErrorClass) -> ErrorClass {
     let rank = |c: ErrorClass| match c {
         ErrorClass::Interrupted => 4,

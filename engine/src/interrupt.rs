@@ -68,7 +68,7 @@ fn interrupted(signal: &str) -> Error {
     Error::new(
         ErrorClass::Interrupted,
         format!(
-            "interrupted by {signal}: nothing of this run was committed and its lease is released; run the job again to load its window"
+            "interrupted by {signal}: the run stopped where it was and released its lease; what it had not committed does not count (a commit the signal met is settled by the next run, as after a crash); run the job again to load its window"
         ),
     )
 }
