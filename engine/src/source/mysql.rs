@@ -21,7 +21,7 @@ use super::sql::{
     Dialect, Fetch, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
     rows_extract,
 };
-use super::types::{LakeType, Read, SourceColumn};
+use super::types::{LakeType, Read, SourceColumn, decimal_args};
 use crate::error::{Error, Result, classify_sqlx};
 use crate::job::Relation;
 
@@ -270,23 +270,13 @@ fn declared_column(declared: &str) -> CatalogColumn {
         .next()
         .unwrap_or_default()
         .to_string();
-    let mut args = lower
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(args, _)| args.split(',').map(|a| a.trim().parse::<i64>().ok()))
-        .into_iter()
+    let args = matches!(data_type.as_str(), "decimal" | "numeric")
+        .then(|| decimal_args(&lower))
         .flatten();
-    let numeric = data_type == "decimal" || data_type == "numeric";
-    let precision = args.next().flatten().filter(|_| numeric);
-    let scale = args
-        .next()
-        .flatten()
-        .filter(|_| numeric)
-        .or(precision.map(|_| 0));
     CatalogColumn {
         data_type,
-        precision: precision.and_then(|p| u32::try_from(p).ok()),
-        scale: scale.and_then(|s| i32::try_from(s).ok()),
+        precision: args.map(|(p, _)| p),
+        scale: args.map(|(_, s)| s),
     }
 }
 
@@ -323,10 +313,7 @@ fn map_type(name: &str, type_name: &str, catalog: Option<&CatalogColumn>) -> Sou
         "DECIMAL" => match decimal.map(|(p, s)| LakeType::decimal(p, s)) {
             Some(lake @ LakeType::Decimal { .. }) => typed(Read::Decimal, lake),
             Some(_) => SourceColumn::text(name, type_name),
-            None => SourceColumn {
-                typeless: true,
-                ..SourceColumn::text(name, type_name)
-            },
+            None => SourceColumn::text(name, type_name).without_type(),
         },
         "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" => {
             typed(Read::Text, LakeType::String)

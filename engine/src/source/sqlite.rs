@@ -14,7 +14,7 @@ use super::batch::{ColumnBuilder, DialectRow, Misfit, ReadError, read_common};
 use super::sql::{
     Dialect, Plan, SqlSource, Syntax, connect as connect_with, describe, extract_loop,
 };
-use super::types::{LakeType, Read, SourceColumn};
+use super::types::{LakeType, Read, SourceColumn, decimal_args};
 use crate::error::{Error, Result, classify_sqlx};
 use crate::job::Relation;
 
@@ -181,22 +181,11 @@ fn map_type(name: &str, declared: &str) -> SourceColumn {
         typed(Read::F64, LakeType::Float64)
     } else if base.is_empty() || base == "NULL" {
         // No declared type (a computed column): keep the text form, and say so.
-        SourceColumn::typeless(name, declared)
+        typed(Read::Text, LakeType::String).without_type()
     } else {
         // NUMERIC affinity without precision: keep the text form.
         typed(Read::Text, LakeType::String)
     }
-}
-
-fn decimal_args(upper: &str) -> Option<(u32, i32)> {
-    let args = upper.split_once('(')?.1.trim_end().trim_end_matches(')');
-    let mut parts = args.split(',').map(|p| p.trim().parse::<i64>());
-    let precision = u32::try_from(parts.next()?.ok()?).ok()?;
-    let scale = match parts.next() {
-        Some(s) => i32::try_from(s.ok()?).ok()?,
-        None => 0,
-    };
-    Some((precision, scale))
 }
 
 impl DialectRow for SqliteRow {

@@ -81,11 +81,11 @@ impl SourceColumn {
         }
     }
 
-    /// A column the database gives no type for: read as its text form.
-    pub fn typeless(name: &str, source_type: &str) -> Self {
+    /// This column, marked as read as text for want of a type from the database.
+    pub fn without_type(self) -> Self {
         Self {
             typeless: true,
-            ..Self::new(name, source_type, Read::Text, LakeType::String, false)
+            ..self
         }
     }
 
@@ -93,6 +93,20 @@ impl SourceColumn {
     pub fn text(name: &str, source_type: &str) -> Self {
         Self::new(name, source_type, Read::Text, LakeType::String, true)
     }
+}
+
+/// The precision and scale of a declared `DECIMAL(p, s)` (`NUMERIC(p)`: scale 0), in any
+/// case, with anything after the parenthesis (`unsigned`); `None` without them.
+pub fn decimal_args(declared: &str) -> Option<(u32, i32)> {
+    let (_, rest) = declared.split_once('(')?;
+    let (args, _) = rest.split_once(')')?;
+    let mut parts = args.split(',').map(|p| p.trim().parse::<i64>());
+    let precision = u32::try_from(parts.next()?.ok()?).ok()?;
+    let scale = match parts.next() {
+        Some(s) => i32::try_from(s.ok()?).ok()?,
+        None => 0,
+    };
+    Some((precision, scale))
 }
 
 /// The Arrow schema of an extract: lake names and types, every column nullable (a source
