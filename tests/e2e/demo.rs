@@ -41,21 +41,12 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
     assert_eq!(manifests, 2);
 
     // The lake answers SQL; a query that is wrong is the user's error.
-    let bad = ws.sluice(&[
-        "--lake",
-        lake.to_str().expect("utf-8"),
-        "query",
-        "SELECT nope FROM orders",
-    ]);
+    let query = |sql| ws.sluice(&["--lake", lake.to_str().expect("utf-8"), "query", sql]);
+    let bad = query("SELECT nope FROM orders");
     bad.assert_code(2);
     assert!(bad.stderr().contains("nope"), "{}", bad.stderr());
-    // A table that is not there: the message lists the lake's tables, the closest first.
-    let missing = ws.sluice(&[
-        "--lake",
-        lake.to_str().expect("utf-8"),
-        "query",
-        "SELECT count(*) FROM toll_event",
-    ]);
+    // A table that is not there: the message names the closest and lists the lake's tables.
+    let missing = query("SELECT count(*) FROM toll_event");
     missing.assert_code(2);
     let said = missing.stderr();
     assert!(said.contains("no table `toll_event`"), "{said}");
