@@ -49,6 +49,7 @@ pub async fn infer(
             parent: None,
             window: None,
             fields: None,
+            files: None,
         },
         mode: None,
         transform: None,

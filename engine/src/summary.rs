@@ -76,6 +76,9 @@ pub struct RunSummary {
     /// An API feed's calls: requests, retries, bytes received, records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<crate::source::ApiReport>,
+    /// A file feed's files: listed, loaded, waiting, bad, moved or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_files: Option<crate::source::files::FilesReport>,
     /// What publishing in the Glue catalog did (absent when the run does not publish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
@@ -115,9 +118,21 @@ impl RunSummary {
             typeless: Vec::new(),
             feed: None,
             api: None,
+            source_files: None,
             catalog: None,
             error: None,
             error_class: None,
+        }
+    }
+
+    /// Keeps the source's counts.
+    pub fn report(&mut self, report: crate::source::Report) {
+        use crate::source::Report;
+        match report {
+            Report::Table => {}
+            Report::Queue(r) => self.feed = Some(r),
+            Report::Api(r) => self.api = Some(r),
+            Report::Files(r) => self.source_files = Some(r),
         }
     }
 

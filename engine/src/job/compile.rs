@@ -69,6 +69,8 @@ pub enum Address {
     Secret(String),
     /// An API: its base URL, auth and limits.
     Http(Box<HttpConnection>),
+    /// A file store: an SFTP server, an S3 bucket or a local folder.
+    Files(Box<super::files::FileStore>),
 }
 
 /// What the extract reads: a relation of a database, or a feed.
@@ -77,6 +79,7 @@ pub enum From {
     Relation(Relation),
     Queue(QueueFeed),
     Http(Box<HttpFeed>),
+    Files(Box<super::files::FilesFeed>),
 }
 
 /// A table or query of a database.
@@ -129,6 +132,9 @@ pub fn compile_connections(
             ));
         }
         let mut problem = |field: &str, message: String| errors.push(at(field, message));
+        if !spec.kind.is_files() {
+            super::files::refuse_file_fields(spec, &mut problem);
+        }
         let address = match spec.kind {
             ConnectionKind::Sqs => queue_address(spec, &mut problem),
             ConnectionKind::Http => Address::Http(Box::new(http::compile_connection(
@@ -136,6 +142,13 @@ pub fn compile_connections(
                 base_dir.as_deref(),
                 &mut problem,
             ))),
+            ConnectionKind::Sftp | ConnectionKind::S3 | ConnectionKind::Folder => {
+                Address::Files(Box::new(super::files::compile_connection(
+                    spec,
+                    base_dir.as_deref(),
+                    &mut problem,
+                )))
+            }
             ConnectionKind::Postgres | ConnectionKind::Mysql | ConnectionKind::Sqlite => {
                 http_fields(spec, &mut problem);
                 database_address(spec, &mut problem)
@@ -328,7 +341,7 @@ pub fn compile(
     let kind = connection.as_ref().map(|c| c.kind);
     let is_feed = kind.is_some_and(ConnectionKind::is_feed);
     let mode = spec.mode.unwrap_or(match kind {
-        Some(ConnectionKind::Sqs) => Mode::Incremental,
+        Some(k) if k == ConnectionKind::Sqs || k.is_files() => Mode::Incremental,
         Some(ConnectionKind::Http) if source.cursor.is_some() => Mode::Incremental,
         _ => Mode::Full,
     });
@@ -462,6 +475,8 @@ pub fn compile(
     let from = match connection.as_ref().map(|c| &c.address) {
         Some(Address::Http(api)) => http::compile_http(spec, schema.as_deref(), api, &mut bad)
             .map(|feed| From::Http(Box::new(feed))),
+        Some(Address::Files(_)) => super::files::compile_feed(spec, schema.as_deref(), &mut bad)
+            .map(|feed| From::Files(Box::new(feed))),
         _ if is_feed => feed::compile_queue(spec, schema.as_deref(), &mut bad).map(From::Queue),
         _ => table.relation.map(From::Relation),
     };
@@ -733,7 +748,7 @@ fn url_problems(kind: ConnectionKind, url: &str) -> Vec<String> {
         ConnectionKind::Postgres => &["postgres://", "postgresql://"],
         ConnectionKind::Mysql => &["mysql://", "mariadb://"],
         ConnectionKind::Sqlite => &["sqlite:"],
-        ConnectionKind::Sqs | ConnectionKind::Http => &["https://", "http://"],
+        _ => &["https://", "http://"],
     };
     if !schemes.iter().any(|s| url.starts_with(s)) {
         problems.push(format!(

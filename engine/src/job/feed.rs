@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 pub const DEFAULT_MAX_SECONDS: u64 = 240;
 
 /// The optional source fields, and whether the row gives each.
-fn given(source: &SourceSpec) -> [(&'static str, bool); 14] {
+fn given(source: &SourceSpec) -> [(&'static str, bool); 15] {
     [
         ("table", source.table.is_some()),
         ("query", source.query.is_some()),
@@ -49,6 +49,7 @@ fn given(source: &SourceSpec) -> [(&'static str, bool); 14] {
         ("parent", source.parent.is_some()),
         ("window", source.window.is_some()),
         ("fields", source.fields.is_some()),
+        ("files", source.files.is_some()),
     ]
 }
 
@@ -69,6 +70,9 @@ fn foreign(source: &SourceSpec, takes: &[&str]) -> Vec<&'static str> {
 
 /// The connection kinds whose jobs take a source field, for messages.
 fn kinds_taking(field: &str) -> &'static str {
+    if field == "files" {
+        return "file feeds (a connection of kind `sftp`, `s3` or `folder`)";
+    }
     match (QUEUE_FIELDS.contains(&field), API_FIELDS.contains(&field)) {
         (true, true) => "feeds (a connection of kind `sqs` or `http`)",
         (true, false) => "queue feeds (a connection of kind `sqs`)",

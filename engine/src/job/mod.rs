@@ -5,6 +5,7 @@
 mod compile;
 pub mod dynamo;
 pub mod feed;
+pub mod files;
 pub mod http;
 mod load;
 pub mod sync;

@@ -196,7 +196,14 @@ async fn attempt(
     let columns = source.columns().await?;
     summary.typeless = typeless(job, &columns);
     let committed = state.value.checkpoint();
-    let Some(window) = source.plan(&columns, &committed, now).await? else {
+    let ledger: Arc<dyn Ledger> = Arc::new(ManifestLedger {
+        lake: ctx.lake.clone(),
+        table: job.target.table.clone(),
+    });
+    let Some(window) = source
+        .plan(&columns, &committed, ledger.as_ref(), now)
+        .await?
+    else {
         tracing::info!("no new rows");
         summary.status = RunStatus::UpToDate;
         summary.window = Window {
@@ -228,10 +235,7 @@ async fn attempt(
         RunContext {
             run_key: run_key.clone(),
             committed,
-            ledger: Arc::new(ManifestLedger {
-                lake: ctx.lake.clone(),
-                table: job.target.table.clone(),
-            }),
+            ledger,
         },
     );
     let snapshot =
@@ -261,8 +265,7 @@ async fn attempt(
         }
     };
     let nothing_new = consumed.is_empty();
-    summary.feed = consumed.feed.take();
-    summary.api = consumed.api.take();
+    summary.report(std::mem::take(&mut consumed.report));
     if nothing_new {
         // A feed that took nothing new: whatever it received was committed before.
         tracing::info!("nothing new in the feed");
@@ -277,6 +280,12 @@ async fn attempt(
     state
         .value
         .advance(std::mem::take(&mut consumed.checkpoint));
+    // Runs this one replaces leave the table with its commit (their files are removed
+    // just after, or by the next run's recovery if this process dies first).
+    state
+        .value
+        .discard
+        .extend(std::mem::take(&mut consumed.replaces));
     state.value.committed = Some(CommittedRun {
         run_id: run_id.clone(),
         run_key: run_key.clone(),
@@ -293,6 +302,9 @@ async fn attempt(
     ));
     state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
     crate::failpoint::reached("committed").await;
+    if !state.value.discard.is_empty() {
+        recover(job, ctx, &mut state).await?;
+    }
     acknowledge(consumed, summary).await;
     summary.replaced_files = replace(job, ctx, &run_key, now).await?;
     summary.seconds.commit = commit_started.elapsed().as_secs_f64();
@@ -312,6 +324,9 @@ async fn acknowledge(consumed: Consumed, summary: &mut RunSummary) {
         Ok(n) => {
             if let Some(feed) = summary.feed.as_mut() {
                 feed.deleted = n;
+            }
+            if let Some(files) = summary.source_files.as_mut() {
+                files.after_load += n;
             }
         }
         Err(e) => {

@@ -2,14 +2,16 @@
 //!
 //! Two families share it. *Tables* (PostgreSQL, MySQL/MariaDB, SQLite: [`table`]) are
 //! read over a cursor window, and their progress is a column value, the watermark.
-//! *Feeds* (an SQS queue: [`queue`]) yield what arrives, and their progress is what the
-//! runs consumed: the keys each committed run took, kept with the run's manifest. Either
+//! *Feeds* (an SQS queue: [`queue`]; a partner's API: [`http`]; files on SFTP, S3 or a
+//! folder: [`files`]) yield what arrives, and their progress is what the runs consumed:
+//! the keys each committed run took (messages, files), kept with the run's manifest. Either
 //! way the run's [`Checkpoint`] is committed in the same compare-and-set as the files, and
 //! a feed acknowledges what it consumed (deletes the messages) only after that commit.
 //! Adding a kind is its module and one line in [`open`].
 
 mod batch;
 pub mod cursor;
+pub mod files;
 pub mod http;
 mod mysql;
 mod pg_binary;
@@ -61,13 +63,15 @@ pub trait Source: Send {
         Ok(Vec::new())
     }
 
-    /// Fixes what the run reads, from what the job has committed: `None` when there is
-    /// nothing new. Tables: the window `(watermark, greatest cursor]`; feeds: whatever
-    /// arrives (the window is unbounded).
+    /// Fixes what the run reads, from what the job has committed (and the keys its
+    /// committed runs consumed): `None` when there is nothing new. Tables: the window
+    /// `(watermark, greatest cursor]`; feeds: whatever arrives (the window is
+    /// unbounded); files: the new files.
     async fn plan(
         &mut self,
         columns: &[SourceColumn],
         committed: &Checkpoint,
+        ledger: &dyn Ledger,
         now: DateTime<Utc>,
     ) -> Result<Option<Window>>;
 
@@ -137,12 +141,25 @@ pub struct Consumed {
     pub keys: Vec<String>,
     /// What could not be decoded, for the quarantine table.
     pub poison: Vec<Poison>,
-    /// A queue feed's counts, for the run record.
-    pub feed: Option<FeedReport>,
-    /// An API feed's counts, for the run record.
-    pub api: Option<ApiReport>,
-    /// Called after the commit (a queue deletes what the run received).
+    /// The feed's counts, for the run record.
+    pub report: Report,
+    /// Committed runs whose files this run's commit replaces (a file feed reloading
+    /// the run that loaded a changed file): removed once it has committed.
+    pub replaces: Vec<String>,
+    /// Called after the commit (a queue deletes what the run received; a file feed
+    /// moves or deletes the files).
     pub acknowledge: Option<Box<dyn Acknowledge>>,
+}
+
+/// A source's counts of one run, by family.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Report {
+    /// A table's (its counts are the run's rows).
+    #[default]
+    Table,
+    Queue(FeedReport),
+    Api(ApiReport),
+    Files(files::FilesReport),
 }
 
 impl Consumed {
@@ -152,16 +169,16 @@ impl Consumed {
             checkpoint,
             keys: Vec::new(),
             poison: Vec::new(),
-            feed: None,
-            api: None,
+            report: Report::Table,
+            replaces: Vec::new(),
             acknowledge: None,
         }
     }
 
-    /// A feed run that took nothing new (it may have received what earlier runs
+    /// A queue run that took nothing new (it may have received what earlier runs
     /// committed): there is nothing to commit, only to acknowledge.
     pub fn is_empty(&self) -> bool {
-        self.feed.is_some() && self.keys.is_empty() && self.poison.is_empty()
+        matches!(self.report, Report::Queue(_)) && self.keys.is_empty() && self.poison.is_empty()
     }
 }
 
@@ -261,6 +278,7 @@ pub async fn open(job: &Job, env: &dyn Fn(&str) -> Option<String>) -> Result<Box
         From::Relation(relation) => table::open(job, relation, env).await,
         From::Queue(feed) => queue::open(job, feed, env).await,
         From::Http(feed) => http::open(job, feed, env).await,
+        From::Files(feed) => files::open(job, feed, env).await,
     }
 }
 

@@ -38,8 +38,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::records::{self, MessageFacts, RecordBuilder};
 use super::{
-    Acknowledge, Checkpoint, Consumed, Extract, FeedCheckpoint, FeedReport, Poison, RunContext,
-    Source, SourceColumn, Window, resolve_url,
+    Acknowledge, Checkpoint, Consumed, Extract, FeedCheckpoint, FeedReport, Ledger, Poison, Report,
+    RunContext, Source, SourceColumn, Window, resolve_url,
 };
 use crate::aws::classify_sdk;
 use crate::error::{Error, Result};
@@ -116,6 +116,7 @@ impl Source for QueueSource {
         &mut self,
         _: &[SourceColumn],
         _: &Checkpoint,
+        _: &dyn Ledger,
         _: DateTime<Utc>,
     ) -> Result<Option<Window>> {
         // What is in the queue is known only by receiving it.
@@ -292,8 +293,8 @@ async fn consume(
         },
         keys: decoder.keys,
         poison: decoder.poison,
-        feed: Some(decoder.report),
-        api: None,
+        report: Report::Queue(decoder.report),
+        replaces: Vec::new(),
         acknowledge: Some(Box::new(Delete {
             queue: source.queue,
             holding,

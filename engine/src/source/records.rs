@@ -27,8 +27,9 @@ pub fn columns(records: &Records) -> Vec<SourceColumn> {
         .collect();
     for m in &records.message_columns {
         let lake = match m {
-            MessageColumn::MessageId => LakeType::String,
+            MessageColumn::MessageId | MessageColumn::File => LakeType::String,
             MessageColumn::SentAt | MessageColumn::ReceivedAt => LakeType::TimestampUtc,
+            MessageColumn::Line | MessageColumn::Record => LakeType::Int64,
         };
         out.push(SourceColumn::new(
             m.column(),
@@ -63,6 +64,22 @@ pub struct MessageFacts<'a> {
     pub received_at: DateTime<Utc>,
 }
 
+/// Where a file feed's record is, for its file columns.
+#[derive(Debug, Clone)]
+pub struct FileFacts<'a> {
+    pub path: &'a str,
+    /// The line the record starts on, from 1.
+    pub line: u64,
+    /// The record's position in the file, from 0.
+    pub record: u64,
+}
+
+/// What a record's message or file columns hold.
+enum Origin<'a, 'b> {
+    Message(&'b MessageFacts<'a>),
+    File(&'b FileFacts<'a>),
+}
+
 /// One value, converted to exactly what its column's builder takes.
 #[derive(Debug, Clone, PartialEq)]
 enum Cell {
@@ -80,6 +97,8 @@ enum Cell {
 /// Collects decoded records into batches of at most `capacity` rows.
 pub struct RecordBuilder {
     fields: Vec<Column>,
+    /// The fields' names as keys are matched to them (see [`find_key`]).
+    folded: Vec<String>,
     message_columns: Vec<MessageColumn>,
     batch: BatchBuilder,
 }
@@ -88,6 +107,7 @@ impl RecordBuilder {
     pub fn new(records: &Records, capacity: usize) -> Self {
         let columns = columns(records);
         Self {
+            folded: records.fields.iter().map(|f| folded(&f.name)).collect(),
             fields: records.fields.clone(),
             message_columns: records.message_columns.clone(),
             batch: BatchBuilder::new(arrow_schema(&columns), columns, capacity),
@@ -148,23 +168,91 @@ impl RecordBuilder {
             })?;
             rows.push(row);
         }
-        let meta = self.meta(facts);
+        let meta = self.meta(Origin::Message(facts));
         for row in &rows {
             self.push_with(row, &meta)?;
         }
         Ok(rows.len())
     }
 
-    /// The message columns' cells for one message.
-    fn meta(&self, facts: &MessageFacts<'_>) -> Vec<Cell> {
+    /// Decodes one JSON object's text and appends it with its file columns, or says why
+    /// it does not fit. Only the record's fields are built (keys matched as
+    /// [`find_key`] matches them); other keys are passed over.
+    pub fn append_json_object(
+        &mut self,
+        text: &[u8],
+        facts: &FileFacts<'_>,
+    ) -> std::result::Result<(), String> {
+        let mut slots: Vec<Option<Value>> = vec![None; self.fields.len()];
+        let seed = Slots {
+            fields: &self.fields,
+            folded: &self.folded,
+            slots: &mut slots,
+        };
+        let mut de = serde_json::Deserializer::from_slice(text);
+        serde::de::DeserializeSeed::deserialize(seed, &mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| match text.trim_ascii_start().first() {
+                Some(b'{') | None => format!("the record is not JSON: {e}"),
+                Some(_) => match serde_json::from_slice::<Value>(text) {
+                    Ok(v) => format!("the record is {}; a record is a JSON object", kind(&v)),
+                    Err(e) => format!("the record is not JSON: {e}"),
+                },
+            })?;
+        let row = self
+            .fields
+            .iter()
+            .zip(&slots)
+            .map(|(field, value)| decode_field(field, value.as_ref()))
+            .collect::<std::result::Result<_, _>>()
+            .map(Row)?;
+        let meta = self.meta(Origin::File(facts));
+        self.push_with(&row, &meta)
+    }
+
+    /// Decodes one record of text fields (a CSV line: empty is null), in field order,
+    /// and appends it with its file columns.
+    pub fn append_text(
+        &mut self,
+        values: &[Option<&str>],
+        facts: &FileFacts<'_>,
+    ) -> std::result::Result<(), String> {
+        let row = self
+            .fields
+            .iter()
+            .zip(values)
+            .map(|(field, value)| {
+                let text = value.filter(|t| !t.is_empty());
+                decode_field(field, text.map(|t| Value::String(t.to_string())).as_ref())
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map(Row)?;
+        let meta = self.meta(Origin::File(facts));
+        self.push_with(&row, &meta)
+    }
+
+    /// The record's fields' names, in order.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| f.name.as_str())
+    }
+
+    /// The message or file columns' cells for one record.
+    fn meta(&self, origin: Origin<'_, '_>) -> Vec<Cell> {
         self.message_columns
             .iter()
-            .map(|m| match m {
-                MessageColumn::MessageId => Cell::Text(facts.key.to_string()),
-                MessageColumn::SentAt => facts
+            .map(|m| match (m, &origin) {
+                (MessageColumn::MessageId, Origin::Message(f)) => Cell::Text(f.key.to_string()),
+                (MessageColumn::SentAt, Origin::Message(f)) => f
                     .sent_at
                     .map_or(Cell::Null, |t| Cell::Micros(t.timestamp_micros())),
-                MessageColumn::ReceivedAt => Cell::Micros(facts.received_at.timestamp_micros()),
+                (MessageColumn::ReceivedAt, Origin::Message(f)) => {
+                    Cell::Micros(f.received_at.timestamp_micros())
+                }
+                (MessageColumn::File, Origin::File(f)) => Cell::Text(f.path.to_string()),
+                (MessageColumn::Line, Origin::File(f)) => Cell::Int(f.line as i64),
+                (MessageColumn::Record, Origin::File(f)) => Cell::Int(f.record as i64),
+                // Compilation gives each feed only its own columns.
+                _ => Cell::Null,
             })
             .collect()
     }
@@ -229,6 +317,56 @@ impl Row {
             (Cell::Micros(m), _) => at(*m).map(CursorValue::TimestampUtc),
             _ => None,
         }
+    }
+}
+
+/// Deserializes a JSON object into one slot per field: a key of the field's name fills
+/// it, else a key spelled another way (when no key of that very name does).
+struct Slots<'a> {
+    fields: &'a [Column],
+    folded: &'a [String],
+    slots: &'a mut [Option<Value>],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Slots<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Slots<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        let mut exact = vec![false; self.fields.len()];
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let (index, is_exact) = match self.fields.iter().position(|f| f.name == *key) {
+                Some(i) => (Some(i), true),
+                None => {
+                    let key = folded(&key);
+                    (self.folded.iter().position(|f| *f == key), false)
+                }
+            };
+            match index {
+                Some(i) if is_exact || !exact[i] => {
+                    self.slots[i] = Some(map.next_value()?);
+                    exact[i] = is_exact;
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -97,7 +97,7 @@ fn url_from_secret(
                 "a sqlite connection is a file and cannot come from a secret",
             ));
         }
-        ConnectionKind::Sqs | ConnectionKind::Http => {
+        _ => {
             return Err(Error::internal(
                 "a feed's connection has no database secret",
             ));

@@ -52,7 +52,9 @@ pub async fn open(
         Address::Secret(id) => secret::connection_url(id, job.connection.kind)
             .await
             .map_err(|e| e.context(format!("connection `{}`", job.connection.name)))?,
-        Address::Http(_) => return Err(Error::internal("an API connection read as a table")),
+        Address::Http(_) | Address::Files(_) => {
+            return Err(Error::internal("a feed's connection read as a table"));
+        }
     };
     let plan = sql::Plan::new(job, relation);
     let table: Result<Box<dyn Table>> = match job.connection.kind {
@@ -65,9 +67,7 @@ pub async fn open(
         ConnectionKind::Sqlite => sqlite::connect(&url, job.connection.base_dir.as_deref(), plan)
             .await
             .map(|s| Box::new(s) as Box<dyn Table>),
-        ConnectionKind::Sqs | ConnectionKind::Http => {
-            Err(Error::internal("a feed's connection read as a table"))
-        }
+        _ => Err(Error::internal("a feed's connection read as a table")),
     };
     let table = table.map_err(|e| {
         redact(e, &secrets).context(format!("connection `{}`", job.connection.name))
@@ -102,6 +102,7 @@ impl Source for Tabular {
         &mut self,
         columns: &[SourceColumn],
         committed: &Checkpoint,
+        _: &dyn super::Ledger,
         now: DateTime<Utc>,
     ) -> Result<Option<Window>> {
         match self.mode {

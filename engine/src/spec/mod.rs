@@ -5,6 +5,7 @@
 //! turned into a runnable job by `job::compile`, which checks everything the types
 //! cannot.
 
+pub mod files;
 pub mod http;
 pub mod shape;
 pub mod units;
@@ -96,9 +97,11 @@ pub struct SourceSpec {
     /// the message columns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<Vec<ColumnSpec>>,
-    /// Feeds: columns about each record's message, added after the record's fields:
-    /// `message_id` (`_message_id`, the key a message is deduplicated by), `sent_at`
-    /// (`_sent_at`) and `received_at` (`_received_at`).
+    /// Feeds: columns about where each record came from, added after the record's
+    /// fields. Queue feeds: `message_id` (`_message_id`, the key a message is
+    /// deduplicated by), `sent_at` (`_sent_at`) and `received_at` (`_received_at`). File
+    /// feeds: `file` (`_file`, the file's path), `line` (`_line`, the line a record
+    /// starts on, from 1) and `record` (`_record`, its position in the file, from 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_columns: Option<Vec<MessageColumn>>,
     /// Queue feeds: how a run receives (every field has a default).
@@ -117,6 +120,10 @@ pub struct SourceSpec {
     /// API feeds in mode `incremental`: how the window over `cursor` is asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<http::WindowSpec>,
+    /// File feeds (an `sftp`, `s3` or `folder` connection): which files, their format,
+    /// and what happens to them after the commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<files::FilesSpec>,
     /// API feeds: record fields taken from a path in the record instead of its key of
     /// the same name: field → JSONPath, e.g. `{tag_id: $.tag.id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +143,12 @@ pub enum MessageColumn {
     SentAt,
     /// `_received_at`: when this run first received it, UTC.
     ReceivedAt,
+    /// `_file`: the path of the file the record is in (file feeds).
+    File,
+    /// `_line`: the line of its file the record starts on, from 1 (file feeds).
+    Line,
+    /// `_record`: the record's position in its file, from 0 (file feeds).
+    Record,
 }
 
 impl MessageColumn {
@@ -145,6 +158,9 @@ impl MessageColumn {
             MessageColumn::MessageId => "_message_id",
             MessageColumn::SentAt => "_sent_at",
             MessageColumn::ReceivedAt => "_received_at",
+            MessageColumn::File => "_file",
+            MessageColumn::Line => "_line",
+            MessageColumn::Record => "_record",
         }
     }
 }
@@ -452,6 +468,37 @@ pub struct ConnectionSpec {
     /// (kind `http`; relative to this file's folder), for a partner's private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
+    /// The SFTP server's host name or address (kind `sftp`); `${VAR}` placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The SFTP server's port (kind `sftp`, default 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The user to log in as (kind `sftp`); `${VAR}` placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The password (kind `sftp`), always as a `${VAR}` placeholder filled from the
+    /// connection's `secret` or the environment. Give `password` or `private_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// An OpenSSH private key (kind `sftp`; PEM text, unencrypted), always as a
+    /// `${VAR}` placeholder filled from the connection's `secret` or the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// The server's host key fingerprint, pinned (kind `sftp`): `SHA256:…` as
+    /// `ssh-keygen -lf` or `ssh-keyscan` show it. A server presenting any other key is
+    /// refused before the password or key is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// The folder job patterns are relative to: on the SFTP server (kind `sftp`,
+    /// default the login folder), a key prefix in the bucket (kind `s3`), or a local
+    /// folder (kind `folder`; relative to this file's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The bucket (kind `s3`); `${VAR}` placeholders. Region, credentials and endpoint
+    /// come from the standard AWS chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
     /// What this source is, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -471,6 +518,12 @@ pub enum ConnectionKind {
     Sqs,
     /// A partner's REST or SOAP API over HTTP(S): a feed.
     Http,
+    /// Files on an SFTP server: a feed.
+    Sftp,
+    /// Files in an S3 bucket: a feed.
+    S3,
+    /// Files in a local folder: a feed.
+    Folder,
 }
 
 impl ConnectionKind {
@@ -481,11 +534,25 @@ impl ConnectionKind {
             ConnectionKind::Sqlite => "sqlite",
             ConnectionKind::Sqs => "sqs",
             ConnectionKind::Http => "http",
+            ConnectionKind::Sftp => "sftp",
+            ConnectionKind::S3 => "s3",
+            ConnectionKind::Folder => "folder",
         }
     }
 
     /// A feed: progress is what a run consumed, not a column's value.
     pub fn is_feed(self) -> bool {
-        matches!(self, ConnectionKind::Sqs | ConnectionKind::Http)
+        !matches!(
+            self,
+            ConnectionKind::Postgres | ConnectionKind::Mysql | ConnectionKind::Sqlite
+        )
+    }
+
+    /// A file feed's store.
+    pub fn is_files(self) -> bool {
+        matches!(
+            self,
+            ConnectionKind::Sftp | ConnectionKind::S3 | ConnectionKind::Folder
+        )
     }
 }

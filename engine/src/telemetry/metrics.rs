@@ -67,6 +67,17 @@ pub fn run_metrics(run: &RunSummary, now: DateTime<Utc>) -> Vec<Metric> {
         out.push(m("ApiBytesReceived", "Bytes", api.bytes as f64));
         out.push(m("ApiRecordsQuarantined", "Count", api.quarantined as f64));
     }
+    if let Some(files) = &run.source_files {
+        out.push(m("FilesLoaded", "Count", files.loaded as f64));
+        out.push(m("FilesWaiting", "Count", files.waiting as f64));
+        out.push(m("FilesBad", "Count", files.bad_files as f64));
+        out.push(m("FilesBytesRead", "Bytes", files.bytes as f64));
+        out.push(m(
+            "FileRecordsQuarantined",
+            "Count",
+            files.quarantined as f64,
+        ));
+    }
     out.push(m(
         "SchemaDriftEvents",
         "Count",

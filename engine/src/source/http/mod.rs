@@ -72,6 +72,7 @@ impl Source for ApiSource {
         &mut self,
         _: &[SourceColumn],
         committed: &Checkpoint,
+        _: &dyn super::Ledger,
         now: DateTime<Utc>,
     ) -> Result<Option<Window>> {
         let Some(window) = &self.feed.window else {
@@ -208,7 +209,7 @@ async fn consume(
         feed: None,
     });
     consumed.poison = decoder.poison;
-    consumed.api = Some(report);
+    consumed.report = super::Report::Api(report);
     Ok(consumed)
 }
 

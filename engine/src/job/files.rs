@@ -1,0 +1,545 @@
+//! File feeds, compiled: the store a connection names (an SFTP server, an S3 bucket, a
+//! local folder) and a job row's `source.files`. Pure, like the rest of compilation.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
+
+use crate::contract::Column;
+use crate::spec::files::{AfterLoad, FileCompression, FileFormat, OnBadFile, OnChangedFile};
+use crate::spec::units::parse_duration;
+use crate::spec::{ConnectionKind, ConnectionSpec, JobSpec, MessageColumn, Mode, SourceSpec};
+
+use super::feed::{self, Records};
+
+/// Where a file feed's files are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileStore {
+    Sftp(SftpConnection),
+    /// A bucket (may hold `${VAR}`) and a key prefix (no leading or trailing `/`).
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    /// A local folder.
+    Folder(PathBuf),
+}
+
+/// An SFTP server. Text fields may still hold `${VAR}` placeholders, filled from the
+/// connection's secret, then the environment, when the job connects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftpConnection {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub private_key: Option<String>,
+    /// `SHA256:` and the unpadded Base64 of the key's digest.
+    pub host_key: String,
+    /// The folder patterns are relative to (empty: the login folder).
+    pub path: String,
+    pub secret: Option<String>,
+}
+
+/// A file feed, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilesFeed {
+    pub records: Records,
+    /// The folder the pattern lists, relative to the store's root (no trailing `/`).
+    pub folder: String,
+    /// The name pattern, as written and compiled.
+    pub name: String,
+    pub matcher: glob::Pattern,
+    pub format: FileFormat,
+    /// `json`: the object keys leading to the records' array.
+    pub records_at: Vec<String>,
+    pub compression: FileCompression,
+    pub delimiter: u8,
+    pub stable_for: Duration,
+    pub done_marker: Option<String>,
+    pub after_load: AfterLoad,
+    pub on_changed: OnChangedFile,
+    pub on_bad: OnBadFile,
+    pub max_files: usize,
+    pub remember: Duration,
+}
+
+pub const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_FILES: usize = 1000;
+pub const DEFAULT_REMEMBER: Duration = Duration::from_secs(30 * 86_400);
+
+/// The connection fields only file stores take, and whether the row gives each.
+fn file_fields(spec: &ConnectionSpec) -> [(&'static str, bool); 8] {
+    [
+        ("host", spec.host.is_some()),
+        ("port", spec.port.is_some()),
+        ("user", spec.user.is_some()),
+        ("password", spec.password.is_some()),
+        ("private_key", spec.private_key.is_some()),
+        ("host_key", spec.host_key.is_some()),
+        ("path", spec.path.is_some()),
+        ("bucket", spec.bucket.is_some()),
+    ]
+}
+
+/// A database, queue or API connection must not carry a file store's fields.
+pub fn refuse_file_fields(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String)) {
+    for (field, given) in file_fields(spec) {
+        if given {
+            problem(
+                field,
+                format!(
+                    "is for file stores (kind `sftp`, `s3` or `folder`); a {} connection does not take it",
+                    spec.kind.name()
+                ),
+            );
+        }
+    }
+}
+
+/// Compiles a file store's connection, with every problem at once.
+pub fn compile_connection(
+    spec: &ConnectionSpec,
+    base_dir: Option<&FsPath>,
+    problem: &mut impl FnMut(&str, String),
+) -> FileStore {
+    let takes: &[&str] = match spec.kind {
+        ConnectionKind::Sftp => &[
+            "host",
+            "port",
+            "user",
+            "password",
+            "private_key",
+            "host_key",
+            "path",
+        ],
+        ConnectionKind::S3 => &["bucket", "path"],
+        _ => &["path"],
+    };
+    for (field, given) in file_fields(spec) {
+        if given && !takes.contains(&field) {
+            problem(
+                field,
+                format!(
+                    "a {} connection does not take it (it takes {})",
+                    spec.kind.name(),
+                    list(takes)
+                ),
+            );
+        }
+    }
+    let others = [
+        ("url", spec.url.is_some()),
+        ("queue_url", spec.queue_url.is_some()),
+        ("base_url", spec.base_url.is_some()),
+        ("auth", spec.auth.is_some()),
+        ("headers", spec.headers.is_some()),
+        ("timeout", spec.timeout.is_some()),
+        ("connect_timeout", spec.connect_timeout.is_some()),
+        ("rate_limit", spec.rate_limit.is_some()),
+        ("retry", spec.retry.is_some()),
+        ("ca_bundle", spec.ca_bundle.is_some()),
+    ];
+    for (field, given) in others {
+        if given {
+            problem(
+                field,
+                format!(
+                    "is not for a file store; a {} connection gives {}",
+                    spec.kind.name(),
+                    list(takes)
+                ),
+            );
+        }
+    }
+    if spec.secret.is_some() && spec.kind != ConnectionKind::Sftp {
+        problem(
+            "secret",
+            format!(
+                "a {} connection has no credentials of its own (the task role's, or the local user's)",
+                spec.kind.name()
+            ),
+        );
+    }
+    let path = spec.path.clone().unwrap_or_default();
+    let trimmed = path.trim_matches('/').to_string();
+    match spec.kind {
+        ConnectionKind::Sftp => FileStore::Sftp(sftp(spec, path.trim_end_matches('/'), problem)),
+        ConnectionKind::S3 => {
+            let bucket = spec.bucket.clone().unwrap_or_else(|| {
+                problem(
+                    "bucket",
+                    "missing: give the bucket's name (`${VAR}` placeholders work)".into(),
+                );
+                String::new()
+            });
+            if let Err(p) = super::compile::check_placeholders(&bucket) {
+                problem("bucket", p);
+            } else if bucket.contains('/') || bucket.starts_with("s3:") {
+                problem(
+                    "bucket",
+                    format!(
+                        "{bucket:?} is not a bucket name: give the name alone, and the key prefix as `path`"
+                    ),
+                );
+            }
+            FileStore::S3 {
+                bucket,
+                prefix: trimmed,
+            }
+        }
+        _ => {
+            if spec.path.is_none() {
+                problem(
+                    "path",
+                    "missing: give the folder (relative to this file's folder, or absolute)".into(),
+                );
+            }
+            let folder = PathBuf::from(&path);
+            let folder = match base_dir {
+                Some(base) if folder.is_relative() => base.join(folder),
+                _ => folder,
+            };
+            FileStore::Folder(folder)
+        }
+    }
+}
+
+fn sftp(
+    spec: &ConnectionSpec,
+    path: &str,
+    problem: &mut impl FnMut(&str, String),
+) -> SftpConnection {
+    let mut text = |field: &str, value: &Option<String>, example: &str| match value {
+        None => {
+            problem(field, format!("missing: give {example}"));
+            String::new()
+        }
+        Some(v) => {
+            if let Err(p) = super::compile::check_placeholders(v) {
+                problem(field, p);
+            }
+            v.clone()
+        }
+    };
+    let host = text("host", &spec.host, "the server's host name or address");
+    let user = text("user", &spec.user, "the user to log in as");
+    let mut credential = |field: &str, value: &Option<String>| {
+        let v = value.as_ref()?;
+        if !(v.starts_with("${") && v.ends_with('}') && v.matches("${").count() == 1) {
+            problem(
+                field,
+                format!(
+                    "is written in the file: give it as one `${{VAR}}` placeholder, filled from the connection's `secret` or the environment, e.g. `${{BANK_SFTP_{}}}`",
+                    field.to_ascii_uppercase()
+                ),
+            );
+        } else if let Err(p) = super::compile::check_placeholders(v) {
+            problem(field, p);
+        }
+        Some(v.clone())
+    };
+    let password = credential("password", &spec.password);
+    let private_key = credential("private_key", &spec.private_key);
+    if password.is_some() == private_key.is_some() {
+        problem(
+            if password.is_some() {
+                "private_key"
+            } else {
+                "password"
+            },
+            "give exactly one of `password` and `private_key`".into(),
+        );
+    }
+    let host_key = match &spec.host_key {
+        None => {
+            problem(
+                "host_key",
+                "missing: pin the server's host key, `SHA256:…` as `ssh-keyscan -p PORT HOST | ssh-keygen -lf -` prints it".into(),
+            );
+            String::new()
+        }
+        Some(k) => {
+            if !is_fingerprint(k) {
+                problem(
+                    "host_key",
+                    format!(
+                        "{k:?} is not a host key fingerprint: give `SHA256:` and 43 Base64 characters, as `ssh-keygen -lf` prints"
+                    ),
+                );
+            }
+            k.clone()
+        }
+    };
+    if spec.port == Some(0) {
+        problem("port", "0 is not a port (1 to 65535)".into());
+    }
+    SftpConnection {
+        host,
+        port: spec.port.unwrap_or(22),
+        user,
+        password,
+        private_key,
+        host_key,
+        path: path.to_string(),
+        secret: spec.secret.clone(),
+    }
+}
+
+/// `SHA256:` and the 43 unpadded Base64 characters of a 32-byte digest.
+fn is_fingerprint(text: &str) -> bool {
+    text.strip_prefix("SHA256:").is_some_and(|b64| {
+        b64.len() == 43
+            && b64
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    })
+}
+
+fn list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A file job's source: `source.files`, the record and the file columns.
+pub fn compile_feed(
+    spec: &JobSpec,
+    schema: Option<&[Column]>,
+    bad: &mut impl FnMut(&str, String),
+) -> Option<FilesFeed> {
+    let source = &spec.source;
+    check_source_fields(source, bad);
+    if let Some(mode) = spec.mode
+        && mode != Mode::Incremental
+    {
+        bad(
+            "mode",
+            format!(
+                "a file job appends the files each run loads: its mode is `incremental` (the default for feeds), not `{}`",
+                super::mode_name(mode)
+            ),
+        );
+    }
+    let message_columns = source.message_columns.clone().unwrap_or_default();
+    for (i, column) in message_columns.iter().enumerate() {
+        if !matches!(
+            column,
+            MessageColumn::File | MessageColumn::Line | MessageColumn::Record
+        ) {
+            bad(
+                &format!("source.message_columns[{i}]"),
+                format!(
+                    "`{}` is a queue message's column; a file job's are `file`, `line` and `record`",
+                    column.column().trim_start_matches('_')
+                ),
+            );
+        }
+    }
+    let mut message_columns = message_columns;
+    message_columns.sort();
+    message_columns.dedup();
+    let Some(files) = &source.files else {
+        bad(
+            "source.files",
+            format!(
+                "missing: connection `{}` is a file store; give `files: {{pattern: incoming/bank_*.json}}` (and the format, …)",
+                source.connection
+            ),
+        );
+        return None;
+    };
+    let fields = feed::record(spec, schema, &message_columns, "a file job", bad)?;
+    let (folder, name) = match files.pattern.trim_start_matches('/').rsplit_once('/') {
+        Some((folder, name)) => (folder.to_string(), name.to_string()),
+        None => (String::new(), files.pattern.clone()),
+    };
+    if folder.contains(['*', '?', '[']) {
+        bad(
+            "source.files.pattern",
+            format!(
+                "{:?}: the folder part has a wildcard; only the file name may (`incoming/bank_*.json`)",
+                files.pattern
+            ),
+        );
+    }
+    if name.is_empty() {
+        bad(
+            "source.files.pattern",
+            "ends with `/`: give a name pattern after the folder, such as `*.json`".into(),
+        );
+    }
+    let matcher = glob::Pattern::new(&name).unwrap_or_else(|e| {
+        bad(
+            "source.files.pattern",
+            format!("{name:?} is not a name pattern: {e}"),
+        );
+        glob::Pattern::default()
+    });
+    let format = files.format.unwrap_or(FileFormat::Auto);
+    let records_at = match &files.records {
+        None => Vec::new(),
+        Some(path) => {
+            if !matches!(format, FileFormat::Json | FileFormat::Auto) {
+                bad(
+                    "source.files.records",
+                    "is for format `json`: an NDJSON or CSV file's records are its lines".into(),
+                );
+            }
+            match keys(path) {
+                Ok(k) => k,
+                Err(m) => {
+                    bad("source.files.records", m);
+                    Vec::new()
+                }
+            }
+        }
+    };
+    let delimiter = match files.delimiter.as_deref() {
+        None => b',',
+        Some(d) if d.len() == 1 && d != "\n" && d != "\"" => d.as_bytes()[0],
+        Some(d) => {
+            bad(
+                "source.files.delimiter",
+                format!("{d:?} is not one ASCII character (other than a quote or a newline)"),
+            );
+            b','
+        }
+    };
+    if files.delimiter.is_some() && !matches!(format, FileFormat::Csv | FileFormat::Auto) {
+        bad("source.files.delimiter", "is for format `csv`".into());
+    }
+    let mut duration = |field: &str, text: Option<&String>, default: Duration| match text {
+        None => default,
+        Some(t) => parse_duration(t).unwrap_or_else(|m| {
+            bad(&format!("source.files.{field}"), m);
+            default
+        }),
+    };
+    let stable_for = duration("stable_for", files.stable_for.as_ref(), DEFAULT_STABLE_FOR);
+    let remember = duration("remember", files.remember.as_ref(), DEFAULT_REMEMBER);
+    if let Some(marker) = &files.done_marker
+        && (marker.is_empty() || marker.contains('/'))
+    {
+        bad(
+            "source.files.done_marker",
+            format!("{marker:?} is not a suffix of a file name, such as `.done`"),
+        );
+    }
+    let after_load = files.after_load.clone().unwrap_or(AfterLoad::Keep);
+    if let AfterLoad::Move(to) = &after_load {
+        let to = to.trim_matches('/');
+        if to.is_empty() || to == folder || to.split('/').any(|p| p == "..") {
+            bad(
+                "source.files.after_load.move",
+                format!(
+                    "{to:?} is not a folder to move loaded files into: give another folder than the pattern's, such as `processed`"
+                ),
+            );
+        }
+    }
+    let max_files = files.max_files.map_or(DEFAULT_MAX_FILES, |n| n as usize);
+    if max_files == 0 {
+        bad("source.files.max_files", "must be at least 1".into());
+    }
+    Some(FilesFeed {
+        records: Records {
+            fields,
+            message_columns,
+        },
+        folder,
+        name,
+        matcher,
+        format,
+        records_at,
+        compression: files.compression.unwrap_or(FileCompression::Auto),
+        delimiter,
+        stable_for,
+        done_marker: files.done_marker.clone(),
+        after_load: match after_load {
+            AfterLoad::Move(to) => AfterLoad::Move(to.trim_matches('/').to_string()),
+            other => other,
+        },
+        on_changed: files.on_changed_file.unwrap_or(OnChangedFile::Fail),
+        on_bad: files.on_bad_file.unwrap_or(OnBadFile::Fail),
+        max_files,
+        remember,
+    })
+}
+
+/// `$.a.b` (or `a.b`) as its keys.
+fn keys(path: &str) -> Result<Vec<String>, String> {
+    let rest = path.strip_prefix('$').unwrap_or(path);
+    let rest = rest.strip_prefix('.').unwrap_or(rest);
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = rest.split('.').map(str::to_string).collect();
+    if keys
+        .iter()
+        .any(|k| k.is_empty() || k.contains(['[', ']', '*', '\'', '"']))
+    {
+        return Err(format!(
+            "{path:?} is not a path of object keys: write `$.transactions` or `$.data.items`"
+        ));
+    }
+    Ok(keys)
+}
+
+/// A file job takes `files`, `record` and `message_columns` of the source's fields.
+fn check_source_fields(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) {
+    let given = [
+        ("table", source.table.is_some()),
+        ("query", source.query.is_some()),
+        ("cursor", source.cursor.is_some()),
+        ("primary_key", source.primary_key.is_some()),
+        ("lag", source.lag.is_some()),
+        ("split", source.split.is_some()),
+        ("queue", source.queue.is_some()),
+        ("request", source.request.is_some()),
+        ("soap", source.soap.is_some()),
+        ("parent", source.parent.is_some()),
+        ("window", source.window.is_some()),
+        ("fields", source.fields.is_some()),
+    ];
+    for (field, given) in given {
+        if given {
+            bad(
+                &format!("source.{field}"),
+                format!(
+                    "connection `{}` is a file store: a file job gives `files` (which files and how they are read), `record` and `message_columns`; its progress is the files each run loaded",
+                    source.connection
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_paths_are_object_keys() {
+        assert_eq!(keys("$.transactions"), Ok(vec!["transactions".to_string()]));
+        assert_eq!(
+            keys("$.data.items"),
+            Ok(vec!["data".to_string(), "items".to_string()])
+        );
+        assert_eq!(keys("$"), Ok(Vec::new()));
+        assert!(keys("$.data[*]").is_err());
+        assert!(keys("$..x").is_err());
+    }
+
+    #[test]
+    fn fingerprints_are_openssh_sha256() {
+        assert!(is_fingerprint(
+            "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+        ));
+        assert!(!is_fingerprint("SHA256:short"));
+        assert!(!is_fingerprint(
+            "MD5:16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48"
+        ));
+    }
+}
