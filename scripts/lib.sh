@@ -152,6 +152,72 @@ stop_moto() {
   rm -rf "$MOTO_DIR"
 }
 
+# Starts an ephemeral OpenSSH server on a free loopback port, serving SFTP only
+# (internal-sftp), with a generated host key, a user with a generated password and key
+# (root: a system user `sluicesftp`; otherwise the current user, key only), and a home
+# folder the tests write the bank's files into. Sets SFTP_DIR and the SLUICE_TEST_SFTP_*
+# variables the tests read.
+SFTP_USER=sluicesftp
+start_sftp() {
+  apt_install openssh-server openssh-client
+  SFTP_DIR=$(mktemp -d /tmp/sluice-sftp.XXXXXX)
+  chmod 755 "$SFTP_DIR"
+  local port user home password=""
+  port=$(free_port)
+  ssh-keygen -q -t ed25519 -N '' -C sluice-test-host -f "$SFTP_DIR/host_ed25519"
+  ssh-keygen -q -t ed25519 -N '' -C sluice-test-user -f "$SFTP_DIR/user_ed25519"
+  cp "$SFTP_DIR/user_ed25519.pub" "$SFTP_DIR/authorized_keys"
+  home="$SFTP_DIR/home"
+  mkdir -p "$home"
+  if [ "$(id -u)" = 0 ]; then
+    user=$SFTP_USER
+    id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
+    password="sftp-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    echo "$user:$password" | chpasswd
+    usermod -d "$home" "$user" >/dev/null
+    chown "$user": "$home"
+    chmod 777 "$home"
+    mkdir -p /run/sshd
+  else
+    user=$(id -un)
+  fi
+  cat >"$SFTP_DIR/sshd_config" <<CONF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $SFTP_DIR/host_ed25519
+PidFile $SFTP_DIR/sshd.pid
+AuthorizedKeysFile $SFTP_DIR/authorized_keys
+PasswordAuthentication $([ -n "$password" ] && echo yes || echo no)
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+UsePAM no
+StrictModes no
+PermitRootLogin no
+AllowUsers $user
+Subsystem sftp internal-sftp
+ForceCommand internal-sftp -d $home
+MaxStartups 100:30:200
+MaxSessions 50
+CONF
+  "$(command -v sshd || echo /usr/sbin/sshd)" -f "$SFTP_DIR/sshd_config" -D -e >"$SFTP_DIR/sshd.log" 2>&1 &
+  echo $! >"$SFTP_DIR/pid"
+  for _ in $(seq 1 80); do
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$port" 2>/dev/null && break
+    sleep 0.25
+  done
+  kill -0 "$(cat "$SFTP_DIR/pid")" 2>/dev/null || { cat "$SFTP_DIR/sshd.log" >&2; die "sshd did not start"; }
+  export SLUICE_TEST_SFTP_PORT=$port SLUICE_TEST_SFTP_USER=$user SLUICE_TEST_SFTP_PASSWORD=$password
+  export SLUICE_TEST_SFTP_KEY="$SFTP_DIR/user_ed25519" SLUICE_TEST_SFTP_ROOT=$home
+  SLUICE_TEST_SFTP_HOST_KEY=$(ssh-keygen -lf "$SFTP_DIR/host_ed25519.pub" | awk '{print $2}')
+  export SLUICE_TEST_SFTP_HOST_KEY
+}
+
+stop_sftp() {
+  [ -n "${SFTP_DIR:-}" ] && [ -d "$SFTP_DIR" ] || return 0
+  kill "$(cat "$SFTP_DIR/pid")" 2>/dev/null || true
+  rm -rf "$SFTP_DIR"
+}
+
 # The validators of the infrastructure files: checkov and cfn-lint in their own venv
 # (scripts/requirements-infra.txt), asl-validator from npm in $SLUICE_CACHE/npm. Sets
 # INFRA_VENV.

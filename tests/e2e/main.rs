@@ -11,6 +11,7 @@ mod common;
 mod contract;
 mod crash;
 mod demo;
+mod files;
 mod incremental;
 mod memory;
 mod quality;

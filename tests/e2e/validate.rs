@@ -201,3 +201,35 @@ fn a_closed_stdout_ends_the_output_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[test]
+fn broken_file_store_connections_say_what_each_kind_takes() {
+    let ws = Workspace::new();
+    ws.connections(
+        "bank:\n  kind: sftp\n  host: sftp.example\n  password: hunter2\n  private_key: \"${KEY}\"\n  host_key: SHA256:short\n  bucket: b\n  base_url: https://x\n\
+         lake_drop:\n  kind: s3\n  path: /in/\n  secret: s\n\
+         drop:\n  kind: folder\n\
+         db:\n  kind: postgres\n  url: postgres://h/db\n  host_key: \"SHA256:x\"\n",
+    );
+    let run = ws.sluice(&["jobs", "validate"]);
+    run.assert_code(2);
+    let err = run.stderr();
+    for expected in [
+        "bank.user: missing: give the user to log in as",
+        "bank.password: is written in the file: give it as one `${VAR}` placeholder, filled from the connection's `secret` or the environment, e.g. `${BANK_SFTP_PASSWORD}`",
+        "bank.private_key: give exactly one of `password` and `private_key`",
+        "bank.host_key: \"SHA256:short\" is not a host key fingerprint",
+        "bank.bucket: a sftp connection does not take it (it takes `host`, `port`, `user`, `password`, `private_key`, `host_key`, `path`)",
+        "bank.base_url: is not for a file store",
+        "lake_drop.bucket: missing: give the bucket's name",
+        "lake_drop.secret: a s3 connection has no credentials of its own",
+        "drop.path: missing: give the folder",
+        "db.host_key: is for file stores (kind `sftp`, `s3` or `folder`); a postgres connection does not take it",
+    ] {
+        assert!(err.contains(expected), "{expected}\nin:\n{err}");
+    }
+    assert!(
+        !err.contains("hunter2"),
+        "a password written in the file is not repeated:\n{err}"
+    );
+}
