@@ -16,10 +16,15 @@ RUN mkdir -p engine/src tests/e2e \
 COPY engine engine
 COPY jobs jobs
 RUN touch engine/src/main.rs engine/src/lib.rs \
-    && cargo build --release --locked --bin sluice
+    && cargo build --release --locked --bin sluice \
+    && mkdir /scratch
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
+# TMPDIR: where the task's scratch volume is mounted (a file feed's fetched files,
+# DataFusion's spills); the root file system is read-only.
+COPY --from=build --chown=nonroot:nonroot /scratch /scratch
+ENV TMPDIR=/scratch
 # The task sets SLUICE_JOBS / SLUICE_STATE / SLUICE_LAKE (DynamoDB tables, S3 lake) and
 # SLUICE_METRICS=emf; logs are JSON lines on stderr (no terminal).
 ENV SLUICE_LOG_FORMAT=json

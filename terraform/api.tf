@@ -11,7 +11,9 @@ resource "aws_secretsmanager_secret" "tags_api" {
 }
 
 locals {
-  partner_egress = length(var.partner_api_cidrs) > 0
+  # The NAT gateway serves every partner outside: the tag provider's API and the
+  # supplier's SFTP server (bank.tf).
+  partner_egress = length(var.partner_api_cidrs) + length(var.bank_sftp_cidrs) > 0
 }
 
 resource "aws_subnet" "public" {

@@ -47,6 +47,13 @@ resource "aws_ecs_task_definition" "sluice" {
     cpu_architecture        = "X86_64"
   }
 
+  # The root file system is read-only: the task's writable scratch space (Fargate's
+  # ephemeral storage) is this volume, TMPDIR — where a file feed fetches a remote file
+  # before decoding it, and where DataFusion spills.
+  volume {
+    name = "scratch"
+  }
+
   container_definitions = jsonencode([{
     name                   = local.container_name
     image                  = "${aws_ecr_repository.sluice.repository_url}:${var.image_tag}"
@@ -54,7 +61,9 @@ resource "aws_ecs_task_definition" "sluice" {
     command                = ["--help"]
     readonlyRootFilesystem = true
     user                   = "65532:65532"
+    mountPoints            = [{ sourceVolume = "scratch", containerPath = "/scratch", readOnly = false }]
     environment = [
+      { name = "TMPDIR", value = "/scratch" },
       { name = "SLUICE_JOBS", value = "dynamodb://${aws_dynamodb_table.jobs.name}" },
       { name = "SLUICE_STATE", value = "dynamodb://${aws_dynamodb_table.state.name}" },
       { name = "SLUICE_LAKE", value = "s3://${aws_s3_bucket.lake.bucket}/${local.lake_prefix}" },

@@ -100,7 +100,7 @@ data "aws_iam_policy_document" "task" {
   statement {
     sid       = "DatabaseCredentials"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.onprem_db.arn, aws_secretsmanager_secret.tags_api.arn]
+    resources = [aws_secretsmanager_secret.onprem_db.arn, aws_secretsmanager_secret.tags_api.arn, aws_secretsmanager_secret.bank_sftp.arn]
   }
   statement {
     # Each run publishes its tables and partitions; nothing outside the lake's database.

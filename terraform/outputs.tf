@@ -63,6 +63,11 @@ output "gps_dead_letter_queue_url" {
   value       = aws_sqs_queue.gps_dlq.id
 }
 
+output "bank_sftp_secret_name" {
+  description = "The secret of the supplier's SFTP login (connection bank): put {BANK_SFTP_HOST, BANK_SFTP_USER, BANK_SFTP_PASSWORD} in it."
+  value       = aws_secretsmanager_secret.bank_sftp.name
+}
+
 output "tags_api_secret_name" {
   description = "The secret of the tag provider's API client (connection tags): put {TAGS_API_URL, TAGS_CLIENT_ID, TAGS_CLIENT_SECRET} in it."
   value       = aws_secretsmanager_secret.tags_api.name

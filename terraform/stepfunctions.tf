@@ -51,8 +51,9 @@ resource "aws_sfn_state_machine" "run_jobs" {
 # 3, "already running", which the state machine skips).
 locals {
   feed_schedules = {
-    gps-positions    = { job = "gps_positions", expression = var.gps_schedule_expression, max_age = 300 }
-    tag-transactions = { job = "tag_transactions", expression = var.api_schedule_expression, max_age = 3600 }
+    gps-positions     = { job = "gps_positions", expression = var.gps_schedule_expression, max_age = 300 }
+    tag-transactions  = { job = "tag_transactions", expression = var.api_schedule_expression, max_age = 3600 }
+    bank-transactions = { job = "bank_transactions", expression = var.bank_schedule_expression, max_age = 6 * 3600 }
   }
   schedules = merge(
     { run-jobs = { expression = var.schedule_expression, input = {}, max_age = 3600 } },

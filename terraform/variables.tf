@@ -301,9 +301,42 @@ variable "partner_api_cidrs" {
 }
 
 variable "public_subnet_cidr" {
-  description = "CIDR of the small public subnet that holds the NAT gateway (only made with partner_api_cidrs)."
+  description = "CIDR of the small public subnet that holds the NAT gateway (only made with partner_api_cidrs or bank_sftp_cidrs)."
   type        = string
   default     = "10.80.250.0/28"
+}
+
+variable "bank_sftp_cidrs" {
+  description = "The supplier's SFTP server addresses (CIDRs) the tasks may reach on bank_sftp_port through the NAT gateway; empty: none."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.bank_sftp_cidrs : can(cidrhost(c, 0))])
+    error_message = "bank_sftp_cidrs holds CIDRs, such as 198.51.100.7/32."
+  }
+}
+
+variable "bank_sftp_port" {
+  description = "The supplier's SFTP port."
+  type        = number
+  default     = 22
+
+  validation {
+    condition     = var.bank_sftp_port > 0 && var.bank_sftp_port < 65536
+    error_message = "bank_sftp_port is a TCP port (1 to 65535)."
+  }
+}
+
+variable "bank_schedule_expression" {
+  description = "When the bank's files job (bank_transactions) runs: daily, after the bank's drop."
+  type        = string
+  default     = "cron(30 6 * * ? *)"
+
+  validation {
+    condition     = can(regex("^(cron|rate)\\(.+\\)$", var.bank_schedule_expression))
+    error_message = "bank_schedule_expression must be cron(...) or rate(...)."
+  }
 }
 
 variable "api_schedule_expression" {

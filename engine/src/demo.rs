@@ -20,10 +20,14 @@ use crate::sink::Lake;
 use crate::store::LocalStore;
 
 /// The demo's job files, the same as the repository's `jobs/` folder.
-pub const JOB_FILES: [(&str, &str); 8] = [
+pub const JOB_FILES: [(&str, &str); 9] = [
     (
         "connections.yaml",
         include_str!("../../jobs/connections.yaml"),
+    ),
+    (
+        "bank_transactions.yaml",
+        include_str!("../../jobs/bank_transactions.yaml"),
     ),
     ("customers.yaml", include_str!("../../jobs/customers.yaml")),
     ("trucks.yaml", include_str!("../../jobs/trucks.yaml")),
@@ -85,6 +89,13 @@ pub async fn run(dir: &Path) -> Result<()> {
     let mut conn = open_db(&db).await?;
     let counts = seed(&mut conn, now).await?;
     crate::outln!("   {counts}");
+    let drop = jobs_dir.join("bank/incoming");
+    crate::outln!(
+        "   The bank drops its first statements in {} …",
+        drop.display()
+    );
+    bank_statement(&drop, now.date() - Duration::days(2), 1)?;
+    bank_statement(&drop, now.date() - Duration::days(1), 2)?;
 
     let set = job::load_dir(&jobs_dir)?;
     let problems = set.problems();
@@ -99,9 +110,10 @@ pub async fn run(dir: &Path) -> Result<()> {
     run_all(&set, &ctx).await?;
 
     crate::outln!(
-        "3. Changing the source: 400 orders move on, 800 new orders, 3000 pings, 250 tolls …"
+        "3. Changing the source: 400 orders move on, 800 new orders, 3000 pings, 250 tolls, a bank statement …"
     );
     change(&mut conn, now).await?;
+    bank_statement(&drop, now.date(), 3)?;
     conn.close()
         .await
         .map_err(|e| classify_sqlx(e, "closing the demo database"))?;
@@ -114,7 +126,7 @@ pub async fn run(dir: &Path) -> Result<()> {
     crate::outln!("{}", crate::query::render(&batches)?);
     let exe = std::env::current_exe().map_or_else(|_| "sluice".into(), |p| p.display().to_string());
     crate::outln!(
-        "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"",
+        "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"\n  {exe} --lake {lake} query \"SELECT counterparty, count(*) AS n, sum(amount) AS eur FROM bank_transactions GROUP BY counterparty\"",
         lake = dir.join("lake").display(),
     );
     Ok(())
@@ -146,6 +158,49 @@ async fn open_db(path: &Path) -> Result<SqliteConnection> {
         .connect()
         .await
         .map_err(|e| classify_sqlx(e, "creating the demo database"))
+}
+
+/// Writes the bank's statement of `day` (number `n`): a JSON document with the
+/// account and its transactions under `transactions`, as the bank sends it.
+fn bank_statement(dir: &Path, day: chrono::NaiveDate, n: u64) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::user(format!("cannot create {}: {e}", dir.display())))?;
+    let mut rng = Rng(0xba4c + n);
+    let transactions: Vec<serde_json::Value> = (0..120)
+        .map(|i| {
+            let kind = rng.pick(&["fuel card", "motorway toll", "customer payment", "parking"]);
+            let cents = (rng.below(40_000) + 500) as i64;
+            let amount = if kind == "customer payment" {
+                cents * 7
+            } else {
+                -cents
+            };
+            serde_json::json!({
+                "txnId": format!("{}-{n:02}-{i:04}", day.format("%Y%m%d")),
+                "bookedAt": format!("{} {:02}:{:02}:00", day, 6 + i % 14, (i * 7) % 60),
+                "valueDate": day.to_string(),
+                "amount": format!(
+                    "{}{}.{:02}",
+                    if amount < 0 { "-" } else { "" },
+                    amount.abs() / 100,
+                    amount.abs() % 100
+                ),
+                "currency": "EUR",
+                "counterparty": kind,
+                "reference": format!("{} {}", kind, rng.pick(&CITIES)),
+            })
+        })
+        .collect();
+    let statement = serde_json::json!({
+        "account": {"iban": "NL91ABNA0417164300", "currency": "EUR"},
+        "statement": n,
+        "transactions": transactions,
+    });
+    let path = dir.join(format!("statement_{}.json", day.format("%Y%m%d")));
+    let text = serde_json::to_vec_pretty(&statement)
+        .map_err(|e| Error::internal(format!("the demo's bank statement: {e}")))?;
+    std::fs::write(&path, text)
+        .map_err(|e| Error::user(format!("cannot write {}: {e}", path.display())))
 }
 
 /// A small deterministic generator: the demo's data is the same on every machine.
