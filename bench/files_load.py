@@ -1,0 +1,191 @@
+"""The files benchmark (bench/files): one JSON array of bank transactions, GIB GiB, made
+once (deterministic) into the cache, then in interleaved rounds in the same run:
+- `sluice run` of a folder job (format json, after_load keep) with a transform adding
+  the day and `partition_by: [dt]`, ZSTD Parquet, committed;
+- DuckDB: COPY (SELECT …, strftime(booked_at, '%Y-%m-%d') AS dt FROM read_json(file,
+  format 'array', columns {…})) TO dir (FORMAT parquet, PARTITION_BY (dt), COMPRESSION
+  zstd), with DuckDB's default threads (every core);
+and, with the SFTP server bench/files starts (root), the transfer alone: OpenSSH's
+`sftp` client getting the file to this disk, and sluice's fetch of it (the run's
+`source_files.fetch_seconds`; sluice too lands the file on this disk before decoding).
+Prints wall, MiB/s, peak RSS (GNU time) and the ratios.
+
+Usage: files_load.py SLUICE_BIN GIB ROUNDS CACHE_DIR
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN, GIB, ROUNDS, CACHE = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+SFTP = os.environ.get("SFTP") == "1"
+os.makedirs(CACHE, exist_ok=True)
+NAME = f"bank_{GIB}g.json"
+FILE = os.path.join(CACHE, NAME)
+KINDS = ["fuel card", "motorway toll", "customer payment", "parking", "repair", "insurance"]
+
+
+def make_file():
+    if os.path.exists(FILE) and os.path.getsize(FILE) >= GIB << 30:
+        return
+    target = GIB << 30
+    tmp = FILE + ".part"
+    with open(tmp, "w") as f:
+        f.write("[\n")
+        written, i = 2, 0
+        while written < target:
+            chunk = []
+            for _ in range(10000):
+                day = 1 + (i * 7919) % 365
+                kind = KINDS[i % len(KINDS)]
+                cents = (i * 104729) % 5000000
+                rec = (
+                    f'{{"txn_id": {i}, "booked_at": "2024-{1 + (day - 1) // 31 % 12:02d}-{1 + day % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}", '
+                    f'"amount": "{cents // 100}.{cents % 100:02d}", "currency": "EUR", "counterparty": "{kind}", '
+                    f'"reference": "statement {i // 1000} line {i % 1000} {kind} NL91ABNA0417164300"}}'
+                )
+                chunk.append(rec)
+                i += 1
+            text = (",\n" if written > 2 else "") + ",\n".join(chunk)
+            f.write(text)
+            written += len(text)
+        f.write("\n]\n")
+    os.replace(tmp, FILE)
+    print(f"made {FILE}: {os.path.getsize(FILE) / 2**30:.2f} GiB, {i:,} records", flush=True)
+    with open(FILE + ".count", "w") as f:
+        f.write(str(i))
+
+
+make_file()
+SIZE = os.path.getsize(FILE)
+RECORDS = int(open(FILE + ".count").read())
+
+
+def timed(cmd, env=None):
+    started = time.perf_counter()
+    out = subprocess.run(["/usr/bin/time", "-f", "RSS %M"] + cmd, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - started
+    if out.returncode != 0:
+        sys.exit(f"{cmd[0]} failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    rss = int(re.findall(r"RSS (\d+)", out.stderr)[-1]) / 1024
+    return seconds, rss, out.stdout
+
+
+RECORD = """  record:
+    - {name: txn_id, type: bigint, nullable: false}
+    - {name: booked_at, type: timestamp, nullable: false}
+    - {name: amount, type: "decimal(12,2)", nullable: false}
+    - {name: currency, type: string}
+    - {name: counterparty, type: string}
+    - {name: reference, type: string}
+transform: SELECT *, date_format(booked_at, '%Y-%m-%d') AS dt FROM source
+target:
+  table: bank
+  partition_by: [dt]
+  compression: zstd
+"""
+
+
+def sluice_workspace(connection):
+    ws = tempfile.mkdtemp(prefix="bench-files-", dir=CACHE)
+    os.makedirs(f"{ws}/jobs")
+    with open(f"{ws}/jobs/connections.yaml", "w") as f:
+        f.write(connection)
+    with open(f"{ws}/jobs/bank.yaml", "w") as f:
+        f.write(f"job: bank\nsource:\n  connection: bank\n  files:\n    pattern: {NAME}\n    format: json\n    stable_for: 0s\n" + RECORD)
+    return ws
+
+
+def run_sluice(connection=None, env=None):
+    ws = sluice_workspace(connection or f"bank:\n  kind: folder\n  path: {CACHE}\n")
+    try:
+        seconds, rss, out = timed([BIN, "run", "--job", "bank", "--output", "json"], env={
+            "SLUICE_JOBS": f"{ws}/jobs", "SLUICE_LAKE": f"{ws}/lake", "SLUICE_STATE": f"{ws}/state",
+            **(env or {})})
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["rows"] == RECORDS, summary
+        return seconds, rss, summary
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+DUCKDB = f"""
+import duckdb, sys
+con = duckdb.connect()
+con.execute('''COPY (SELECT *, strftime(booked_at, '%Y-%m-%d') AS dt FROM read_json('{FILE}', format = 'array',
+  columns = {{txn_id: 'BIGINT', booked_at: 'TIMESTAMP', amount: 'DECIMAL(12,2)', currency: 'VARCHAR',
+             counterparty: 'VARCHAR', reference: 'VARCHAR'}}))
+  TO '{{0}}' (FORMAT parquet, PARTITION_BY (dt), COMPRESSION zstd)'''.format(sys.argv[1]))
+n = con.execute("SELECT count(*) FROM read_parquet('{{0}}/*/*.parquet')".format(sys.argv[1])).fetchone()[0]
+assert n == {RECORDS}, n
+"""
+
+
+def run_duckdb():
+    d = tempfile.mkdtemp(prefix="bench-duckdb-", dir=CACHE)
+    try:
+        return timed([sys.executable, "-c", DUCKDB, f"{d}/out"])
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+results = {"sluice run (folder)": [], "DuckDB read_json → COPY": []}
+for round_ in range(ROUNDS):
+    for name, fn in zip(results, (run_sluice, run_duckdb)):
+        seconds, rss, _ = fn()
+        results[name].append((seconds, rss))
+        print(f"round {round_ + 1}: {name}: {seconds:.1f} s, {rss:.0f} MiB", flush=True)
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+print(f"\n{SIZE / 2**30:.2f} GiB JSON array, {RECORDS:,} records → day-partitioned ZSTD Parquet, {ROUNDS} rounds (median):")
+print("| tool | wall | MiB/s | peak RSS |\n|---|---|---|---|")
+wall = {}
+for name, runs in results.items():
+    s = median([r[0] for r in runs])
+    wall[name] = s
+    print(f"| {name} | {s:.1f} s | {SIZE / 2**20 / s:,.0f} | {max(r[1] for r in runs):.0f} MiB |")
+print(f"\nsluice / DuckDB wall: {wall['sluice run (folder)'] / wall['DuckDB read_json → COPY']:.2f}× (below 1 is faster)")
+
+if not SFTP:
+    print("\n(the SFTP transfer is measured as root only: bench/files starts sshd with a user of its own)")
+    sys.exit(0)
+home = os.environ["SLUICE_TEST_SFTP_ROOT"]
+shutil.copyfile(FILE, os.path.join(home, NAME))
+os.chmod(os.path.join(home, NAME), 0o644)
+user, port = os.environ["SLUICE_TEST_SFTP_USER"], os.environ["SLUICE_TEST_SFTP_PORT"]
+key = os.environ["SLUICE_TEST_SFTP_KEY"]
+connection = (f"bank:\n  kind: sftp\n  host: 127.0.0.1\n  port: {port}\n  user: {user}\n"
+              f"  private_key: \"${{BANK_KEY}}\"\n  host_key: \"{os.environ['SLUICE_TEST_SFTP_HOST_KEY']}\"\n")
+transfer = {"OpenSSH sftp get": [], "sluice fetch (SFTP)": []}
+for round_ in range(ROUNDS):
+    with tempfile.TemporaryDirectory(dir=CACHE) as d:
+        batch = os.path.join(d, "batch")
+        with open(batch, "w") as f:
+            f.write(f"get {NAME} {d}/copy\n")
+        seconds, _, _ = timed(["sftp", "-q", "-b", batch, "-i", key, "-P", port, "-o", "StrictHostKeyChecking=no",
+                               "-o", "UserKnownHostsFile=/dev/null", f"{user}@127.0.0.1"])
+        assert os.path.getsize(f"{d}/copy") == SIZE
+    transfer["OpenSSH sftp get"].append(seconds)
+    _, _, summary = run_sluice(connection, {"BANK_KEY": open(key).read()})
+    transfer["sluice fetch (SFTP)"].append(summary["source_files"]["fetch_seconds"])
+    for name, runs in transfer.items():
+        print(f"round {round_ + 1}: {name}: {runs[-1]:.1f} s", flush=True)
+print(f"\nthe transfer of {SIZE / 2**30:.2f} GiB over SFTP from the same server ({ROUNDS} rounds, median):")
+print("| client | seconds | MiB/s |\n|---|---|---|")
+rate = {}
+for name, runs in transfer.items():
+    s = median(runs)
+    rate[name] = SIZE / 2**20 / s
+    print(f"| {name} | {s:.1f} s | {rate[name]:,.0f} |")
+print(f"\nsluice / OpenSSH throughput: {rate['sluice fetch (SFTP)'] / rate['OpenSSH sftp get']:.2f}×")
