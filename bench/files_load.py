@@ -1,18 +1,21 @@
 """The files benchmark (bench/files): one JSON array of bank transactions, GIB GiB, made
-once (deterministic) into the cache, then in interleaved rounds in the same run:
+once (deterministic) into the cache — a statement in booking order, about 15,000
+transactions a day over a year —, then in interleaved rounds in the same run:
 - `sluice run` of a folder job (format json, after_load keep) with a transform adding
   the day and `partition_by: [dt]`, ZSTD Parquet, committed;
 - DuckDB: COPY (SELECT …, strftime(booked_at, '%Y-%m-%d') AS dt FROM read_json(file,
   format 'array', columns {…})) TO dir (FORMAT parquet, PARTITION_BY (dt), COMPRESSION
   zstd), with DuckDB's default threads (every core);
 and, with the SFTP server bench/files starts (root), the transfer alone: OpenSSH's
-`sftp` client getting the file to this disk, and sluice's fetch of it (the run's
-`source_files.fetch_seconds`; sluice too lands the file on this disk before decoding).
+`sftp` client getting the file to this disk (its whole run: connecting and logging in
+included), and sluice's fetch of it (the run's `source_files.fetch_seconds`: the
+transfer alone; sluice too lands the file on this disk before decoding).
 Prints wall, MiB/s, peak RSS (GNU time) and the ratios.
 
 Usage: files_load.py SLUICE_BIN GIB ROUNDS CACHE_DIR
 """
 
+import datetime
 import json
 import os
 import re
@@ -25,8 +28,10 @@ import time
 BIN, GIB, ROUNDS, CACHE = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 SFTP = os.environ.get("SFTP") == "1"
 os.makedirs(CACHE, exist_ok=True)
-NAME = f"bank_{GIB}g.json"
+NAME = f"statement_{GIB}g.json"
 FILE = os.path.join(CACHE, NAME)
+# A statement is in booking order: about 15,000 transactions a day, a year of days.
+DAYS = [(datetime.date(2024, 1, 1) + datetime.timedelta(days=d)).isoformat() for d in range(366)]
 KINDS = ["fuel card", "motorway toll", "customer payment", "parking", "repair", "insurance"]
 
 
@@ -41,11 +46,12 @@ def make_file():
         while written < target:
             chunk = []
             for _ in range(10000):
-                day = 1 + (i * 7919) % 365
+                day = DAYS[min(i // 15000, len(DAYS) - 1)]
                 kind = KINDS[i % len(KINDS)]
                 cents = (i * 104729) % 5000000
+                second = (i % 15000) * 86400 // 15000
                 rec = (
-                    f'{{"txn_id": {i}, "booked_at": "2024-{1 + (day - 1) // 31 % 12:02d}-{1 + day % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}", '
+                    f'{{"txn_id": {i}, "booked_at": "{day}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}", '
                     f'"amount": "{cents // 100}.{cents % 100:02d}", "currency": "EUR", "counterparty": "{kind}", '
                     f'"reference": "statement {i // 1000} line {i % 1000} {kind} NL91ABNA0417164300"}}'
                 )
@@ -117,12 +123,13 @@ def run_sluice(connection=None, env=None):
 
 DUCKDB = f"""
 import duckdb, sys
+out = sys.argv[1]
 con = duckdb.connect()
-con.execute('''COPY (SELECT *, strftime(booked_at, '%Y-%m-%d') AS dt FROM read_json('{FILE}', format = 'array',
-  columns = {{txn_id: 'BIGINT', booked_at: 'TIMESTAMP', amount: 'DECIMAL(12,2)', currency: 'VARCHAR',
-             counterparty: 'VARCHAR', reference: 'VARCHAR'}}))
-  TO '{{0}}' (FORMAT parquet, PARTITION_BY (dt), COMPRESSION zstd)'''.format(sys.argv[1]))
-n = con.execute("SELECT count(*) FROM read_parquet('{{0}}/*/*.parquet')".format(sys.argv[1])).fetchone()[0]
+con.execute("COPY (SELECT *, strftime(booked_at, '%Y-%m-%d') AS dt FROM read_json('{FILE}', format = 'array', "
+            "columns = {{txn_id: 'BIGINT', booked_at: 'TIMESTAMP', amount: 'DECIMAL(12,2)', currency: 'VARCHAR', "
+            "counterparty: 'VARCHAR', reference: 'VARCHAR'}})) "
+            "TO '" + out + "' (FORMAT parquet, PARTITION_BY (dt), COMPRESSION zstd)")
+n = con.execute("SELECT count(*) FROM read_parquet('" + out + "/*/*.parquet')").fetchone()[0]
 assert n == {RECORDS}, n
 """
 
@@ -173,7 +180,10 @@ for round_ in range(ROUNDS):
         batch = os.path.join(d, "batch")
         with open(batch, "w") as f:
             f.write(f"get {NAME} {d}/copy\n")
+        # The cipher sluice negotiates (AES-GCM on the CPU's AES instructions), so that the
+        # two move the same bytes the same way; OpenSSH's own default is ChaCha20.
         seconds, _, _ = timed(["sftp", "-q", "-b", batch, "-i", key, "-P", port, "-o", "StrictHostKeyChecking=no",
+                               "-o", "Ciphers=aes256-gcm@openssh.com",
                                "-o", "UserKnownHostsFile=/dev/null", f"{user}@127.0.0.1"])
         assert os.path.getsize(f"{d}/copy") == SIZE
     transfer["OpenSSH sftp get"].append(seconds)

@@ -204,6 +204,24 @@ impl RunSummary {
         if self.quarantined > 0 {
             notes.push(format!("{} rows quarantined", self.quarantined));
         }
+        if let Some(files) = &self.source_files {
+            let mut note = format!(
+                "from {} file{}",
+                files.loaded,
+                if files.loaded == 1 { "" } else { "s" }
+            );
+            for (n, what) in [
+                (files.waiting, "waiting"),
+                (files.bad_files, "bad (in the quarantine table)"),
+                (files.reloaded_runs, "earlier runs replaced"),
+                (files.after_load, "moved or deleted"),
+            ] {
+                if n > 0 {
+                    note.push_str(&format!(", {n} {what}"));
+                }
+            }
+            notes.push(note);
+        }
         for rule in self.quality.iter().filter(|r| !r.passed) {
             notes.push(format!("quality `{}` failed: {}", rule.rule, rule.detail));
         }

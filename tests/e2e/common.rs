@@ -113,6 +113,34 @@ impl Workspace {
     }
 }
 
+/// Starts `command` with `SLUICE_FAILPOINT=point` and returns once the run is stopped
+/// there (`point` may be `name:seconds`, a pause).
+pub fn start_at_failpoint(mut command: Command, point: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = command
+        .env("SLUICE_FAILPOINT", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let stderr = child.stderr.take().expect("stderr");
+    let name = point.split(':').next().unwrap_or(point).to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(&format!("failpoint {name} reached")) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the run did not reach failpoint {point}"));
+    child
+}
+
 pub struct Run(pub Output);
 
 impl Run {

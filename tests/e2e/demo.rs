@@ -21,8 +21,18 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
     assert!(out.contains("bank_transactions: 240 rows"), "{out}");
     assert!(out.contains("bank_transactions: 120 rows"), "{out}");
     let drop = ws.dir.path().join("demo/jobs/bank");
-    assert_eq!(std::fs::read_dir(drop.join("incoming")).expect("incoming").count(), 0);
-    assert_eq!(std::fs::read_dir(drop.join("processed")).expect("processed").count(), 3);
+    assert_eq!(
+        std::fs::read_dir(drop.join("incoming"))
+            .expect("incoming")
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(drop.join("processed"))
+            .expect("processed")
+            .count(),
+        3
+    );
     assert!(
         out.contains("gps_positions: not run here (disabled"),
         "the queue job needs SQS; the demo says so and goes on: {out}"
@@ -59,9 +69,15 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
     assert!(said.contains("no table `toll_event`"), "{said}");
     assert!(said.contains("Did you mean `toll_events`?"), "{said}");
     assert!(said.contains("orders") && said.contains("trucks"), "{said}");
-    let bank = query("SELECT count(*) AS n, count(DISTINCT txn_id) AS ids, count(DISTINCT _file) AS files FROM bank_transactions");
+    let bank = query(
+        "SELECT count(*) AS n, count(DISTINCT txn_id) AS ids, count(DISTINCT _file) AS files FROM bank_transactions",
+    );
     bank.assert_code(0);
-    assert!(bank.stdout().contains("| 360 | 360 | 3     |"), "{}", bank.stdout());
+    assert!(
+        bank.stdout().contains("| 360 | 360 | 3     |"),
+        "{}",
+        bank.stdout()
+    );
 
     // The toll events come through a query (a join with trucks): money stays a decimal.
     let tolls = read_parquet_dir(&lake.join("toll_events"));

@@ -7,9 +7,9 @@
 //! where `after_load` says; bad records and a bad file are quarantined; a changed file
 //! follows `on_changed_file`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -115,31 +115,12 @@ impl Bank {
 
     /// Starts a run that stops at failpoint `point`; returns once it is there.
     fn start_at(&self, job: &str, point: &str) -> Child {
-        let mut child = self
-            .ws
-            .command(&["run", "--job", job])
-            .env("SLUICE_FAILPOINT", point)
-            .env(
-                "BANK_SFTP_PASSWORD",
-                std::env::var("SLUICE_TEST_SFTP_PASSWORD").unwrap_or_default(),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sluice");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let name = point.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(&format!("failpoint {name} reached")) {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the run did not reach failpoint {point}"));
-        child
+        let mut command = self.ws.command(&["run", "--job", job]);
+        command.env(
+            "BANK_SFTP_PASSWORD",
+            std::env::var("SLUICE_TEST_SFTP_PASSWORD").unwrap_or_default(),
+        );
+        crate::common::start_at_failpoint(command, point)
     }
 
     fn rows(&self, sql: &str) -> Vec<String> {

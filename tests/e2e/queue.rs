@@ -4,8 +4,7 @@
 //! redelivery, a resent body, a redelivery after a commit) land once; a run slower than
 //! the visibility timeout keeps its messages hidden.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sns::types::PublishBatchRequestEntry;
@@ -167,26 +166,7 @@ target:
 
     /// Starts a run stopped at failpoint `point`; returns once it is there.
     fn start_at(&self, point: &str) -> Child {
-        let mut child = self
-            .command(&["run", "--job", "gps_positions"])
-            .env("SLUICE_FAILPOINT", point)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sluice");
-        let stderr = child.stderr.take().expect("stderr");
-        let name = point.split(':').next().unwrap_or(point).to_string();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(&format!("failpoint {name} reached")) {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the run did not reach failpoint {point}"));
-        child
+        crate::common::start_at_failpoint(self.command(&["run", "--job", "gps_positions"]), point)
     }
 
     /// Runs until the queue is empty and `rows` records are in the lake (messages a

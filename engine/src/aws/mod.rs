@@ -14,6 +14,23 @@ use tokio::sync::OnceCell;
 use crate::error::{Error, ErrorClass};
 
 /// The SDK configuration, loaded once per process.
+/// An S3 bucket through `object_store`: credentials, region and endpoint from the
+/// standard AWS variables; an endpoint given as http:// (a local S3 such as moto or
+/// MinIO) is meant.
+pub fn s3_store(bucket: &str) -> crate::error::Result<object_store::aws::AmazonS3> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let plain_http = [AmazonS3ConfigKey::S3Endpoint, AmazonS3ConfigKey::Endpoint]
+        .iter()
+        .filter_map(|k| builder.get_config_value(k))
+        .next()
+        .is_some_and(|e| e.starts_with("http://"));
+    builder
+        .with_allow_http(plain_http)
+        .build()
+        .map_err(|e| crate::error::classify_object_store(e, &format!("opening bucket {bucket}")))
+}
+
 pub async fn config() -> &'static aws_config::SdkConfig {
     static CONFIG: OnceCell<aws_config::SdkConfig> = OnceCell::const_new();
     CONFIG

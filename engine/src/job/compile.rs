@@ -211,9 +211,9 @@ fn database_address(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String
     }
 }
 
-/// A database's connection must not carry an API's fields.
-fn http_fields(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String)) {
-    let given = [
+/// The connection fields only APIs take, and whether the row gives each.
+pub(super) fn api_fields(spec: &ConnectionSpec) -> [(&'static str, bool); 8] {
+    [
         ("base_url", spec.base_url.is_some()),
         ("auth", spec.auth.is_some()),
         ("headers", spec.headers.is_some()),
@@ -222,8 +222,12 @@ fn http_fields(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String)) {
         ("rate_limit", spec.rate_limit.is_some()),
         ("retry", spec.retry.is_some()),
         ("ca_bundle", spec.ca_bundle.is_some()),
-    ];
-    for (field, given) in given {
+    ]
+}
+
+/// A database's connection must not carry an API's fields.
+fn http_fields(spec: &ConnectionSpec, problem: &mut impl FnMut(&str, String)) {
+    for (field, given) in api_fields(spec) {
         if given {
             problem(
                 field,

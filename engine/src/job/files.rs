@@ -130,16 +130,8 @@ pub fn compile_connection(
     let others = [
         ("url", spec.url.is_some()),
         ("queue_url", spec.queue_url.is_some()),
-        ("base_url", spec.base_url.is_some()),
-        ("auth", spec.auth.is_some()),
-        ("headers", spec.headers.is_some()),
-        ("timeout", spec.timeout.is_some()),
-        ("connect_timeout", spec.connect_timeout.is_some()),
-        ("rate_limit", spec.rate_limit.is_some()),
-        ("retry", spec.retry.is_some()),
-        ("ca_bundle", spec.ca_bundle.is_some()),
     ];
-    for (field, given) in others {
+    for (field, given) in others.into_iter().chain(super::compile::api_fields(spec)) {
         if given {
             problem(
                 field,

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3ConfigKey;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
@@ -34,17 +33,8 @@ impl Lake {
     pub fn open(location: &str) -> Result<Lake> {
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            // An endpoint given as http:// (a local S3 such as moto or MinIO) is meant.
-            let plain_http = [AmazonS3ConfigKey::S3Endpoint, AmazonS3ConfigKey::Endpoint]
-                .iter()
-                .filter_map(|k| builder.get_config_value(k))
-                .next()
-                .is_some_and(|e| e.starts_with("http://"));
-            let store = builder
-                .with_allow_http(plain_http)
-                .build()
-                .map_err(|e| classify_object_store(e, &format!("opening lake {location}")))?;
+            let store = crate::aws::s3_store(bucket)
+                .map_err(|e| e.context(format!("opening lake {location}")))?;
             return Ok(Lake {
                 store: Arc::new(store),
                 root: Path::from(prefix.trim_matches('/')),

@@ -284,6 +284,44 @@ pub fn unscaled(
     Ok(n)
 }
 
+/// The unscaled value of a plain decimal text (`-12.50`: digits, at most one point, no
+/// exponent), as [`unscaled`] gives it, without a big-number parse; `None` for any other
+/// form (the caller parses it whole).
+pub fn plain_unscaled(
+    text: &str,
+    precision: u8,
+    scale: i8,
+) -> Option<std::result::Result<i128, DecimalMisfit>> {
+    let scale = usize::try_from(scale).ok()?;
+    let (negative, digits) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let plain = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() && frac.is_empty() || !plain(int) || !plain(frac) || int.len() > 38 {
+        return None;
+    }
+    let (kept, extra) = frac.split_at(frac.len().min(scale));
+    if extra.bytes().any(|b| b != b'0') {
+        return Some(Err(DecimalMisfit::Decimals));
+    }
+    let int = int.trim_start_matches('0');
+    if int.len() + scale > 38 {
+        return Some(Err(DecimalMisfit::Digits));
+    }
+    let mut n: i128 = 0;
+    for b in int.bytes().chain(kept.bytes()) {
+        n = n * 10 + i128::from(b - b'0');
+    }
+    n *= 10i128.pow((scale - kept.len()) as u32);
+    if n.unsigned_abs() >= 10u128.pow(u32::from(precision)) {
+        return Some(Err(DecimalMisfit::Digits));
+    }
+    Some(Ok(if negative { -n } else { n }))
+}
+
 /// `n / 10^scale` written out, for messages.
 fn unscaled_text(n: i128, scale: i8) -> String {
     let digits = n.unsigned_abs().to_string();

@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 
-use super::batch::{BatchBuilder, ColumnBuilder, DecimalMisfit, unscaled};
+use super::batch::{BatchBuilder, ColumnBuilder, DecimalMisfit, plain_unscaled, unscaled};
 use super::cursor::CursorValue;
 use super::types::{LakeType, Read, SourceColumn, arrow_schema};
 use crate::contract::Column;
@@ -99,6 +99,10 @@ pub struct RecordBuilder {
     fields: Vec<Column>,
     /// The fields' names as keys are matched to them (see [`find_key`]).
     folded: Vec<String>,
+    /// A JSON record's values by field, and whether its key had the field's very name
+    /// (scratch space of [`RecordBuilder::append_json_object`]).
+    slots: Vec<Option<Value>>,
+    exact: Vec<bool>,
     message_columns: Vec<MessageColumn>,
     batch: BatchBuilder,
 }
@@ -108,6 +112,8 @@ impl RecordBuilder {
         let columns = columns(records);
         Self {
             folded: records.fields.iter().map(|f| folded(&f.name)).collect(),
+            slots: Vec::new(),
+            exact: Vec::new(),
             fields: records.fields.clone(),
             message_columns: records.message_columns.clone(),
             batch: BatchBuilder::new(arrow_schema(&columns), columns, capacity),
@@ -183,11 +189,18 @@ impl RecordBuilder {
         text: &[u8],
         facts: &FileFacts<'_>,
     ) -> std::result::Result<(), String> {
-        let mut slots: Vec<Option<Value>> = vec![None; self.fields.len()];
+        // Reused from record to record.
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
+        slots.resize(self.fields.len(), None);
+        let mut exact = std::mem::take(&mut self.exact);
+        exact.clear();
+        exact.resize(self.fields.len(), false);
         let seed = Slots {
             fields: &self.fields,
             folded: &self.folded,
             slots: &mut slots,
+            exact: &mut exact,
         };
         let mut de = serde_json::Deserializer::from_slice(text);
         serde::de::DeserializeSeed::deserialize(seed, &mut de)
@@ -202,12 +215,18 @@ impl RecordBuilder {
         let row = self
             .fields
             .iter()
-            .zip(&slots)
-            .map(|(field, value)| decode_field(field, value.as_ref()))
+            .zip(slots.iter_mut())
+            .map(|(field, value)| match value.take() {
+                // Text is moved into its cell, not copied.
+                Some(Value::String(text)) if field.lake == LakeType::String => Ok(Cell::Text(text)),
+                value => decode_field(field, value.as_ref()),
+            })
             .collect::<std::result::Result<_, _>>()
-            .map(Row)?;
+            .map(Row);
+        self.slots = slots;
+        self.exact = exact;
         let meta = self.meta(Origin::File(facts));
-        self.push_with(&row, &meta)
+        self.push_with(&row?, &meta)
     }
 
     /// Decodes one record of text fields (a CSV line: empty is null), in field order,
@@ -229,11 +248,6 @@ impl RecordBuilder {
             .map(Row)?;
         let meta = self.meta(Origin::File(facts));
         self.push_with(&row, &meta)
-    }
-
-    /// The record's fields' names, in order.
-    pub fn field_names(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|f| f.name.as_str())
     }
 
     /// The message or file columns' cells for one record.
@@ -326,6 +340,7 @@ struct Slots<'a> {
     fields: &'a [Column],
     folded: &'a [String],
     slots: &'a mut [Option<Value>],
+    exact: &'a mut [bool],
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Slots<'_> {
@@ -347,7 +362,7 @@ impl<'de> serde::de::Visitor<'de> for Slots<'_> {
         self,
         mut map: A,
     ) -> std::result::Result<(), A::Error> {
-        let mut exact = vec![false; self.fields.len()];
+        let exact = self.exact;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let (index, is_exact) = match self.fields.iter().position(|f| f.name == *key) {
                 Some(i) => (Some(i), true),
@@ -468,15 +483,19 @@ fn cell(v: &Value, lake: LakeType) -> std::result::Result<Cell, String> {
                 Value::String(s) => s.trim().to_string(),
                 _ => return Err(refuse()),
             };
-            let parsed: BigDecimal = text
-                .parse()
-                .map_err(|_| format!("{text:?} is not a decimal number"))?;
-            unscaled(&parsed, precision, scale)
-                .map(Cell::Decimal)
-                .map_err(|why| match why {
-                    DecimalMisfit::Decimals => format!("{text} has more than {scale} decimals"),
-                    DecimalMisfit::Digits => format!("{text} has more than {precision} digits"),
-                })
+            let fits = match plain_unscaled(&text, precision, scale) {
+                Some(fits) => fits,
+                None => {
+                    let parsed: BigDecimal = text
+                        .parse()
+                        .map_err(|_| format!("{text:?} is not a decimal number"))?;
+                    unscaled(&parsed, precision, scale)
+                }
+            };
+            fits.map(Cell::Decimal).map_err(|why| match why {
+                DecimalMisfit::Decimals => format!("{text} has more than {scale} decimals"),
+                DecimalMisfit::Digits => format!("{text} has more than {precision} digits"),
+            })
         }
         LakeType::String => Ok(Cell::Text(match v {
             Value::String(s) => s.clone(),
@@ -506,6 +525,9 @@ fn timestamp(v: &Value) -> std::result::Result<i64, String> {
     match v {
         Value::String(s) => {
             let s = s.trim();
+            if let Some(micros) = plain_timestamp(s) {
+                return Ok(micros);
+            }
             if let Ok(t) = DateTime::parse_from_rfc3339(s) {
                 return Ok(t.with_timezone(&Utc).timestamp_micros());
             }
@@ -533,6 +555,34 @@ fn timestamp(v: &Value) -> std::result::Result<i64, String> {
     }
 }
 
+/// `YYYY-MM-DD HH:MM:SS` (or with `T`), up to six decimals of a second, optionally `Z`:
+/// the common forms, read without a format parser; `None` for anything else.
+fn plain_timestamp(s: &str) -> Option<i64> {
+    let b = s.strip_suffix('Z').unwrap_or(s).as_bytes();
+    if b.len() < 19 || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let micros = match &b[19..] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=6).contains(&fraction.len()) => {
+            num(20..b.len())? * 10u32.pow(6 - fraction.len() as u32)
+        }
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let time = date.and_hms_micro_opt(num(11..13)?, num(14..16)?, num(17..19)?, micros)?;
+    Some(time.and_utc().timestamp_micros())
+}
+
 fn append(builder: &mut ColumnBuilder, cell: &Cell) -> std::result::Result<(), String> {
     let fit = match cell {
         Cell::Null => {
@@ -554,6 +604,51 @@ fn append(builder: &mut ColumnBuilder, cell: &Cell) -> std::result::Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_decimals_and_timestamps_read_as_the_general_parsers_do() {
+        for (text, precision, scale) in [
+            ("12.50", 8, 2),
+            ("-0.5", 8, 2),
+            ("+7", 4, 0),
+            ("1.500", 8, 2),
+            ("1.505", 8, 2),
+            ("123456.78", 7, 2),
+            ("99999.99", 7, 2),
+            (".25", 4, 2),
+            ("00012.3", 6, 1),
+        ] {
+            let general = text
+                .parse::<BigDecimal>()
+                .ok()
+                .map(|d| unscaled(&d, precision, scale));
+            assert_eq!(plain_unscaled(text, precision, scale), general, "{text}");
+        }
+        assert_eq!(plain_unscaled("1e3", 8, 2), None);
+        assert_eq!(plain_unscaled("1.2.3", 8, 2), None);
+        for text in [
+            "2024-05-01T12:30:45",
+            "2024-05-01 12:30:45.5",
+            "2024-05-01T12:30:45.123456Z",
+            "2024-02-29T00:00:00",
+        ] {
+            let general = DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc).naive_utc())
+                .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+                .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
+                .map(|t| t.and_utc().timestamp_micros())
+                .ok();
+            assert_eq!(plain_timestamp(text), general, "{text}");
+        }
+        for text in [
+            "2023-02-29T00:00:00",
+            "2024-05-01T12:30:45+02:00",
+            "2024-05-01",
+            "2024-05-01T25:00:00",
+        ] {
+            assert_eq!(plain_timestamp(text), None, "{text}");
+        }
+    }
     use crate::error::Error;
     use datafusion::arrow::util::pretty::pretty_format_batches;
 

@@ -25,6 +25,7 @@
 //! time, into batches. The run's files and its checkpoint commit together; after the
 //! commit `after_load` moves or deletes what the run loaded.
 
+mod decode;
 mod read;
 mod sftp;
 mod store;
@@ -38,7 +39,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::records::{self, FileFacts, RecordBuilder};
+use super::records;
 use super::{
     Acknowledge, Checkpoint, Consumed, Extract, FeedCheckpoint, Ledger, Poison, Report, RunContext,
     Source, SourceColumn, Window,
@@ -47,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::job::files::{FileStore, FilesFeed};
 use crate::job::{Address, Job};
 use crate::spec::files::{AfterLoad, OnBadFile, OnChangedFile};
-use read::{Failure, Format, Hashing, Record};
+use read::{Failure, Format, Hashing};
 use store::{Entry, Local, Objects, Store, join};
 
 /// Connects to the job's store.
@@ -144,6 +145,17 @@ impl Loaded {
             path: parts.next()?.to_string(),
             bad,
         })
+    }
+
+    /// The identity of `entry` as read: its hash and byte count.
+    fn of(entry: &Entry, (hash, size): (String, u64), bad: bool) -> Loaded {
+        Loaded {
+            hash,
+            size,
+            modified: entry.modified,
+            path: entry.path.clone(),
+            bad,
+        }
     }
 
     fn same_listing(&self, entry: &Entry) -> bool {
@@ -321,7 +333,8 @@ async fn plan(
     let listed: BTreeMap<&str, &Entry> = listing.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut reload = Vec::new();
     for run_key in &replaces {
-        for file in by_run.get(run_key).into_iter().flatten().filter(|f| !f.bad) {
+        // Its bad files too: the quarantine rows of that run leave with it.
+        for file in by_run.get(run_key).into_iter().flatten() {
             let Some(entry) = listed.get(file.path.as_str()) else {
                 return Err(Error::user(format!(
                     "cannot reload run {run_key}: it also loaded {}, which is no longer in the folder, so replacing that run's rows would lose that file's; put it back, or set source.files.on_changed_file to `skip`",
@@ -463,7 +476,6 @@ async fn consume(
         })
     };
     let feed = Arc::new(feed);
-    let mut builder = RecordBuilder::new(&feed.records, batch_rows);
     let mut keys = Vec::new();
     let mut poison = Vec::new();
     let mut loaded = Vec::new();
@@ -479,14 +491,13 @@ async fn consume(
         let what = store.describe(&file.entry.path);
         let job = Decode {
             feed: feed.clone(),
-            builder,
+            batch_rows,
             tx: tx.clone(),
             what: what.clone(),
         };
         let outcome = tokio::task::spawn_blocking(move || job.file(file))
             .await
             .map_err(|e| Error::internal(format!("decoding {what} failed: {e}")))??;
-        builder = outcome.builder;
         report.records += outcome.records;
         report.bytes += outcome.identity.size;
         poison.extend(outcome.poison);
@@ -500,12 +511,6 @@ async fn consume(
     fetcher
         .await
         .map_err(|e| Error::internal(format!("fetching the files failed: {e}")))?;
-    let last = builder.finish()?;
-    if last.num_rows() > 0 && tx.send(Ok(last)).await.is_err() {
-        return Err(Error::internal(
-            "the run stopped reading the files' batches",
-        ));
-    }
     report.loaded = keys.len() as u64;
     report.quarantined = poison.len() as u64 - report.bad_files;
     tracing::info!(
@@ -537,33 +542,26 @@ async fn consume(
     })
 }
 
-/// One file's decoding, in a blocking task: the builder travels with it.
+/// One file's decoding, in a blocking task.
 struct Decode {
     feed: Arc<FilesFeed>,
-    builder: RecordBuilder,
+    batch_rows: usize,
     tx: mpsc::Sender<Result<RecordBatch>>,
     what: String,
 }
 
 struct Decoded {
-    builder: RecordBuilder,
     entry: Entry,
     identity: Loaded,
     records: u64,
     poison: Vec<Poison>,
 }
 
-/// Bytes of a record kept in the quarantine table at most.
-const BODY_LIMIT: usize = 64 << 10;
-/// A batch is handed on once its records' text passes this, whatever its row count
-/// (wide records must not make batches of hundreds of MiB).
-const BATCH_BYTES: usize = 8 << 20;
-
 impl Decode {
-    fn file(mut self, file: Fetched) -> Result<Decoded> {
+    fn file(self, file: Fetched) -> Result<Decoded> {
         let Fetched { entry, local, .. } = file;
         let feed = self.feed.clone();
-        let fields: Vec<String> = self.builder.field_names().map(str::to_string).collect();
+        let fields: Vec<String> = feed.records.fields.iter().map(|f| f.name.clone()).collect();
         let format = Format {
             format: feed.format,
             compression: feed.compression,
@@ -589,21 +587,14 @@ impl Decode {
             match read::records(&mut raw, &entry.path, &format, &mut |_| Ok(())) {
                 Ok(()) => {}
                 Err(Failure::Broken(b)) => {
-                    let (hash, size) = Hashing::new(open()?)
+                    let read = Hashing::new(open()?)
                         .finish()
                         .map_err(|e| Error::external(format!("reading {}: {e}", self.what)))?;
                     tracing::warn!(file = %self.what, error = %b.message, "file quarantined");
                     let mut bad = broken(b.message);
-                    bad.body = format!("sha256 {hash}, {size} bytes");
+                    bad.body = format!("sha256 {}, {} bytes", read.0, read.1);
                     return Ok(Decoded {
-                        builder: self.builder,
-                        identity: Loaded {
-                            hash,
-                            size,
-                            modified: entry.modified,
-                            path: entry.path.clone(),
-                            bad: true,
-                        },
+                        identity: Loaded::of(&entry, read, true),
                         entry,
                         records: 0,
                         poison: vec![bad],
@@ -613,71 +604,20 @@ impl Decode {
             }
         }
         let mut raw = Hashing::new(open()?);
-        let mut poison = Vec::new();
-        let mut count = 0u64;
-        let mut pending = 0usize;
-        let path = entry.path.clone();
-        let outcome = read::records(&mut raw, &entry.path, &format, &mut |located| {
-            count += 1;
-            pending += match &located.record {
-                Record::Json(text) => text.len(),
-                Record::Csv(values) => values.iter().flatten().map(|v| v.len() + 1).sum(),
-                Record::Misfit(_) => 0,
-            };
-            let facts = FileFacts {
-                path: &path,
-                line: located.line,
-                record: located.index,
-            };
-            let fits = match located.record {
-                Record::Json(text) => self
-                    .builder
-                    .append_json_object(text, &facts)
-                    .map_err(|e| (e, String::from_utf8_lossy(text).into_owned())),
-                Record::Csv(values) => self.builder.append_text(values, &facts).map_err(|e| {
-                    (
-                        e,
-                        values
-                            .iter()
-                            .map(|v| v.unwrap_or(""))
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    )
-                }),
-                Record::Misfit(why) => Err((why.to_string(), String::new())),
-            };
-            if let Err((error, mut body)) = fits {
-                if body.len() > BODY_LIMIT {
-                    let mut end = BODY_LIMIT;
-                    while !body.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    body.truncate(end);
-                }
-                poison.push(Poison {
-                    key: format!("{path}:{}", located.line),
-                    sent_at: None,
-                    received_at,
-                    error: format!("record {} (line {}): {error}", located.index, located.line),
-                    body,
-                });
-            }
-            if self.builder.is_full() || pending >= BATCH_BYTES {
-                pending = 0;
-                let batch = self.builder.finish()?;
-                self.tx
-                    .blocking_send(Ok(batch))
-                    .map_err(|_| Error::internal("the run stopped reading the files' batches"))?;
-            }
-            Ok(())
-        });
-        if let Err(failure) = outcome {
-            return Err(self.failure(failure, &entry));
-        }
-        let (hash, size) = raw
+        let target = decode::Target {
+            records: &feed.records,
+            batch_rows: self.batch_rows,
+            tx: &self.tx,
+            received_at,
+        };
+        let decoded = match decode::file(&mut raw, &entry.path, &format, &target) {
+            Ok(decoded) => decoded,
+            Err(failure) => return Err(self.failure(failure, &entry)),
+        };
+        let read = raw
             .finish()
             .map_err(|e| Error::external(format!("reading {}: {e}", self.what)))?;
-        store::changed_while_fetched(&self.what, entry.size, size)?;
+        store::changed_while_fetched(&self.what, entry.size, read.1)?;
         if let Local::InPlace(p) = &local {
             let modified = std::fs::metadata(p)
                 .and_then(|m| m.modified())
@@ -692,17 +632,10 @@ impl Decode {
             }
         }
         Ok(Decoded {
-            builder: self.builder,
-            identity: Loaded {
-                hash,
-                size,
-                modified: entry.modified,
-                path: entry.path.clone(),
-                bad: false,
-            },
+            identity: Loaded::of(&entry, read, false),
             entry,
-            records: count,
-            poison,
+            records: decoded.records,
+            poison: decoded.poison,
         })
     }
 
@@ -752,6 +685,103 @@ impl Acknowledge for AfterCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys committed runs consumed, as their manifests would hold them.
+    struct Manifests(BTreeMap<String, Vec<String>>);
+
+    #[async_trait]
+    impl Ledger for Manifests {
+        async fn keys(&self, run_key: &str) -> Result<Vec<String>> {
+            Ok(self.0.get(run_key).cloned().unwrap_or_default())
+        }
+    }
+
+    fn feed(max_files: usize) -> FilesFeed {
+        let spec: crate::spec::JobSpec = serde_yaml::from_str(
+            "job: bank\nsource:\n  connection: bank\n  files: {pattern: 'in/*.json'}\ntarget:\n  table: bank\n  schema: [{name: id, type: bigint}]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let schema = crate::contract::compile(spec.target.schema.as_deref().unwrap_or_default())
+            .unwrap_or_default();
+        let mut feed =
+            crate::job::files::compile_feed(&spec, Some(&schema), &mut |p, m| panic!("{p}: {m}"))
+                .unwrap_or_else(|| panic!("no feed"));
+        feed.max_files = max_files;
+        feed
+    }
+
+    #[tokio::test]
+    async fn plans_keep_what_is_listed_forget_the_rest_and_leave_the_unstable_waiting() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir.path().join("in")).unwrap_or_else(|e| panic!("{e}"));
+        let touch = |name: &str, seconds_ago: u64| {
+            std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(format!("in/{name}.json")))
+                .and_then(|f| {
+                    f.set_modified(
+                        std::time::SystemTime::now() - std::time::Duration::from_secs(seconds_ago),
+                    )
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        for name in ["a", "b", "c", "d"] {
+            std::fs::write(dir.path().join(format!("in/{name}.json")), "[]")
+                .unwrap_or_else(|e| panic!("{e}"));
+            touch(name, 120);
+        }
+        let store = Objects::folder(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let listing = store.list("in").await.unwrap_or_else(|e| panic!("{e}"));
+        let entry = |name: &str| {
+            listing
+                .iter()
+                .find(|e| e.path == format!("in/{name}.json"))
+                .cloned()
+                .unwrap_or_else(|| panic!("{name} not listed"))
+        };
+        let hash = Hashing::new(&b"[]"[..]).finish().unwrap_or_default();
+        let loaded = |name: &str| Loaded::of(&entry(name), hash.clone(), false).key();
+        let gone = Loaded {
+            path: "in/gone.json".into(),
+            ..Loaded::of(&entry("a"), hash.clone(), false)
+        };
+        let now = Utc::now();
+        let old = now.timestamp() - 40 * 86_400;
+        let ledger = Manifests(BTreeMap::from([
+            ("r-old-listed".to_string(), vec![loaded("a")]),
+            ("r-old-gone".to_string(), vec![gone.key()]),
+            ("r-new-gone".to_string(), vec![gone.key()]),
+        ]));
+        let committed = Checkpoint {
+            watermark: None,
+            feed: Some(FeedCheckpoint {
+                runs: vec![
+                    ("r-old-listed".into(), old),
+                    ("r-old-gone".into(), old),
+                    ("r-new-gone".into(), now.timestamp()),
+                ],
+            }),
+        };
+        // b, c, d are new; one a run fits; a is loaded.
+        let first = plan(&store, &feed(2), &committed, &ledger, now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let paths: Vec<&str> = first.load.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["in/b.json", "in/c.json"]);
+        assert_eq!((first.report.listed, first.report.waiting), (4, 1));
+        let kept: Vec<&str> = first.keep_runs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kept, ["r-old-listed", "r-new-gone"]);
+
+        // Modified just now: within stable_for (60s), d waits.
+        touch("d", 0);
+        let later = now + chrono::Duration::seconds(1);
+        let second = plan(&store, &feed(10), &committed, &ledger, later)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let paths: Vec<&str> = second.load.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["in/b.json", "in/c.json"]);
+        assert_eq!(second.report.waiting, 1);
+    }
 
     #[test]
     fn identities_round_trip_through_manifest_keys() {

@@ -23,6 +23,16 @@ use crate::source::redact;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// AES-GCM first: ring's runs on the CPU's AES instructions, several times faster than
+/// the portable ChaCha20-Poly1305 that russh prefers (OpenSSH's first choice).
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 /// A connected SFTP session.
 pub struct Sftp {
     session: SftpSession,
@@ -95,6 +105,10 @@ impl Sftp {
         let at = |e: Error| redact(e.context(format!("connection `{name}` ({url})")), &secrets);
 
         let config = Arc::new(client::Config {
+            preferred: russh::Preferred {
+                cipher: std::borrow::Cow::Borrowed(CIPHERS),
+                ..Default::default()
+            },
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 3,
@@ -243,22 +257,25 @@ impl Store for Sftp {
 
     async fn fetch(&self, path: &str, size: u64) -> Result<Local> {
         let what = self.describe(path);
-        let mut remote = self
+        let remote = self
             .session
             .open(self.remote(path))
             .await
             .map_err(|e| self.fail(e, "opening", path))?;
         let (spooled, mut file) = Spooled::create().await?;
-        let written = tokio::io::copy(&mut remote, &mut file).await.map_err(|e| {
-            redact(
-                Error::external(format!("fetching {what}: {e}")),
-                &self.secrets,
-            )
-        })?;
+        let mut remote = tokio::io::BufReader::with_capacity(1 << 20, remote);
+        let written = tokio::io::copy_buf(&mut remote, &mut file)
+            .await
+            .map_err(|e| {
+                redact(
+                    Error::external(format!("fetching {what}: {e}")),
+                    &self.secrets,
+                )
+            })?;
         file.flush()
             .await
             .map_err(|e| Error::external(format!("writing the copy of {what}: {e}")))?;
-        let _ = remote.shutdown().await;
+        let _ = remote.into_inner().shutdown().await;
         changed_while_fetched(&what, size, written)?;
         Ok(Local::Fetched(spooled))
     }

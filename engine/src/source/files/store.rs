@@ -51,6 +51,20 @@ impl Spooled {
                 dir.display()
             ))
         })?;
+        // Copies a killed run left behind (a day old: no live run is still writing them).
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| {
+            let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < day_ago);
+                if stale {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        });
         let path = dir.join(uuid::Uuid::new_v4().simple().to_string());
         let file = tokio::fs::File::create(&path).await.map_err(|e| {
             Error::external(format!(
@@ -127,9 +141,8 @@ impl Objects {
 
     /// A bucket and prefix; region, credentials and endpoint from the AWS chain.
     pub fn s3(bucket: &str, prefix: &str) -> Result<Self> {
-        let lake = crate::sink::Lake::open(&format!("s3://{bucket}/{prefix}"))?;
         Ok(Self {
-            store: lake.store(),
+            store: Arc::new(crate::aws::s3_store(bucket)?),
             root: prefix.to_string(),
             local: None,
             url: format!("s3://{bucket}"),
