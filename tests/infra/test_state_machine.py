@@ -192,7 +192,7 @@ def test_the_state_machine_runs_each_enabled_job_and_alerts_on_a_failure(aws, en
         assert task["attachments"][0]["type"] == "ElasticNetworkInterface"
         assert task["taskDefinitionArn"].split("/")[-1].startswith(family)
         by_job[override["command"][2]] = task
-    assert sorted(by_job) == ["customers", "gps_pings", "orders"], sorted(by_job)
+    assert sorted(by_job) == ["bank_transactions", "customers", "gps_pings", "orders"], sorted(by_job)
 
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     assert len(messages) == 1, [m["Body"] for m in messages]
