@@ -13,12 +13,11 @@ Usage: api_extract.py SLUICE_BIN PARTNER_URL N [ROUNDS]
 
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
+
+from measure import median, rounds, timed
 
 import requests
 
@@ -30,18 +29,6 @@ TOKEN = "bearer-s3cret-token"
 PATH = "bearer/transactions/cursor"
 
 requests.post(f"{BASE}/admin/reset", json={"n": N}).raise_for_status()
-
-
-def timed(cmd, env=None, cwd=None):
-    """Runs cmd under /usr/bin/time; returns (seconds, peak RSS in MiB, stdout)."""
-    started = time.perf_counter()
-    out = subprocess.run(["/usr/bin/time", "-f", "RSS %M"] + cmd, capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, cwd=cwd)
-    seconds = time.perf_counter() - started
-    if out.returncode != 0:
-        sys.exit(f"{cmd[0]} failed: {out.stderr[-2000:]}")
-    rss = int(re.findall(r"RSS (\d+)", out.stderr)[-1]) / 1024
-    return seconds, rss, out.stdout
 
 
 FLOOR = f"""
@@ -135,17 +122,7 @@ def run_sluice():
 # renders them all, so every tool is measured against the same, fast server.
 seconds, _, _ = run_floor()
 print(f"warm-up (the fixture renders every page): {seconds:.1f} s", flush=True)
-results = {"floor (fetch + parse only)": [], "dlt rest_api → parquet": [], "sluice run": []}
-for round_ in range(ROUNDS):
-    for name, fn in zip(results, (run_floor, run_dlt, run_sluice)):
-        seconds, rss, _ = fn()
-        results[name].append((seconds, rss))
-        print(f"round {round_ + 1}: {name}: {seconds:.1f} s, {rss:.0f} MiB", flush=True)
-
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+results = rounds({"floor (fetch + parse only)": run_floor, "dlt rest_api → parquet": run_dlt, "sluice run": run_sluice}, ROUNDS)
 
 
 print(f"\n{N:,} records, pages of 1,000, {ROUNDS} rounds (median):")

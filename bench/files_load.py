@@ -18,12 +18,11 @@ Usage: files_load.py SLUICE_BIN GIB ROUNDS CACHE_DIR
 import datetime
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
+
+from measure import median, rounds, timed
 
 BIN, GIB, ROUNDS, CACHE = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 SFTP = os.environ.get("SFTP") == "1"
@@ -70,17 +69,6 @@ def make_file():
 make_file()
 SIZE = os.path.getsize(FILE)
 RECORDS = int(open(FILE + ".count").read())
-
-
-def timed(cmd, env=None):
-    started = time.perf_counter()
-    out = subprocess.run(["/usr/bin/time", "-f", "RSS %M"] + cmd, capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
-    seconds = time.perf_counter() - started
-    if out.returncode != 0:
-        sys.exit(f"{cmd[0]} failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
-    rss = int(re.findall(r"RSS (\d+)", out.stderr)[-1]) / 1024
-    return seconds, rss, out.stdout
 
 
 RECORD = """  record:
@@ -142,17 +130,7 @@ def run_duckdb():
         shutil.rmtree(d, ignore_errors=True)
 
 
-results = {"sluice run (folder)": [], "DuckDB read_json → COPY": []}
-for round_ in range(ROUNDS):
-    for name, fn in zip(results, (run_sluice, run_duckdb)):
-        seconds, rss, _ = fn()
-        results[name].append((seconds, rss))
-        print(f"round {round_ + 1}: {name}: {seconds:.1f} s, {rss:.0f} MiB", flush=True)
-
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+results = rounds({"sluice run (folder)": run_sluice, "DuckDB read_json → COPY": run_duckdb}, ROUNDS)
 
 
 print(f"\n{SIZE / 2**30:.2f} GiB JSON array, {RECORDS:,} records → day-partitioned ZSTD Parquet, {ROUNDS} rounds (median):")
