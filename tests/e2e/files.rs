@@ -316,6 +316,26 @@ fn a_growing_file_waits_a_marked_file_loads_and_a_key_logs_in() {
         bank.rows(&format!("{VALUES} bank ORDER BY txn_id")),
         expected(&[1, 2])
     );
+
+    // The bank sends another file of a loaded (and moved) file's name: a new delivery,
+    // which waits like any other until it is complete and marked.
+    bank.put("bank_01.json", format!("[{}]", txn(5)).as_bytes());
+    age(&bank.root.join("bank_01.json"), 0);
+    let writing = bank.run_ok("bank");
+    assert_eq!(writing["status"], "up_to_date", "{writing}");
+    age(&bank.root.join("bank_01.json"), 60);
+    let unmarked = bank.run_ok("bank");
+    assert_eq!(
+        unmarked["status"], "up_to_date",
+        "its marker was moved with the first one"
+    );
+    bank.put("bank_01.json.done", b"");
+    let resent = bank.run_ok("bank");
+    assert_eq!(resent["source_files"]["loaded"], 1, "{resent}");
+    assert_eq!(
+        bank.rows(&format!("{VALUES} bank ORDER BY txn_id")),
+        expected(&[1, 2, 5])
+    );
 }
 
 #[test]

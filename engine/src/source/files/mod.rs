@@ -263,17 +263,22 @@ async fn plan(
     let mut new = Vec::new();
     let mut changed: Vec<(&Entry, &Loaded, &String)> = Vec::new();
     let mut unfinished = Vec::new();
+    // A new file is loaded once it is complete: not modified within `stable_for`, and
+    // marked when the job waits for markers.
+    let mut admit = |entry: &Entry, report: &mut FilesReport| {
+        let marked = feed
+            .done_marker
+            .as_deref()
+            .is_none_or(|m| names.contains(format!("{}{m}", entry.path).as_str()));
+        if entry.modified <= stable_before && marked {
+            new.push(entry.clone());
+        } else {
+            report.waiting += 1;
+        }
+    };
     for entry in candidates {
         let Some((old, run_key)) = loaded.get(&entry.path) else {
-            let marked = feed
-                .done_marker
-                .as_deref()
-                .is_none_or(|m| names.contains(format!("{}{m}", entry.path).as_str()));
-            if entry.modified <= stable_before && marked {
-                new.push(entry.clone());
-            } else {
-                report.waiting += 1;
-            }
+            admit(entry, &mut report);
             continue;
         };
         let moves = feed.after_load != AfterLoad::Keep;
@@ -288,13 +293,18 @@ async fn plan(
                         unfinished.push(entry.clone());
                     }
                 } else {
-                    new.push(entry.clone());
+                    admit(entry, &mut report);
                 }
             }
             // Loaded, then moved away: a file listed there now is a new one.
-            (false, true) => new.push(entry.clone()),
+            (false, true) => admit(entry, &mut report),
             (false, false) => {
-                if hash_of(store, entry).await? != old.hash {
+                if hash_of(store, entry).await? == old.hash {
+                    // Touched only: loaded as it is.
+                } else if old.bad {
+                    // A bad file sent again: it loaded no rows, so it is simply new.
+                    admit(entry, &mut report);
+                } else {
                     changed.push((entry, old, run_key));
                 }
             }
