@@ -4,8 +4,9 @@
 //! loads alone; a growing file waits, a marked one loads; a wrong host key and a wrong
 //! password are refused (exit 2, no secret in any output); a run killed before its
 //! commit, or after it and before `after_load`, leaves each record once and the file
-//! where `after_load` says; bad records and a bad file are quarantined; a changed file
-//! follows `on_changed_file`.
+//! where `after_load` says; a connection cut mid-transfer is retryable and commits
+//! nothing; bad records and a bad file are quarantined; a changed file follows
+//! `on_changed_file`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -638,4 +639,169 @@ fn a_2_gib_json_array_loads_whole_within_the_default_memory_budget() {
         bank.rows("SELECT count(*), count(DISTINCT txn_id), max(txn_id) FROM bank"),
         [format!("{n} {n} {}", n - 1)]
     );
+}
+
+/// An sshd of this test's own, from the test server's configuration on another port, so
+/// that its sessions can be cut without touching the other tests'.
+struct OwnServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnServer {
+    fn start(dir: &Path) -> OwnServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let config = std::fs::read_to_string(dir.join("sshd_config")).expect("sshd_config");
+        let own = dir.join(format!("sshd_config.{port}"));
+        let config: Vec<String> = config
+            .lines()
+            .map(|l| match l.split_once(' ') {
+                Some(("Port", _)) => format!("Port {port}"),
+                Some(("PidFile", _)) => {
+                    format!("PidFile {}", dir.join(format!("sshd.{port}.pid")).display())
+                }
+                _ => l.to_string(),
+            })
+            .collect();
+        std::fs::write(&own, config.join("\n")).expect("write config");
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd");
+        let child = std::process::Command::new(sshd)
+            .arg("-f")
+            .arg(&own)
+            .args(["-D", "-e"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "sshd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnServer { child, port }
+    }
+
+    /// Kills every session this server is serving (its children and theirs: the
+    /// privileged monitor and the user's process), as a network cut would.
+    fn cut_sessions(&self) {
+        let mut parents = vec![self.child.id().to_string()];
+        let mut sessions = Vec::new();
+        while let Some(parent) = parents.pop() {
+            let found = std::process::Command::new("pgrep")
+                .args(["-P", &parent])
+                .output()
+                .expect("pgrep");
+            for pid in String::from_utf8_lossy(&found.stdout).split_whitespace() {
+                parents.push(pid.to_string());
+                sessions.push(pid.to_string());
+            }
+        }
+        assert!(!sessions.is_empty(), "no session to cut");
+        let status = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&sessions)
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_connection_dropped_mid_transfer_is_retryable_and_the_rerun_loads_the_file_once() {
+    let dir = PathBuf::from(sftp_var("KEY"))
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    let server = OwnServer::start(&dir);
+    let bank = Bank::sftp("dropped", "private_key: \"${BANK_SFTP_KEY}\"");
+    let connections =
+        std::fs::read_to_string(bank.ws.jobs().join("connections.yaml")).expect("read");
+    bank.ws.connections(&connections.replace(
+        &format!("port: {}", sftp_var("PORT")),
+        &format!("port: {}", server.port),
+    ));
+    bank.job("bank", "bank_*.json", "");
+    // Large enough that the transfer is still going when its session is cut.
+    let mut text = String::from("[");
+    let mut n = 0u64;
+    while text.len() < 256 << 20 {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(&txn(n));
+        n += 1;
+    }
+    text.push(']');
+    bank.put("bank_01.json", text.as_bytes());
+    drop(text);
+    let spool = bank.ws.dir.path().join("tmp");
+    std::fs::create_dir_all(&spool).expect("spool dir");
+    let mut command = bank
+        .ws
+        .command(&["run", "--job", "bank", "--output", "json"]);
+    command
+        .env("TMPDIR", &spool)
+        .env(
+            "BANK_SFTP_KEY",
+            std::fs::read_to_string(sftp_var("KEY")).expect("key"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let child = command.spawn().expect("spawn sluice");
+    // Cut once the copy has begun.
+    let started = std::time::Instant::now();
+    loop {
+        let copied: u64 = std::fs::read_dir(spool.join("sluice-spool"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if copied > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the transfer never began"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.cut_sessions();
+    let run = Run(child.wait_with_output().expect("wait"));
+    let summary = run.stdout();
+    assert_eq!(
+        run.code(),
+        75,
+        "a dropped connection is retryable: {summary}"
+    );
+    assert!(summary.contains("\"status\":\"failed\""), "{summary}");
+    assert!(
+        bank.ws.parquet_files("bank").is_empty(),
+        "nothing of the cut run stands"
+    );
+    assert_eq!(
+        std::fs::read_dir(spool.join("sluice-spool"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "the partial copy is removed"
+    );
+    let rerun = bank.run_ok("bank");
+    assert_eq!(rerun["rows"], n, "{rerun}");
 }
