@@ -180,11 +180,23 @@ impl RunSummary {
                 self.seconds.total,
                 self.notes()
             ),
-            RunStatus::UpToDate => match &self.window.lo {
-                Some(watermark) => {
+            RunStatus::UpToDate => match (&self.window.lo, &self.source_files) {
+                (_, Some(files)) => format!(
+                    "{}: up to date, no new complete file{}",
+                    self.job,
+                    if files.waiting > 0 {
+                        format!(
+                            " ({} waiting: still being written, unmarked, or beyond max_files)",
+                            files.waiting
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+                (Some(watermark), None) => {
                     format!("{}: up to date, nothing new after {watermark}", self.job)
                 }
-                None => format!("{}: up to date, the source has no rows", self.job),
+                (None, None) => format!("{}: up to date, the source has no rows", self.job),
             },
             RunStatus::Failed => format!(
                 "{}: FAILED ({}): {}",

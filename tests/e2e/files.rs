@@ -300,6 +300,21 @@ fn a_growing_file_waits_a_marked_file_loads_and_a_key_logs_in() {
     age(&bank.root.join("bank_02.json"), 0);
     let first = bank.run_ok("bank");
     assert_eq!(first["status"], "up_to_date", "{first}");
+    assert_eq!(first["source_files"]["waiting"], 2, "{first}");
+    let said = bank
+        .ws
+        .command(&["run", "--job", "bank"])
+        .env(
+            "BANK_SFTP_KEY",
+            std::fs::read_to_string(sftp_var("KEY")).expect("key"),
+        )
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .expect("run");
+    assert!(
+        said.contains("bank: up to date, no new complete file (2 waiting"),
+        "{said}"
+    );
 
     bank.put("bank_01.json.done", b"");
     let second = bank.run_ok("bank");

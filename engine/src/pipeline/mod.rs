@@ -206,6 +206,7 @@ async fn attempt(
     else {
         tracing::info!("no new rows");
         summary.status = RunStatus::UpToDate;
+        summary.report(source.planned());
         summary.window = Window {
             cursor: job.cursor.clone(),
             lo: state.value.watermark.clone(),

@@ -75,6 +75,12 @@ pub trait Source: Send {
         now: DateTime<Utc>,
     ) -> Result<Option<Window>>;
 
+    /// What planning found, for a run with nothing new to read (a file feed's files
+    /// still being written).
+    fn planned(&self) -> Report {
+        Report::Table
+    }
+
     /// Streams the planned rows as batches of bounded size (the driver reads ahead at
     /// most two batches).
     fn extract(

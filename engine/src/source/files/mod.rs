@@ -198,6 +198,10 @@ impl Source for FileSource {
         Ok((!self.plan.load.is_empty()).then(Window::everything))
     }
 
+    fn planned(&self) -> Report {
+        Report::Files(self.plan.report.clone())
+    }
+
     fn extract(self: Box<Self>, _: Vec<SourceColumn>, _: Window, run: RunContext) -> Extract {
         super::produced("the files", move |tx| consume(*self, run, tx))
     }
