@@ -136,6 +136,17 @@ impl RunSummary {
         }
     }
 
+    /// Keeps what the source acknowledged after the commit: the messages a queue
+    /// deleted, the files a file feed moved or deleted.
+    pub fn acknowledged(&mut self, n: u64) {
+        if let Some(feed) = self.feed.as_mut() {
+            feed.deleted = n;
+        }
+        if let Some(files) = self.source_files.as_mut() {
+            files.after_load += n;
+        }
+    }
+
     /// Marks the run failed with `error`'s class and message.
     pub fn fail(&mut self, error: &Error) {
         self.status = RunStatus::Failed;

@@ -61,7 +61,7 @@ const API_FIELDS: [&str; 8] = [
 ];
 
 /// The fields the row gives that `takes` does not list.
-fn foreign(source: &SourceSpec, takes: &[&str]) -> Vec<&'static str> {
+pub(super) fn foreign(source: &SourceSpec, takes: &[&str]) -> Vec<&'static str> {
     given(source)
         .into_iter()
         .filter_map(|(name, given)| (given && !takes.contains(&name)).then_some(name))

@@ -481,30 +481,14 @@ fn keys(path: &str) -> Result<Vec<String>, String> {
 
 /// A file job takes `files`, `record` and `message_columns` of the source's fields.
 fn check_source_fields(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) {
-    let given = [
-        ("table", source.table.is_some()),
-        ("query", source.query.is_some()),
-        ("cursor", source.cursor.is_some()),
-        ("primary_key", source.primary_key.is_some()),
-        ("lag", source.lag.is_some()),
-        ("split", source.split.is_some()),
-        ("queue", source.queue.is_some()),
-        ("request", source.request.is_some()),
-        ("soap", source.soap.is_some()),
-        ("parent", source.parent.is_some()),
-        ("window", source.window.is_some()),
-        ("fields", source.fields.is_some()),
-    ];
-    for (field, given) in given {
-        if given {
-            bad(
-                &format!("source.{field}"),
-                format!(
-                    "connection `{}` is a file store: a file job gives `files` (which files and how they are read), `record` and `message_columns`; its progress is the files each run loaded",
-                    source.connection
-                ),
-            );
-        }
+    for field in feed::foreign(source, &["record", "message_columns", "files"]) {
+        bad(
+            &format!("source.{field}"),
+            format!(
+                "connection `{}` is a file store: a file job gives `files` (which files and how they are read), `record` and `message_columns`; its progress is the files each run loaded",
+                source.connection
+            ),
+        );
     }
 }
 

@@ -322,14 +322,7 @@ async fn acknowledge(consumed: Consumed, summary: &mut RunSummary) {
         return;
     };
     match ack.acknowledge().await {
-        Ok(n) => {
-            if let Some(feed) = summary.feed.as_mut() {
-                feed.deleted = n;
-            }
-            if let Some(files) = summary.source_files.as_mut() {
-                files.after_load += n;
-            }
-        }
+        Ok(n) => summary.acknowledged(n),
         Err(e) => {
             tracing::warn!(error = %e.report(), "could not acknowledge what the run consumed; its redelivery will be skipped")
         }

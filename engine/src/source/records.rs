@@ -420,7 +420,7 @@ fn decode_field(field: &Column, value: Option<&Value>) -> std::result::Result<Ce
 
 /// A key as it is matched to a field: lower case, letters and digits only, so that
 /// `TruckId`, `truckId` and `TRUCK_ID` all find `truck_id`.
-fn folded(key: &str) -> String {
+pub(crate) fn folded(key: &str) -> String {
     key.chars()
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())

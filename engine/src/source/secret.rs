@@ -39,6 +39,37 @@ pub async fn connection_url(
     url_from_secret(secret_id, &text, kind)
 }
 
+/// The values of a connection's `${KEY}` placeholders: its secret's keys first (an API's
+/// or an SFTP server's), then the environment.
+pub struct Placeholders<'a> {
+    from_secret: std::collections::BTreeMap<String, String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> Placeholders<'a> {
+    /// Reads the connection's secret, if it names one.
+    pub async fn read(
+        secret: Option<&str>,
+        connection: &str,
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Result<Placeholders<'a>> {
+        let from_secret = match secret {
+            Some(id) => placeholder_values(id)
+                .await
+                .map_err(|e| e.context(format!("connection `{connection}`")))?,
+            None => Default::default(),
+        };
+        Ok(Placeholders { from_secret, env })
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.from_secret
+            .get(key)
+            .cloned()
+            .or_else(|| (self.env)(key))
+    }
+}
+
 /// Reads an API connection's secret: a JSON object whose keys fill the connection's
 /// `${KEY}` placeholders (strings as they are, numbers and booleans as their text).
 pub async fn placeholder_values(

@@ -12,6 +12,7 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use sha2::{Digest, Sha256};
 
+use crate::source::records::folded;
 use crate::spec::files::{FileCompression, FileFormat};
 
 /// Where a file stopped being readable.
@@ -249,8 +250,8 @@ fn csv(
         .iter()
         .map(|f| {
             headers.iter().position(|h| h == f).or_else(|| {
-                let want = fold(f);
-                headers.iter().position(|h| fold(h) == want)
+                let want = folded(f);
+                headers.iter().position(|h| folded(h) == want)
             })
         })
         .collect();
@@ -292,13 +293,6 @@ fn csv(
         index += 1;
     }
     Ok(())
-}
-
-fn fold(name: &str) -> String {
-    name.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
 }
 
 /// A streaming JSON reader that finds the records and hands each one's text on.

@@ -73,13 +73,9 @@ impl Sftp {
         spec: &SftpConnection,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Sftp> {
-        let from_secret = match &spec.secret {
-            Some(id) => crate::source::secret::placeholder_values(id)
-                .await
-                .map_err(|e| e.context(format!("connection `{name}`")))?,
-            None => Default::default(),
-        };
-        let lookup = |key: &str| from_secret.get(key).cloned().or_else(|| env(key));
+        let placeholders =
+            crate::source::secret::Placeholders::read(spec.secret.as_deref(), name, env).await?;
+        let lookup = |key: &str| placeholders.get(key);
         let mut secrets = Vec::new();
         let mut fill = |template: &str, secret: bool| -> Result<String> {
             let (value, found) = crate::source::resolve_url(template, name, &lookup)?;

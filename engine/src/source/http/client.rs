@@ -4,7 +4,6 @@
 //! honouring `Retry-After`, and says what is wrong with the rest — the URL without its
 //! secrets, the status and a short excerpt of the body.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -111,13 +110,10 @@ impl Client {
         spec: &HttpConnection,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Arc<Self>> {
-        let from_secret: BTreeMap<String, String> = match &spec.secret {
-            Some(id) => crate::source::secret::placeholder_values(id)
-                .await
-                .map_err(|e| e.context(format!("connection `{connection}`")))?,
-            None => BTreeMap::new(),
-        };
-        let lookup = |name: &str| from_secret.get(name).cloned().or_else(|| env(name));
+        let placeholders =
+            crate::source::secret::Placeholders::read(spec.secret.as_deref(), connection, env)
+                .await?;
+        let lookup = |name: &str| placeholders.get(name);
         let mut secrets: Vec<String> = Vec::new();
         let mut derived: Vec<String> = Vec::new();
         let mut fill = |template: &str| -> Result<String> {
