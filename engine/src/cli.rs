@@ -106,6 +106,10 @@ pub enum Command {
         /// The SQL; lake tables are named as their folders (`SELECT * FROM orders`).
         sql: String,
     },
+    /// Starts, follows and explains the state machine's executions (AWS Step Functions):
+    /// reruns and backfills without the console, and what each job of a run did.
+    #[command(subcommand)]
+    Executions(ExecutionsCommand),
     /// Builds a demo database (a logistics company), runs the demo jobs into a local
     /// lake, changes the source, runs them again incrementally and queries the result.
     Demo {
@@ -156,6 +160,18 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub lease: LeaseArgs,
+
+    /// The Step Functions task token, which the state machine puts in the task's
+    /// environment: the run heartbeats while it runs and reports its summary (or its error
+    /// name: Sluice.User, Sluice.Retryable, Sluice.Busy, Sluice.Internal) to the
+    /// execution. Names one job. Without it nothing is reported.
+    #[arg(long, env = "SLUICE_TASK_TOKEN", hide_env_values = true)]
+    pub task_token: Option<String>,
+
+    /// How often a run with a task token heartbeats: well under the state's
+    /// HeartbeatSeconds (Terraform passes a quarter of it).
+    #[arg(long, env = "SLUICE_HEARTBEAT_EVERY", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_every: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +231,67 @@ pub enum JobsCommand {
     Diff {
         /// The folder of job files.
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MachineArgs {
+    /// The state machine that runs the jobs (terraform output state_machine_arn).
+    #[arg(long = "state-machine", env = "SLUICE_STATE_MACHINE")]
+    pub state_machine: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutionsCommand {
+    /// Starts the state machine for the named jobs, or for every enabled job row (--all),
+    /// and prints the execution's ARN and console page: a rerun, or a backfill after
+    /// `sluice state rewind`.
+    Start {
+        #[command(flatten)]
+        machine: MachineArgs,
+        /// A job to run (repeatable).
+        #[arg(
+            long = "job",
+            id = "job",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        job_ids: Vec<String>,
+        /// Every enabled job row, as the schedule runs them.
+        #[arg(long)]
+        all: bool,
+        /// The execution's name (default: manual-TIME-XXXX); the runs keep it as their
+        /// trigger.
+        #[arg(long)]
+        name: Option<String>,
+        /// Follows the execution as `watch` does; the exit code is its outcome.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Follows an execution (its name or ARN): one line per job as it finishes, then the
+    /// outcome. Exit code: 0 when it succeeded, else the worst failed job's class.
+    Watch {
+        #[command(flatten)]
+        machine: MachineArgs,
+        execution: String,
+    },
+    /// Lists the newest executions: start, status, duration, name.
+    List {
+        #[command(flatten)]
+        machine: MachineArgs,
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+    },
+    /// Shows an execution (its name or ARN) and, per job: status, attempts, duration,
+    /// rows, error name and message. Exit code as `watch`'s.
+    Show {
+        #[command(flatten)]
+        machine: MachineArgs,
+        execution: String,
+        /// `json` prints the execution and its jobs (with their run summaries) as one
+        /// object.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
@@ -346,7 +423,54 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             crate::outln!("{}", crate::query::render(&batches)?);
             Ok(None)
         }
+        Command::Executions(command) => executions(command).await,
         Command::Demo { dir } => crate::demo::run(&dir).await.map(|()| None),
+    }
+}
+
+async fn executions(command: ExecutionsCommand) -> Result<Option<ErrorClass>> {
+    use crate::stepfn::executions::Machine;
+    match command {
+        ExecutionsCommand::Start {
+            machine,
+            job_ids,
+            all: _,
+            name,
+            watch,
+        } => {
+            let machine = Machine::open(machine.state_machine.as_deref()).await?;
+            let execution = machine.start(&job_ids, name.as_deref()).await?;
+            if watch {
+                return machine.watch(&execution.arn()).await;
+            }
+            Ok(None)
+        }
+        ExecutionsCommand::Watch { machine, execution } => {
+            Machine::open(machine.state_machine.as_deref())
+                .await?
+                .watch(&execution)
+                .await
+        }
+        ExecutionsCommand::List { machine, limit } => {
+            let machine = Machine::open(machine.state_machine.as_deref()).await?;
+            print_lines(machine.list(limit).await?)
+        }
+        ExecutionsCommand::Show {
+            machine,
+            execution,
+            output,
+        } => {
+            let machine = Machine::open(machine.state_machine.as_deref()).await?;
+            let shown = machine.show(&execution).await?;
+            match output {
+                Output::Text => print_lines(shown.lines())?,
+                Output::Json => {
+                    print_json(&shown, true)?;
+                    None
+                }
+            };
+            Ok(shown.class)
+        }
     }
 }
 
@@ -393,17 +517,43 @@ async fn context(places: &Places, lease: &LeaseArgs) -> Result<pipeline::Context
 }
 
 async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
+    let interrupt = crate::interrupt::Interrupt::listen()?;
+    let Some(token) = args.task_token.clone() else {
+        return run_jobs(places, &args, interrupt)
+            .await
+            .map(|(_, worst)| worst);
+    };
+    let task =
+        crate::stepfn::task::Task::start(token, args.heartbeat_every, interrupt.clone()).await;
+    let outcome = match (args.all, args.job_ids.len()) {
+        (false, 1) => run_jobs(places, &args, interrupt).await,
+        _ => Err(Error::user(
+            "a run with a task token (SLUICE_TASK_TOKEN) reports one job to its state machine: name exactly one --job",
+        )),
+    };
+    task.report(outcome.as_ref().map(|(summaries, _)| summaries.as_slice()))
+        .await;
+    outcome.map(|(_, worst)| worst)
+}
+
+/// Runs the selected jobs one after the other; their summaries and the worst outcome.
+async fn run_jobs(
+    places: &Places,
+    args: &RunArgs,
+    interrupt: crate::interrupt::Interrupt,
+) -> Result<(Vec<RunSummary>, Option<ErrorClass>)> {
     let set = job::load(&places.jobs).await?;
     let mut ctx = context(places, &args.lease).await?;
     ctx.trigger = args.trigger.clone();
     ctx.memory_limit = args.memory_limit;
-    ctx.interrupt = crate::interrupt::Interrupt::listen()?;
+    ctx.interrupt = interrupt;
     let selected = select(&set, &args.job_ids, args.all)?;
     if selected.is_empty() {
         eprintln!("no enabled job rows in {}", set.origin);
     }
     let mut metrics = Metrics::new(args.metrics, &args.metrics_namespace);
     let mut worst: Option<ErrorClass> = None;
+    let mut summaries = Vec::with_capacity(selected.len());
     for row in selected {
         let summary = match &row.job {
             Ok(job) => {
@@ -419,6 +569,7 @@ async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
         }
         metrics.record(&summary);
         print_summary(&summary, args.output)?;
+        summaries.push(summary);
         if let Some(signal) = ctx.interrupt.received() {
             tracing::warn!(signal, "interrupted: the jobs after this one do not start");
             break;
@@ -428,7 +579,7 @@ async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
         // The runs' outcome stands; missing metrics show as a gap and in this log line.
         tracing::error!(error = %e.report(), "could not send the run metrics");
     }
-    Ok(worst)
+    Ok((summaries, worst))
 }
 
 async fn state(places: &Places, command: StateCommand) -> Result<Option<ErrorClass>> {
@@ -562,19 +713,10 @@ fn failed_summary(id: Option<&str>, error: &Error) -> RunSummary {
     summary
 }
 
-/// The worst outcome decides the exit code: an interruption (the runs were cut short), a
-/// bug, then a user error (retrying cannot help it), then a transient failure, then a busy
-/// lease.
+/// The worst outcome decides the exit code (`ErrorClass::severity`).
 fn worse(current: Option<ErrorClass>, new: ErrorClass) -> ErrorClass {
-    let rank = |c: ErrorClass| match c {
-        ErrorClass::Interrupted => 4,
-        ErrorClass::Internal => 3,
-        ErrorClass::User => 2,
-        ErrorClass::External => 1,
-        ErrorClass::Busy => 0,
-    };
     match current {
-        Some(c) if rank(c) >= rank(new) => c,
+        Some(c) if c.severity() >= new.severity() => c,
         _ => new,
     }
 }

@@ -1,8 +1,9 @@
 //! Errors, classified where they are born.
 //!
 //! Every error says who is at fault and whether a retry can help. The class decides the
-//! process exit code (see `main.rs`), and the exit code decides whether the Step Functions
-//! state machine retries the task: only `External` errors are retried.
+//! process exit code (see `main.rs`) and the error name a task reports to the Step
+//! Functions state machine (`state_error`), on which its retries match: only `External`
+//! errors (and interrupted runs) are retried.
 
 use std::fmt;
 
@@ -42,6 +43,42 @@ impl ErrorClass {
 
     pub fn retryable(self) -> bool {
         matches!(self, ErrorClass::External)
+    }
+
+    /// How bad an outcome is, when several runs' are one exit code: an interruption (the
+    /// runs were cut short), a bug, a user error (retrying cannot help it), a transient
+    /// failure, a busy lease.
+    pub fn severity(self) -> u8 {
+        match self {
+            ErrorClass::Interrupted => 4,
+            ErrorClass::Internal => 3,
+            ErrorClass::User => 2,
+            ErrorClass::External => 1,
+            ErrorClass::Busy => 0,
+        }
+    }
+
+    /// The error name a task reports to Step Functions for this class (`SendTaskFailure`);
+    /// the state machine's retries and catches match on these names. An interrupted run
+    /// left nothing committed and is retried like a transient failure.
+    pub fn state_error(self) -> &'static str {
+        match self {
+            ErrorClass::User => "Sluice.User",
+            ErrorClass::Busy => "Sluice.Busy",
+            ErrorClass::External | ErrorClass::Interrupted => "Sluice.Retryable",
+            ErrorClass::Internal => "Sluice.Internal",
+        }
+    }
+
+    /// The class behind an error name an execution shows: ours, or the state machine's
+    /// own (a task that could not start, stopped heartbeating or timed out is retryable).
+    pub fn from_state_error(name: &str) -> Self {
+        match name {
+            "Sluice.User" => ErrorClass::User,
+            "Sluice.Busy" => ErrorClass::Busy,
+            "Sluice.Internal" => ErrorClass::Internal,
+            _ => ErrorClass::External,
+        }
     }
 }
 
@@ -220,6 +257,26 @@ mod tests {
         assert_eq!(
             all.iter().filter(|c| c.retryable()).collect::<Vec<_>>(),
             vec![&ErrorClass::External]
+        );
+    }
+
+    #[test]
+    fn state_error_names_round_trip() {
+        for class in [
+            ErrorClass::Busy,
+            ErrorClass::User,
+            ErrorClass::External,
+            ErrorClass::Internal,
+        ] {
+            assert_eq!(ErrorClass::from_state_error(class.state_error()), class);
+        }
+        assert_eq!(
+            ErrorClass::from_state_error(ErrorClass::Interrupted.state_error()),
+            ErrorClass::External
+        );
+        assert_eq!(
+            ErrorClass::from_state_error("States.HeartbeatTimeout"),
+            ErrorClass::External
         );
     }
 

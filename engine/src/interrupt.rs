@@ -3,6 +3,12 @@
 //! a crash: its files are referenced by no commit, never read, and swept by the next run
 //! —, its lease is released at once (instead of expiring), no further job starts, and the
 //! process exits 130. A second signal ends the process at once.
+//!
+//! The run can also be stopped from within, the same way: a task whose state machine no
+//! longer waits for it (`stepfn::task`) stops its run, so that a retry is not kept out by
+//! its lease.
+
+use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -11,12 +17,30 @@ use crate::error::{Error, ErrorClass, Result};
 
 /// Whether (and by which signal) the process has been asked to stop.
 #[derive(Clone)]
-pub struct Interrupt(watch::Receiver<Option<&'static str>>);
+pub struct Interrupt {
+    rx: watch::Receiver<Option<&'static str>>,
+    tx: Arc<watch::Sender<Option<&'static str>>>,
+}
 
 impl Interrupt {
-    /// Never fires: for runs that no signal handler watches (library use, tests).
+    /// Fires only by `stop`: for runs that no signal handler watches (library use, tests).
     pub fn never() -> Self {
-        Self(watch::channel(None).1)
+        let (tx, rx) = watch::channel(None);
+        Self {
+            rx,
+            tx: Arc::new(tx),
+        }
+    }
+
+    /// Stops the run in progress as a first signal does; `by` says who asked.
+    pub fn stop(&self, by: &'static str) {
+        self.tx.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(by);
+            }
+            first
+        });
     }
 
     /// Installs the handlers for SIGINT and SIGTERM; call inside the runtime.
@@ -27,7 +51,8 @@ impl Interrupt {
         };
         let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
         let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
-        let (tx, rx) = watch::channel(None);
+        let stopper = Self::never();
+        let handled = stopper.clone();
         tokio::spawn(async move {
             let first = tokio::select! {
                 _ = int.recv() => "SIGINT",
@@ -37,26 +62,24 @@ impl Interrupt {
                 signal = first,
                 "stopping: the run in progress ends uncommitted and releases its lease; a second signal ends the process at once"
             );
-            // Nobody listening (the command has no run in progress) is fine.
-            let _ = tx.send(Some(first));
+            handled.stop(first);
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             std::process::exit(ErrorClass::Interrupted.exit_code());
         });
-        Ok(Self(rx))
+        Ok(stopper)
     }
 
-    /// The signal received, if one was.
+    /// The signal received (or who stopped the run), if any.
     pub fn received(&self) -> Option<&'static str> {
-        *self.0.borrow()
+        *self.rx.borrow()
     }
 
-    /// Waits for a signal and returns the error that ends the run; never returns when no
-    /// handler is installed.
+    /// Waits for a signal (or a `stop`) and returns the error that ends the run.
     pub async fn error(&self) -> Error {
-        let mut rx = self.0.clone();
+        let mut rx = self.rx.clone();
         match rx.wait_for(Option::is_some).await {
             Ok(signal) => interrupted((*signal).unwrap_or("a signal")),
             Err(_) => std::future::pending().await,

@@ -20,6 +20,7 @@ pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod stdout;
+pub mod stepfn;
 pub mod store;
 pub mod summary;
 pub mod telemetry;
