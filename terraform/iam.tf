@@ -121,6 +121,12 @@ data "aws_iam_policy_document" "task" {
     ]
   }
   statement {
+    # The task reports to the execution that started it (its task token), and heartbeats.
+    sid       = "ReportToStateMachine"
+    actions   = ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"]
+    resources = [local.state_machine_arn]
+  }
+  statement {
     sid       = "Metrics"
     actions   = ["cloudwatch:PutMetricData"]
     resources = ["*"] # PutMetricData has no resource; the namespace condition bounds it
@@ -177,19 +183,9 @@ data "aws_iam_policy_document" "states" {
     }
   }
   statement {
-    sid       = "WatchTasks"
-    actions   = ["ecs:StopTask", "ecs:DescribeTasks"]
-    resources = ["arn:${local.partition}:ecs:${var.region}:${local.account_id}:task/${aws_ecs_cluster.main.name}/*"]
-  }
-  statement {
     sid       = "PassTaskRoles"
     actions   = ["iam:PassRole"]
     resources = [aws_iam_role.execution.arn, aws_iam_role.task.arn]
-  }
-  statement {
-    sid       = "SyncRule"
-    actions   = ["events:PutTargets", "events:PutRule", "events:DescribeRule"]
-    resources = ["arn:${local.partition}:events:${var.region}:${local.account_id}:rule/StepFunctionsGetEventsForECSTaskRule"]
   }
   statement {
     sid       = "Alert"
@@ -292,4 +288,25 @@ resource "aws_iam_role_policy" "flow_logs" {
   name   = "write-flow-logs"
   role   = aws_iam_role.flow_logs.id
   policy = data.aws_iam_policy_document.flow_logs.json
+}
+
+# --- Operators: `sluice executions start / watch / list / show` ---
+
+data "aws_iam_policy_document" "operators" {
+  statement {
+    sid       = "StartAndList"
+    actions   = ["states:StartExecution", "states:ListExecutions", "states:DescribeStateMachine"]
+    resources = [local.state_machine_arn]
+  }
+  statement {
+    sid       = "ReadExecutions"
+    actions   = ["states:DescribeExecution", "states:GetExecutionHistory"]
+    resources = ["${local.state_machine_execution_arn}:*"]
+  }
+}
+
+resource "aws_iam_policy" "operators" {
+  name        = "${local.name}-operators"
+  description = "What `sluice executions` needs: start, list, describe and read the history of the run-jobs state machine's executions. Attach it to the engineers' role."
+  policy      = data.aws_iam_policy_document.operators.json
 }

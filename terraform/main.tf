@@ -19,6 +19,12 @@ locals {
   athena_prefix  = "athena-results"
   container_name = "sluice"
 
+  # The state machine's ARNs, known before it exists: the task role (which the task
+  # definition, and so the state machine, names) may report only to it.
+  state_machine_name          = "${local.name}-run-jobs"
+  state_machine_arn           = "arn:${local.partition}:states:${var.region}:${local.account_id}:stateMachine:${local.state_machine_name}"
+  state_machine_execution_arn = "arn:${local.partition}:states:${var.region}:${local.account_id}:execution:${local.state_machine_name}"
+
   tags = merge(var.tags, {
     Application = "sluice"
     ManagedBy   = "terraform"

@@ -116,7 +116,7 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_db" {
 
 resource "aws_vpc_security_group_egress_rule" "tasks_to_endpoints" {
   security_group_id            = aws_security_group.tasks.id
-  description                  = "HTTPS to the interface endpoints (ECR, logs, secrets, STS, metrics)"
+  description                  = "HTTPS to the interface endpoints (ECR, logs, secrets, STS, metrics, Step Functions)"
   referenced_security_group_id = aws_security_group.endpoints.id
   ip_protocol                  = "tcp"
   from_port                    = 443
@@ -168,7 +168,7 @@ resource "aws_vpc_endpoint" "dynamodb" {
 }
 
 resource "aws_vpc_endpoint" "interface" {
-  for_each            = toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sts", "monitoring", "glue", "sqs"])
+  for_each            = toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sts", "monitoring", "glue", "sqs", "states"])
   vpc_id              = aws_vpc.main.id
   service_name        = "com.amazonaws.${var.region}.${each.key}"
   vpc_endpoint_type   = "Interface"

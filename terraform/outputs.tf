@@ -19,8 +19,30 @@ output "repository_url" {
 }
 
 output "state_machine_arn" {
-  description = "The state machine that runs the jobs; start it with {} for every enabled job or {\"jobs\": [...]}."
+  description = "The state machine that runs the jobs (SLUICE_STATE_MACHINE): `sluice executions start --job ID` runs jobs, `sluice executions show NAME` says what each did."
   value       = aws_sfn_state_machine.run_jobs.arn
+}
+
+output "operator_env" {
+  description = "The environment of an engineer's `sluice` against this deployment: eval \"$(terraform output -raw operator_env)\"."
+  value = join("\n", [
+    "export SLUICE_STATE_MACHINE=${aws_sfn_state_machine.run_jobs.arn}",
+    "export SLUICE_JOBS=dynamodb://${aws_dynamodb_table.jobs.name}",
+    "export SLUICE_STATE=dynamodb://${aws_dynamodb_table.state.name}",
+    "export SLUICE_LAKE=s3://${aws_s3_bucket.lake.bucket}/${local.lake_prefix}",
+    "export SLUICE_CATALOG=glue://${aws_glue_catalog_database.lake.name}",
+    "export AWS_REGION=${var.region}",
+  ])
+}
+
+output "operator_policy_arn" {
+  description = "The managed policy `sluice executions` needs (start, list, describe, history on this state machine): attach it to the engineers' role."
+  value       = aws_iam_policy.operators.arn
+}
+
+output "operator_policy_json" {
+  description = "The same policy as a document, for roles managed elsewhere."
+  value       = data.aws_iam_policy_document.operators.json
 }
 
 output "alert_topic_arn" {

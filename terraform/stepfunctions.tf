@@ -8,7 +8,7 @@ resource "aws_cloudwatch_log_group" "states" {
 }
 
 resource "aws_sfn_state_machine" "run_jobs" {
-  name     = "${local.name}-run-jobs"
+  name     = local.state_machine_name
   role_arn = aws_iam_role.states.arn
   type     = "STANDARD"
 
@@ -22,6 +22,10 @@ resource "aws_sfn_state_machine" "run_jobs" {
     alert_topic_arn      = aws_sns_topic.alerts.arn
     max_concurrency      = var.max_concurrency
     task_timeout_seconds = var.task_timeout_seconds
+    # The task heartbeats four times per HeartbeatSeconds: one lost beat is not a hang.
+    heartbeat_seconds      = var.task_heartbeat_seconds
+    heartbeat_every        = "${max(1, floor(var.task_heartbeat_seconds / 4))}s"
+    retry_interval_seconds = var.job_retry_interval_seconds
     region               = var.region
     log_group_url        = replace(aws_cloudwatch_log_group.tasks.name, "/", "$252F")
     map_processor_config = jsonencode(var.distributed_map ? { Mode = "DISTRIBUTED", ExecutionType = "STANDARD" } : { Mode = "INLINE" })

@@ -156,6 +156,28 @@ variable "task_timeout_seconds" {
   }
 }
 
+variable "task_heartbeat_seconds" {
+  description = "How long a job's task may go without a heartbeat before Step Functions counts it dead or hung and retries it (the task beats four times as often)."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.task_heartbeat_seconds >= 20 && var.task_heartbeat_seconds <= 3600
+    error_message = "task_heartbeat_seconds must be between 20 and 3600."
+  }
+}
+
+variable "job_retry_interval_seconds" {
+  description = "The first wait before a job that reported Sluice.Retryable (or stopped heartbeating) runs again; it doubles on each retry, with full jitter."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.job_retry_interval_seconds >= 1 && var.job_retry_interval_seconds <= 900
+    error_message = "job_retry_interval_seconds must be between 1 and 900."
+  }
+}
+
 variable "schedule_expression" {
   description = "When the jobs run: an EventBridge Scheduler expression, e.g. cron(15 * * * ? *) or rate(1 hour)."
   type        = string
