@@ -11,6 +11,7 @@ Writes "MOTO_PORT FRONT_PORT" to PORT_FILE once both listen, then serves until k
 
 import gzip
 import http.client
+import inspect
 import json
 import os
 import socket
@@ -25,6 +26,7 @@ import cbor2
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 import moto.sqs.models
+import moto.stepfunctions.responses
 from moto.core import utils as moto_utils
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
@@ -67,6 +69,43 @@ def serial_sqs_deletes():
             return delete(queue, receipt_handle)
 
     moto.sqs.models.Queue.delete_message = serial
+
+
+def sfn_task_failure_cause():
+    """moto's SendTaskFailure passes the error name on and drops the cause, which Step
+    Functions keeps (and a Catch puts in $.failure.Cause). Passing it on is the whole
+    change."""
+
+    def send_task_failure(self):
+        backend = self.stepfunction_backend
+        given = {"error": self._get_param("error"), "cause": self._get_param("cause")}
+        # Only the executing engine's backend (execute_state_machine) takes a cause.
+        taken = inspect.signature(backend.send_task_failure).parameters
+        backend.send_task_failure(self._get_param("taskToken"), **{k: v for k, v in given.items() if k in taken})
+        return moto.stepfunctions.responses.EmptyResult()
+
+    moto.stepfunctions.responses.StepFunctionResponse.send_task_failure = send_task_failure
+
+
+def sfn_token_per_attempt():
+    """Step Functions gives each attempt of a `.waitForTaskToken` task (each retry) a new
+    task token; moto gives the state one token for all its attempts, so a retry inherits
+    the outcome its failed attempt reported and fails at once, while its task runs on. A
+    new token per attempt is the whole change."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        resource,
+        state_task_service_callback,
+    )
+
+    service = state_task_service_callback.StateTaskServiceCallback
+    attempt = service._eval_execution
+
+    def per_attempt(self, env):
+        if self.resource.condition == resource.ResourceCondition.WaitForTaskToken:
+            env.callback_pool_manager.add(env.states.context_object.update_task_token())
+        return attempt(self, env)
+
+    service._eval_execution = per_attempt
 
 
 class CloudWatchFront(BaseHTTPRequestHandler):
@@ -123,6 +162,8 @@ def main():
     os.environ["MOTO_PORT"] = str(moto_port)
     fast_sqs_clock()
     serial_sqs_deletes()
+    sfn_task_failure_cause()
+    sfn_token_per_attempt()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
     moto.start()
     CloudWatchFront.moto_port = moto_port

@@ -45,12 +45,17 @@ def unique():
 
 
 @pytest.fixture(scope="session")
-def sluice(endpoint):
-    """Runs the sluice binary (built by cargo test) against moto."""
-    binary = os.environ.get("SLUICE_BIN") or str(
+def sluice_bin():
+    """The sluice binary built by cargo test."""
+    return os.environ.get("SLUICE_BIN") or str(
         Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "sluice"
     )
-    env = dict(
+
+
+@pytest.fixture(scope="session")
+def sluice_env(endpoint):
+    """The environment of a sluice process against moto."""
+    return dict(
         os.environ,
         AWS_ENDPOINT_URL=endpoint,
         AWS_REGION=REGION,
@@ -59,9 +64,42 @@ def sluice(endpoint):
         SLUICE_LOG_FORMAT="json",
     )
 
+
+@pytest.fixture(scope="session")
+def sluice_call(sluice_bin, sluice_env):
+    """Runs sluice against moto and returns the finished process, whatever its exit code."""
+
+    def call(*args, timeout=300):
+        return subprocess.run(
+            [sluice_bin, *args], env=sluice_env, capture_output=True, text=True, cwd=REPO, timeout=timeout
+        )
+
+    return call
+
+
+@pytest.fixture(scope="session")
+def sluice(sluice_call):
+    """Runs sluice against moto, requires exit 0 and returns its standard output."""
+
     def run(*args):
-        done = subprocess.run([binary, *args], env=env, capture_output=True, text=True, cwd=REPO)
+        done = sluice_call(*args)
         assert done.returncode == 0, f"sluice {' '.join(args)}: {done.stdout}\n{done.stderr}"
         return done.stdout
 
     return run
+
+
+@pytest.fixture
+def postgres_database(unique):
+    """A new, empty PostgreSQL database on the server scripts/test starts; its URL."""
+    import psycopg
+
+    admin = os.environ.get("SLUICE_TEST_POSTGRES_URL")
+    if not admin:
+        pytest.fail("SLUICE_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL")
+    name = f"db_{unique}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield admin.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -17,7 +17,6 @@ import sqlite3
 import struct
 import subprocess
 from decimal import Context, Decimal
-from pathlib import Path
 
 import duckdb
 import psycopg
@@ -105,19 +104,10 @@ def assert_same(table, reader, expected, got, keys):
 
 
 @pytest.fixture
-def postgres_url(unique):
-    admin = os.environ.get("SLUICE_TEST_POSTGRES_URL")
-    if not admin:
-        pytest.fail("SLUICE_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL")
-    name = f"readers_{unique}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = admin.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(url, autocommit=True) as conn:
+def postgres_url(postgres_database):
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
         conn.execute(TORTURE_SQL)
-    yield url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return postgres_database
 
 
 def row_key(job):
@@ -167,9 +157,8 @@ def source_rows(job, jobs_dir, postgres_url, glue_types, watermark):
     return names, cur.fetchall()
 
 
-def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, unique, postgres_url):
-    binary = os.environ.get("SLUICE_BIN") or str(
-        Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug" / "sluice")
+def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, unique, postgres_url, sluice_bin):
+    binary = sluice_bin
     bucket, database = f"readers-{unique}", f"readers_{unique}"
     env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_REGION="us-east-1",
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", SLUICE_LOG_FORMAT="json")

@@ -143,3 +143,43 @@ def test_checkov_finds_nothing():
         for line in path.read_text().splitlines():
             if "checkov:skip" in line:
                 assert re.search(r"checkov:skip=CKV\w*_\d+:\S.{10,}", line), f"{path.name}: skip without a reason: {line}"
+
+
+def policy_statements(name):
+    """The statements of `data "aws_iam_policy_document" NAME` in iam.tf, by sid."""
+    for block in parsed()["iam.tf"]["data"]:
+        body = block.get("aws_iam_policy_document", {}).get(name)
+        if body:
+            return {s.get("sid"): s for s in body["statement"]}
+    raise AssertionError(f"no policy document {name}")
+
+
+def test_tasks_report_only_to_their_state_machine_and_operators_only_start_and_read_it():
+    main = parsed()["main.tf"]["locals"][0]
+    assert main["state_machine_arn"].endswith(":stateMachine:${local.state_machine_name}")
+    machine = next(
+        b["aws_sfn_state_machine"]["run_jobs"] for b in parsed()["stepfunctions.tf"]["resource"] if "aws_sfn_state_machine" in b
+    )
+    assert machine["name"] == "${local.state_machine_name}"
+
+    task = policy_statements("task")
+    states = [s for s in task.values() if any(a.startswith("states:") for a in s["actions"])]
+    assert len(states) == 1, states
+    assert sorted(states[0]["actions"]) == ["states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"]
+    assert states[0]["resources"] == ["${local.state_machine_arn}"]
+
+    operators = policy_statements("operators")
+    actions = sorted(a for s in operators.values() for a in s["actions"])
+    assert actions == sorted([
+        "states:StartExecution", "states:ListExecutions", "states:DescribeStateMachine",
+        "states:DescribeExecution", "states:GetExecutionHistory",
+    ])
+    assert all(r.startswith("${local.state_machine") for s in operators.values() for r in s["resources"])
+
+    # The callback integration needs neither the .sync integration's EventBridge rule nor
+    # its task watching.
+    machine_role = [a for s in policy_statements("states").values() for a in s["actions"]]
+    assert not [a for a in machine_role if a.startswith("events:") or a in ("ecs:StopTask", "ecs:DescribeTasks")]
+    # The tasks reach Step Functions without a NAT, through an interface endpoint.
+    network = (TF / "network.tf").read_text()
+    assert '"states"' in network
