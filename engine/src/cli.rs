@@ -106,6 +106,9 @@ pub enum Command {
         /// The SQL; lake tables are named as their folders (`SELECT * FROM orders`).
         sql: String,
     },
+    /// Serves SQL over the lake on HTTP for API keys (read-only; each key sees its tables):
+    /// `POST /v1/query`, `GET /v1/query?sql=`, `GET /v1/tables`, `GET /openapi.json`.
+    Serve(ServeArgs),
     /// Starts, follows and explains the state machine's executions (AWS Step Functions):
     /// reruns and backfills without the console, and what each job of a run did.
     #[command(subcommand)]
@@ -232,6 +235,33 @@ pub enum JobsCommand {
         /// The folder of job files.
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (port 0: any free port; the line `listening on …` says
+    /// which).
+    #[arg(long, env = "SLUICE_SERVE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The API keys: a YAML list of {name, sha256, tables} (the SHA-256 of each key, never
+    /// the key; tables it may read, or ["*"]).
+    #[arg(long, env = "SLUICE_SERVE_KEYS")]
+    pub keys: PathBuf,
+    /// Rows in a page when a query names no limit.
+    #[arg(long, default_value_t = 1000)]
+    pub page_rows: usize,
+    /// The most rows a page may have.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_page_rows: usize,
+    /// How long one query may run (408 beyond it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub query_timeout: Duration,
+    /// Each query's memory pool for sorts, aggregates and joins (413 beyond it).
+    #[arg(long, default_value = "256MiB", value_parser = parse_memory)]
+    pub query_memory: u64,
+    /// Queries running at once; others wait up to a second, then get 503.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Args)]
@@ -424,6 +454,25 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             Ok(None)
         }
         Command::Executions(command) => executions(command).await,
+        Command::Serve(args) => {
+            let lake = Lake::open(&places.lake)?;
+            let keys = crate::serve::keys::Keys::load(&args.keys)?;
+            let limits = crate::serve::Limits {
+                page: args.page_rows,
+                max_page: args.max_page_rows,
+                time: args.query_timeout,
+                memory: args.query_memory,
+                concurrent: args.max_concurrent,
+                queue_wait: Duration::from_secs(1),
+            };
+            let interrupt = crate::interrupt::Interrupt::listen()?;
+            let stop = async move {
+                interrupt.error().await;
+            };
+            crate::serve::serve(lake, keys, limits, args.listen, stop)
+                .await
+                .map(|()| None)
+        }
         Command::Demo { dir } => crate::demo::run(&dir).await.map(|()| None),
     }
 }

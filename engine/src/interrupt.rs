@@ -80,9 +80,14 @@ impl Interrupt {
     /// Waits for a signal (or a `stop`) and returns the error that ends the run.
     pub async fn error(&self) -> Error {
         let mut rx = self.rx.clone();
-        match rx.wait_for(Option::is_some).await {
-            Ok(signal) => interrupted((*signal).unwrap_or("a signal")),
-            Err(_) => std::future::pending().await,
+        // The borrow ends here, so that the future is Send.
+        let signal = match rx.wait_for(Option::is_some).await {
+            Ok(signal) => *signal,
+            Err(_) => None,
+        };
+        match signal {
+            Some(signal) => interrupted(signal),
+            None => std::future::pending().await,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod lake_type;
 pub mod pipeline;
 pub mod quality;
 pub mod query;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod spec;

@@ -18,7 +18,15 @@ use crate::sink::Lake;
 
 /// A DataFusion context with every table of the lake registered under its name.
 pub async fn lake_context(lake: &Lake) -> Result<SessionContext> {
-    let ctx = SessionContext::new();
+    register_tables(lake, SessionContext::new(), |_| true).await
+}
+
+/// Registers in `ctx` the lake's tables that `wanted` accepts, each under its name.
+pub async fn register_tables(
+    lake: &Lake,
+    ctx: SessionContext,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<SessionContext> {
     let base =
         url::Url::parse(lake.url()).map_err(|e| Error::internal(format!("lake url: {e}")))?;
     if base.scheme() != "file" {
@@ -39,7 +47,7 @@ pub async fn lake_context(lake: &Lake) -> Result<SessionContext> {
         let Some(name) = dir.filename().map(str::to_string) else {
             continue;
         };
-        if name.starts_with('_') || name.starts_with('.') {
+        if name.starts_with('_') || name.starts_with('.') || !wanted(&name) {
             continue;
         }
         if let Some(table) = table_from_dir(&ctx, lake, &name).await? {
@@ -50,7 +58,7 @@ pub async fn lake_context(lake: &Lake) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-async fn table_from_dir(
+pub async fn table_from_dir(
     ctx: &SessionContext,
     lake: &Lake,
     name: &str,
@@ -92,14 +100,22 @@ async fn table_from_dir(
 /// people: they are expected to be small).
 pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
     let ctx = lake_context(lake).await?;
-    let frame = ctx.sql(sql).await.map_err(|e| match unknown_table(&e) {
-        Some(name) => no_such_table(lake, &ctx, name),
-        None => classify_datafusion(e, "query"),
-    })?;
+    let frame = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| planning_error(lake, &ctx, e))?;
     frame
         .collect()
         .await
         .map_err(|e| classify_datafusion(e, "query"))
+}
+
+/// A planning error; a table the context does not have is named with the tables it has.
+pub fn planning_error(lake: &Lake, ctx: &SessionContext, e: DataFusionError) -> Error {
+    match unknown_table(&e) {
+        Some(name) => no_such_table(lake, ctx, name),
+        None => classify_datafusion(e, "query"),
+    }
 }
 
 /// The table a planning error says does not exist: DataFusion names it fully qualified

@@ -1,0 +1,188 @@
+"""`sluice serve` over the demo's lake, with real clients: urllib for every route, pyarrow
+reading the CSV, Arrow and Parquet formats, DuckDB over the same Parquet files as the
+reference."""
+
+import hashlib
+import io
+import json
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+
+import duckdb
+import pyarrow.csv
+import pyarrow.ipc
+import pyarrow.parquet
+import pytest
+
+PARTNER_KEY = "partner-secret-1"
+ANALYST_KEY = "analyst-secret-2"
+
+
+def sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, sluice_bin, sluice_env):
+    base = tmp_path_factory.mktemp("serve")
+    demo = subprocess.run([sluice_bin, "demo", "--dir", str(base / "demo")], env=sluice_env, capture_output=True, text=True)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    keys = base / "keys.yaml"
+    keys.write_text(
+        f"- {{name: partner, sha256: {sha(PARTNER_KEY)}, tables: [customers]}}\n"
+        f"- {{name: analysts, sha256: {sha(ANALYST_KEY)}, tables: ['*']}}\n"
+    )
+    lake = base / "demo" / "lake"
+    process = subprocess.Popen(
+        [sluice_bin, "--lake", str(lake), "serve", "--listen", "127.0.0.1:0", "--keys", str(keys),
+         "--page-rows", "100", "--max-page-rows", "5000", "--query-timeout", "5s", "--query-memory", "16MiB"],
+        env=sluice_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = process.stdout.readline()
+    assert line.startswith("listening on http://"), line + process.stderr.read()
+    url = line.split()[2]
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    yield {"url": url, "lake": lake, "process": process}
+    process.terminate()
+    assert process.wait(timeout=10) == 0
+
+
+def call(server, path, body=None, key=ANALYST_KEY, headers=None, method=None):
+    request = urllib.request.Request(server["url"] + path, method=method)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    if body is not None:
+        request.data = json.dumps(body).encode()
+        request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def error(reply):
+    status, _, body = reply
+    return status, json.loads(body)["error"]
+
+
+def reference(server, sql):
+    """The same question asked of DuckDB over the lake's Parquet files."""
+    con = duckdb.connect()
+    for table in ("orders", "customers"):
+        con.execute(
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{server['lake']}/{table}/**/*.parquet', hive_partitioning = true)"
+        )
+    return con.execute(sql).fetchall()
+
+
+def test_health_and_the_openapi_document_need_no_key(server):
+    assert call(server, "/health", key=None)[0] == 200
+    status, headers, body = call(server, "/openapi.json", key=None)
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert set(json.loads(body)["paths"]) >= {"/v1/query", "/v1/tables", "/v1/tables/{name}"}
+
+
+def test_a_query_answers_in_every_format_with_the_same_rows(server):
+    sql = "SELECT status, count(*) AS n FROM orders GROUP BY status ORDER BY status"
+    expected = reference(server, sql)
+    status, headers, body = call(server, "/v1/query", {"sql": sql})
+    assert status == 200 and headers["content-type"] == "application/json"
+    page = json.loads(body)
+    assert [c["name"] for c in page["columns"]] == ["status", "n"] and page["next"] is None
+    assert [(r["status"], r["n"]) for r in page["rows"]] == expected
+
+    columns = json.loads(call(server, "/v1/query", {"sql": sql, "format": "columns"})[2])
+    assert list(zip(columns["data"]["status"], columns["data"]["n"])) == expected
+
+    ndjson = call(server, "/v1/query", {"sql": sql}, headers={"Accept": "application/x-ndjson"})
+    assert ndjson[1]["content-type"] == "application/x-ndjson"
+    assert [tuple(json.loads(l).values()) for l in ndjson[2].decode().splitlines()] == expected
+
+    csv = pyarrow.csv.read_csv(io.BytesIO(call(server, "/v1/query", {"sql": sql, "format": "csv"})[2]))
+    assert list(zip(csv["status"].to_pylist(), csv["n"].to_pylist())) == expected
+
+    arrow = pyarrow.ipc.open_stream(call(server, "/v1/query", {"sql": sql, "format": "arrow"})[2]).read_all()
+    assert list(zip(arrow["status"].to_pylist(), arrow["n"].to_pylist())) == expected
+
+    parquet = pyarrow.parquet.read_table(io.BytesIO(call(server, "/v1/query", {"sql": sql, "format": "parquet"})[2]))
+    assert list(zip(parquet["status"].to_pylist(), parquet["n"].to_pylist())) == expected
+
+    quoted = urllib.request.quote(sql)
+    assert json.loads(call(server, f"/v1/query?sql={quoted}&format=json")[2])["rows"] == page["rows"]
+
+
+def test_parameters_are_bound_and_pages_follow_their_token(server):
+    [(total,)] = reference(server, "SELECT count(*) FROM orders WHERE status = 'delivered'")
+    sql = "SELECT id FROM orders WHERE status = $1 ORDER BY id"
+    seen, body = [], {"sql": sql, "params": ["delivered"], "limit": 700}
+    while True:
+        status, headers, raw = call(server, "/v1/query", body)
+        assert status == 200, raw
+        page = json.loads(raw)
+        seen += [r["id"] for r in page["rows"]]
+        if page["next"] is None:
+            assert "sluice-next" not in {k.lower() for k in headers}
+            break
+        assert headers["sluice-next"] == page["next"]
+        body = {"next": page["next"]}
+    assert len(seen) == total and seen == sorted(set(seen))
+
+    named = json.loads(call(server, "/v1/query", {"sql": "SELECT $who AS who, $n + 1 AS n", "params": {"who": "x'; DROP TABLE orders; --", "n": 41}})[2])
+    assert named["rows"] == [{"who": "x'; DROP TABLE orders; --", "n": 42}]
+
+
+def test_tables_are_listed_with_their_partitions(server):
+    listed = json.loads(call(server, "/v1/tables")[2])["tables"]
+    orders = next(t for t in listed if t["name"] == "orders")
+    assert orders["partition_columns"] == ["dt"] and orders["partitions"] > 1 and orders["files"] >= orders["partitions"]
+    assert "id" in [c["name"] for c in orders["columns"]]
+    assert call(server, "/v1/tables/orders")[0] == 200
+    assert error(call(server, "/v1/tables/nosuch"))[0] == 404
+
+
+def test_a_key_sees_only_its_tables(server):
+    listed = json.loads(call(server, "/v1/tables", key=PARTNER_KEY)[2])["tables"]
+    assert [t["name"] for t in listed] == ["customers"]
+    status, problem = error(call(server, "/v1/query", {"sql": "SELECT count(*) FROM orders"}, key=PARTNER_KEY))
+    assert status == 400 and "no table `orders`" in problem["message"] and "customers" in problem["message"]
+    assert error(call(server, "/v1/tables/orders", key=PARTNER_KEY))[0] == 404
+    assert call(server, "/v1/query", {"sql": "SELECT count(*) FROM customers"}, key=PARTNER_KEY)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "sql, named",
+    [
+        ("INSERT INTO orders VALUES (1)", "INSERT INTO"),
+        ("DROP TABLE orders", "DROP TABLE"),
+        ("COPY (SELECT 1) TO '/tmp/sluice-copy.csv'", "COPY"),
+        ("CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'", "CREATE EXTERNAL TABLE"),
+        ("SELECT 1; SELECT 2", "one statement"),
+    ],
+)
+def test_anything_but_a_query_is_refused_before_planning(server, sql, named):
+    status, problem = error(call(server, "/v1/query", {"sql": sql}))
+    assert status == 400 and problem["code"] == "refused" and named in problem["message"], problem
+
+
+def test_bad_requests_get_their_status_and_the_server_keeps_serving(server):
+    assert error(call(server, "/v1/query", {"sql": "SELECT 1"}, key=None))[0] == 401
+    assert error(call(server, "/v1/query", {"sql": "SELECT 1"}, key="wrong"))[0] == 401
+    assert error(call(server, "/v1/query", {"sql": "SELECT 1", "format": "xml"}))[0] == 406
+    assert error(call(server, "/v1/query", {"sql": "SELECT 1"}, headers={"Accept": "text/html"}))[0] == 406
+    assert error(call(server, "/v1/query", {"sql": "SELECT 1", "limit": 6000}))[0] == 400
+    assert error(call(server, "/v1/query", {"sqll": "SELECT 1"}))[0] == 400
+    assert error(call(server, "/v1/query", {"next": "not-a-token"}))[0] == 400
+    assert error(call(server, "/v1/query", {"sql": "SELECT nosuch FROM orders"}))[0] == 400
+    status, _, _ = call(server, "/v1/query", headers={"Content-Type": "text/plain"}, method="POST")
+    assert status == 415
+    # Past the memory pool (16 MiB): a sort that must hold every row.
+    status, problem = error(call(server, "/v1/query", {"sql": "SELECT a.id FROM orders a CROSS JOIN orders b ORDER BY a.pickup_city, b.delivery_city, a.id, b.id LIMIT 1"}))
+    assert status in (408, 413), problem
+    assert problem["code"] in ("time_limit", "memory_limit")
+    assert call(server, "/v1/query", {"sql": "SELECT 1 AS one"})[0] == 200
+    assert server["process"].poll() is None
