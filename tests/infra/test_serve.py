@@ -186,3 +186,34 @@ def test_bad_requests_get_their_status_and_the_server_keeps_serving(server):
     assert problem["code"] in ("time_limit", "memory_limit")
     assert call(server, "/v1/query", {"sql": "SELECT 1 AS one"})[0] == 200
     assert server["process"].poll() is None
+
+
+def test_a_filter_on_the_partition_column_opens_only_that_folder(server):
+    import re
+
+    days = sorted(p.name for p in (server["lake"] / "orders").iterdir() if p.name.startswith("dt="))
+    day = days[len(days) // 2]
+
+    def files(sql):
+        rows = json.loads(call(server, "/v1/query", {"sql": f"EXPLAIN {sql}"})[2])["rows"]
+        physical = next(r["plan"] for r in rows if r["plan_type"] == "physical_plan")
+        return set(re.findall(r"[^\s\[\],]+\.parquet", physical))
+
+    pruned = files(f"SELECT sum(weight_kg) FROM orders WHERE dt = '{day.split('=')[1]}'")
+    on_disk = {p.name for p in (server["lake"] / "orders" / day).glob("*.parquet")}
+    assert pruned and all(f"/{day}/" in f for f in pruned), pruned
+    assert {f.rsplit("/", 1)[1] for f in pruned} == on_disk
+    assert len(files("SELECT sum(weight_kg) FROM orders")) > len(pruned)
+
+
+def test_a_file_added_while_the_server_runs_is_seen_by_the_next_query(server):
+    import shutil
+
+    sql = "SELECT count(*) AS n FROM orders WHERE dt = '2099-01-01'"
+    assert json.loads(call(server, "/v1/query", {"sql": sql})[2])["rows"] == [{"n": 0}]
+    source = sorted((server["lake"] / "orders").glob("dt=*/*.parquet"))[0]
+    added = server["lake"] / "orders" / "dt=2099-01-01" / "part-added-00000.parquet"
+    added.parent.mkdir()
+    shutil.copy(source, added)
+    rows = pyarrow.parquet.read_metadata(added).num_rows
+    assert json.loads(call(server, "/v1/query", {"sql": sql})[2])["rows"] == [{"n": rows}]
