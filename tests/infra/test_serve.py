@@ -1,6 +1,6 @@
-"""`sluice serve` over the demo's lake, with real clients: urllib for every route, pyarrow
-reading the CSV, Arrow and Parquet formats, DuckDB over the same Parquet files as the
-reference."""
+"""`sluice serve` over the demo's lake, with real clients: urllib for every route, pandas
+reading the CSV format and pyarrow the CSV, Arrow and Parquet ones, DuckDB over the same
+Parquet files as the reference."""
 
 import hashlib
 import io
@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 import duckdb
+import pandas
 import pyarrow.csv
 import pyarrow.ipc
 import pyarrow.parquet
@@ -103,8 +104,11 @@ def test_a_query_answers_in_every_format_with_the_same_rows(server):
     assert ndjson[1]["content-type"] == "application/x-ndjson"
     assert [tuple(json.loads(l).values()) for l in ndjson[2].decode().splitlines()] == expected
 
-    csv = pyarrow.csv.read_csv(io.BytesIO(call(server, "/v1/query", {"sql": sql, "format": "csv"})[2]))
+    csv_body = call(server, "/v1/query", {"sql": sql, "format": "csv"})[2]
+    csv = pyarrow.csv.read_csv(io.BytesIO(csv_body))
     assert list(zip(csv["status"].to_pylist(), csv["n"].to_pylist())) == expected
+    frame = pandas.read_csv(io.BytesIO(csv_body))
+    assert list(frame.itertuples(index=False, name=None)) == expected
 
     arrow = pyarrow.ipc.open_stream(call(server, "/v1/query", {"sql": sql, "format": "arrow"})[2]).read_all()
     assert list(zip(arrow["status"].to_pylist(), arrow["n"].to_pylist())) == expected
