@@ -463,13 +463,14 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
                 time: args.query_timeout,
                 memory: args.query_memory,
                 concurrent: args.max_concurrent,
-                queue_wait: Duration::from_secs(1),
+                ..crate::serve::Limits::default()
             };
             let interrupt = crate::interrupt::Interrupt::listen()?;
             let stop = async move {
                 interrupt.error().await;
             };
-            crate::serve::serve(lake, keys, limits, args.listen, stop)
+            let listener = crate::serve::bind(args.listen).await?;
+            crate::serve::serve(lake, keys, limits, listener, stop)
                 .await
                 .map(|()| None)
         }

@@ -125,9 +125,68 @@ pub async fn run(dir: &Path) -> Result<()> {
     let batches = crate::query::query(&lake, SUMMARY_QUERY).await?;
     crate::outln!("{}", crate::query::render(&batches)?);
     let exe = std::env::current_exe().map_or_else(|_| "sluice".into(), |p| p.display().to_string());
+    crate::outln!("6. The same lake over HTTP, for a moment (sluice serve):");
+    over_http(dir, &lake, &exe).await?;
     crate::outln!(
         "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"\n  {exe} --lake {lake} query \"SELECT counterparty, count(*) AS n, sum(amount) AS eur FROM bank_transactions GROUP BY counterparty\"",
         lake = dir.join("lake").display(),
+    );
+    Ok(())
+}
+
+/// What the demo asks `sluice serve`, with its parameter bound.
+const HTTP_QUERY: &str = "SELECT status, count(*) AS orders FROM orders WHERE status <> $1 GROUP BY status ORDER BY status";
+
+/// Starts `sluice serve` on a free port with a key made for the demo, asks it one query as
+/// an HTTP client would, prints the answer and the commands to do it again, and stops it.
+async fn over_http(dir: &Path, lake: &Lake, exe: &str) -> Result<()> {
+    use sha2::Digest;
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let hash: String = sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let keys_file = dir.join("serve-keys.yaml");
+    std::fs::write(
+        &keys_file,
+        format!("- {{name: demo, sha256: {hash}, tables: [\"*\"]}}\n"),
+    )
+    .map_err(|e| Error::user(format!("cannot write {}: {e}", keys_file.display())))?;
+    let keys = crate::serve::keys::Keys::load(&keys_file)?;
+    let listener = crate::serve::bind(([127, 0, 0, 1], 0).into()).await?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("the demo server's address: {e}")))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = crate::serve::Limits::default();
+    let server = tokio::spawn(crate::serve::serve(
+        lake.clone(),
+        keys,
+        limits,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let body = serde_json::json!({"sql": HTTP_QUERY, "params": ["cancelled"]});
+    let asked = reqwest::Client::new()
+        .post(format!("http://{address}/v1/query"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await;
+    let answer = match asked {
+        Ok(reply) => reply.text().await.unwrap_or_default(),
+        Err(e) => format!("(no answer: {e})"),
+    };
+    let _ = stop.send(());
+    server
+        .await
+        .map_err(|e| Error::internal(format!("the demo server: {e}")))??;
+    crate::outln!(
+        "   {exe} --lake {} serve --keys {} &\n   curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{body}' http://127.0.0.1:8080/v1/query\n   {answer}",
+        dir.join("lake").display(),
+        keys_file.display()
     );
     Ok(())
 }

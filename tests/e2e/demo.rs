@@ -42,6 +42,27 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
         "{out}"
     );
     assert!(out.contains("| delivered  |"), "{out}");
+    // The same lake over HTTP: sluice serve answered the demo's query, and the demo says
+    // how to ask it again.
+    let http = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("{\"columns\""))
+        .unwrap_or_else(|| panic!("no HTTP answer in:\n{out}"));
+    let answer: serde_json::Value = serde_json::from_str(http.trim()).expect("JSON answer");
+    let statuses: Vec<&str> = answer["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert!(
+        statuses.contains(&"delivered") && !statuses.contains(&"cancelled"),
+        "{http}"
+    );
+    assert!(
+        out.contains("serve --keys") && out.contains("curl -s -H 'Authorization: Bearer "),
+        "{out}"
+    );
 
     let lake = ws.dir.path().join("demo/lake");
     // Full mode: the second run replaced the first run's file.

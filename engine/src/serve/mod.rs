@@ -42,7 +42,7 @@ const OPENAPI: &str = include_str!("../../../docs/serve-openapi.json");
 /// The header that carries the continuation token in every format.
 const NEXT_HEADER: &str = "sluice-next";
 
-/// What one query may take.
+/// What one query may take (the defaults are `sluice serve`'s).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Rows in a page when the request names none.
@@ -57,6 +57,19 @@ pub struct Limits {
     pub queue_wait: Duration,
 }
 
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            page: 1000,
+            max_page: 100_000,
+            time: Duration::from_secs(30),
+            memory: 256 << 20,
+            concurrent: 4,
+            queue_wait: Duration::from_secs(1),
+        }
+    }
+}
+
 struct App {
     lake: Lake,
     keys: Keys,
@@ -64,12 +77,19 @@ struct App {
     slots: Semaphore,
 }
 
-/// Serves until `stop` resolves (SIGTERM or SIGINT: requests in flight finish).
+/// Listens on `address` (port 0: a free one).
+pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Error::user(format!("cannot listen on {address}: {e}")))
+}
+
+/// Serves on `listener` until `stop` resolves (requests in flight finish).
 pub async fn serve(
     lake: Lake,
     keys: Keys,
     limits: Limits,
-    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     if keys.is_empty() {
@@ -77,9 +97,6 @@ pub async fn serve(
             "the keys file has no key: nobody could query; add an entry {name, sha256, tables}",
         ));
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::user(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("the listening address: {e}")))?;
