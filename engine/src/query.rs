@@ -130,8 +130,8 @@ fn unknown_table(e: &DataFusionError) -> Option<&str> {
     quoted.rsplit('.').next()
 }
 
-/// The lake's tables, the closest to `name`, and where tables come from.
-fn no_such_table(lake: &Lake, ctx: &SessionContext, name: &str) -> Error {
+/// The tables registered in `ctx`'s default schema, sorted.
+pub fn table_names(ctx: &SessionContext) -> Vec<String> {
     let options = ctx.copied_config();
     let defaults = &options.options().catalog;
     let mut tables = ctx
@@ -140,6 +140,12 @@ fn no_such_table(lake: &Lake, ctx: &SessionContext, name: &str) -> Error {
         .map(|s| s.table_names())
         .unwrap_or_default();
     tables.sort();
+    tables
+}
+
+/// The lake's tables, the closest to `name`, and where tables come from.
+fn no_such_table(lake: &Lake, ctx: &SessionContext, name: &str) -> Error {
+    let tables = table_names(ctx);
     let hint = crate::spec::shape::did_you_mean(name, tables.iter().map(String::as_str))
         .map(|m| format!(" Did you mean `{m}`?"))
         .unwrap_or_default();

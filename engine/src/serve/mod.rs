@@ -451,13 +451,7 @@ fn executing(e: datafusion::error::DataFusionError) -> Refusal {
 /// memory pool.
 async fn session(app: &App, key: &Key) -> std::result::Result<SessionContext, Refusal> {
     let config = SessionConfig::new().with_information_schema(true);
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-        .with_memory_limit(
-            usize::try_from(app.limits.memory).unwrap_or(usize::MAX),
-            1.0,
-        )
-        .build_arc()
-        .map_err(|e| Error::internal(format!("the query's memory pool: {e}")))?;
+    let runtime = crate::transform::bounded_runtime(app.limits.memory)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     Ok(crate::query::register_tables(&app.lake, ctx, |name| key.allows(name)).await?)
 }
@@ -513,8 +507,7 @@ struct TableInfo {
 async fn tables(State(app): State<Arc<App>>, headers: HeaderMap) -> Answer {
     let key = authenticate(&app, &headers)?;
     let ctx = session(&app, key).await?;
-    let mut names = table_names(&ctx);
-    names.sort();
+    let names = crate::query::table_names(&ctx);
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         out.push(describe(&app, &ctx, &name).await?);
@@ -529,7 +522,7 @@ async fn table(
 ) -> Answer {
     let key = authenticate(&app, &headers)?;
     let ctx = session(&app, key).await?;
-    if !table_names(&ctx).contains(&name) {
+    if !crate::query::table_names(&ctx).contains(&name) {
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -537,13 +530,6 @@ async fn table(
         ));
     }
     Ok(axum::Json(describe(&app, &ctx, &name).await?).into_response())
-}
-
-fn table_names(ctx: &SessionContext) -> Vec<String> {
-    ctx.catalog("datafusion")
-        .and_then(|c| c.schema("public"))
-        .map(|s| s.table_names())
-        .unwrap_or_default()
 }
 
 async fn describe(

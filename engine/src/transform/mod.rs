@@ -32,6 +32,16 @@ pub struct Planned {
     frame: DataFrame,
 }
 
+/// A DataFusion runtime whose operators that hold rows (aggregates, sorts, joins) draw
+/// from a pool of `bytes`, and spill to disk or fail with a clear error beyond it, instead
+/// of growing without bound.
+pub fn bounded_runtime(bytes: u64) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    RuntimeEnvBuilder::new()
+        .with_memory_limit(usize::try_from(bytes).unwrap_or(usize::MAX), 1.0)
+        .build_arc()
+        .map_err(|e| Error::internal(format!("a memory pool of {bytes} bytes: {e}")))
+}
+
 /// Plans `sql` (or, without a transform, the extract itself) over `input`.
 pub async fn plan(
     sql: Option<&str>,
@@ -44,12 +54,7 @@ pub async fn plan(
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
-    // Operators that hold rows (aggregates, sorts, joins) draw from this pool and spill
-    // to disk or fail with a clear error beyond it, instead of growing without bound.
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(usize::try_from(memory_pool).unwrap_or(usize::MAX), 1.0)
-        .build_arc()
-        .map_err(|e| Error::internal(format!("the transform's memory pool: {e}")))?;
+    let runtime = bounded_runtime(memory_pool)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let stream = RecordBatchStreamAdapter::new(
         schema.clone(),
