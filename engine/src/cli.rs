@@ -245,8 +245,33 @@ pub struct ServeArgs {
     pub listen: std::net::SocketAddr,
     /// The API keys: a YAML list of {name, sha256, tables} (the SHA-256 of each key, never
     /// the key; tables it may read, or ["*"]).
-    #[arg(long, env = "SLUICE_SERVE_KEYS")]
-    pub keys: PathBuf,
+    #[arg(
+        long,
+        env = "SLUICE_SERVE_KEYS",
+        required_unless_present = "keys_secret"
+    )]
+    pub keys: Option<PathBuf>,
+    /// The same list in a Secrets Manager secret (name or ARN) instead of a file.
+    #[arg(long, env = "SLUICE_SERVE_KEYS_SECRET", conflicts_with = "keys")]
+    pub keys_secret: Option<String>,
+    /// What answers the queries: DataFusion over the lake in this process, or Athena
+    /// (the Glue database the jobs publish to, in a workgroup).
+    #[arg(long, value_enum, env = "SLUICE_SERVE_ENGINE", default_value_t = ServeEngine::Local)]
+    pub engine: ServeEngine,
+    /// With --engine athena: the workgroup the queries run in (its limits apply).
+    #[arg(long, env = "SLUICE_ATHENA_WORKGROUP", default_value = "primary")]
+    pub athena_workgroup: String,
+    /// With --engine athena: the Glue database of the lake's tables.
+    #[arg(
+        long,
+        env = "SLUICE_ATHENA_DATABASE",
+        required_if_eq("engine", "athena")
+    )]
+    pub athena_database: Option<String>,
+    /// With --engine athena: where Athena writes results, when the workgroup sets no
+    /// place (s3://bucket/prefix/).
+    #[arg(long, env = "SLUICE_ATHENA_OUTPUT")]
+    pub athena_output: Option<String>,
     /// Rows in a page when a query names no limit.
     #[arg(long, default_value_t = 1000)]
     pub page_rows: usize,
@@ -262,6 +287,32 @@ pub struct ServeArgs {
     /// Queries running at once; others wait up to a second, then get 503.
     #[arg(long, default_value_t = 4)]
     pub max_concurrent: usize,
+    /// The most rows a streamed answer may have (NDJSON without a limit, Flight SQL);
+    /// past it the stream ends with a `row_limit` error.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max_rows: usize,
+    /// How long a listing of the lake's tables is reused (a new table shows within it; a
+    /// new file in a known table shows at once).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub listing_ttl: Duration,
+    /// Also serves Arrow Flight SQL (ADBC, JDBC, DBeaver) on this address, with the same
+    /// keys and limits.
+    #[arg(long, env = "SLUICE_SERVE_FLIGHT_LISTEN")]
+    pub flight_listen: Option<std::net::SocketAddr>,
+    /// A browser origin allowed to call the HTTP API (repeatable; `*` for any). Without
+    /// one, browsers refuse cross-origin calls.
+    #[arg(
+        long = "cors-origin",
+        env = "SLUICE_SERVE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeEngine {
+    Local,
+    Athena,
 }
 
 #[derive(Debug, Args)]
@@ -455,22 +506,52 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
         }
         Command::Executions(command) => executions(command).await,
         Command::Serve(args) => {
-            let lake = Lake::open(&places.lake)?;
-            let keys = crate::serve::keys::Keys::load(&args.keys)?;
+            let keys = match (&args.keys, &args.keys_secret) {
+                (Some(path), _) => crate::serve::keys::Keys::load(path)?,
+                (None, Some(secret)) => crate::serve::keys::Keys::from_secret(secret).await?,
+                (None, None) => {
+                    return Err(Error::user(
+                        "give the API keys: --keys FILE or --keys-secret ID",
+                    ));
+                }
+            };
             let limits = crate::serve::Limits {
                 page: args.page_rows,
                 max_page: args.max_page_rows,
+                max_rows: args.max_rows,
                 time: args.query_timeout,
-                memory: args.query_memory,
                 concurrent: args.max_concurrent,
                 ..crate::serve::Limits::default()
+            };
+            let engine: Box<dyn crate::serve::engine::Engine> = match args.engine {
+                ServeEngine::Local => Box::new(crate::serve::engine::local::Local::new(
+                    Lake::open(&places.lake)?,
+                    args.query_memory,
+                    args.listing_ttl,
+                )),
+                ServeEngine::Athena => Box::new(
+                    crate::serve::engine::athena::Athena::new(
+                        args.athena_workgroup,
+                        args.athena_database.unwrap_or_default(),
+                        args.athena_output,
+                    )
+                    .await,
+                ),
+            };
+            let service = crate::serve::Service::new(engine, keys, limits)?;
+            let cors = crate::serve::http::Cors {
+                origins: args.cors_origins,
             };
             let interrupt = crate::interrupt::Interrupt::listen()?;
             let stop = async move {
                 interrupt.error().await;
             };
             let listener = crate::serve::bind(args.listen).await?;
-            crate::serve::serve(lake, keys, limits, listener, stop)
+            let flight = match args.flight_listen {
+                Some(address) => Some(crate::serve::bind(address).await?),
+                None => None,
+            };
+            crate::serve::serve(service, cors, listener, flight, stop)
                 .await
                 .map(|()| None)
         }

@@ -158,12 +158,18 @@ async fn over_http(dir: &Path, lake: &Lake, exe: &str) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::internal(format!("the demo server's address: {e}")))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = crate::serve::Limits::default();
-    let server = tokio::spawn(crate::serve::serve(
+    let engine = crate::serve::engine::local::Local::new(
         lake.clone(),
-        keys,
-        limits,
+        256 << 20,
+        std::time::Duration::from_secs(5),
+    );
+    let service =
+        crate::serve::Service::new(Box::new(engine), keys, crate::serve::Limits::default())?;
+    let server = tokio::spawn(crate::serve::serve(
+        service,
+        crate::serve::http::Cors::default(),
         listener,
+        None,
         async {
             let _ = stopped.await;
         },

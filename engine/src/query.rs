@@ -27,6 +27,16 @@ pub async fn register_tables(
     ctx: SessionContext,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<SessionContext> {
+    register_store(lake, &ctx)?;
+    for (name, table) in lake_tables(lake, &ctx, wanted).await? {
+        ctx.register_table(name.as_str(), table)
+            .map_err(|e| classify_datafusion(e, &format!("registering lake table {name}")))?;
+    }
+    Ok(ctx)
+}
+
+/// Lets `ctx` read the lake's bucket (a folder lake needs nothing).
+pub fn register_store(lake: &Lake, ctx: &SessionContext) -> Result<()> {
     let base =
         url::Url::parse(lake.url()).map_err(|e| Error::internal(format!("lake url: {e}")))?;
     if base.scheme() != "file" {
@@ -38,11 +48,22 @@ pub async fn register_tables(
         .map_err(|e| Error::internal(format!("lake url: {e}")))?;
         ctx.register_object_store(&bucket, lake.store());
     }
+    Ok(())
+}
+
+/// The lake's tables that `wanted` accepts, by name, as they are now (`ctx` must read the
+/// lake: `register_store`). A table reads its folder's file list at each scan.
+pub async fn lake_tables(
+    lake: &Lake,
+    ctx: &SessionContext,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Arc<ListingTable>)>> {
     let listing = lake
         .store()
         .list_with_delimiter(Some(&lake.path("")?))
         .await
         .map_err(|e| classify_object_store(e, "listing the lake's tables"))?;
+    let mut tables = Vec::new();
     for dir in listing.common_prefixes {
         let Some(name) = dir.filename().map(str::to_string) else {
             continue;
@@ -50,15 +71,14 @@ pub async fn register_tables(
         if name.starts_with('_') || name.starts_with('.') || !wanted(&name) {
             continue;
         }
-        if let Some(table) = table_from_dir(&ctx, lake, &name).await? {
-            ctx.register_table(name.as_str(), table)
-                .map_err(|e| classify_datafusion(e, &format!("registering lake table {name}")))?;
+        if let Some(table) = table_from_dir(ctx, lake, &name).await? {
+            tables.push((name, table));
         }
     }
-    Ok(ctx)
+    Ok(tables)
 }
 
-pub async fn table_from_dir(
+async fn table_from_dir(
     ctx: &SessionContext,
     lake: &Lake,
     name: &str,

@@ -1,6 +1,6 @@
 """`sluice serve` over the demo's lake, with real clients: urllib for every route, pandas
-reading the CSV format and pyarrow the CSV, Arrow and Parquet ones, DuckDB over the same
-Parquet files as the reference."""
+reading the CSV format and pyarrow the CSV, Arrow and Parquet ones, the ADBC Flight SQL
+driver on the Flight SQL port, DuckDB over the same Parquet files as the reference."""
 
 import hashlib
 import io
@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -41,14 +42,19 @@ def server(tmp_path_factory, sluice_bin, sluice_env):
     lake = base / "demo" / "lake"
     process = subprocess.Popen(
         [sluice_bin, "--lake", str(lake), "serve", "--listen", "127.0.0.1:0", "--keys", str(keys),
-         "--page-rows", "100", "--max-page-rows", "5000", "--query-timeout", "5s", "--query-memory", "16MiB"],
+         "--flight-listen", "127.0.0.1:0", "--cors-origin", "https://app.example.com",
+         "--page-rows", "100", "--max-page-rows", "5000", "--max-rows", "20000", "--listing-ttl", "1s",
+         "--query-timeout", "5s", "--query-memory", "16MiB"],
         env=sluice_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     line = process.stdout.readline()
     assert line.startswith("listening on http://"), line + process.stderr.read()
     url = line.split()[2]
+    line = process.stdout.readline()
+    assert line.startswith("Flight SQL on grpc://"), line
+    flight = line.split()[3]
     threading.Thread(target=process.stderr.read, daemon=True).start()
-    yield {"url": url, "lake": lake, "process": process}
+    yield {"url": url, "flight": flight, "lake": lake, "process": process}
     process.terminate()
     assert process.wait(timeout=10) == 0
 
@@ -237,3 +243,135 @@ def test_a_file_added_while_the_server_runs_is_seen_by_the_next_query(server):
     shutil.copy(source, added)
     rows = pyarrow.parquet.read_metadata(added).num_rows
     assert json.loads(call(server, "/v1/query", {"sql": sql})[2])["rows"] == [{"n": rows}]
+
+
+def test_ndjson_without_a_limit_streams_the_whole_answer(server):
+    # Under the fixture's --max-rows (20,000), over its page size (100).
+    expected = [i for (i,) in reference(server, "SELECT id FROM orders WHERE id % 2 = 0 ORDER BY id")]
+    status, headers, body = call(server, "/v1/query", {"sql": "SELECT id FROM orders WHERE id % 2 = 0", "format": "ndjson"})
+    assert status == 200 and headers["content-type"] == "application/x-ndjson"
+    ids = [json.loads(line)["id"] for line in body.decode().splitlines()]
+    assert sorted(ids) == expected and 100 < len(ids) < 20000
+    assert "sluice-next" not in {k.lower() for k in headers}
+
+
+def test_a_stream_past_the_row_limit_ends_with_its_error_line(server):
+    # 20,000 rows is the fixture's --max-rows: the stream stops there and says why.
+    sql = "SELECT a.id FROM orders a CROSS JOIN orders b"
+    status, _, body = call(server, "/v1/query", {"sql": sql, "format": "ndjson"})
+    assert status == 200
+    lines = body.decode().splitlines()
+    last = json.loads(lines[-1])
+    assert last["error"]["code"] == "row_limit" and "20000" in last["error"]["message"], last
+    assert all("id" in json.loads(line) for line in lines[:-1]) and len(lines) - 1 <= 20000
+    assert call(server, "/v1/query", {"sql": "SELECT 1 AS one"})[0] == 200
+
+
+def test_cors_answers_the_configured_origin_only(server):
+    def preflight(origin):
+        request = urllib.request.Request(server["url"] + "/v1/query", method="OPTIONS")
+        request.add_header("Origin", origin)
+        request.add_header("Access-Control-Request-Method", "POST")
+        request.add_header("Access-Control-Request-Headers", "authorization, content-type")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return {k.lower(): v for k, v in reply.headers.items()}
+
+    allowed = preflight("https://app.example.com")
+    assert allowed["access-control-allow-origin"] == "https://app.example.com"
+    assert "POST" in allowed["access-control-allow-methods"]
+    assert "authorization" in allowed["access-control-allow-headers"].lower()
+    assert "access-control-allow-origin" not in preflight("https://evil.example.com")
+    _, headers, _ = call(server, "/v1/query", {"sql": "SELECT 1 AS one"}, headers={"Origin": "https://app.example.com"})
+    exposed = {k.lower(): v for k, v in headers.items()}
+    assert exposed["access-control-allow-origin"] == "https://app.example.com"
+    assert "sluice-next" in exposed["access-control-expose-headers"]
+
+
+def test_a_table_added_while_the_server_runs_is_listed_after_the_listing_ttl(server):
+    import shutil
+
+    source = sorted((server["lake"] / "customers").rglob("*.parquet"))[0]
+    target = server["lake"] / "customers_copy" / source.name
+    target.parent.mkdir()
+    shutil.copy(source, target)
+    rows = pyarrow.parquet.read_metadata(target).num_rows
+    deadline = time.monotonic() + 15  # the fixture's --listing-ttl is 1s
+    while True:
+        reply = call(server, "/v1/query", {"sql": "SELECT count(*) AS n FROM customers_copy"})
+        if reply[0] == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert reply[0] == 200 and json.loads(reply[2])["rows"] == [{"n": rows}], reply
+    listed = {t["name"] for t in json.loads(call(server, "/v1/tables")[2])["tables"]}
+    assert "customers_copy" in listed
+
+
+def test_quarantine_tables_are_listed_with_the_table_they_belong_to(server):
+    import shutil
+
+    # The layout the quality stage writes rejected rows in: <table>__quarantine/.
+    source = sorted((server["lake"] / "trucks").rglob("*.parquet"))[0]
+    quarantine = server["lake"] / "trucks__quarantine" / source.name
+    quarantine.parent.mkdir(exist_ok=True)
+    shutil.copy(source, quarantine)
+    time.sleep(1.5)  # the fixture's --listing-ttl
+    listed = json.loads(call(server, "/v1/tables")[2])["tables"]
+    quarantined = [t for t in listed if t["name"].endswith("__quarantine")]
+    assert quarantined, [t["name"] for t in listed]
+    for table in quarantined:
+        assert table["quarantine_of"] == table["name"].removesuffix("__quarantine")
+    assert all("quarantine_of" not in t for t in listed if not t["name"].endswith("__quarantine"))
+
+
+def flight(server, **options):
+    from adbc_driver_flightsql import dbapi
+
+    return dbapi.connect(server["flight"], db_kwargs=options)
+
+
+def bearer(key):
+    from adbc_driver_flightsql import DatabaseOptions
+
+    return {DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {key}"}
+
+
+def test_flight_sql_answers_adbc_with_the_same_rows(server):
+    sql = "SELECT status, count(*) AS n FROM orders GROUP BY status ORDER BY status"
+    expected = reference(server, sql)
+    with flight(server, **bearer(ANALYST_KEY)) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        table = cursor.fetch_arrow_table()
+    assert table.column_names == ["status", "n"]
+    assert list(zip(table["status"].to_pylist(), table["n"].to_pylist())) == expected
+
+
+def test_flight_sql_binds_parameters_after_a_handshake(server):
+    [(total,)] = reference(server, "SELECT count(*) FROM orders WHERE status = 'delivered'")
+    # The key as the handshake's password; the server answers with the bearer token.
+    with flight(server, username="analyst", password=ANALYST_KEY) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) AS n FROM orders WHERE status = $1", ("delivered",))
+        assert cursor.fetchall() == [(total,)]
+        cursor.execute("SELECT $1 AS who", ("x'; DROP TABLE orders; --",))
+        assert cursor.fetchall() == [("x'; DROP TABLE orders; --",)]
+
+
+def test_flight_sql_refuses_as_http_does(server):
+    import adbc_driver_manager
+
+    def refused(key, sql):
+        with pytest.raises(adbc_driver_manager.Error) as caught:
+            with flight(server, **bearer(key)) as connection, connection.cursor() as cursor:
+                cursor.execute(sql)
+                cursor.fetchall()
+        return str(caught.value)
+
+    assert "UNAUTHENTICATED" in refused("wrong", "SELECT 1")
+    assert "no valid API key" in refused("wrong", "SELECT 1")
+    dropped = refused(ANALYST_KEY, "DROP TABLE orders")
+    assert "INVALID_ARGUMENT" in dropped and "DROP TABLE" in dropped and "read-only" in dropped
+    assert "no table `orders`" in refused(PARTNER_KEY, "SELECT count(*) FROM orders")
+    past = refused(ANALYST_KEY, "SELECT a.id FROM orders a CROSS JOIN orders b")
+    assert "ResourceExhausted" in past and "more than 20000 rows" in past
+    with flight(server, **bearer(PARTNER_KEY)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) AS n FROM customers")
+        assert cursor.fetchall()[0][0] > 0

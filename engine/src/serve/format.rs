@@ -158,7 +158,9 @@ pub fn encode(
 }
 
 /// The rows as JSON objects (arrow's JSON encoding: NULLs kept as null).
-fn json_rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+pub fn json_rows(
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let mut buffer = Vec::new();
     {
         let mut writer = datafusion::arrow::json::WriterBuilder::new()

@@ -1,12 +1,13 @@
 //! The API keys of `sluice serve`: a YAML file of entries `{name, sha256, tables}` — the
 //! key itself is never stored, only the SHA-256 of it (`printf %s "$KEY" | sha256sum`) —
 //! each allowed a list of tables (`["*"]` for all). A key comes as `Authorization: Bearer
-//! KEY` or `X-Api-Key: KEY`. A table outside a key's list is invisible to it.
+//! KEY`, as the password of `Authorization: Basic …` (Flight SQL's handshake) or as
+//! `X-Api-Key: KEY`. A table outside a key's list is invisible to it.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use axum::http::HeaderMap;
+use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -28,6 +29,13 @@ pub struct Key {
 }
 
 impl Key {
+    pub fn new(name: impl Into<String>, tables: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            tables,
+        }
+    }
+
     /// Whether this key sees `table`.
     pub fn allows(&self, table: &str) -> bool {
         self.tables.iter().any(|t| t == "*" || t == table)
@@ -45,6 +53,12 @@ impl Keys {
             Error::user(format!("cannot read the keys file {}: {e}", path.display()))
         })?;
         Self::parse(&text).map_err(|e| e.context(path.display()))
+    }
+
+    /// Reads the keys from a Secrets Manager secret holding the same YAML (or JSON).
+    pub async fn from_secret(secret_id: &str) -> Result<Self> {
+        let text = crate::aws::secret_string(secret_id).await?;
+        Self::parse(&text).map_err(|e| e.context(format!("secret `{secret_id}`")))
     }
 
     fn parse(text: &str) -> Result<Self> {
@@ -70,10 +84,7 @@ impl Keys {
                     "{at}: tables is empty; list the tables it may read, or [\"*\"] for all"
                 )));
             }
-            let key = Key {
-                name: entry.name,
-                tables: entry.tables,
-            };
+            let key = Key::new(entry.name, entry.tables);
             if let Some(earlier) = keys.insert(digest, key) {
                 return Err(Error::user(format!(
                     "{at}: the same key as `{}`",
@@ -84,14 +95,10 @@ impl Keys {
         Ok(Self(keys))
     }
 
-    /// The key a request presents, if it is one of these.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<&Key> {
-        let bearer = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let header = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-        let presented = bearer.or(header)?.trim();
+    /// The key a request presents in its `Authorization` or `X-Api-Key` header, if it is
+    /// one of these.
+    pub fn authenticate(&self, authorization: Option<&str>, api_key: Option<&str>) -> Option<&Key> {
+        let presented = presented(authorization, api_key)?;
         self.0
             .get(&<[u8; 32]>::from(Sha256::digest(presented.as_bytes())))
     }
@@ -103,6 +110,27 @@ impl Keys {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// The key a request presents: `Authorization`'s bearer token or Basic password (the user
+/// name is not asked for: the key names its owner), else `X-Api-Key`.
+pub fn presented(authorization: Option<&str>, api_key: Option<&str>) -> Option<String> {
+    let Some(authorization) = authorization else {
+        return Some(api_key?.trim().to_string());
+    };
+    let (scheme, value) = authorization.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(value.trim().to_string());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 fn hex_digest(text: &str) -> Option<[u8; 32]> {
@@ -128,17 +156,6 @@ mod tests {
             .collect()
     }
 
-    fn headers(name: &str, value: &str) -> Result<HeaderMap> {
-        let mut headers = HeaderMap::new();
-        let value = value.parse().map_err(|_| Error::internal("header value"))?;
-        headers.insert(
-            axum::http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Error::internal("header name"))?,
-            value,
-        );
-        Ok(headers)
-    }
-
     #[test]
     fn a_key_is_found_by_its_hash_and_sees_only_its_tables() -> Result<()> {
         let text = format!(
@@ -149,16 +166,23 @@ mod tests {
         let keys = Keys::parse(&text)?;
         assert_eq!(keys.len(), 2);
         let partner = keys
-            .authenticate(&headers("authorization", "Bearer s3cret")?)
+            .authenticate(Some("Bearer s3cret"), None)
             .ok_or_else(|| Error::internal("partner not found"))?;
         assert_eq!(partner.name, "partner");
         assert!(partner.allows("orders") && !partner.allows("customers"));
         let analysts = keys
-            .authenticate(&headers("x-api-key", "other")?)
+            .authenticate(None, Some("other"))
             .ok_or_else(|| Error::internal("analysts not found"))?;
         assert!(analysts.allows("anything"));
-        assert!(keys.authenticate(&headers("x-api-key", "wrong")?).is_none());
-        assert!(keys.authenticate(&HeaderMap::new()).is_none());
+        assert!(keys.authenticate(None, Some("wrong")).is_none());
+        assert!(keys.authenticate(None, None).is_none());
+        assert!(keys.authenticate(Some("Token s3cret"), None).is_none());
+        // Flight SQL's handshake: the key as the password of Basic auth.
+        let basic = base64::engine::general_purpose::STANDARD.encode("anyone:s3cret");
+        assert_eq!(
+            keys.authenticate(Some(&format!("Basic {basic}")), None),
+            Some(partner)
+        );
         Ok(())
     }
 

@@ -1,0 +1,618 @@
+//! `--engine athena`: the same API in front of Amazon Athena, for lakes and queries that
+//! outgrow one machine. A query runs in the configured workgroup on the Glue database
+//! the jobs publish to; its parameters go as Athena's `ExecutionParameters` (each `$1` or
+//! `$name` becomes a `?` and its value a literal that Athena parses as one value: bound,
+//! never spliced); its rows are read page by page through `GetQueryResults`, the cursor
+//! being the execution and Athena's own token, so a page of ours never runs the query
+//! again.
+//!
+//! A key's allow-list holds here too: every table the statement names must be one of its
+//! tables in that database (a catalog or another database is refused as a missing table),
+//! and `SHOW` / `DESCRIBE`, which Athena would answer for every table, are answered by
+//! `/v1/tables` instead. Values come as Athena gives them: booleans, integers and floating
+//! point typed, everything else (decimals, dates, timestamps, nested values) as text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_athena::types::{
+    QueryExecutionContext, QueryExecutionState, ResultConfiguration, Row as AthenaRow,
+};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::TableReference;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::{Batches, Engine, Query, Rows, TableInfo};
+use crate::aws::classify_sdk;
+use crate::error::Error;
+use crate::serve::keys::Key;
+use crate::serve::refusal::Refusal;
+
+/// Athena returns at most this many rows per `GetQueryResults`.
+const ATHENA_PAGE: usize = 1000;
+
+#[derive(Clone)]
+pub struct Athena {
+    athena: aws_sdk_athena::Client,
+    glue: aws_sdk_glue::Client,
+    workgroup: String,
+    database: String,
+    /// Where results go when the workgroup does not set it.
+    output: Option<String>,
+}
+
+/// Where the next page starts: the execution, Athena's token of the page to ask for, and
+/// the rows of that page already given.
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    execution: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(default)]
+    skip: usize,
+}
+
+impl Athena {
+    pub async fn new(workgroup: String, database: String, output: Option<String>) -> Self {
+        let config = crate::aws::config().await;
+        Self {
+            athena: aws_sdk_athena::Client::new(config),
+            glue: aws_sdk_glue::Client::new(config),
+            workgroup,
+            database,
+            output,
+        }
+    }
+
+    /// The query as Athena is sent it: its text with `?` for each parameter, and the
+    /// parameters' literals; refused when it names a table the key does not see.
+    fn bound(&self, key: &Key, query: &Query) -> Result<(String, Vec<String>), Refusal> {
+        allowed(&query.sql, key, &self.database)?;
+        bind(&query.sql, query.params.as_ref())
+    }
+
+    /// A cursor from a client (a continuation token, a ticket), when it reads the
+    /// execution of this very query (so that no key reads another query's rows).
+    async fn resume(&self, key: &Key, query: &Query, text: &str) -> Result<Cursor, Refusal> {
+        let foreign = || Refusal::bad("`next` is not a continuation token this server gave");
+        let cursor: Cursor = serde_json::from_str(text).map_err(|_| foreign())?;
+        let (sql, parameters) = self.bound(key, query)?;
+        let described = self
+            .athena
+            .get_query_execution()
+            .query_execution_id(&cursor.execution)
+            .send()
+            .await
+            .map_err(|_| foreign())?;
+        let execution = described.query_execution().ok_or_else(foreign)?;
+        let same = execution.query() == Some(sql.as_str())
+            && execution.work_group() == Some(self.workgroup.as_str())
+            && execution.execution_parameters() == parameters.as_slice();
+        if same { Ok(cursor) } else { Err(foreign()) }
+    }
+
+    /// Starts the query in the workgroup and waits for it to succeed.
+    async fn execute(&self, key: &Key, query: &Query) -> Result<String, Refusal> {
+        let (sql, parameters) = self.bound(key, query)?;
+        let started = self
+            .athena
+            .start_query_execution()
+            .query_string(sql)
+            .work_group(&self.workgroup)
+            .query_execution_context(
+                QueryExecutionContext::builder()
+                    .database(&self.database)
+                    .build(),
+            )
+            .set_execution_parameters((!parameters.is_empty()).then_some(parameters))
+            .set_result_configuration(
+                self.output
+                    .as_ref()
+                    .map(|o| ResultConfiguration::builder().output_location(o).build()),
+            )
+            .send()
+            .await
+            .map_err(|e| Refusal::from(classify_sdk(e, "starting the Athena query")))?;
+        let id = started
+            .query_execution_id()
+            .ok_or_else(|| Refusal::from(Error::external("Athena gave the query no id")))?
+            .to_string();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let described = self
+                .athena
+                .get_query_execution()
+                .query_execution_id(&id)
+                .send()
+                .await
+                .map_err(|e| Refusal::from(classify_sdk(e, "watching the Athena query")))?;
+            let status = described.query_execution().and_then(|q| q.status());
+            match status.and_then(|s| s.state()) {
+                Some(QueryExecutionState::Succeeded) => return Ok(id),
+                Some(QueryExecutionState::Failed) | Some(QueryExecutionState::Cancelled) => {
+                    let reason = status
+                        .and_then(|s| s.state_change_reason())
+                        .unwrap_or("no reason given");
+                    return Err(Refusal::bad(format!("Athena refused the query: {reason}")));
+                }
+                _ => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` rows from `cursor` (one `GetQueryResults` call at most per 1,000).
+    async fn read(&self, mut cursor: Cursor, limit: usize) -> Result<Rows, Refusal> {
+        let mut schema: Option<SchemaRef> = None;
+        let mut rows: Vec<AthenaRow> = Vec::new();
+        loop {
+            let want = (limit - rows.len()).min(ATHENA_PAGE);
+            let first = cursor.token.is_none();
+            let got = self
+                .athena
+                .get_query_results()
+                .query_execution_id(&cursor.execution)
+                .set_next_token(cursor.token.clone())
+                .max_results(
+                    i32::try_from((cursor.skip + want + 1).min(ATHENA_PAGE)).unwrap_or(1000),
+                )
+                .send()
+                .await
+                .map_err(|e| Refusal::from(classify_sdk(e, "reading the Athena results")))?;
+            let Some(set) = got.result_set() else {
+                break;
+            };
+            let columns = set
+                .result_set_metadata()
+                .map(|m| m.column_info())
+                .unwrap_or_default();
+            let this_schema = schema
+                .get_or_insert_with(|| {
+                    Arc::new(Schema::new(
+                        columns
+                            .iter()
+                            .map(|c| Field::new(c.name(), arrow_type(c.r#type()), true))
+                            .collect::<Vec<_>>(),
+                    ))
+                })
+                .clone();
+            let mut page: Vec<&AthenaRow> = set.rows().iter().collect();
+            // The first row of a SELECT's first page is its header.
+            if first && page.first().is_some_and(|r| is_header(r, &this_schema)) {
+                page.remove(0);
+            }
+            let available = page.len().saturating_sub(cursor.skip);
+            let taken = available.min(limit - rows.len());
+            rows.extend(page.into_iter().skip(cursor.skip).take(taken).cloned());
+            if taken < available {
+                cursor.skip += taken;
+                return rows_of(this_schema, &rows, Some(cursor));
+            }
+            match got.next_token() {
+                Some(token) => {
+                    cursor = Cursor {
+                        execution: cursor.execution,
+                        token: Some(token.to_string()),
+                        skip: 0,
+                    };
+                    if rows.len() == limit {
+                        return rows_of(this_schema, &rows, Some(cursor));
+                    }
+                }
+                None => return rows_of(this_schema, &rows, None),
+            }
+        }
+        rows_of(
+            schema.unwrap_or_else(|| Arc::new(Schema::empty())),
+            &rows,
+            None,
+        )
+    }
+}
+
+/// A page of Athena's rows, and the cursor of the rest.
+fn rows_of(schema: SchemaRef, rows: &[AthenaRow], next: Option<Cursor>) -> Result<Rows, Refusal> {
+    let batch = batch(&schema, rows)?;
+    let next = match next {
+        Some(cursor) => Some(
+            serde_json::to_string(&cursor)
+                .map_err(|e| Refusal::from(Error::internal(format!("a cursor: {e}"))))?,
+        ),
+        None => None,
+    };
+    Ok(Rows {
+        schema,
+        batches: vec![batch],
+        next,
+    })
+}
+
+/// Athena's column type as the Arrow type the rows are given in.
+fn arrow_type(athena: &str) -> DataType {
+    match athena.to_ascii_lowercase().as_str() {
+        "boolean" => DataType::Boolean,
+        "tinyint" | "smallint" | "integer" | "int" | "bigint" => DataType::Int64,
+        "double" | "float" | "real" => DataType::Float64,
+        _ => DataType::Utf8,
+    }
+}
+
+fn is_header(row: &AthenaRow, schema: &Schema) -> bool {
+    row.data().len() == schema.fields().len()
+        && row
+            .data()
+            .iter()
+            .zip(schema.fields())
+            .all(|(d, f)| d.var_char_value() == Some(f.name().as_str()))
+}
+
+/// Athena's text values as a batch of `schema`; a value that does not read as its
+/// column's type is the engine's fault, said as such.
+fn batch(schema: &SchemaRef, rows: &[AthenaRow]) -> Result<RecordBatch, Refusal> {
+    let value = |row: &AthenaRow, i: usize| {
+        row.data()
+            .get(i)
+            .and_then(|d| d.var_char_value())
+            .map(str::to_string)
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let texts = rows.iter().map(|r| value(r, i));
+        let unreadable = |text: &str| {
+            Refusal::from(Error::external(format!(
+                "Athena gave `{text}` for column {} of type {}",
+                field.name(),
+                field.data_type()
+            )))
+        };
+        let array: ArrayRef = match field.data_type() {
+            DataType::Boolean => Arc::new(
+                texts
+                    .map(|t| t.map(|t| t.eq_ignore_ascii_case("true")))
+                    .collect::<BooleanArray>(),
+            ),
+            DataType::Int64 => Arc::new(
+                texts
+                    .map(|t| {
+                        t.map(|t| t.parse::<i64>().map_err(|_| unreadable(&t)))
+                            .transpose()
+                    })
+                    .collect::<Result<Int64Array, Refusal>>()?,
+            ),
+            DataType::Float64 => Arc::new(
+                texts
+                    .map(|t| {
+                        t.map(|t| t.parse::<f64>().map_err(|_| unreadable(&t)))
+                            .transpose()
+                    })
+                    .collect::<Result<Float64Array, Refusal>>()?,
+            ),
+            _ => Arc::new(texts.collect::<StringArray>()),
+        };
+        columns.push(array);
+    }
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &datafusion::arrow::record_batch::RecordBatchOptions::new()
+            .with_row_count(Some(rows.len())),
+    )
+    .map_err(|e| Refusal::from(Error::internal(format!("an Athena page: {e}"))))
+}
+
+/// Refused unless every table the statement names is one of the key's in `database`.
+fn allowed(sql: &str, key: &Key, database: &str) -> Result<(), Refusal> {
+    let mut statements = DFParser::parse_sql(sql)
+        .map_err(|e| Refusal::bad(format!("the SQL does not parse: {e}")))?;
+    let statement = statements
+        .pop_front()
+        .ok_or_else(|| Refusal::bad("no statement"))?;
+    if let DFStatement::Statement(inner) = &statement
+        && matches!(
+            inner.as_ref(),
+            Statement::ShowTables { .. }
+                | Statement::ShowColumns { .. }
+                | Statement::ExplainTable { .. }
+        )
+    {
+        return Err(Refusal::bad(
+            "SHOW and DESCRIBE are not sent to Athena: GET /v1/tables lists your tables and their columns",
+        ));
+    }
+    let (tables, _) = datafusion::sql::resolve::resolve_table_references(&statement, false)
+        .map_err(|e| Refusal::bad(format!("the SQL's tables: {e}")))?;
+    for table in tables {
+        let visible = match &table {
+            TableReference::Bare { table } => key.allows(table),
+            TableReference::Partial { schema, table } => {
+                schema.as_ref() == database && key.allows(table)
+            }
+            TableReference::Full { .. } => false,
+        };
+        if !visible {
+            return Err(Refusal::bad(format!(
+                "no table `{table}` (GET /v1/tables lists the ones there are)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The statement's text with each `$1` / `$name` turned into Athena's `?`, and the values
+/// in the order the placeholders come, as the literals Athena parses them from.
+fn bind(text: &str, params: Option<&serde_json::Value>) -> Result<(String, Vec<String>), Refusal> {
+    let tokens = Tokenizer::new(&GenericDialect {}, text)
+        .tokenize()
+        .map_err(|e| Refusal::bad(format!("the SQL does not parse: {e}")))?;
+    let mut sql = String::with_capacity(text.len());
+    let mut values = Vec::new();
+    for token in tokens {
+        match &token {
+            Token::Placeholder(name) if name.starts_with('$') => {
+                let name = &name[1..];
+                let value = match (params, name.parse::<usize>()) {
+                    (Some(serde_json::Value::Array(list)), Ok(n)) if n >= 1 => list.get(n - 1),
+                    (Some(serde_json::Value::Object(map)), _) => map.get(name),
+                    _ => None,
+                }
+                .ok_or_else(|| Refusal::bad(format!("no parameter given for ${name}")))?;
+                values.push(literal(value)?);
+                sql.push('?');
+            }
+            other => sql.push_str(&other.to_string()),
+        }
+    }
+    Ok((sql, values))
+}
+
+/// A JSON parameter as the SQL literal Athena reads one value from.
+fn literal(value: &serde_json::Value) -> Result<String, Refusal> {
+    Ok(match value {
+        serde_json::Value::Null => "NULL".into(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+        other => {
+            return Err(Refusal::bad(format!(
+                "a parameter is a string, number, boolean or null, not {other}"
+            )));
+        }
+    })
+}
+
+#[async_trait::async_trait]
+impl Engine for Athena {
+    fn name(&self) -> &'static str {
+        "athena"
+    }
+
+    async fn page(
+        &self,
+        key: &Key,
+        query: &Query,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Rows, Refusal> {
+        let cursor = match cursor {
+            Some(text) => self.resume(key, query, text).await?,
+            None => Cursor {
+                execution: self.execute(key, query).await?,
+                token: None,
+                skip: 0,
+            },
+        };
+        self.read(cursor, limit).await
+    }
+
+    fn plans(&self) -> bool {
+        false
+    }
+
+    /// Athena cannot plan without running: the query runs, and the cursor of its first
+    /// row goes with the columns.
+    async fn schema(
+        &self,
+        key: &Key,
+        query: &Query,
+    ) -> Result<(SchemaRef, Option<String>), Refusal> {
+        let execution = self.execute(key, query).await?;
+        let start = Cursor {
+            execution: execution.clone(),
+            token: None,
+            skip: 0,
+        };
+        let schema = self.read(start, 1).await?.schema;
+        let cursor = serde_json::to_string(&Cursor {
+            execution,
+            token: None,
+            skip: 0,
+        })
+        .map_err(|e| Refusal::from(Error::internal(format!("a cursor: {e}"))))?;
+        Ok((schema, Some(cursor)))
+    }
+
+    async fn stream(
+        &self,
+        key: &Key,
+        query: &Query,
+        cursor: Option<&str>,
+    ) -> Result<(SchemaRef, Batches), Refusal> {
+        let first = self.page(key, query, cursor, ATHENA_PAGE).await?;
+        let schema = first.schema.clone();
+        let engine = self.clone();
+        let pages = futures::stream::unfold(Some(Ok(first)), move |state| {
+            let engine = engine.clone();
+            async move {
+                let page: Rows = match state? {
+                    Ok(page) => page,
+                    Err(refusal) => return Some((Err(refusal), None)),
+                };
+                let next = match page.next {
+                    Some(text) => Some(match serde_json::from_str::<Cursor>(&text) {
+                        Ok(cursor) => engine.read(cursor, ATHENA_PAGE).await,
+                        Err(e) => Err(Refusal::from(Error::internal(format!("a cursor: {e}")))),
+                    }),
+                    None => None,
+                };
+                Some((Ok(page.batches), next))
+            }
+        });
+        let batches = pages
+            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_flatten();
+        Ok((schema, batches.boxed()))
+    }
+
+    async fn tables(&self, key: &Key) -> Result<Vec<TableInfo>, Refusal> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let got = self
+                .glue
+                .get_tables()
+                .database_name(&self.database)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| Refusal::from(classify_sdk(e, "listing the Glue tables")))?;
+            for table in got.table_list() {
+                if !key.allows(table.name()) {
+                    continue;
+                }
+                let column = |c: &aws_sdk_glue::types::Column| {
+                    serde_json::json!({
+                        "name": c.name(),
+                        "type": c.r#type().unwrap_or("unknown"),
+                        "nullable": true,
+                    })
+                };
+                let mut columns: Vec<serde_json::Value> = table
+                    .storage_descriptor()
+                    .map(|s| s.columns().iter().map(column).collect())
+                    .unwrap_or_default();
+                columns.extend(table.partition_keys().iter().map(column));
+                out.push(TableInfo {
+                    name: table.name().to_string(),
+                    columns,
+                    partition_columns: table
+                        .partition_keys()
+                        .iter()
+                        .map(|c| c.name().to_string())
+                        .collect(),
+                    partitions: None,
+                    files: None,
+                    bytes: None,
+                    quarantine_of: TableInfo::quarantine_of(table.name()),
+                });
+            }
+            token = got.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused<T>(result: Result<T, Refusal>) -> String {
+        match result {
+            Ok(_) => "allowed".into(),
+            Err(refusal) => refusal.message,
+        }
+    }
+
+    #[test]
+    fn placeholders_become_question_marks_and_values_literals_in_their_order() {
+        let params = serde_json::json!(["it's", 42]);
+        let (sql, values) = match bind(
+            "SELECT '$1 stays' AS s, a FROM t WHERE b = $2 AND c = $1",
+            Some(&params),
+        ) {
+            Ok(bound) => bound,
+            Err(refusal) => panic!("{}", refusal.message),
+        };
+        assert_eq!(
+            sql,
+            "SELECT '$1 stays' AS s, a FROM t WHERE b = ? AND c = ?"
+        );
+        assert_eq!(values, vec!["42".to_string(), "'it''s'".to_string()]);
+        let named = serde_json::json!({"who": null, "ok": true});
+        let bound = bind("SELECT $who, $ok", Some(&named)).map_err(|r| r.message);
+        assert_eq!(
+            bound,
+            Ok(("SELECT ?, ?".into(), vec!["NULL".into(), "true".into()]))
+        );
+        assert!(refused(bind("SELECT $3", Some(&params))).contains("no parameter given for $3"));
+        assert!(refused(bind("SELECT $1", None)).contains("no parameter given for $1"));
+        let nested = serde_json::json!([[1]]);
+        assert!(refused(bind("SELECT $1", Some(&nested))).contains("not [1]"));
+    }
+
+    #[test]
+    fn a_statement_names_only_the_keys_tables_in_the_database() {
+        let partner = Key::new("partner", vec!["customers".into()]);
+        let ok = |sql: &str| refused(allowed(sql, &partner, "lake"));
+        assert_eq!(ok("SELECT * FROM customers"), "allowed");
+        assert_eq!(ok("SELECT * FROM lake.customers"), "allowed");
+        assert_eq!(
+            ok("WITH c AS (SELECT * FROM customers) SELECT * FROM c"),
+            "allowed"
+        );
+        assert!(ok("SELECT * FROM orders").contains("no table `orders`"));
+        assert!(ok("SELECT * FROM customers JOIN orders USING (id)").contains("`orders`"));
+        assert!(ok("SELECT * FROM other.customers").contains("`other.customers`"));
+        assert!(ok("SELECT * FROM cat.lake.customers").contains("no table"));
+        assert!(ok("SELECT (SELECT max(id) FROM orders) FROM customers").contains("`orders`"));
+        assert!(ok("SHOW TABLES").contains("GET /v1/tables"));
+    }
+
+    #[test]
+    fn athena_text_values_become_typed_columns() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("n", arrow_type("bigint"), true),
+            Field::new("x", arrow_type("double"), true),
+            Field::new("b", arrow_type("boolean"), true),
+            Field::new("d", arrow_type("decimal(12,2)"), true),
+        ]));
+        let row = |values: [Option<&str>; 4]| {
+            let mut builder = AthenaRow::builder();
+            for v in values {
+                let mut datum = aws_sdk_athena::types::Datum::builder();
+                if let Some(v) = v {
+                    datum = datum.var_char_value(v);
+                }
+                builder = builder.data(datum.build());
+            }
+            builder.build()
+        };
+        let header = row([Some("n"), Some("x"), Some("b"), Some("d")]);
+        assert!(is_header(&header, &schema));
+        let rows = [
+            row([Some("7"), Some("1.5"), Some("true"), Some("10.25")]),
+            row([None, None, None, None]),
+        ];
+        let made = match batch(&schema, &rows) {
+            Ok(made) => made,
+            Err(refusal) => panic!("{}", refusal.message),
+        };
+        assert_eq!(made.num_rows(), 2);
+        assert_eq!(made.column(3).data_type(), &DataType::Utf8);
+        assert_eq!(made.column(0).null_count(), 1);
+        let bad = [row([Some("seven"), None, None, None])];
+        assert!(refused(batch(&schema, &bad)).contains("`seven` for column n"));
+    }
+}

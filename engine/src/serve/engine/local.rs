@@ -1,0 +1,266 @@
+//! `--engine local`: DataFusion over the lake in this process. Each query gets a session
+//! with only the key's tables and its own memory pool; the tables come from a listing
+//! of the lake kept for a moment (`listing_ttl`), so that a busy server does not list the
+//! bucket per query, while a new table shows within that moment and a new file in a table
+//! at once (a table lists its files at each scan).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Mutex;
+
+use super::{Batches, Engine, Query, Rows, TableInfo};
+use crate::serve::keys::Key;
+use crate::serve::refusal::Refusal;
+use crate::sink::Lake;
+
+/// The lake's tables by name, as listed at one moment.
+type Listing = Arc<Vec<(String, Arc<ListingTable>)>>;
+
+pub struct Local {
+    lake: Lake,
+    /// Each query's memory pool.
+    memory: u64,
+    listing_ttl: Duration,
+    listed: Mutex<Option<(Instant, Listing)>>,
+}
+
+impl Local {
+    pub fn new(lake: Lake, memory: u64, listing_ttl: Duration) -> Self {
+        Self {
+            lake,
+            memory,
+            listing_ttl,
+            listed: Mutex::new(None),
+        }
+    }
+
+    /// The lake's tables, listed again once the last listing is older than the TTL.
+    async fn lake_tables(&self) -> Result<Listing, Refusal> {
+        let mut listed = self.listed.lock().await;
+        if let Some((at, tables)) = listed.as_ref()
+            && at.elapsed() < self.listing_ttl
+        {
+            return Ok(tables.clone());
+        }
+        let ctx = SessionContext::new();
+        crate::query::register_store(&self.lake, &ctx)?;
+        let tables = Arc::new(crate::query::lake_tables(&self.lake, &ctx, |_| true).await?);
+        *listed = Some((Instant::now(), tables.clone()));
+        Ok(tables)
+    }
+
+    /// A session over the lake with the key's tables only and the per-query memory pool.
+    async fn session(&self, key: &Key) -> Result<SessionContext, Refusal> {
+        let mut config = SessionConfig::new().with_information_schema(true);
+        // Each partition's sort sets aside this much for merging what it spilled: by
+        // default 10 MB a partition, which alone can exceed a small pool. A quarter of
+        // the pool, shared by the partitions, leaves the rest to the rows.
+        let partitions = config.target_partitions().max(1) as u64;
+        let merge = (self.memory / 4 / partitions).min(10 << 20);
+        config.options_mut().execution.sort_spill_reservation_bytes =
+            usize::try_from(merge).unwrap_or(usize::MAX);
+        let runtime = crate::transform::bounded_runtime(self.memory)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        crate::query::register_store(&self.lake, &ctx)?;
+        for (name, table) in self.lake_tables().await?.iter() {
+            if key.allows(name) {
+                ctx.register_table(name.as_str(), table.clone())?;
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// The query planned over the key's session, its parameters bound.
+    async fn frame(&self, key: &Key, query: &Query) -> Result<DataFrame, Refusal> {
+        let ctx = self.session(key).await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let mut frame = ctx
+            .sql_with_options(&query.sql, options)
+            .await
+            .map_err(|e| Refusal::from(crate::query::planning_error(&self.lake, &ctx, e)))?;
+        if let Some(params) = &query.params {
+            frame = frame
+                .with_param_values(param_values(params)?)
+                .map_err(|e| Refusal::bad(format!("the parameters do not fit the query: {e}")))?;
+        }
+        Ok(frame)
+    }
+
+    async fn describe(&self, name: &str, table: &ListingTable) -> Result<TableInfo, Refusal> {
+        use datafusion::datasource::TableProvider as _;
+        let dir = self.lake.table_dir(name)?;
+        let objects = self.lake.list(&dir).await?;
+        let parquet: Vec<_> = objects
+            .iter()
+            .filter(|o| o.location.as_ref().ends_with(".parquet"))
+            .collect();
+        let mut folders: Vec<&str> = parquet
+            .iter()
+            .filter_map(|o| o.location.as_ref().rsplit_once('/').map(|(dir, _)| dir))
+            .collect();
+        folders.sort_unstable();
+        folders.dedup();
+        let partition_columns: Vec<String> = table
+            .options()
+            .table_partition_cols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(TableInfo {
+            name: name.to_string(),
+            columns: columns(&table.schema()),
+            partitions: Some(if partition_columns.is_empty() {
+                0
+            } else {
+                folders.len()
+            }),
+            partition_columns,
+            files: Some(parquet.len()),
+            bytes: Some(parquet.iter().map(|o| o.size).sum()),
+            quarantine_of: TableInfo::quarantine_of(name),
+        })
+    }
+}
+
+/// Columns as `/v1/tables` lists them.
+pub fn columns(schema: &SchemaRef) -> Vec<serde_json::Value> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "type": f.data_type().to_string(),
+                "nullable": f.is_nullable(),
+            })
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Engine for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn page(
+        &self,
+        key: &Key,
+        query: &Query,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Rows, Refusal> {
+        let offset: usize = match cursor {
+            Some(text) => text
+                .parse()
+                .map_err(|_| Refusal::bad("`next` is not a continuation token this server gave"))?,
+            None => 0,
+        };
+        let (schema, mut stream) = self.stream(key, query, None).await?;
+        let (mut skip, mut want) = (offset, limit);
+        let mut batches = Vec::new();
+        let more = loop {
+            let Some(batch) = stream.next().await else {
+                break false;
+            };
+            let mut batch = batch?;
+            if skip > 0 {
+                let dropped = skip.min(batch.num_rows());
+                skip -= dropped;
+                batch = batch.slice(dropped, batch.num_rows() - dropped);
+            }
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if want == 0 {
+                break true;
+            }
+            let taken = want.min(batch.num_rows());
+            want -= taken;
+            batches.push(batch.slice(0, taken));
+            if taken < batch.num_rows() {
+                break true;
+            }
+        };
+        Ok(Rows {
+            schema,
+            batches,
+            next: more.then(|| (offset + limit).to_string()),
+        })
+    }
+
+    async fn schema(
+        &self,
+        key: &Key,
+        query: &Query,
+    ) -> Result<(SchemaRef, Option<String>), Refusal> {
+        Ok((self.frame(key, query).await?.schema().inner().clone(), None))
+    }
+
+    /// Planning is cheap here: every stream runs the query from its first row.
+    async fn stream(
+        &self,
+        key: &Key,
+        query: &Query,
+        _cursor: Option<&str>,
+    ) -> Result<(SchemaRef, Batches), Refusal> {
+        let stream = self.frame(key, query).await?.execute_stream().await?;
+        Ok((stream.schema(), stream.map_err(Refusal::from).boxed()))
+    }
+
+    async fn tables(&self, key: &Key) -> Result<Vec<TableInfo>, Refusal> {
+        let mut out = Vec::new();
+        for (name, table) in self.lake_tables().await?.iter() {
+            if key.allows(name) {
+                out.push(self.describe(name, table).await?);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// JSON parameters as DataFusion's: a list for `$1…`, an object for `$name`.
+fn param_values(params: &serde_json::Value) -> Result<datafusion::common::ParamValues, Refusal> {
+    let scalar = |v: &serde_json::Value| -> Result<ScalarValue, Refusal> {
+        Ok(match v {
+            serde_json::Value::Null => ScalarValue::Null,
+            serde_json::Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => ScalarValue::Int64(Some(i)),
+                None => ScalarValue::Float64(n.as_f64()),
+            },
+            serde_json::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+            other => {
+                return Err(Refusal::bad(format!(
+                    "a parameter is a string, number, boolean or null, not {other}"
+                )));
+            }
+        })
+    };
+    match params {
+        serde_json::Value::Array(list) => Ok(list
+            .iter()
+            .map(scalar)
+            .collect::<Result<Vec<_>, _>>()?
+            .into()),
+        serde_json::Value::Object(map) => Ok(map
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), scalar(v)?)))
+            .collect::<Result<Vec<_>, Refusal>>()?
+            .into()),
+        _ => Err(Refusal::bad(
+            "params is a list (for $1, $2, …) or an object (for $name)",
+        )),
+    }
+}

@@ -1,0 +1,129 @@
+//! An answer that is not a result: its HTTP status (Flight SQL maps it to a gRPC code), a
+//! stable code and what to do. Both front ends refuse with these, so a client sees the
+//! same reasons over HTTP and over Flight SQL.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{Error, ErrorClass};
+
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no valid API key: send `Authorization: Bearer KEY` or `X-Api-Key: KEY` (Flight SQL: the key as the password of the handshake, or as the bearer token)",
+        )
+    }
+
+    pub fn busy(slots: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("all {slots} query slots are busy; try again"),
+        )
+    }
+
+    pub fn time_limit(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "time_limit",
+            format!(
+                "the query ran past the time limit ({limit:?}); narrow it (a partition filter, fewer columns) or page it"
+            ),
+        )
+    }
+
+    pub fn row_limit(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "row_limit",
+            format!(
+                "the result has more than {limit} rows, the most one answer may stream; page it (limit and next) or aggregate"
+            ),
+        )
+    }
+
+    /// The error as JSON, for a body or an NDJSON stream's last line.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.json())).into_response();
+        let headers = response.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sluice\""),
+            );
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A sluice error as an answer: the user's is the request's fault, anything else ours.
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        match e.class {
+            ErrorClass::User => Self::bad(e.message),
+            ErrorClass::External => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the lake could not be read: {}", e.message),
+            ),
+            _ => {
+                tracing::error!(error = %e.report(), "query failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the query failed inside sluice (logged)",
+                )
+            }
+        }
+    }
+}
+
+/// An execution error: past the memory pool is 413, the rest as classified.
+impl From<datafusion::error::DataFusionError> for Refusal {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ) {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "memory_limit",
+                format!(
+                    "the query needs more memory than a query may take ({}); aggregate or filter more, or page a plain SELECT",
+                    e.find_root()
+                ),
+            );
+        }
+        Self::from(crate::error::classify_datafusion(e, "query"))
+    }
+}
