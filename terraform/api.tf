@@ -14,6 +14,9 @@ locals {
   # The NAT gateway serves every partner outside: the tag provider's API and the
   # supplier's SFTP server (bank.tf).
   partner_egress = length(var.partner_api_cidrs) + length(var.bank_sftp_cidrs) > 0
+  # The internet gateway and the public route table serve the NAT gateway and the SQL
+  # API's load balancer (serve.tf).
+  internet = local.partner_egress || var.serve_enabled
 }
 
 resource "aws_subnet" "public" {
@@ -26,13 +29,13 @@ resource "aws_subnet" "public" {
 }
 
 resource "aws_internet_gateway" "main" {
-  count  = local.partner_egress ? 1 : 0
+  count  = local.internet ? 1 : 0
   vpc_id = aws_vpc.main.id
   tags   = { Name = local.name }
 }
 
 resource "aws_route_table" "public" {
-  count  = local.partner_egress ? 1 : 0
+  count  = local.internet ? 1 : 0
   vpc_id = aws_vpc.main.id
   tags   = { Name = "${local.name}-public" }
 

@@ -36,7 +36,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "Logs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${aws_cloudwatch_log_group.tasks.arn}:*"]
+    resources = concat(["${aws_cloudwatch_log_group.tasks.arn}:*"], [for g in aws_cloudwatch_log_group.serve : "${g.arn}:*"])
   }
   statement {
     sid       = "DecryptImageLayers"

@@ -167,7 +167,22 @@ data "aws_iam_policy_document" "access_logs" {
   }
 }
 
+# The SQL API's load balancer writes its access logs here too (serve.tf).
+data "aws_iam_policy_document" "access_logs_with_lb" {
+  source_policy_documents = [data.aws_iam_policy_document.access_logs.json]
+
+  statement {
+    sid       = "LoadBalancerAccessLogs"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.access_logs.arn}/alb/serve/AWSLogs/${local.account_id}/*"]
+    principals {
+      type        = "Service"
+      identifiers = ["logdelivery.elasticloadbalancing.amazonaws.com"]
+    }
+  }
+}
+
 resource "aws_s3_bucket_policy" "access_logs" {
   bucket = aws_s3_bucket.access_logs.id
-  policy = data.aws_iam_policy_document.access_logs.json
+  policy = data.aws_iam_policy_document.access_logs_with_lb.json
 }

@@ -3,7 +3,8 @@
 # (S3), dynamodb.tf (job rows, state), ecr.tf, ecs.tf, iam.tf, stepfunctions.tf
 # (orchestration and schedule), alerts.tf (SNS, alarms, dashboard), catalog.tf (Glue,
 # Athena), secrets.tf (on-prem database credentials), feeds.tf (the GPS topic, queue,
-# dead-letter queue, their schedule and alarms).
+# dead-letter queue, their schedule and alarms), serve.tf (the lake's SQL API behind a
+# load balancer, made with serve_enabled).
 
 data "aws_caller_identity" "current" {}
 

@@ -168,7 +168,11 @@ resource "aws_vpc_endpoint" "dynamodb" {
 }
 
 resource "aws_vpc_endpoint" "interface" {
-  for_each            = toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sts", "monitoring", "glue", "sqs", "states"])
+  # Athena's only when the SQL API answers through it (serve.tf).
+  for_each = toset(concat(
+    ["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sts", "monitoring", "glue", "sqs", "states"],
+    var.serve_enabled && var.serve_engine == "athena" ? ["athena"] : [],
+  ))
   vpc_id              = aws_vpc.main.id
   service_name        = "com.amazonaws.${var.region}.${each.key}"
   vpc_endpoint_type   = "Interface"

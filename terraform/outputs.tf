@@ -94,3 +94,13 @@ output "tags_api_secret_name" {
   description = "The secret of the tag provider's API client (connection tags): put {TAGS_API_URL, TAGS_CLIENT_ID, TAGS_CLIENT_SECRET} in it."
   value       = aws_secretsmanager_secret.tags_api.name
 }
+
+output "serve_load_balancer_dns" {
+  description = "The lake's SQL API (with serve_enabled): point the certificate's host name at it; HTTPS on 443, Flight SQL on serve_flight_port."
+  value       = one(aws_lb.serve[*].dns_name)
+}
+
+output "serve_keys_secret_name" {
+  description = "The secret of sluice serve's API keys (with serve_enabled): put a YAML list of {name, sha256, tables} in it; the tasks read it when they start."
+  value       = one(aws_secretsmanager_secret.serve_keys[*].name)
+}

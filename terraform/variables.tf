@@ -371,3 +371,113 @@ variable "api_schedule_expression" {
     error_message = "api_schedule_expression must be cron(...) or rate(...)."
   }
 }
+
+# --- The lake's SQL API (serve.tf) ---
+
+variable "serve_enabled" {
+  description = "Runs `sluice serve` (the lake's SQL API over HTTPS and Flight SQL) as an ECS service behind a load balancer."
+  type        = bool
+  default     = false
+}
+
+variable "serve_certificate_arn" {
+  description = "The ACM certificate of the API's host name, for both HTTPS listeners (required with serve_enabled)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.serve_certificate_arn == "" || can(regex("^arn:aws[a-z-]*:acm:", var.serve_certificate_arn))
+    error_message = "serve_certificate_arn is an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)."
+  }
+}
+
+variable "serve_allowed_cidrs" {
+  description = "Who may reach the API (CIDRs): the third parties' and analysts' addresses."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.serve_allowed_cidrs : can(cidrhost(c, 0))])
+    error_message = "serve_allowed_cidrs holds CIDRs, such as 203.0.113.0/24."
+  }
+}
+
+variable "serve_public_subnet_cidrs" {
+  description = "The two public subnets of the API's load balancer (inside vpc_cidr, in the first two availability_zones)."
+  type        = list(string)
+  default     = ["10.80.251.0/26", "10.80.251.64/26"]
+
+  validation {
+    condition     = length(var.serve_public_subnet_cidrs) == 2 && alltrue([for c in var.serve_public_subnet_cidrs : can(cidrhost(c, 0))])
+    error_message = "Give two IPv4 CIDR blocks inside vpc_cidr."
+  }
+}
+
+variable "serve_flight_port" {
+  description = "The load balancer's port for Arrow Flight SQL (gRPC over TLS)."
+  type        = number
+  default     = 32010
+
+  validation {
+    condition     = var.serve_flight_port > 0 && var.serve_flight_port < 65536 && var.serve_flight_port != 443
+    error_message = "serve_flight_port is a TCP port other than 443."
+  }
+}
+
+variable "serve_engine" {
+  description = "What answers the API's queries: local (DataFusion in the task, over the lake) or athena (the analysts' workgroup, for lakes and queries that outgrow a task)."
+  type        = string
+  default     = "local"
+
+  validation {
+    condition     = contains(["local", "athena"], var.serve_engine)
+    error_message = "serve_engine is local or athena."
+  }
+}
+
+variable "serve_cpu" {
+  description = "CPU units of a serve task."
+  type        = number
+  default     = 1024
+}
+
+variable "serve_memory" {
+  description = "Memory of a serve task in MiB; two thirds of it are shared by the queries that run at once."
+  type        = number
+  default     = 4096
+}
+
+variable "serve_max_concurrent" {
+  description = "Queries a serve task runs at once (more wait a second, then get 503 and Retry-After)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.serve_max_concurrent >= 1
+    error_message = "serve_max_concurrent is at least 1."
+  }
+}
+
+variable "serve_min_count" {
+  description = "Serve tasks at the least (two: one per availability zone)."
+  type        = number
+  default     = 2
+}
+
+variable "serve_max_count" {
+  description = "Serve tasks at the most, under load."
+  type        = number
+  default     = 6
+}
+
+variable "serve_requests_per_task" {
+  description = "The load balancer's requests per task per minute that the service scales to keep."
+  type        = number
+  default     = 600
+}
+
+variable "serve_cors_origins" {
+  description = "Browser origins allowed to call the HTTP API (CORS); empty: none."
+  type        = list(string)
+  default     = []
+}

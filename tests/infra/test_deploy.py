@@ -107,7 +107,7 @@ def test_the_drawing_renders_from_its_source(tmp_path):
     assert (tmp_path / "architecture.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for part in ["Source databases", "VPN", "private subnets", "ECS Fargate task", "Step Functions", "EventBridge", "SQS queue", "letter queue",
                  "DynamoDB", "S3 lake", "Glue", "Athena", "CloudWatch", "SNS", "Secrets Manager", "CodeBuild", "ECR",
-                 "NAT gateway", "REST API", "SFTP server"]:
+                 "NAT gateway", "REST API", "SFTP server", "Load Balancer", "sluice serve", "Flight SQL"]:
         assert part in svg, part
     # The committed rendering (embedded in the README) shows the same components.
     committed = (REPO / "docs" / "architecture.svg").read_text()

@@ -145,9 +145,9 @@ def test_checkov_finds_nothing():
                 assert re.search(r"checkov:skip=CKV\w*_\d+:\S.{10,}", line), f"{path.name}: skip without a reason: {line}"
 
 
-def policy_statements(name):
-    """The statements of `data "aws_iam_policy_document" NAME` in iam.tf, by sid."""
-    for block in parsed()["iam.tf"]["data"]:
+def policy_statements(name, file="iam.tf"):
+    """The statements of `data "aws_iam_policy_document" NAME` in FILE, by sid."""
+    for block in parsed()[file]["data"]:
         body = block.get("aws_iam_policy_document", {}).get(name)
         if body:
             return {s.get("sid"): s for s in body["statement"]}
@@ -183,3 +183,33 @@ def test_tasks_report_only_to_their_state_machine_and_operators_only_start_and_r
     # The tasks reach Step Functions without a NAT, through an interface endpoint.
     network = (TF / "network.tf").read_text()
     assert '"states"' in network
+
+
+def resources(file, kind):
+    return {name: body for b in parsed()[file].get("resource", []) for name, body in b.get(kind, {}).items()}
+
+
+def test_the_sql_api_reads_the_lake_only_and_listens_on_https_only():
+    serve = policy_statements("serve", "serve.tf")
+    writes = [
+        (sid, a) for sid, s in serve.items() for a in s["actions"]
+        if a.startswith(("s3:Put", "s3:Delete", "glue:Create", "glue:Update", "glue:Batch", "dynamodb:"))
+    ]
+    # The one write: Athena's results, under their own prefix.
+    assert [sid for sid, _ in writes] == ["AthenaResults"], writes
+    assert serve["AthenaResults"]["resources"][0].endswith("/${local.athena_prefix}/*")
+    assert all(r.endswith("/${local.lake_prefix}/*") for r in serve["ReadLake"]["resources"])
+    assert serve["Query"]["resources"] == ["${aws_athena_workgroup.analysts.arn}"]
+
+    listeners = resources("serve.tf", "aws_lb_listener")["serve"]
+    assert listeners["protocol"] == "HTTPS" and listeners["ssl_policy"].startswith("ELBSecurityPolicy-TLS13")
+    groups = resources("serve.tf", "aws_lb_target_group")["serve"]
+    assert "/health" in groups["health_check"][0]["path"]
+    balancer = resources("serve.tf", "aws_lb")["serve"]
+    assert balancer["drop_invalid_header_fields"] is True and balancer["access_logs"][0]["enabled"] is True
+    # Clients reach the balancer from the allowed addresses only; the tasks only from it.
+    ingress = resources("serve.tf", "aws_vpc_security_group_ingress_rule")
+    assert "var.serve_allowed_cidrs" in json.dumps(ingress["serve_lb_from_clients"])
+    assert ingress["serve_from_lb"]["referenced_security_group_id"] == "${aws_security_group.serve_lb[0].id}"
+    task = resources("serve.tf", "aws_ecs_task_definition")["serve"]
+    assert "--keys" not in task["container_definitions"] and "SLUICE_SERVE_KEYS_SECRET" in task["container_definitions"]
