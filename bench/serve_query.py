@@ -1,0 +1,224 @@
+"""The query-API benchmark (bench/serve). A lake made once (deterministic) into the
+cache by DuckDB: `orders`, ROWS rows over 150 days, day-partitioned (dt=YYYY-MM-DD), ZSTD
+Parquet, 8 columns; `customers`, 100,000 rows in one file. Then 20 queries in five
+classes, their parameters bound (never spliced):
+- point: one order by id within its day;
+- day aggregate: one day's orders by status;
+- month aggregate: one month's orders by status;
+- top 10: one month's ten biggest customers;
+- join: one day's orders joined to customers, by country.
+Each is asked, in interleaved rounds, of `sluice serve` over HTTP (one keep-alive
+connection, JSON rows, the way a third party's script asks) and of DuckDB in-process over
+the same files (views over read_parquet with Hive partitioning, the partition column
+kept as text as sluice keeps it), after checking once that both give the same number of
+rows. Prints p50 and p99 per class and the ratio to DuckDB; then 8 clients query the
+server at once for SECONDS: queries per second, 503s (every slot busy), and the server's
+peak RSS beside its limits (each query's memory pool × queries at once).
+
+Usage: serve_query.py SLUICE_BIN ROWS ROUNDS CACHE_DIR
+"""
+
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+import duckdb
+
+BIN, ROWS, ROUNDS, CACHE = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+SECONDS = int(os.environ.get("SLUICE_BENCH_SECONDS", "20"))
+DAYS = 150
+PER_DAY = -(-ROWS // DAYS)
+CUSTOMERS = 100_000
+QUERY_MEMORY_MIB = 256
+CONCURRENT = 4
+CLIENTS = 8
+KEY = "bench-key"
+LAKE = os.path.join(CACHE, f"lake_{ROWS}")
+START = datetime.date(2024, 1, 1)
+
+
+def day(d):
+    return (START + datetime.timedelta(days=d)).isoformat()
+
+
+def make_lake():
+    done = os.path.join(LAKE, ".complete")
+    if os.path.exists(done):
+        return
+    shutil.rmtree(LAKE, ignore_errors=True)
+    os.makedirs(os.path.join(LAKE, "customers"))
+    print(f"making the lake: {ROWS} orders over {DAYS} days, {CUSTOMERS} customers", flush=True)
+    con = duckdb.connect()
+    con.execute(f"""
+        COPY (SELECT i AS id,
+                     (i * 7919 % {CUSTOMERS})::INTEGER AS customer_id,
+                     ['booked', 'picked_up', 'in_transit', 'delivered', 'cancelled', 'returned'][i % 6 + 1] AS status,
+                     ((i * 104729) % 1000000 / 100)::DECIMAL(12, 2) AS amount,
+                     ['EUR', 'USD', 'GBP'][i % 3 + 1] AS currency,
+                     (i % 20 + 1)::SMALLINT AS quantity,
+                     TIMESTAMP '2024-01-01' + to_seconds((i * 86400 // {PER_DAY})::BIGINT) AS created_at,
+                     strftime(DATE '2024-01-01' + (i // {PER_DAY})::INTEGER, '%Y-%m-%d') AS dt
+              FROM range({ROWS}) t(i))
+        TO '{LAKE}/orders' (FORMAT parquet, PARTITION_BY (dt), COMPRESSION zstd)""")
+    con.execute(f"""
+        COPY (SELECT i::INTEGER AS id, 'customer ' || i AS name,
+                     'country ' || (i % 20) AS country, ['retail', 'wholesale', 'partner'][i % 3 + 1] AS segment
+              FROM range({CUSTOMERS}) t(i))
+        TO '{LAKE}/customers/part-00000.parquet' (FORMAT parquet, COMPRESSION zstd)""")
+    open(done, "w").close()
+
+
+def queries():
+    rng = random.Random(7)
+    months = [(f"2024-{m:02d}-01", f"2024-{m + 1:02d}-01") for m in range(1, 5)]
+    out = []
+    for _ in range(4):
+        d = rng.randrange(DAYS)
+        first, after = rng.choice(months)
+        order = min(d * PER_DAY + rng.randrange(PER_DAY), ROWS - 1)
+        out += [
+            ("point", "SELECT * FROM orders WHERE dt = $1 AND id = $2", [day(order // PER_DAY), order]),
+            ("day aggregate",
+             "SELECT status, count(*) AS n, sum(amount) AS total FROM orders WHERE dt = $1 GROUP BY status ORDER BY status",
+             [day(d)]),
+            ("month aggregate",
+             "SELECT status, count(*) AS n, sum(amount) AS total FROM orders WHERE dt >= $1 AND dt < $2 GROUP BY status ORDER BY status",
+             [first, after]),
+            ("top 10",
+             "SELECT customer_id, sum(amount) AS total FROM orders WHERE dt >= $1 AND dt < $2 GROUP BY customer_id ORDER BY total DESC, customer_id LIMIT 10",
+             [first, after]),
+            ("join",
+             "SELECT c.country, count(*) AS n, sum(o.amount) AS total FROM orders o JOIN customers c ON o.customer_id = c.id WHERE o.dt = $1 GROUP BY c.country ORDER BY n DESC, c.country",
+             [day(d)]),
+        ]
+    return out
+
+
+class Client:
+    """One keep-alive HTTP connection to the server, as a third party's script keeps."""
+
+    def __init__(self, url):
+        parsed = urllib.parse.urlparse(url)
+        self.connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
+
+    def ask(self, sql, params):
+        body = json.dumps({"sql": sql, "params": params})
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        self.connection.request("POST", "/v1/query", body, headers)
+        reply = self.connection.getresponse()
+        data = reply.read()
+        if reply.status != 200:
+            return reply.status, data
+        return 200, json.loads(data)["rows"]
+
+
+def start_server():
+    keys = os.path.join(CACHE, "keys.yaml")
+    with open(keys, "w") as f:
+        f.write(f"- {{name: bench, sha256: {hashlib.sha256(KEY.encode()).hexdigest()}, tables: ['*']}}\n")
+    process = subprocess.Popen(
+        [BIN, "--lake", LAKE, "serve", "--listen", "127.0.0.1:0", "--keys", keys,
+         "--query-memory", f"{QUERY_MEMORY_MIB}MiB", "--max-concurrent", str(CONCURRENT),
+         "--query-timeout", "120s"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    line = process.stdout.readline()
+    if not line.startswith("listening on http://"):
+        sys.exit(f"sluice serve did not start: {line}")
+    return process, line.split()[2]
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main():
+    os.makedirs(CACHE, exist_ok=True)
+    make_lake()
+    con = duckdb.connect()
+    for table in ("orders", "customers"):
+        con.execute(
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{LAKE}/{table}/**/*.parquet', "
+            "hive_partitioning = true, hive_types_autocast = false)"
+        )
+    process, url = start_server()
+    try:
+        client = Client(url)
+        asked = queries()
+        for cls, sql, params in asked:
+            status, rows = client.ask(sql, params)
+            if status != 200:
+                sys.exit(f"sluice serve answered {status} to {sql}: {rows[:500]}")
+            reference = con.execute(sql, params).fetchall()
+            if len(rows) != len(reference):
+                sys.exit(f"{cls}: sluice gave {len(rows)} rows, DuckDB {len(reference)}: {sql} {params}")
+        times = {(cls, tool): [] for cls, _, _ in asked for tool in ("sluice", "duckdb")}
+        for round_ in range(ROUNDS):
+            for cls, sql, params in asked:
+                started = time.perf_counter()
+                client.ask(sql, params)
+                times[(cls, "sluice")].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                con.execute(sql, params).fetchall()
+                times[(cls, "duckdb")].append(time.perf_counter() - started)
+            print(f"round {round_ + 1} of {ROUNDS} done", flush=True)
+        print(f"\n{ROWS} orders over {DAYS} days; {ROUNDS} rounds of {len(asked)} queries; times in ms")
+        print(f"{'class':<16} {'sluice p50':>10} {'p99':>8} {'duckdb p50':>10} {'p99':>8} {'p50 ratio':>10}")
+        for cls in dict.fromkeys(c for c, _, _ in asked):
+            s, d = times[(cls, "sluice")], times[(cls, "duckdb")]
+            print(f"{cls:<16} {statistics.median(s) * 1e3:>10.1f} {percentile(s, 99) * 1e3:>8.1f} "
+                  f"{statistics.median(d) * 1e3:>10.1f} {percentile(d, 99) * 1e3:>8.1f} "
+                  f"{statistics.median(s) / statistics.median(d):>9.2f}x")
+
+        done, busy, failed = [0], [0], []
+        stop = time.monotonic() + SECONDS
+        lock = threading.Lock()
+
+        def worker(seed):
+            rng, mine = random.Random(seed), Client(url)
+            while time.monotonic() < stop:
+                _, sql, params = rng.choice(asked)
+                status, body = mine.ask(sql, params)
+                with lock:
+                    if status == 200:
+                        done[0] += 1
+                    elif status == 503:
+                        busy[0] += 1
+                    else:
+                        failed.append((status, body[:200]))
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            sys.exit(f"{len(failed)} queries failed under load, e.g. {failed[0]}")
+        print(f"\n{CLIENTS} clients for {SECONDS} s: {done[0] / SECONDS:.1f} queries/s, {busy[0]} answered 503 (busy)")
+        print(f"server peak RSS {peak_rss_mib(process.pid):.0f} MiB; limits: {QUERY_MEMORY_MIB} MiB per query "
+              f"x {CONCURRENT} at once = {QUERY_MEMORY_MIB * CONCURRENT} MiB")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
