@@ -53,8 +53,9 @@ def server(tmp_path_factory, sluice_bin, sluice_env):
     line = process.stdout.readline()
     assert line.startswith("Flight SQL on grpc://"), line
     flight = line.split()[3]
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    yield {"url": url, "flight": flight, "lake": lake, "process": process}
+    log = []
+    threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
+    yield {"url": url, "flight": flight, "lake": lake, "process": process, "log": log}
     process.terminate()
     assert process.wait(timeout=10) == 0
 
@@ -368,10 +369,26 @@ def test_flight_sql_refuses_as_http_does(server):
     assert "UNAUTHENTICATED" in refused("wrong", "SELECT 1")
     assert "no valid API key" in refused("wrong", "SELECT 1")
     dropped = refused(ANALYST_KEY, "DROP TABLE orders")
-    assert "INVALID_ARGUMENT" in dropped and "DROP TABLE" in dropped and "read-only" in dropped
+    assert "INVALID_ARGUMENT" in dropped and "DROP TABLE is not allowed" in dropped and "read-only" in dropped
     assert "no table `orders`" in refused(PARTNER_KEY, "SELECT count(*) FROM orders")
     past = refused(ANALYST_KEY, "SELECT a.id FROM orders a CROSS JOIN orders b")
     assert "ResourceExhausted" in past and "more than 20000 rows" in past
     with flight(server, **bearer(PARTNER_KEY)) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) AS n FROM customers")
         assert cursor.fetchall()[0][0] > 0
+
+
+def test_every_query_is_logged_with_its_keys_name_never_the_key(server):
+    import time as clock
+
+    call(server, "/v1/query", {"sql": "SELECT 41 + 1 AS logged"}, key=PARTNER_KEY)
+    call(server, "/v1/query", {"sql": "DELETE FROM customers"}, key=PARTNER_KEY)
+    deadline = clock.monotonic() + 5
+    while clock.monotonic() < deadline and not any("DELETE FROM customers" in line for line in server["log"]):
+        clock.sleep(0.1)
+    lines = [json.loads(line) for line in list(server["log"]) if line.startswith("{")]
+    answered = [l["fields"] for l in lines if l["fields"].get("sql") == "SELECT 41 + 1 AS logged"]
+    assert answered and answered[0]["key"] == "partner" and answered[0]["rows"] == 1, answered
+    refused = [l["fields"] for l in lines if l["fields"].get("sql") == "DELETE FROM customers"]
+    assert refused and refused[0]["code"] == "refused" and refused[0]["status"] == 400, refused
+    assert not any(PARTNER_KEY in line or ANALYST_KEY in line for line in server["log"])

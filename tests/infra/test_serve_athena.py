@@ -152,7 +152,7 @@ def test_the_allow_list_holds_before_athena_is_asked(athena):
         ('SELECT * FROM "awsdatacatalog".otherdb.customers', ANALYST_KEY, "no table"),
         ("SELECT * FROM information_schema.tables", PARTNER_KEY, "no table"),
         ("SHOW TABLES", ANALYST_KEY, "GET /v1/tables"),
-        ("DROP TABLE orders", ANALYST_KEY, "the lake is read-only"),
+        ("DROP TABLE orders", ANALYST_KEY, "DROP TABLE is not allowed"),
     ]:
         status, problem = call(athena, "/v1/query", {"sql": sql}, key=key)
         assert status == 400 and said in problem["error"]["message"], (sql, problem)

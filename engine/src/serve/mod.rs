@@ -122,13 +122,22 @@ impl Service {
         cursor: Option<&str>,
         limit: usize,
     ) -> std::result::Result<Rows, Refusal> {
-        let _slot = self.admit(query).await?;
-        tokio::time::timeout(
-            self.limits.time,
-            self.engine.page(key, query, cursor, limit),
-        )
-        .await
-        .map_err(|_| Refusal::time_limit(self.limits.time))?
+        let started = std::time::Instant::now();
+        let answered = async {
+            let _slot = self.admit(query).await?;
+            tokio::time::timeout(
+                self.limits.time,
+                self.engine.page(key, query, cursor, limit),
+            )
+            .await
+            .map_err(|_| Refusal::time_limit(self.limits.time))?
+        }
+        .await;
+        let rows = answered
+            .as_ref()
+            .map(|page| page.batches.iter().map(|b| b.num_rows()).sum::<usize>());
+        log(key, query, started, rows);
+        answered
     }
 
     /// The answer's columns, and where its rows are read from when the engine had to run
@@ -152,13 +161,20 @@ impl Service {
         query: &Query,
         cursor: Option<&str>,
     ) -> std::result::Result<(SchemaRef, Batches), Refusal> {
-        let slot = self.admit(query).await?;
+        let started = std::time::Instant::now();
         let time = self.limits.time;
         let deadline = tokio::time::Instant::now() + time;
-        let (schema, rows) =
-            tokio::time::timeout_at(deadline, self.engine.stream(key, query, cursor))
-                .await
-                .map_err(|_| Refusal::time_limit(time))??;
+        let opened = async {
+            let slot = self.admit(query).await?;
+            let (schema, rows) =
+                tokio::time::timeout_at(deadline, self.engine.stream(key, query, cursor))
+                    .await
+                    .map_err(|_| Refusal::time_limit(time))??;
+            Ok((slot, schema, rows))
+        }
+        .await;
+        log(key, query, started, opened.as_ref().map(|_| 0));
+        let (slot, schema, rows) = opened?;
         let max_rows = self.limits.max_rows;
         let state = Some((rows, slot, 0usize));
         let rows = futures::stream::unfold(state, move |state| async move {
@@ -186,6 +202,30 @@ impl Service {
         tokio::time::timeout(self.limits.time, self.engine.tables(key))
             .await
             .map_err(|_| Refusal::time_limit(self.limits.time))?
+    }
+}
+
+/// One line per query for the operators: who asked what, how it ended, how long it took
+/// (the key's name, never the key; a stream's line is written when its rows start, so
+/// it counts none).
+fn log(
+    key: &Key,
+    query: &Query,
+    started: std::time::Instant,
+    rows: std::result::Result<usize, &Refusal>,
+) {
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match rows {
+        Ok(rows) => tracing::info!(key = %key.name, sql = %query.sql, rows, ms, "query answered"),
+        Err(refusal) => tracing::info!(
+            key = %key.name,
+            sql = %query.sql,
+            code = refusal.code,
+            status = refusal.status.as_u16(),
+            ms,
+            "query refused: {}",
+            refusal.message
+        ),
     }
 }
 
