@@ -1,10 +1,11 @@
 """The query-API benchmark (bench/serve). A lake made once (deterministic) into the
 cache by DuckDB: `orders`, ROWS rows over 150 days, day-partitioned (dt=YYYY-MM-DD), ZSTD
-Parquet, 8 columns; `customers`, 100,000 rows in one file. Then 20 queries in five
+Parquet, 8 columns; `customers`, 100,000 rows in one file; and the demo's lake (`sluice
+demo`: 31,200 orders over the last month, 2,000 customers). Over each, 20 queries in five
 classes, their parameters bound (never spliced):
 - point: one order by id within its day;
 - day aggregate: one day's orders by status;
-- month aggregate: one month's orders by status;
+- month aggregate: one month's orders by status (the demo's: its whole month);
 - top 10: one month's ten biggest customers;
 - join: one day's orders joined to customers, by country.
 Each is asked, in interleaved rounds, of `sluice serve` over HTTP (one keep-alive
@@ -12,7 +13,7 @@ connection, JSON rows, the way a third party's script asks) and of DuckDB in-pro
 the same files (views over read_parquet with Hive partitioning, the partition column
 kept as text as sluice keeps it), after checking once that both give the same number of
 rows. Prints p50 and p99 per class and the ratio to DuckDB; then 8 clients query the
-server at once for SECONDS: queries per second, 503s (every slot busy), and the server's
+server over the big lake at once for SECONDS: queries per second, 503s (every slot busy), and the server's
 peak RSS beside its limits (each query's memory pool × queries at once).
 
 Usage: serve_query.py SLUICE_BIN ROWS ROUNDS CACHE_DIR
@@ -78,30 +79,48 @@ def make_lake():
     open(done, "w").close()
 
 
-def queries():
+def classes(days, picks, amount, months):
+    """The 20 queries over a lake: `days` its partitions, `picks` (day, id) pairs of real
+    orders, `amount` the column to add up, `months` [from, until) ranges of its days."""
     rng = random.Random(7)
-    months = [(f"2024-{m:02d}-01", f"2024-{m + 1:02d}-01") for m in range(1, 5)]
     out = []
-    for _ in range(4):
-        d = rng.randrange(DAYS)
+    for (order_day, order), d in zip(picks, rng.sample(days, 4)):
         first, after = rng.choice(months)
-        order = min(d * PER_DAY + rng.randrange(PER_DAY), ROWS - 1)
         out += [
-            ("point", "SELECT * FROM orders WHERE dt = $1 AND id = $2", [day(order // PER_DAY), order]),
+            ("point", "SELECT * FROM orders WHERE dt = $1 AND id = $2", [order_day, order]),
             ("day aggregate",
-             "SELECT status, count(*) AS n, sum(amount) AS total FROM orders WHERE dt = $1 GROUP BY status ORDER BY status",
-             [day(d)]),
+             f"SELECT status, count(*) AS n, sum({amount}) AS total FROM orders WHERE dt = $1 GROUP BY status ORDER BY status",
+             [d]),
             ("month aggregate",
-             "SELECT status, count(*) AS n, sum(amount) AS total FROM orders WHERE dt >= $1 AND dt < $2 GROUP BY status ORDER BY status",
+             f"SELECT status, count(*) AS n, sum({amount}) AS total FROM orders WHERE dt >= $1 AND dt < $2 GROUP BY status ORDER BY status",
              [first, after]),
             ("top 10",
-             "SELECT customer_id, sum(amount) AS total FROM orders WHERE dt >= $1 AND dt < $2 GROUP BY customer_id ORDER BY total DESC, customer_id LIMIT 10",
+             f"SELECT customer_id, sum({amount}) AS total FROM orders WHERE dt >= $1 AND dt < $2 GROUP BY customer_id ORDER BY total DESC, customer_id LIMIT 10",
              [first, after]),
             ("join",
-             "SELECT c.country, count(*) AS n, sum(o.amount) AS total FROM orders o JOIN customers c ON o.customer_id = c.id WHERE o.dt = $1 GROUP BY c.country ORDER BY n DESC, c.country",
-             [day(d)]),
+             f"SELECT c.country, count(*) AS n, sum(o.{amount}) AS total FROM orders o JOIN customers c ON o.customer_id = c.id WHERE o.dt = $1 GROUP BY c.country ORDER BY n DESC, c.country",
+             [d]),
         ]
     return out
+
+
+def generated_queries():
+    rng = random.Random(11)
+    days = [day(d) for d in range(DAYS)]
+    picks = []
+    for _ in range(4):
+        order = rng.randrange(ROWS)
+        picks.append((day(order // PER_DAY), order))
+    months = [(f"2024-{m:02d}-01", f"2024-{m + 1:02d}-01") for m in range(1, 5)]
+    return classes(days, picks, "amount", months)
+
+
+def demo_queries(con):
+    """The demo's lake: orders over the last month, customers; the month is its days."""
+    days = [d for (d,) in con.execute("SELECT DISTINCT dt FROM orders ORDER BY dt").fetchall()]
+    picks = con.execute("SELECT dt, id FROM orders ORDER BY hash(id) LIMIT 4").fetchall()
+    after = (datetime.date.fromisoformat(days[-1]) + datetime.timedelta(days=1)).isoformat()
+    return classes(days, picks, "price", [(days[0], after)])
 
 
 class Client:
@@ -122,12 +141,12 @@ class Client:
         return 200, json.loads(data)["rows"]
 
 
-def start_server():
+def start_server(lake):
     keys = os.path.join(CACHE, "keys.yaml")
     with open(keys, "w") as f:
         f.write(f"- {{name: bench, sha256: {hashlib.sha256(KEY.encode()).hexdigest()}, tables: ['*']}}\n")
     process = subprocess.Popen(
-        [BIN, "--lake", LAKE, "serve", "--listen", "127.0.0.1:0", "--keys", keys,
+        [BIN, "--lake", lake, "serve", "--listen", "127.0.0.1:0", "--keys", keys,
          "--query-memory", f"{QUERY_MEMORY_MIB}MiB", "--max-concurrent", str(CONCURRENT),
          "--query-timeout", "120s"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -151,73 +170,97 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def main():
-    os.makedirs(CACHE, exist_ok=True)
-    make_lake()
+def duckdb_over(lake):
     con = duckdb.connect()
     for table in ("orders", "customers"):
         con.execute(
-            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{LAKE}/{table}/**/*.parquet', "
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{lake}/{table}/**/*.parquet', "
             "hive_partitioning = true, hive_types_autocast = false)"
         )
-    process, url = start_server()
-    try:
-        client = Client(url)
-        asked = queries()
+    return con
+
+
+def compare(title, url, con, asked):
+    """Each query of `asked` of the server and of DuckDB, interleaved, ROUNDS rounds."""
+    client = Client(url)
+    for cls, sql, params in asked:
+        status, rows = client.ask(sql, params)
+        if status != 200:
+            sys.exit(f"sluice serve answered {status} to {sql}: {rows[:500]}")
+        reference = con.execute(sql, params).fetchall()
+        if len(rows) != len(reference):
+            sys.exit(f"{cls}: sluice gave {len(rows)} rows, DuckDB {len(reference)}: {sql} {params}")
+    times = {(cls, tool): [] for cls, _, _ in asked for tool in ("sluice", "duckdb")}
+    for round_ in range(ROUNDS):
         for cls, sql, params in asked:
-            status, rows = client.ask(sql, params)
-            if status != 200:
-                sys.exit(f"sluice serve answered {status} to {sql}: {rows[:500]}")
-            reference = con.execute(sql, params).fetchall()
-            if len(rows) != len(reference):
-                sys.exit(f"{cls}: sluice gave {len(rows)} rows, DuckDB {len(reference)}: {sql} {params}")
-        times = {(cls, tool): [] for cls, _, _ in asked for tool in ("sluice", "duckdb")}
-        for round_ in range(ROUNDS):
-            for cls, sql, params in asked:
-                started = time.perf_counter()
-                client.ask(sql, params)
-                times[(cls, "sluice")].append(time.perf_counter() - started)
-                started = time.perf_counter()
-                con.execute(sql, params).fetchall()
-                times[(cls, "duckdb")].append(time.perf_counter() - started)
-            print(f"round {round_ + 1} of {ROUNDS} done", flush=True)
-        print(f"\n{ROWS} orders over {DAYS} days; {ROUNDS} rounds of {len(asked)} queries; times in ms")
-        print(f"{'class':<16} {'sluice p50':>10} {'p99':>8} {'duckdb p50':>10} {'p99':>8} {'p50 ratio':>10}")
-        for cls in dict.fromkeys(c for c, _, _ in asked):
-            s, d = times[(cls, "sluice")], times[(cls, "duckdb")]
-            print(f"{cls:<16} {statistics.median(s) * 1e3:>10.1f} {percentile(s, 99) * 1e3:>8.1f} "
-                  f"{statistics.median(d) * 1e3:>10.1f} {percentile(d, 99) * 1e3:>8.1f} "
-                  f"{statistics.median(s) / statistics.median(d):>9.2f}x")
+            started = time.perf_counter()
+            client.ask(sql, params)
+            times[(cls, "sluice")].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            con.execute(sql, params).fetchall()
+            times[(cls, "duckdb")].append(time.perf_counter() - started)
+    print(f"\n{title}; {ROUNDS} rounds of {len(asked)} queries; times in ms")
+    print(f"{'class':<16} {'sluice p50':>10} {'p99':>8} {'duckdb p50':>10} {'p99':>8} {'p50 ratio':>10}")
+    for cls in dict.fromkeys(c for c, _, _ in asked):
+        s, d = times[(cls, "sluice")], times[(cls, "duckdb")]
+        print(f"{cls:<16} {statistics.median(s) * 1e3:>10.1f} {percentile(s, 99) * 1e3:>8.1f} "
+              f"{statistics.median(d) * 1e3:>10.1f} {percentile(d, 99) * 1e3:>8.1f} "
+              f"{statistics.median(s) / statistics.median(d):>9.2f}x", flush=True)
 
-        done, busy, failed = [0], [0], []
-        stop = time.monotonic() + SECONDS
-        lock = threading.Lock()
 
-        def worker(seed):
-            rng, mine = random.Random(seed), Client(url)
-            while time.monotonic() < stop:
-                _, sql, params = rng.choice(asked)
-                status, body = mine.ask(sql, params)
-                with lock:
-                    if status == 200:
-                        done[0] += 1
-                    elif status == 503:
-                        busy[0] += 1
-                    else:
-                        failed.append((status, body[:200]))
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if failed:
-            sys.exit(f"{len(failed)} queries failed under load, e.g. {failed[0]}")
-        print(f"\n{CLIENTS} clients for {SECONDS} s: {done[0] / SECONDS:.1f} queries/s, {busy[0]} answered 503 (busy)")
-        print(f"server peak RSS {peak_rss_mib(process.pid):.0f} MiB; limits: {QUERY_MEMORY_MIB} MiB per query "
-              f"x {CONCURRENT} at once = {QUERY_MEMORY_MIB * CONCURRENT} MiB")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def load(url, asked):
+    """CLIENTS clients asking `asked` at random for SECONDS: queries/s and 503s."""
+    done, busy, failed = [0], [0], []
+    stop = time.monotonic() + SECONDS
+    lock = threading.Lock()
+
+    def worker(seed):
+        rng, mine = random.Random(seed), Client(url)
+        while time.monotonic() < stop:
+            _, sql, params = rng.choice(asked)
+            status, body = mine.ask(sql, params)
+            with lock:
+                if status == 200:
+                    done[0] += 1
+                elif status == 503:
+                    busy[0] += 1
+                else:
+                    failed.append((status, body[:200]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        sys.exit(f"{len(failed)} queries failed under load, e.g. {failed[0]}")
+    print(f"\n{CLIENTS} clients for {SECONDS} s: {done[0] / SECONDS:.1f} queries/s, {busy[0]} answered 503 (busy)")
+
+
+def main():
+    os.makedirs(CACHE, exist_ok=True)
+    make_lake()
+    demo = os.path.join(CACHE, "demo")
+    shutil.rmtree(demo, ignore_errors=True)
+    made = subprocess.run([BIN, "demo", "--dir", demo], capture_output=True, text=True)
+    if made.returncode != 0:
+        sys.exit(f"sluice demo failed: {made.stdout[-2000:]} {made.stderr[-2000:]}")
+    for title, lake, asked_of in [
+        (f"{ROWS} orders over {DAYS} days", LAKE, lambda con: generated_queries()),
+        ("the demo's lake (orders of the last month)", os.path.join(demo, "lake"), demo_queries),
+    ]:
+        con = duckdb_over(lake)
+        asked = asked_of(con)
+        process, url = start_server(lake)
+        try:
+            compare(title, url, con, asked)
+            if lake == LAKE:
+                load(url, asked)
+                print(f"server peak RSS {peak_rss_mib(process.pid):.0f} MiB; limits: {QUERY_MEMORY_MIB} MiB per query "
+                      f"x {CONCURRENT} at once = {QUERY_MEMORY_MIB * CONCURRENT} MiB")
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 if __name__ == "__main__":

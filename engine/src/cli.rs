@@ -528,7 +528,7 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
                     Lake::open(&places.lake)?,
                     args.query_memory,
                     args.listing_ttl,
-                )),
+                )?),
                 ServeEngine::Athena => Box::new(
                     crate::serve::engine::athena::Athena::new(
                         args.athena_workgroup,

@@ -162,7 +162,7 @@ async fn over_http(dir: &Path, lake: &Lake, exe: &str) -> Result<()> {
         lake.clone(),
         256 << 20,
         std::time::Duration::from_secs(5),
-    );
+    )?;
     let service =
         crate::serve::Service::new(Box::new(engine), keys, crate::serve::Limits::default())?;
     let server = tokio::spawn(crate::serve::serve(

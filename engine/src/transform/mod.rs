@@ -9,6 +9,7 @@ use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::TaskContext;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -34,10 +35,15 @@ pub struct Planned {
 
 /// A DataFusion runtime whose operators that hold rows (aggregates, sorts, joins) draw
 /// from a pool of `bytes`, and spill to disk or fail with a clear error beyond it, instead
-/// of growing without bound.
-pub fn bounded_runtime(bytes: u64) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+/// of growing without bound; its caches as `caches` says (a server shares some across
+/// its queries' runtimes).
+pub fn bounded_runtime(
+    bytes: u64,
+    caches: CacheManagerConfig,
+) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
     RuntimeEnvBuilder::new()
         .with_memory_limit(usize::try_from(bytes).unwrap_or(usize::MAX), 1.0)
+        .with_cache_manager(caches)
         .build_arc()
         .map_err(|e| Error::internal(format!("a memory pool of {bytes} bytes: {e}")))
 }
@@ -54,7 +60,7 @@ pub async fn plan(
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
-    let runtime = bounded_runtime(memory_pool)?;
+    let runtime = bounded_runtime(memory_pool, CacheManagerConfig::default())?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     let stream = RecordBatchStreamAdapter::new(
         schema.clone(),

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::listing::ListingTable;
+use datafusion::execution::cache::cache_manager::{
+    CacheManager, CacheManagerConfig, FileMetadataCache,
+};
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -27,18 +30,26 @@ pub struct Local {
     lake: Lake,
     /// Each query's memory pool.
     memory: u64,
+    /// The Parquet footers read, kept across queries (an entry holds for its file's size
+    /// and time, so a rewritten file is read again); file listings are not kept, so a new
+    /// file is seen by the next query.
+    footers: Arc<FileMetadataCache>,
     listing_ttl: Duration,
     listed: Mutex<Option<(Instant, Listing)>>,
 }
 
 impl Local {
-    pub fn new(lake: Lake, memory: u64, listing_ttl: Duration) -> Self {
-        Self {
+    pub fn new(lake: Lake, memory: u64, listing_ttl: Duration) -> crate::error::Result<Self> {
+        let footers = CacheManager::try_new(&CacheManagerConfig::default())
+            .map_err(|e| crate::error::classify_datafusion(e, "the footer cache"))?
+            .get_file_metadata_cache();
+        Ok(Self {
             lake,
             memory,
+            footers,
             listing_ttl,
             listed: Mutex::new(None),
-        }
+        })
     }
 
     /// The lake's tables, listed again once the last listing is older than the TTL.
@@ -66,7 +77,10 @@ impl Local {
         let merge = (self.memory / 4 / partitions).min(10 << 20);
         config.options_mut().execution.sort_spill_reservation_bytes =
             usize::try_from(merge).unwrap_or(usize::MAX);
-        let runtime = crate::transform::bounded_runtime(self.memory)?;
+        let caches = CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.footers.clone()))
+            .with_list_files_cache_limit(0);
+        let runtime = crate::transform::bounded_runtime(self.memory, caches)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         crate::query::register_store(&self.lake, &ctx)?;
         for (name, table) in self.lake_tables().await?.iter() {
