@@ -356,6 +356,22 @@ def test_flight_sql_binds_parameters_after_a_handshake(server):
         assert cursor.fetchall() == [("x'; DROP TABLE orders; --",)]
 
 
+def test_flight_sql_lists_only_the_keys_tables_to_browsing_tools(server):
+    with flight(server, **bearer(PARTNER_KEY)) as connection:
+        info = connection.adbc_get_info()
+        assert info["vendor_name"] == "sluice", info
+        objects = connection.adbc_get_objects(depth="all").read_all().to_pylist()
+        tables = [t["table_name"] for c in objects for s in c["catalog_db_schemas"] for t in s["db_schema_tables"]]
+        assert tables == ["customers"], objects
+        schema = connection.adbc_get_table_schema("customers")
+        assert "id" in schema.names and "email" in schema.names
+        assert connection.adbc_get_table_types() == ["TABLE"]
+    with flight(server, **bearer(ANALYST_KEY)) as connection:
+        objects = connection.adbc_get_objects(depth="tables").read_all().to_pylist()
+        tables = {t["table_name"] for c in objects for s in c["catalog_db_schemas"] for t in s["db_schema_tables"]}
+        assert {"orders", "customers"} <= tables
+
+
 def test_flight_sql_refuses_as_http_does(server):
     import adbc_driver_manager
 

@@ -10,6 +10,10 @@
 //! codes: bad SQL `INVALID_ARGUMENT`, no key `UNAUTHENTICATED`, past the time limit
 //! `DEADLINE_EXCEEDED`, past the memory or row limit `RESOURCE_EXHAUSTED`, busy
 //! `UNAVAILABLE`.
+//!
+//! For tools that browse (DBeaver, ADBC's `get_objects`): GetSqlInfo (the server, read
+//! only), GetCatalogs and GetDbSchemas (none: tables are named bare, as in the SQL),
+//! GetTableTypes (`TABLE`) and GetTables (the key's tables, with their Arrow schemas).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,11 +22,14 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandPreparedStatementQuery, CommandStatementQuery,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -60,6 +67,11 @@ pub async fn serve(
 struct Flight {
     service: Arc<Service>,
 }
+
+/// The catalog and schema of every table: none (tables are named bare in the SQL).
+const NO_NAME: &str = "";
+/// The kind of every table.
+const TABLE_TYPE: &str = "TABLE";
 
 /// A refusal as a gRPC status.
 fn status(refusal: Refusal) -> Status {
@@ -135,6 +147,46 @@ impl Flight {
             .with_descriptor(descriptor);
         Ok(Response::new(info))
     }
+}
+
+/// Where a metadata command's rows are fetched: this server, with the command as the
+/// ticket, in the command's result schema.
+fn metadata_info(
+    command: &impl ProstMessageExt,
+    schema: &datafusion::arrow::datatypes::Schema,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let ticket = Ticket::new(command.as_any().encode_to_vec());
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+/// A metadata command's rows as a DoGet stream.
+fn metadata_rows(
+    batch: Result<RecordBatch, FlightError>,
+) -> Result<Response<<Flight as FlightService>::DoGetStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(format!("building metadata: {e}")))?;
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(batch.schema())
+        .build(futures::stream::iter([Ok(batch)]))
+        .map_err(Status::from);
+    Ok(Response::new(Box::pin(data)))
+}
+
+/// What GetSqlInfo tells of this server.
+fn sql_info() -> Result<SqlInfoData, Status> {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "sluice");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder
+        .build()
+        .map_err(|e| Status::internal(format!("building the server's info: {e}")))
 }
 
 /// The one row of bound parameters, as the positional list the engines take.
@@ -286,6 +338,112 @@ impl FlightSqlService for Flight {
     ) -> Result<(), Status> {
         // Handles hold no state on the server: nothing to free.
         self.key(request.metadata()).map(|_| ())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        command: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key(request.metadata())?;
+        let schema = command.clone().into_builder(&sql_info()?).schema();
+        metadata_info(&command, &schema, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        command: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.key(request.metadata())?;
+        metadata_rows(command.into_builder(&sql_info()?).build())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        command: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key(request.metadata())?;
+        let schema = command.into_builder().schema();
+        metadata_info(&command, &schema, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        command: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.key(request.metadata())?;
+        metadata_rows(command.into_builder().build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        command: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key(request.metadata())?;
+        let schema = command.clone().into_builder().schema();
+        metadata_info(&command, &schema, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        command: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.key(request.metadata())?;
+        let mut builder = command.into_builder();
+        builder.append(NO_NAME, NO_NAME);
+        metadata_rows(builder.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        command: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key(request.metadata())?;
+        let schema = command.into_builder().schema();
+        metadata_info(&command, &schema, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        command: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.key(request.metadata())?;
+        let mut builder = command.into_builder();
+        builder.append(TABLE_TYPE);
+        metadata_rows(builder.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        command: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key(request.metadata())?;
+        let schema = command.clone().into_builder().schema();
+        metadata_info(&command, &schema, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        command: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let key = self.key(request.metadata())?;
+        let tables = self.service.tables(key).await.map_err(status)?;
+        let mut builder = command.into_builder();
+        for table in tables {
+            builder
+                .append(NO_NAME, NO_NAME, &table.name, TABLE_TYPE, &table.schema)
+                .map_err(|e| Status::internal(format!("describing {}: {e}", table.name)))?;
+        }
+        metadata_rows(builder.build())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -495,11 +495,20 @@ impl Engine for Athena {
                         "nullable": true,
                     })
                 };
-                let mut columns: Vec<serde_json::Value> = table
+                let glue_columns: Vec<&aws_sdk_glue::types::Column> = table
                     .storage_descriptor()
-                    .map(|s| s.columns().iter().map(column).collect())
-                    .unwrap_or_default();
-                columns.extend(table.partition_keys().iter().map(column));
+                    .map(|s| s.columns().iter().collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(table.partition_keys())
+                    .collect();
+                let columns = glue_columns.iter().map(|c| column(c)).collect();
+                let schema = Arc::new(Schema::new(
+                    glue_columns
+                        .iter()
+                        .map(|c| Field::new(c.name(), arrow_type(c.r#type().unwrap_or("")), true))
+                        .collect::<Vec<_>>(),
+                ));
                 out.push(TableInfo {
                     name: table.name().to_string(),
                     columns,
@@ -512,6 +521,7 @@ impl Engine for Athena {
                     files: None,
                     bytes: None,
                     quarantine_of: TableInfo::quarantine_of(table.name()),
+                    schema,
                 });
             }
             token = got.next_token().map(str::to_string);

@@ -142,6 +142,7 @@ impl Local {
             files: Some(parquet.len()),
             bytes: Some(parquet.iter().map(|o| o.size).sum()),
             quarantine_of: TableInfo::quarantine_of(name),
+            schema: table.schema(),
         })
     }
 }

@@ -50,6 +50,9 @@ pub struct TableInfo {
     /// For a quarantine table, the table whose rejected rows it holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantine_of: Option<String>,
+    /// The columns as the engine answers them (Flight SQL's GetTables).
+    #[serde(skip)]
+    pub schema: SchemaRef,
 }
 
 impl TableInfo {
