@@ -123,7 +123,7 @@ pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
     let frame = ctx
         .sql(sql)
         .await
-        .map_err(|e| planning_error(lake, &ctx, e))?;
+        .map_err(|e| planning_error(Some(lake), &ctx, e))?;
     frame
         .collect()
         .await
@@ -131,7 +131,9 @@ pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
 }
 
 /// A planning error; a table the context does not have is named with the tables it has.
-pub fn planning_error(lake: &Lake, ctx: &SessionContext, e: DataFusionError) -> Error {
+/// `lake` names where the tables come from (for the lake's own users, not for a server's
+/// clients, who are not told where the lake is).
+pub fn planning_error(lake: Option<&Lake>, ctx: &SessionContext, e: DataFusionError) -> Error {
     match unknown_table(&e) {
         Some(name) => no_such_table(lake, ctx, name),
         None => classify_datafusion(e, "query"),
@@ -163,12 +165,22 @@ pub fn table_names(ctx: &SessionContext) -> Vec<String> {
     tables
 }
 
-/// The lake's tables, the closest to `name`, and where tables come from.
-fn no_such_table(lake: &Lake, ctx: &SessionContext, name: &str) -> Error {
+/// The lake's tables, the closest to `name`, and (given the lake) where tables come from.
+fn no_such_table(lake: Option<&Lake>, ctx: &SessionContext, name: &str) -> Error {
     let tables = table_names(ctx);
     let hint = crate::spec::shape::did_you_mean(name, tables.iter().map(String::as_str))
         .map(|m| format!(" Did you mean `{m}`?"))
         .unwrap_or_default();
+    let Some(lake) = lake else {
+        return Error::user(format!(
+            "no table `{name}`.{hint} The tables: {}",
+            if tables.is_empty() {
+                "none".to_string()
+            } else {
+                tables.join(", ")
+            }
+        ));
+    };
     let listed = if tables.is_empty() {
         "it has none yet: `sluice run` writes them".to_string()
     } else {

@@ -183,6 +183,17 @@ def test_anything_but_a_query_is_refused_before_planning(server, sql, named):
     assert status == 400 and problem["code"] == "refused" and named in problem["message"], problem
 
 
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT * FROM '/etc/passwd'", "SELECT * FROM 'file:///etc/passwd'", "SELECT * FROM read_csv('/etc/passwd')",
+     "SELECT * FROM read_parquet('/etc/passwd')", "SELECT * FROM read_json('/etc/passwd')"],
+)
+def test_no_path_or_url_is_read_and_the_lakes_place_is_not_told(server, sql):
+    status, problem = error(call(server, "/v1/query", {"sql": sql}))
+    assert status == 400, problem
+    assert "root:" not in problem["message"] and str(server["lake"]) not in problem["message"], problem
+
+
 def test_bad_requests_get_their_status_and_the_server_keeps_serving(server):
     assert error(call(server, "/v1/query", {"sql": "SELECT 1"}, key=None))[0] == 401
     assert error(call(server, "/v1/query", {"sql": "SELECT 1"}, key="wrong"))[0] == 401

@@ -91,11 +91,15 @@ impl From<Error> for Refusal {
     fn from(e: Error) -> Self {
         match e.class {
             ErrorClass::User => Self::bad(e.message),
-            ErrorClass::External => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("the lake could not be read: {}", e.message),
-            ),
+            // The detail names the lake's place (a bucket, a path): logged, not told.
+            ErrorClass::External => {
+                tracing::warn!(error = %e.report(), "the lake could not be read");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the lake could not be read just now (logged); try again",
+                )
+            }
             _ => {
                 tracing::error!(error = %e.report(), "query failed");
                 Self::new(

@@ -101,7 +101,7 @@ impl Local {
         let mut frame = ctx
             .sql_with_options(&query.sql, options)
             .await
-            .map_err(|e| Refusal::from(crate::query::planning_error(&self.lake, &ctx, e)))?;
+            .map_err(|e| Refusal::from(crate::query::planning_error(None, &ctx, e)))?;
         if let Some(params) = &query.params {
             frame = frame
                 .with_param_values(param_values(params)?)
