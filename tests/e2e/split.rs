@@ -36,10 +36,11 @@ async fn the_parts_of_a_split_read_are_one_consistent_view() {
 
     // Four COPYs read at once (polled from the start: by the time a first file is
     // written on a loaded machine, a part may have finished already).
+    let log = ws.dir.path().join("run.log");
     let mut child = ws
         .command(&["run", "--job", "events", "--output", "json"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("run log"))
         .spawn()
         .expect("spawn sluice");
     let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
@@ -55,10 +56,12 @@ async fn the_parts_of_a_split_read_are_one_consistent_view() {
         if copying == 4 {
             break;
         }
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended before four parts read at once (last seen: {copying})"
-        );
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!(
+                "the run ended ({status}) before four parts read at once (last seen: {copying}); its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         assert!(
             started.elapsed() < std::time::Duration::from_secs(60),
             "four parts never read at once (last seen: {copying})"
