@@ -542,7 +542,9 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             let cors = crate::serve::http::Cors {
                 origins: args.cors_origins,
             };
-            let interrupt = crate::interrupt::Interrupt::listen()?;
+            let interrupt = crate::interrupt::Interrupt::listen(
+                "no new connection is taken; the requests in flight finish",
+            )?;
             let stop = async move {
                 interrupt.error().await;
             };
@@ -648,7 +650,7 @@ async fn context(places: &Places, lease: &LeaseArgs) -> Result<pipeline::Context
 }
 
 async fn run(places: &Places, args: RunArgs) -> Result<Option<ErrorClass>> {
-    let interrupt = crate::interrupt::Interrupt::listen()?;
+    let interrupt = crate::interrupt::Interrupt::listen(crate::interrupt::RUN_STOPPING)?;
     let Some(token) = args.task_token.clone() else {
         return run_jobs(places, &args, interrupt)
             .await

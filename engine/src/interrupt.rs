@@ -43,8 +43,9 @@ impl Interrupt {
         });
     }
 
-    /// Installs the handlers for SIGINT and SIGTERM; call inside the runtime.
-    pub fn listen() -> Result<Self> {
+    /// Installs the handlers for SIGINT and SIGTERM; call inside the runtime. `stopping`
+    /// is what the first signal is logged with: what the process does now.
+    pub fn listen(stopping: &'static str) -> Result<Self> {
         let handler = |kind, name| {
             signal(kind)
                 .map_err(|e| Error::internal(format!("cannot install the {name} handler: {e}")))
@@ -60,7 +61,7 @@ impl Interrupt {
             };
             tracing::warn!(
                 signal = first,
-                "stopping: the run in progress ends uncommitted and releases its lease; a second signal ends the process at once"
+                "stopping: {stopping}; a second signal ends the process at once"
             );
             handled.stop(first);
             tokio::select! {
@@ -91,6 +92,9 @@ impl Interrupt {
         }
     }
 }
+
+/// What a run does on a first signal.
+pub const RUN_STOPPING: &str = "the run in progress ends uncommitted and releases its lease";
 
 fn interrupted(signal: &str) -> Error {
     Error::new(
