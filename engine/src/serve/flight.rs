@@ -436,7 +436,7 @@ impl FlightSqlService for Flight {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let key = self.key(request.metadata())?;
-        let tables = self.service.tables(key).await.map_err(status)?;
+        let tables = self.service.tables(key, None).await.map_err(status)?;
         let mut builder = command.into_builder();
         for table in tables {
             builder

@@ -298,7 +298,7 @@ fn streamed(rows: Batches) -> Response {
 
 async fn tables(State(service): State<Arc<Service>>, headers: HeaderMap) -> Answer {
     let key = authenticate(&service, &headers)?;
-    let tables = service.tables(key).await?;
+    let tables = service.tables(key, None).await?;
     Ok(axum::Json(serde_json::json!({"tables": tables})).into_response())
 }
 
@@ -309,10 +309,10 @@ async fn table(
 ) -> Answer {
     let key = authenticate(&service, &headers)?;
     let table = service
-        .tables(key)
+        .tables(key, Some(&name))
         .await?
         .into_iter()
-        .find(|t| t.name == name)
+        .next()
         .ok_or_else(|| {
             Refusal::new(
                 StatusCode::NOT_FOUND,

@@ -197,9 +197,14 @@ impl Service {
         Ok((schema, rows))
     }
 
-    /// The tables the key sees (quarantine tables marked with the table they belong to).
-    pub async fn tables(&self, key: &Key) -> std::result::Result<Vec<TableInfo>, Refusal> {
-        tokio::time::timeout(self.limits.time, self.engine.tables(key))
+    /// The tables the key sees (quarantine tables marked with the table they belong to),
+    /// or only the one named.
+    pub async fn tables(
+        &self,
+        key: &Key,
+        only: Option<&str>,
+    ) -> std::result::Result<Vec<TableInfo>, Refusal> {
+        tokio::time::timeout(self.limits.time, self.engine.tables(key, only))
             .await
             .map_err(|_| Refusal::time_limit(self.limits.time))?
     }

@@ -472,7 +472,7 @@ impl Engine for Athena {
         Ok((schema, batches.boxed()))
     }
 
-    async fn tables(&self, key: &Key) -> Result<Vec<TableInfo>, Refusal> {
+    async fn tables(&self, key: &Key, only: Option<&str>) -> Result<Vec<TableInfo>, Refusal> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -485,7 +485,7 @@ impl Engine for Athena {
                 .await
                 .map_err(|e| Refusal::from(classify_sdk(e, "listing the Glue tables")))?;
             for table in got.table_list() {
-                if !key.allows(table.name()) {
+                if !key.allows(table.name()) || only.is_some_and(|o| o != table.name()) {
                     continue;
                 }
                 let column = |c: &aws_sdk_glue::types::Column| {

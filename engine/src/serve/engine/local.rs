@@ -233,10 +233,10 @@ impl Engine for Local {
         Ok((stream.schema(), stream.map_err(Refusal::from).boxed()))
     }
 
-    async fn tables(&self, key: &Key) -> Result<Vec<TableInfo>, Refusal> {
+    async fn tables(&self, key: &Key, only: Option<&str>) -> Result<Vec<TableInfo>, Refusal> {
         let mut out = Vec::new();
         for (name, table) in self.lake_tables().await?.iter() {
-            if key.allows(name) {
+            if key.allows(name) && only.is_none_or(|o| o == name) {
                 out.push(self.describe(name, table).await?);
             }
         }

@@ -108,6 +108,7 @@ pub trait Engine: Send + Sync {
         cursor: Option<&str>,
     ) -> Result<(SchemaRef, Batches), Refusal>;
 
-    /// The tables the key sees, sorted by name.
-    async fn tables(&self, key: &Key) -> Result<Vec<TableInfo>, Refusal>;
+    /// The tables the key sees, sorted by name; with `only`, that one table if the key sees
+    /// it (nothing is described but what is asked for).
+    async fn tables(&self, key: &Key, only: Option<&str>) -> Result<Vec<TableInfo>, Refusal>;
 }
