@@ -9,6 +9,7 @@ import hashlib
 import json
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -59,7 +60,7 @@ def athena(aws, endpoint, sluice_bin, sluice_env):
     process = subprocess.Popen(
         [sluice_bin, "serve", "--engine", "athena", "--athena-workgroup", workgroup,
          "--athena-database", database, "--keys-secret", secret, "--listen", "127.0.0.1:0",
-         "--flight-listen", "127.0.0.1:0", "--page-rows", "1000"],
+         "--flight-listen", "127.0.0.1:0", "--page-rows", "1000", "--query-timeout", "3s"],
         env=sluice_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     line = process.stdout.readline()
@@ -193,3 +194,31 @@ def test_flight_sql_over_athena_runs_the_query_once(athena):
         cursor.execute("SELECT id, name FROM customers")
         assert cursor.fetchall() == [(1, "a"), (2, "b")]
     assert len(executions(athena)) == before + 1
+
+
+def test_a_query_past_its_time_is_refused_and_stopped_in_athena(athena):
+    def transition(action, body):
+        request = urllib.request.Request(
+            athena["endpoint"] + f"/moto-api/state-manager/{action}",
+            data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST",
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+
+    # Athena keeps this query queued: moto advances it only after 1,000 looks.
+    transition("set-transition", {"model_name": "athena::execution", "transition": {"progression": "manual", "times": 1000}})
+    try:
+        before = len(executions(athena))
+        status, problem = call(athena, "/v1/query", {"sql": "SELECT count(*) FROM orders"})
+        assert status == 408 and problem["error"]["code"] == "time_limit", problem
+        client = athena["aws"]("athena")
+        ids = client.list_query_executions(WorkGroup=athena["workgroup"])["QueryExecutionIds"][before:]
+        assert len(ids) == 1
+        deadline = time.monotonic() + 10
+        while True:
+            state = client.get_query_execution(QueryExecutionId=ids[0])["QueryExecution"]["Status"]["State"]
+            if state == "CANCELLED" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert state == "CANCELLED", state
+    finally:
+        transition("unset-transition", {"model_name": "athena::execution"})

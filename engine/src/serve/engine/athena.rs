@@ -124,6 +124,12 @@ impl Athena {
             .query_execution_id()
             .ok_or_else(|| Refusal::from(Error::external("Athena gave the query no id")))?
             .to_string();
+        // Dropped before Athena is done (the query's time limit): Athena stops it too.
+        let mut running = Running {
+            athena: self.athena.clone(),
+            id: id.clone(),
+            done: false,
+        };
         let mut wait = Duration::from_millis(100);
         loop {
             let described = self
@@ -134,7 +140,16 @@ impl Athena {
                 .await
                 .map_err(|e| Refusal::from(classify_sdk(e, "watching the Athena query")))?;
             let status = described.query_execution().and_then(|q| q.status());
-            match status.and_then(|s| s.state()) {
+            let state = status.and_then(|s| s.state());
+            running.done = matches!(
+                state,
+                Some(
+                    QueryExecutionState::Succeeded
+                        | QueryExecutionState::Failed
+                        | QueryExecutionState::Cancelled
+                )
+            );
+            match state {
                 Some(QueryExecutionState::Succeeded) => return Ok(id),
                 Some(QueryExecutionState::Failed) | Some(QueryExecutionState::Cancelled) => {
                     let reason = status
@@ -216,6 +231,42 @@ impl Athena {
             &rows,
             None,
         )
+    }
+}
+
+/// An Athena query this server started and waits for: dropped before it ended (the
+/// query's time limit cut the wait), it is stopped in Athena, so that it neither runs on
+/// nor bills beyond the answer its client was refused.
+struct Running {
+    athena: aws_sdk_athena::Client,
+    id: String,
+    done: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (athena, id) = (self.athena.clone(), std::mem::take(&mut self.id));
+        runtime.spawn(async move {
+            match athena
+                .stop_query_execution()
+                .query_execution_id(&id)
+                .send()
+                .await
+            {
+                Ok(_) => tracing::info!(execution = %id, "stopped the Athena query past its time"),
+                Err(e) => tracing::warn!(
+                    execution = %id,
+                    error = %classify_sdk(e, "stopping the Athena query").message,
+                    "the Athena query past its time could not be stopped"
+                ),
+            }
+        });
     }
 }
 
