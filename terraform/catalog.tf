@@ -6,6 +6,16 @@ resource "aws_glue_catalog_database" "lake" {
   description = "Tables of the sluice lake (s3://${aws_s3_bucket.lake.bucket}/${local.lake_prefix}/), published by sluice after each run"
 }
 
+locals {
+  # What a role that reads or publishes the lake's tables names in Glue: the catalog, the
+  # database and its tables.
+  lake_catalog_arns = [
+    "arn:${local.partition}:glue:${var.region}:${local.account_id}:catalog",
+    aws_glue_catalog_database.lake.arn,
+    "arn:${local.partition}:glue:${var.region}:${local.account_id}:table/${aws_glue_catalog_database.lake.name}/*",
+  ]
+}
+
 resource "aws_glue_data_catalog_encryption_settings" "lake" {
   data_catalog_encryption_settings {
     connection_password_encryption {

@@ -114,11 +114,7 @@ data "aws_iam_policy_document" "task" {
       "glue:BatchCreatePartition",
       "glue:BatchDeletePartition",
     ]
-    resources = [
-      "arn:${local.partition}:glue:${var.region}:${local.account_id}:catalog",
-      aws_glue_catalog_database.lake.arn,
-      "arn:${local.partition}:glue:${var.region}:${local.account_id}:table/${aws_glue_catalog_database.lake.name}/*",
-    ]
+    resources = local.lake_catalog_arns
   }
   statement {
     # The task reports to the execution that started it (its task token), and heartbeats.

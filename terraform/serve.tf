@@ -351,11 +351,7 @@ data "aws_iam_policy_document" "serve" {
   statement {
     sid     = "ReadCatalog"
     actions = ["glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:GetPartition", "glue:GetPartitions"]
-    resources = [
-      "arn:${local.partition}:glue:${var.region}:${local.account_id}:catalog",
-      aws_glue_catalog_database.lake.arn,
-      "arn:${local.partition}:glue:${var.region}:${local.account_id}:table/${aws_glue_catalog_database.lake.name}/*",
-    ]
+    resources = local.lake_catalog_arns
   }
   statement {
     sid       = "Query"

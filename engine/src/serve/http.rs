@@ -133,7 +133,8 @@ struct QueryRequest {
 struct Page {
     #[serde(flatten)]
     query: Query,
-    cursor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
     limit: usize,
 }
 
@@ -243,17 +244,18 @@ async fn answer(service: &Service, headers: &HeaderMap, request: QueryRequest) -
             }
             Page {
                 query,
-                cursor: String::new(),
+                cursor: None,
                 limit,
             }
         }
         (None, None) => return Err(Refusal::bad("no sql: send {\"sql\": \"SELECT …\"}")),
     };
-    let cursor = (!page.cursor.is_empty()).then_some(page.cursor.as_str());
-    let rows = service.page(key, &page.query, cursor, page.limit).await?;
+    let rows = service
+        .page(key, &page.query, page.cursor.as_deref(), page.limit)
+        .await?;
     let next = rows.next.map(|cursor| {
         Page {
-            cursor,
+            cursor: Some(cursor),
             query: page.query,
             limit: page.limit,
         }

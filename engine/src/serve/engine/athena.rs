@@ -26,7 +26,7 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Batches, Engine, Query, Rows, TableInfo};
@@ -98,6 +98,23 @@ impl Athena {
         if same { Ok(cursor) } else { Err(foreign()) }
     }
 
+    /// Where rows are read from: a client's cursor, or the first row of a new execution.
+    async fn start(
+        &self,
+        key: &Key,
+        query: &Query,
+        cursor: Option<&str>,
+    ) -> Result<Cursor, Refusal> {
+        Ok(match cursor {
+            Some(text) => self.resume(key, query, text).await?,
+            None => Cursor {
+                execution: self.execute(key, query).await?,
+                token: None,
+                skip: 0,
+            },
+        })
+    }
+
     /// Starts the query in the workgroup and waits for it to succeed.
     async fn execute(&self, key: &Key, query: &Query) -> Result<String, Refusal> {
         let (sql, parameters) = self.bound(key, query)?;
@@ -166,7 +183,7 @@ impl Athena {
     }
 
     /// Up to `limit` rows from `cursor` (one `GetQueryResults` call at most per 1,000).
-    async fn read(&self, mut cursor: Cursor, limit: usize) -> Result<Rows, Refusal> {
+    async fn read(&self, mut cursor: Cursor, limit: usize) -> Result<Page, Refusal> {
         let mut schema: Option<SchemaRef> = None;
         let mut rows: Vec<AthenaRow> = Vec::new();
         loop {
@@ -210,7 +227,7 @@ impl Athena {
             rows.extend(page.into_iter().skip(cursor.skip).take(taken).cloned());
             if taken < available {
                 cursor.skip += taken;
-                return rows_of(this_schema, &rows, Some(cursor));
+                return page_of(this_schema, &rows, Some(cursor));
             }
             match got.next_token() {
                 Some(token) => {
@@ -220,13 +237,13 @@ impl Athena {
                         skip: 0,
                     };
                     if rows.len() == limit {
-                        return rows_of(this_schema, &rows, Some(cursor));
+                        return page_of(this_schema, &rows, Some(cursor));
                     }
                 }
-                None => return rows_of(this_schema, &rows, None),
+                None => return page_of(this_schema, &rows, None),
             }
         }
-        rows_of(
+        page_of(
             schema.unwrap_or_else(|| Arc::new(Schema::empty())),
             &rows,
             None,
@@ -270,21 +287,37 @@ impl Drop for Running {
     }
 }
 
-/// A page of Athena's rows, and the cursor of the rest.
-fn rows_of(schema: SchemaRef, rows: &[AthenaRow], next: Option<Cursor>) -> Result<Rows, Refusal> {
-    let batch = batch(&schema, rows)?;
-    let next = match next {
-        Some(cursor) => Some(
-            serde_json::to_string(&cursor)
-                .map_err(|e| Refusal::from(Error::internal(format!("a cursor: {e}"))))?,
-        ),
-        None => None,
-    };
-    Ok(Rows {
+/// A page of Athena's rows as one batch, and the cursor of the rest.
+struct Page {
+    schema: SchemaRef,
+    batch: RecordBatch,
+    next: Option<Cursor>,
+}
+
+impl Page {
+    /// The page as the API gives it, the cursor as its client keeps it.
+    fn rows(self) -> Result<Rows, Refusal> {
+        Ok(Rows {
+            schema: self.schema,
+            batches: vec![self.batch],
+            next: self.next.as_ref().map(Cursor::encode).transpose()?,
+        })
+    }
+}
+
+fn page_of(schema: SchemaRef, rows: &[AthenaRow], next: Option<Cursor>) -> Result<Page, Refusal> {
+    Ok(Page {
+        batch: batch(&schema, rows)?,
         schema,
-        batches: vec![batch],
         next,
     })
+}
+
+impl Cursor {
+    fn encode(&self) -> Result<String, Refusal> {
+        serde_json::to_string(self)
+            .map_err(|e| Refusal::from(Error::internal(format!("a cursor: {e}"))))
+    }
 }
 
 /// Athena's column type as the Arrow type the rows are given in.
@@ -453,15 +486,8 @@ impl Engine for Athena {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Rows, Refusal> {
-        let cursor = match cursor {
-            Some(text) => self.resume(key, query, text).await?,
-            None => Cursor {
-                execution: self.execute(key, query).await?,
-                token: None,
-                skip: 0,
-            },
-        };
-        self.read(cursor, limit).await
+        let from = self.start(key, query, cursor).await?;
+        self.read(from, limit).await?.rows()
     }
 
     fn plans(&self) -> bool {
@@ -475,19 +501,13 @@ impl Engine for Athena {
         key: &Key,
         query: &Query,
     ) -> Result<(SchemaRef, Option<String>), Refusal> {
-        let execution = self.execute(key, query).await?;
         let start = Cursor {
-            execution: execution.clone(),
+            execution: self.execute(key, query).await?,
             token: None,
             skip: 0,
         };
+        let cursor = start.encode()?;
         let schema = self.read(start, 1).await?.schema;
-        let cursor = serde_json::to_string(&Cursor {
-            execution,
-            token: None,
-            skip: 0,
-        })
-        .map_err(|e| Refusal::from(Error::internal(format!("a cursor: {e}"))))?;
         Ok((schema, Some(cursor)))
     }
 
@@ -497,29 +517,24 @@ impl Engine for Athena {
         query: &Query,
         cursor: Option<&str>,
     ) -> Result<(SchemaRef, Batches), Refusal> {
-        let first = self.page(key, query, cursor, ATHENA_PAGE).await?;
+        let from = self.start(key, query, cursor).await?;
+        let first = self.read(from, ATHENA_PAGE).await?;
         let schema = first.schema.clone();
         let engine = self.clone();
-        let pages = futures::stream::unfold(Some(Ok(first)), move |state| {
+        let batches = futures::stream::unfold(Some(Ok(first)), move |state| {
             let engine = engine.clone();
             async move {
-                let page: Rows = match state? {
+                let page = match state? {
                     Ok(page) => page,
                     Err(refusal) => return Some((Err(refusal), None)),
                 };
                 let next = match page.next {
-                    Some(text) => Some(match serde_json::from_str::<Cursor>(&text) {
-                        Ok(cursor) => engine.read(cursor, ATHENA_PAGE).await,
-                        Err(e) => Err(Refusal::from(Error::internal(format!("a cursor: {e}")))),
-                    }),
+                    Some(cursor) => Some(engine.read(cursor, ATHENA_PAGE).await),
                     None => None,
                 };
-                Some((Ok(page.batches), next))
+                Some((Ok(page.batch), next))
             }
         });
-        let batches = pages
-            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-            .try_flatten();
         Ok((schema, batches.boxed()))
     }
 
