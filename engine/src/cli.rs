@@ -150,9 +150,11 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_METRICS_NAMESPACE", default_value = "Sluice")]
     pub metrics_namespace: String,
 
-    /// What the run may buffer: batches in flight, row groups being written (the largest
-    /// is flushed, the least recently written file closed, beyond it) and the transform's
-    /// memory pool. Units: KiB, MiB, GiB.
+    /// The run's peak memory (RSS): the process, the transform's pool, the row groups and
+    /// files being written (the largest row group is flushed, the least recently written
+    /// file closed, beyond their shares) and the batches in flight, each bounded in bytes.
+    /// A job that cannot be read within it is refused before reading, with what it needs.
+    /// Units: KiB, MiB, GiB.
     #[arg(long, env = "SLUICE_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse_memory)]
     pub memory_limit: u64,
 
@@ -190,9 +192,17 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 }
 
 fn parse_memory(text: &str) -> std::result::Result<u64, String> {
+    size_at_least(text, 32 << 20, "32MiB")
+}
+
+fn parse_pool(text: &str) -> std::result::Result<u64, String> {
+    size_at_least(text, 16 << 20, "16MiB")
+}
+
+fn size_at_least(text: &str, least: u64, named: &str) -> std::result::Result<u64, String> {
     match crate::spec::units::parse_size(text)? {
-        n if n >= 16 << 20 => Ok(n),
-        _ => Err(format!("{text} is too small: give at least 16MiB")),
+        n if n >= least => Ok(n),
+        _ => Err(format!("{text} is too small: give at least {named}")),
     }
 }
 
@@ -282,7 +292,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub query_timeout: Duration,
     /// Each query's memory pool for sorts, aggregates and joins (413 beyond it).
-    #[arg(long, default_value = "256MiB", value_parser = parse_memory)]
+    #[arg(long, default_value = "256MiB", value_parser = parse_pool)]
     pub query_memory: u64,
     /// Queries running at once; others wait up to a second, then get 503.
     #[arg(long, default_value_t = 4)]

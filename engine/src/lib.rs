@@ -2,6 +2,7 @@
 //! DataFusion transform → partitioned Parquet in a lake → watermark. See DESIGN.md.
 
 pub mod aws;
+pub mod budget;
 pub mod catalog;
 pub mod cli;
 pub mod contract;

@@ -34,6 +34,7 @@ use tracing::Instrument;
 
 pub use crate::summary::{RunStatus, RunSummary};
 
+use crate::budget::MemoryBudget;
 use crate::contract;
 use crate::error::Result;
 use crate::interrupt::Interrupt;
@@ -56,8 +57,7 @@ pub struct Context {
     pub lease_ttl: Duration,
     /// What started the runs (a Step Functions execution), for the run records.
     pub trigger: Option<String>,
-    /// Bytes the run may buffer: batches in flight, row groups being written, the
-    /// transform's memory pool.
+    /// What the run's process may hold at its peak (see [`crate::budget`]).
     pub memory_limit: u64,
     /// The Glue database runs publish their tables in (`None`: no publishing).
     pub catalog: Option<String>,
@@ -229,6 +229,7 @@ async fn attempt(
 
     let contract =
         contract::effective(job.target.schema.as_deref(), state.value.contract.as_ref())?;
+    let budget = MemoryBudget::new(ctx.memory_limit, columns.len(), ctx.lake.upload_part())?;
     let schema = source::types::arrow_schema(&columns);
     let extract = source.extract(
         columns,
@@ -237,6 +238,7 @@ async fn attempt(
             run_key: run_key.clone(),
             committed,
             ledger,
+            batches: budget.batches(),
         },
     );
     let snapshot =
@@ -249,6 +251,7 @@ async fn attempt(
             extract: extract.batches,
             done: extract.done,
             contract,
+            budget,
         },
         output::Run {
             window: &window,

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::{Context, RunSummary};
+use crate::budget::MemoryBudget;
 use crate::contract::{self, Column};
 use crate::error::{Error, Result};
 use crate::job::{Job, Target, mode_name};
@@ -27,6 +28,8 @@ pub struct Input {
     pub extract: BatchStream,
     pub done: BoxFuture<'static, Result<Consumed>>,
     pub contract: Option<Vec<Column>>,
+    /// The run's memory budget, whose batches' share the extract was given.
+    pub budget: MemoryBudget,
 }
 
 /// Where the run writes.
@@ -65,8 +68,15 @@ pub async fn write(
             }
         })
         .boxed();
-    let (mut output, resolution, mut evaluator) =
-        plan(job, ctx, (input.schema, extract), input.contract, summary).await?;
+    let budget = input.budget;
+    let (mut output, resolution, mut evaluator) = plan(
+        job,
+        budget.pool(),
+        (input.schema, extract),
+        input.contract,
+        summary,
+    )
+    .await?;
     let data_schema = lake_schema(&resolution.contract);
     let writer = PartitionedWriter::new(
         ctx.lake.clone(),
@@ -74,7 +84,7 @@ pub async fn write(
         run.run_key,
         &data_schema,
         run.snapshot.clone(),
-        sink::WriterBudget::from_limit(ctx.memory_limit),
+        budget.writer(),
     )?;
     let quarantine = match evaluator.quarantine_schema() {
         None => None,
@@ -84,7 +94,7 @@ pub async fn write(
             run.run_key,
             &schema,
             run.snapshot.clone(),
-            sink::WriterBudget::from_limit(ctx.memory_limit / 4),
+            budget.writer().quarter(),
         )?),
     };
     // The writer runs on its own task, so that encoding overlaps the transform; two
@@ -131,7 +141,7 @@ pub async fn write(
     summary.seconds.write = writing.as_secs_f64();
     let mut consumed = input.done.await?;
     let quarantined = if quarantined.is_empty() {
-        quarantine_poison(job, ctx, &run, &consumed.poison, summary).await?
+        quarantine_poison(job, ctx, &run, (&consumed.poison, budget.writer()), summary).await?
     } else {
         quarantined
     };
@@ -166,7 +176,7 @@ async fn quarantine_poison(
     job: &Job,
     ctx: &Context,
     run: &Run<'_>,
-    poison: &[Poison],
+    (poison, writer): (&[Poison], sink::WriterBudget),
     summary: &mut RunSummary,
 ) -> Result<Vec<sink::WrittenFile>> {
     if poison.is_empty() {
@@ -213,7 +223,7 @@ async fn quarantine_poison(
         run.run_key,
         &schema,
         None,
-        sink::WriterBudget::from_limit(ctx.memory_limit / 4),
+        writer,
     )?;
     writer.write(&batch).await?;
     summary.quarantined += poison.len() as u64;
@@ -224,12 +234,11 @@ async fn quarantine_poison(
 /// written when the output breaks the contract under the job's policy.
 async fn plan(
     job: &Job,
-    ctx: &Context,
+    pool: u64,
     (schema, extract): (SchemaRef, BatchStream),
     contract: Option<Vec<Column>>,
     summary: &mut RunSummary,
 ) -> Result<(BatchStream, contract::Resolution, Evaluator)> {
-    let pool = ctx.memory_limit / 4;
     let (planned, out_schema, extract) = match &job.transform {
         Some(sql) => {
             let planned = transform::plan(Some(sql), schema.clone(), extract, pool).await?;

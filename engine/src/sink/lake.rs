@@ -79,6 +79,16 @@ impl Lake {
         self.store.clone()
     }
 
+    /// Bytes a file being written buffers before its upload goes on in parts: S3 takes
+    /// parts of 5 MiB or more; a folder takes any.
+    pub fn upload_part(&self) -> usize {
+        if self.url.starts_with("s3://") {
+            5 << 20
+        } else {
+            1 << 20
+        }
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

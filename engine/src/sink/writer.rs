@@ -37,21 +37,18 @@ use crate::job::{Compression, Target};
 /// codec contexts (zstd: the largest part of the heap at peak, measured with massif).
 /// Interleaved A/B on the 2M-row day-partitioned bench: 16 and 32 run at the same speed,
 /// 16 peaks ~15 MiB lower; 32 splits fewer files when rows arrive out of partition order.
-const MAX_OPEN_FILES: usize = 32;
-/// Bytes an open file's upload buffer holds before it becomes a multipart upload (S3
-/// takes parts of 5 MiB or more, so this does not shrink with the memory budget).
-const UPLOAD_BUFFER: usize = 8 << 20;
+pub const MAX_OPEN_FILES: usize = 32;
+/// Parts of a file's upload in flight at once, besides the one being buffered.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
 /// A row group is flushed when its buffered (uncompressed) size reaches this, or the
 /// file size when that is smaller.
 const ROW_GROUP_BYTES: u64 = 64 << 20;
 
-/// What the writer may hold, from the run's memory limit: a quarter of it in row groups
-/// being built (the largest is flushed beyond that), and one open file per 64 MiB of the
-/// limit (least recently written closed first): an open file costs its upload buffer plus
-/// encoder pages and codec contexts that its row-group size does not count. A quarter is
-/// the transform's, the rest the batches in flight and the process itself. Measured on
-/// the 20M-row bench (40k rows per day file): 8 open files peaked at 282-314 MiB RSS
-/// under 256MiB; 4 files with the same speed stayed near 190 MiB.
+/// What the writer may hold (its shares of the run's memory budget, see
+/// [`crate::budget`]): bytes of row groups being built, by the Parquet writer's estimate
+/// of its memory (the largest is flushed beyond it), and open files (the least recently
+/// written is closed beyond it: an open file costs its upload buffer plus encoder state
+/// and codec contexts that its row group does not count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterBudget {
     pub row_groups: usize,
@@ -59,11 +56,11 @@ pub struct WriterBudget {
 }
 
 impl WriterBudget {
-    pub fn from_limit(limit: u64) -> Self {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    /// A quarter of this budget (for a second writer beside the first: the quarantine's).
+    pub fn quarter(&self) -> Self {
         Self {
-            row_groups: limit / 4,
-            open_files: (limit / 8 / UPLOAD_BUFFER).clamp(2, MAX_OPEN_FILES),
+            row_groups: self.row_groups / 4,
+            open_files: (self.open_files / 4).max(2),
         }
     }
 }
@@ -302,7 +299,9 @@ impl PartitionedWriter {
             format!("{}/{partition}/{name}", self.table_dir)
         };
         let path = self.lake.path(&relative)?;
-        let upload = BufWriter::with_capacity(self.lake.store(), path.clone(), UPLOAD_BUFFER);
+        let upload =
+            BufWriter::with_capacity(self.lake.store(), path.clone(), self.lake.upload_part())
+                .with_max_concurrency(UPLOADS_IN_FLIGHT);
         let writer =
             AsyncArrowWriter::try_new(upload, self.file_schema.clone(), Some(self.props.clone()))
                 .map_err(|e| Error::internal(format!("opening a Parquet writer: {e}")))?;
@@ -354,18 +353,14 @@ impl PartitionedWriter {
 
     async fn keep_within_budget(&mut self) -> Result<()> {
         loop {
-            let total: usize = self
-                .open
-                .values()
-                .map(|f| f.writer.in_progress_size())
-                .sum();
+            let total: usize = self.open.values().map(|f| f.writer.memory_size()).sum();
             if total <= self.budget.row_groups {
                 return Ok(());
             }
             let Some(largest) = self
                 .open
                 .values_mut()
-                .max_by_key(|f| f.writer.in_progress_size())
+                .max_by_key(|f| f.writer.memory_size())
             else {
                 return Ok(());
             };
@@ -496,7 +491,7 @@ mod tests {
             "0123456789abcdef",
             &schema,
             None,
-            WriterBudget::from_limit(256 << 20),
+            crate::budget::MemoryBudget::new(256 << 20, 2, lake.upload_part())?.writer(),
         )?;
         for rows in batches {
             let ids = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());

@@ -43,27 +43,50 @@ pub struct Misfit(pub String);
 type Fit = std::result::Result<(), Misfit>;
 
 impl ColumnBuilder {
-    pub fn new(lake: LakeType, capacity: usize) -> Self {
+    /// A builder for `rows` values, with room for `data` bytes of text or binary values.
+    pub fn new(lake: LakeType, rows: usize, data: usize) -> Self {
         match lake {
-            LakeType::Boolean => Self::Boolean(BooleanBuilder::with_capacity(capacity)),
-            LakeType::Int8 => Self::Int8(Int8Builder::with_capacity(capacity)),
-            LakeType::Int16 => Self::Int16(Int16Builder::with_capacity(capacity)),
-            LakeType::Int32 => Self::Int32(Int32Builder::with_capacity(capacity)),
-            LakeType::Int64 => Self::Int64(Int64Builder::with_capacity(capacity)),
-            LakeType::Float32 => Self::Float32(Float32Builder::with_capacity(capacity)),
-            LakeType::Float64 => Self::Float64(Float64Builder::with_capacity(capacity)),
+            LakeType::Boolean => Self::Boolean(BooleanBuilder::with_capacity(rows)),
+            LakeType::Int8 => Self::Int8(Int8Builder::with_capacity(rows)),
+            LakeType::Int16 => Self::Int16(Int16Builder::with_capacity(rows)),
+            LakeType::Int32 => Self::Int32(Int32Builder::with_capacity(rows)),
+            LakeType::Int64 => Self::Int64(Int64Builder::with_capacity(rows)),
+            LakeType::Float32 => Self::Float32(Float32Builder::with_capacity(rows)),
+            LakeType::Float64 => Self::Float64(Float64Builder::with_capacity(rows)),
             LakeType::Decimal { precision, scale } => {
-                Self::Decimal(Decimal128Builder::with_capacity(capacity), precision, scale)
+                Self::Decimal(Decimal128Builder::with_capacity(rows), precision, scale)
             }
-            LakeType::String => Self::String(StringBuilder::with_capacity(capacity, capacity * 16)),
-            LakeType::Binary => Self::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
-            LakeType::Date => Self::Date(Date32Builder::with_capacity(capacity)),
+            LakeType::String => Self::String(StringBuilder::with_capacity(rows, data)),
+            LakeType::Binary => Self::Binary(BinaryBuilder::with_capacity(rows, data)),
+            LakeType::Date => Self::Date(Date32Builder::with_capacity(rows)),
             LakeType::Timestamp => {
-                Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), false)
+                Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows), false)
             }
             LakeType::TimestampUtc => {
-                Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), true)
+                Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows), true)
             }
+        }
+    }
+
+    /// Bytes a value takes besides its data: its slot (an offset for text and binary).
+    fn width(lake: LakeType) -> usize {
+        match lake {
+            LakeType::Boolean | LakeType::Int8 => 1,
+            LakeType::Int16 => 2,
+            LakeType::Int32 | LakeType::Float32 | LakeType::Date => 4,
+            LakeType::String | LakeType::Binary => 4,
+            LakeType::Int64 | LakeType::Float64 => 8,
+            LakeType::Timestamp | LakeType::TimestampUtc => 8,
+            LakeType::Decimal { .. } => 16,
+        }
+    }
+
+    /// Bytes of text or binary values appended so far.
+    fn data_len(&self) -> usize {
+        match self {
+            Self::String(b) => b.values_slice().len(),
+            Self::Binary(b) => b.values_slice().len(),
+            _ => 0,
         }
     }
 
@@ -335,13 +358,43 @@ fn unscaled_text(n: i128, scale: i8) -> String {
     format!("{sign}{int}.{frac}")
 }
 
-/// Collects rows into batches of at most `batch_rows` rows.
+/// How large a batch may grow: rows, and bytes of its values in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSize {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl BatchSize {
+    /// At most `rows` rows, whatever their size.
+    pub fn rows(rows: usize) -> Self {
+        Self {
+            rows,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+/// Rows between two checks of a batch's bytes, at most; fewer for rows so wide that a
+/// batch holds few.
+const CHECK_EVERY: usize = 64;
+
+/// Collects rows into batches of at most [`BatchSize`] rows and bytes. Each batch's
+/// buffers are allocated for what the previous batch held (not grown by doubling from
+/// empty), so that a batch in memory is about its bytes, not up to twice them.
 pub struct BatchBuilder {
     schema: SchemaRef,
     columns: Vec<SourceColumn>,
     builders: Vec<ColumnBuilder>,
     rows: usize,
-    capacity: usize,
+    size: BatchSize,
+    /// Bytes of a row besides its text and binary data.
+    row_width: usize,
+    /// Rows between two checks of the bytes (about a sixteenth of a batch).
+    check_every: usize,
+    /// The bytes at the last check; whether they had reached the batch's.
+    checked: usize,
+    full: bool,
 }
 
 impl BatchBuilder {
@@ -349,22 +402,60 @@ impl BatchBuilder {
         self.schema.clone()
     }
 
-    pub fn new(schema: SchemaRef, columns: Vec<SourceColumn>, capacity: usize) -> Self {
+    pub fn new(schema: SchemaRef, columns: Vec<SourceColumn>, size: BatchSize) -> Self {
+        let row_width: usize = columns.iter().map(|c| ColumnBuilder::width(c.lake)).sum();
+        let variable = columns
+            .iter()
+            .filter(|c| matches!(c.lake, LakeType::String | LakeType::Binary))
+            .count();
+        // Before any batch was seen: room for the rows at 16 bytes per text value.
+        let rows = size
+            .rows
+            .min(size.bytes / (row_width + 16 * variable).max(1))
+            .max(1);
         let builders = columns
             .iter()
-            .map(|c| ColumnBuilder::new(c.lake, capacity))
+            .map(|c| ColumnBuilder::new(c.lake, rows, rows * 16))
             .collect();
         Self {
             schema,
             columns,
             builders,
             rows: 0,
-            capacity,
+            size,
+            row_width,
+            check_every: (rows / 16).clamp(1, CHECK_EVERY),
+            checked: 0,
+            full: false,
         }
     }
 
     pub fn is_full(&self) -> bool {
-        self.rows >= self.capacity
+        self.rows >= self.size.rows || self.full
+    }
+
+    /// After a row: every `check_every` rows, whether the batch has reached its bytes.
+    /// Returns the row's bytes when it was measured alone and is more than twice what a
+    /// batch may hold: a row the memory budget has no room for.
+    fn measure(&mut self) -> Option<usize> {
+        if !self.rows.is_multiple_of(self.check_every) {
+            return None;
+        }
+        let bytes = self.bytes();
+        let added = bytes - self.checked;
+        self.checked = bytes;
+        self.full = bytes >= self.size.bytes;
+        (self.check_every == 1 && added / 2 > self.size.bytes).then_some(added)
+    }
+
+    /// Bytes of the rows appended so far.
+    fn bytes(&self) -> usize {
+        self.rows * self.row_width
+            + self
+                .builders
+                .iter()
+                .map(ColumnBuilder::data_len)
+                .sum::<usize>()
     }
 
     pub fn rows(&self) -> usize {
@@ -379,6 +470,7 @@ impl BatchBuilder {
     ) -> std::result::Result<(), String> {
         fill(&mut self.builders)?;
         self.rows += 1;
+        self.measure();
         Ok(())
     }
 
@@ -404,16 +496,33 @@ impl BatchBuilder {
             })?;
         }
         self.rows += 1;
-        Ok(())
+        match self.measure() {
+            None => Ok(()),
+            Some(bytes) => Err(Error::user(format!(
+                "a row of {bytes} bytes is wider than the run's memory budget allows a batch ({} bytes); raise --memory-limit, or read the table in fewer parts (source.split.parts)",
+                self.size.bytes
+            ))),
+        }
     }
 
+    /// The rows appended since the last batch, as a batch; the next one's buffers are
+    /// allocated for as many rows and bytes (an eighth more for text and binary data).
     pub fn finish(&mut self) -> Result<RecordBatch> {
+        let rows = self.rows.max(1);
         let arrays = self
-            .builders
-            .iter_mut()
-            .map(ColumnBuilder::finish)
+            .columns
+            .iter()
+            .zip(self.builders.iter_mut())
+            .map(|(column, builder)| {
+                let data = builder.data_len();
+                let next = ColumnBuilder::new(column.lake, rows, data + data / 8);
+                std::mem::replace(builder, next).finish()
+            })
             .collect::<Result<Vec<_>>>()?;
+        self.check_every = (self.rows / 16).clamp(1, CHECK_EVERY);
         self.rows = 0;
+        self.checked = 0;
+        self.full = false;
         RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| Error::internal(format!("building a batch: {e}")))
     }
@@ -509,6 +618,7 @@ mod tests {
                 scale: 2,
             },
             4,
+            0,
         );
         assert!(b.text("123.45").is_ok());
         assert!(b.text("-0.5").is_ok());
@@ -524,9 +634,84 @@ mod tests {
         assert_eq!(array.len(), 2);
     }
 
+    fn text_builder(size: BatchSize) -> BatchBuilder {
+        let columns = vec![SourceColumn::new(
+            "t",
+            "TEXT",
+            Read::Text,
+            LakeType::String,
+            false,
+        )];
+        BatchBuilder::new(super::super::types::arrow_schema(&columns), columns, size)
+    }
+
+    struct TextRow(String);
+
+    impl DialectRow for TextRow {
+        fn read(
+            &self,
+            _: usize,
+            _: Read,
+            b: &mut ColumnBuilder,
+        ) -> std::result::Result<(), ReadError> {
+            Ok(b.text(&self.0)?)
+        }
+    }
+
+    /// A batch ends at its bytes, and the next one is allocated for what the first held
+    /// (not grown by doubling, which leaves up to twice the bytes allocated).
+    #[test]
+    fn batches_end_at_their_bytes_and_are_allocated_for_them() -> Result<()> {
+        let mut b = text_builder(BatchSize {
+            rows: 65_536,
+            bytes: 64 << 10,
+        });
+        let row = TextRow("x".repeat(100));
+        let mut batches = Vec::new();
+        while batches.len() < 3 {
+            b.append(&row)?;
+            if b.is_full() {
+                batches.push(b.finish()?);
+            }
+        }
+        for batch in &batches {
+            let bytes = batch.num_rows() * 104;
+            assert!(
+                (64 << 10..(64 << 10) + 64 * 104).contains(&bytes),
+                "{} rows",
+                batch.num_rows()
+            );
+        }
+        let held = batches[2].get_array_memory_size();
+        assert!(
+            held < (64 << 10) * 5 / 4 + 4096,
+            "the third batch holds {held} bytes for {} of data",
+            batches[2].num_rows() * 104
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_row_wider_than_a_batch_may_be_is_refused() {
+        let mut b = text_builder(BatchSize {
+            rows: 1000,
+            bytes: 100,
+        });
+        assert!(b.append(&TextRow("small".into())).is_ok());
+        let e = b
+            .append(&TextRow("x".repeat(1000)))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|m| m.contains("raise --memory-limit")),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn integers_refuse_overflow() {
-        let mut b = ColumnBuilder::new(LakeType::Int16, 2);
+        let mut b = ColumnBuilder::new(LakeType::Int16, 2, 0);
         assert!(b.int(32767).is_ok());
         assert!(b.int(32768).is_err());
         let mut u = ColumnBuilder::new(
@@ -535,6 +720,7 @@ mod tests {
                 scale: 0,
             },
             1,
+            0,
         );
         assert!(u.uint(u64::MAX).is_ok());
     }

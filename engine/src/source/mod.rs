@@ -37,7 +37,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-pub use batch::BatchBuilder;
+pub use batch::{BatchBuilder, BatchSize};
 pub use cursor::{CursorValue, Window};
 pub use types::{LakeType, SourceColumn};
 
@@ -99,6 +99,8 @@ pub struct RunContext {
     pub committed: Checkpoint,
     /// The keys earlier runs consumed (feeds skip redeliveries with it).
     pub ledger: Arc<dyn Ledger>,
+    /// What the batches in flight may hold together (the run's memory budget).
+    pub batches: crate::budget::Batches,
 }
 
 /// A run's extract: the batches, then what reading them consumed.

@@ -158,7 +158,7 @@ async fn split_streams(
             sql,
             binds,
             columns.clone(),
-            plan.batch_rows,
+            plan.batch(conditions.len()),
         ));
     }
     Ok(streams)

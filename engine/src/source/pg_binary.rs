@@ -200,7 +200,7 @@ mod tests {
     fn special_values_are_refused() {
         let nan = [0u8, 0, 0, 0, 0xC0, 0, 0, 0];
         assert!(numeric_unscaled(&nan, 0).is_err_and(|m| m.0.contains("NaN")));
-        let mut b = ColumnBuilder::new(super::super::types::LakeType::Timestamp, 1);
+        let mut b = ColumnBuilder::new(super::super::types::LakeType::Timestamp, 1, 0);
         assert!(
             append(&i64::MAX.to_be_bytes(), Read::DateTime, &mut b)
                 .is_err_and(|m| m.0.contains("infinity"))

@@ -209,7 +209,11 @@ mod tests {
             LakeType::Int32,
             false,
         )];
-        BatchBuilder::new(arrow_schema(&columns), columns, capacity)
+        BatchBuilder::new(
+            arrow_schema(&columns),
+            columns,
+            crate::source::BatchSize::rows(capacity),
+        )
     }
 
     fn stream_bytes(rows: &[Option<i32>]) -> Vec<u8> {

@@ -113,7 +113,11 @@ pub async fn read(
     for (conn, condition) in connections.into_iter().zip(&conditions) {
         let copy = format!("COPY ({}) TO STDOUT (FORMAT binary)", select(condition));
         tracing::debug!(sql = %copy, "extract part");
-        let part = BatchBuilder::new(builder.schema(), columns.clone(), plan.batch_rows);
+        let part = BatchBuilder::new(
+            builder.schema(),
+            columns.clone(),
+            plan.batch(conditions.len()),
+        );
         tasks.spawn(pg_copy::stream(conn, copy, part, tx.clone()));
     }
     while let Some(done) = tasks.join_next().await {

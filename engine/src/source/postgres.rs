@@ -61,7 +61,7 @@ impl Dialect for Postgres {
             return rows_extract::<Self>(conn, plan, columns, window);
         }
         let (plan, window, selected) = (plan.clone(), window.clone(), columns.clone());
-        spawn_stream(plan.batch_rows, columns, move |builder, tx| async move {
+        spawn_stream(plan.batch(1), columns, move |builder, tx| async move {
             let mut conn = conn;
             let table = Self::SYNTAX.from(&plan.from);
             let parts = pg_split::parts(&mut conn, &plan, &table).await?;

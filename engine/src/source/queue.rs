@@ -227,7 +227,13 @@ async fn consume(
     drop((start_tx, msg_tx));
 
     let mut decoder = Decoder {
-        builder: RecordBuilder::new(&feed.records, source.batch_rows),
+        builder: RecordBuilder::new(
+            &feed.records,
+            super::BatchSize {
+                rows: source.batch_rows,
+                bytes: run.batches.per_batch(1),
+            },
+        ),
         dedup: feed.dedup,
         ledger: Remembered::new(&run),
         taken: HashSet::new(),

@@ -108,7 +108,7 @@ pub struct RecordBuilder {
 }
 
 impl RecordBuilder {
-    pub fn new(records: &Records, capacity: usize) -> Self {
+    pub fn new(records: &Records, size: super::BatchSize) -> Self {
         let columns = columns(records);
         Self {
             folded: records.fields.iter().map(|f| folded(&f.name)).collect(),
@@ -116,7 +116,7 @@ impl RecordBuilder {
             exact: Vec::new(),
             fields: records.fields.clone(),
             message_columns: records.message_columns.clone(),
-            batch: BatchBuilder::new(arrow_schema(&columns), columns, capacity),
+            batch: BatchBuilder::new(arrow_schema(&columns), columns, size),
         }
     }
 
@@ -686,7 +686,7 @@ mod tests {
 
     #[test]
     fn objects_and_arrays_become_rows() -> Result<()> {
-        let mut b = RecordBuilder::new(&gps(), 16);
+        let mut b = RecordBuilder::new(&gps(), super::super::BatchSize::rows(16));
         let one = b.append_json(
             r#"{"truck_id":"T1","at":"2024-05-01T12:00:00+02:00","lat":52.5,"fuel":"12.5"}"#,
             &facts(),
@@ -718,7 +718,7 @@ mod tests {
 
     #[test]
     fn a_body_that_does_not_fit_is_refused_whole() -> Result<()> {
-        let mut b = RecordBuilder::new(&gps(), 16);
+        let mut b = RecordBuilder::new(&gps(), super::super::BatchSize::rows(16));
         let cases = [
             ("not json", "not JSON"),
             ("42", "a number; expected a JSON object"),

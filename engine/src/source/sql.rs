@@ -9,9 +9,10 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
 
-use super::batch::{BatchBuilder, DialectRow};
+use super::batch::{BatchBuilder, BatchSize, DialectRow};
 use super::cursor::{CursorValue, Window};
 use super::types::{SourceColumn, arrow_schema};
+use crate::budget::Batches;
 use crate::error::{Result, classify_sqlx};
 use crate::job::{Job, Relation, Split};
 
@@ -22,6 +23,8 @@ pub struct Plan {
     pub primary_key: Vec<String>,
     pub batch_rows: usize,
     pub split: Option<Split>,
+    /// What the run's batches in flight may hold together (set when the extract starts).
+    pub batches: Batches,
 }
 
 impl Plan {
@@ -31,6 +34,15 @@ impl Plan {
             primary_key: job.primary_key.clone(),
             batch_rows: job.batch_rows,
             split: job.split.clone(),
+            batches: Batches::unbounded(),
+        }
+    }
+
+    /// The size of each batch when `producers` connections read at once.
+    pub fn batch(&self, producers: usize) -> BatchSize {
+        BatchSize {
+            rows: self.batch_rows,
+            bytes: self.batches.per_batch(producers),
         }
     }
 }
@@ -194,12 +206,12 @@ macro_rules! extract_loop {
                 sql: String,
                 binds: Vec<super::cursor::CursorValue>,
                 columns: Vec<super::types::SourceColumn>,
-                batch_rows: usize,
+                batch: super::batch::BatchSize,
             ) -> futures::stream::BoxStream<
                 'static,
                 crate::error::Result<datafusion::arrow::record_batch::RecordBatch>,
             > {
-                super::sql::spawn_stream(batch_rows, columns, move |mut builder, tx| async move {
+                super::sql::spawn_stream(batch, columns, move |mut builder, tx| async move {
                     let mut query = sqlx::query::<$db>(&sql);
                     for b in &binds {
                         query = super::sql::bind_value(query, b);
@@ -237,7 +249,7 @@ pub trait Fetch: Database {
         sql: String,
         binds: Vec<CursorValue>,
         columns: Vec<SourceColumn>,
-        batch_rows: usize,
+        batch: BatchSize,
     ) -> BoxStream<'static, Result<RecordBatch>>;
 
     fn one_batch(
@@ -275,7 +287,7 @@ type Sender = tokio::sync::mpsc::Sender<Result<RecordBatch>>;
 /// Runs `fill` on its own task, which sends batches through a channel of two: the
 /// database is read at most two batches ahead of whoever consumes the stream.
 pub fn spawn_stream<F, Fut>(
-    batch_rows: usize,
+    batch: BatchSize,
     columns: Vec<SourceColumn>,
     fill: F,
 ) -> BoxStream<'static, Result<RecordBatch>>
@@ -285,7 +297,7 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let schema = arrow_schema(&columns);
-    let builder = BatchBuilder::new(schema, columns, batch_rows);
+    let builder = BatchBuilder::new(schema, columns, batch);
     let failed = tx.clone();
     tokio::spawn(async move {
         if let Err(e) = fill(builder, tx).await {
@@ -322,7 +334,7 @@ pub async fn drain<R: DialectRow>(
 
 pub fn rows_to_batch<R: DialectRow>(rows: &[R], columns: Vec<SourceColumn>) -> Result<RecordBatch> {
     let schema = arrow_schema(&columns);
-    let mut builder = BatchBuilder::new(schema, columns, rows.len().max(1));
+    let mut builder = BatchBuilder::new(schema, columns, BatchSize::rows(rows.len().max(1)));
     for row in rows {
         builder.append(row)?;
     }
@@ -368,7 +380,7 @@ pub fn rows_extract<DB: Dialect>(
 ) -> BoxStream<'static, Result<RecordBatch>> {
     let (sql, binds) = DB::SYNTAX.window(plan, &columns, window);
     tracing::debug!(%sql, "extract");
-    DB::stream(conn, sql, binds, columns, plan.batch_rows)
+    DB::stream(conn, sql, binds, columns, plan.batch(1))
 }
 
 /// How a dialect connects (for the extra connections of a split read).
@@ -410,8 +422,13 @@ where
         self: Box<Self>,
         columns: Vec<SourceColumn>,
         window: Window,
+        batches: Batches,
     ) -> BoxStream<'static, Result<RecordBatch>> {
-        DB::extract(self.conn, self.options, &self.plan, columns, &window)
+        let plan = Plan {
+            batches,
+            ..self.plan
+        };
+        DB::extract(self.conn, self.options, &plan, columns, &window)
     }
 }
 

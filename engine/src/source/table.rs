@@ -11,6 +11,7 @@ use super::{
     Checkpoint, Constraint, Consumed, CursorValue, Extract, RunContext, Source, SourceColumn,
     Window, cursor, find_column, mysql, postgres, redact, resolve_url, secret, sql, sqlite,
 };
+use crate::budget::Batches;
 use crate::error::{Error, Result};
 use crate::job::{Address, ConnectionKind, Job, Mode, Relation};
 
@@ -33,11 +34,13 @@ pub trait Table: Send {
     ) -> Result<Option<CursorValue>>;
 
     /// Streams the rows of `window` (all rows when the window is unbounded) ordered by the
-    /// cursor and then the primary key, as batches of at most the job's `batch_rows`.
+    /// cursor and then the primary key, as batches of at most the job's `batch_rows`,
+    /// which together stay within `batches`.
     fn extract(
         self: Box<Self>,
         columns: Vec<SourceColumn>,
         window: Window,
+        batches: Batches,
     ) -> BoxStream<'static, Result<RecordBatch>>;
 }
 
@@ -125,7 +128,7 @@ impl Source for Tabular {
             feed: None,
         };
         Extract {
-            batches: self.table.extract(columns, window),
+            batches: self.table.extract(columns, window, run.batches),
             done: Box::pin(async move { Ok(Consumed::checkpoint(checkpoint)) }),
         }
     }

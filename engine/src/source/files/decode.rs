@@ -15,11 +15,17 @@ use tokio::sync::mpsc;
 use super::read::{self, Failure, Format, Record};
 use crate::error::{Error, Result};
 use crate::job::Records;
+use crate::source::BatchSize;
 use crate::source::Poison;
 use crate::source::records::{FileFacts, RecordBuilder};
 
 /// A chunk's text at most (a record longer than this is a chunk of its own).
 const CHUNK_BYTES: usize = 4 << 20;
+
+/// Threads decoding one file, each into batches of its own: one per core, up to four.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
 /// Bytes of a record kept in the quarantine table at most.
 const BODY_LIMIT: usize = 64 << 10;
 
@@ -48,7 +54,7 @@ pub struct Outcome {
 /// Where a file's records go, and what they are decoded into.
 pub struct Target<'a> {
     pub records: &'a Records,
-    pub batch_rows: usize,
+    pub batch: BatchSize,
     pub tx: &'a mpsc::Sender<Result<RecordBatch>>,
     pub received_at: DateTime<Utc>,
 }
@@ -60,7 +66,7 @@ pub fn file(
     format: &Format<'_>,
     target: &Target<'_>,
 ) -> std::result::Result<Outcome, Failure> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let workers = workers();
     std::thread::scope(|scope| {
         let mut chunks = Vec::with_capacity(workers);
         let mut results = Vec::with_capacity(workers);
@@ -98,7 +104,7 @@ pub fn file(
                 Record::Misfit(why) => Item::Misfit(why.to_string()),
             };
             chunk.items.push((item, located.line, located.index));
-            if chunk.items.len() >= target.batch_rows || chunk.text.len() >= CHUNK_BYTES {
+            if chunk.items.len() >= target.batch.rows || chunk.text.len() >= CHUNK_BYTES {
                 send(std::mem::take(&mut chunk), &mut sent)?;
             }
             Ok(())
@@ -124,7 +130,7 @@ pub fn file(
 
 /// One worker: decodes the chunks it is given into batches.
 fn work(chunks: Receiver<Chunk>, results: SyncSender<Decoded>, path: &str, target: &Target<'_>) {
-    let mut builder = RecordBuilder::new(target.records, target.batch_rows);
+    let mut builder = RecordBuilder::new(target.records, target.batch);
     for chunk in chunks {
         let result = decode(&mut builder, &chunk, path, target.received_at);
         if results.send(result).is_err() {

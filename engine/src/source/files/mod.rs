@@ -41,8 +41,8 @@ use tokio::sync::mpsc;
 
 use super::records;
 use super::{
-    Acknowledge, Checkpoint, Consumed, Extract, FeedCheckpoint, Ledger, Poison, Report, RunContext,
-    Source, SourceColumn, Window,
+    Acknowledge, BatchSize, Checkpoint, Consumed, Extract, FeedCheckpoint, Ledger, Poison, Report,
+    RunContext, Source, SourceColumn, Window,
 };
 use crate::error::{Error, Result};
 use crate::job::files::{FileStore, FilesFeed};
@@ -505,7 +505,10 @@ async fn consume(
         let what = store.describe(&file.entry.path);
         let job = Decode {
             feed: feed.clone(),
-            batch_rows,
+            batch: BatchSize {
+                rows: batch_rows,
+                bytes: run.batches.per_batch(decode::workers()),
+            },
             tx: tx.clone(),
             what: what.clone(),
         };
@@ -559,7 +562,7 @@ async fn consume(
 /// One file's decoding, in a blocking task.
 struct Decode {
     feed: Arc<FilesFeed>,
-    batch_rows: usize,
+    batch: BatchSize,
     tx: mpsc::Sender<Result<RecordBatch>>,
     what: String,
 }
@@ -620,7 +623,7 @@ impl Decode {
         let mut raw = Hashing::new(open()?);
         let target = decode::Target {
             records: &feed.records,
-            batch_rows: self.batch_rows,
+            batch: self.batch,
             tx: &self.tx,
             received_at,
         };

@@ -167,7 +167,11 @@ async fn consume(
             }
         })
     };
-    let mut decoder = Decoder::new(&feed, &window, batch_rows);
+    let size = super::BatchSize {
+        rows: batch_rows,
+        bytes: run.batches.per_batch(1),
+    };
+    let mut decoder = Decoder::new(&feed, &window, size);
     let mut first = true;
     while let Some(page) = pages.recv().await {
         let page = page?;
@@ -345,8 +349,8 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn new(feed: &HttpFeed, window: &Window, batch_rows: usize) -> Self {
-        let builder = RecordBuilder::new(&feed.records, batch_rows);
+    fn new(feed: &HttpFeed, window: &Window, size: super::BatchSize) -> Self {
+        let builder = RecordBuilder::new(&feed.records, size);
         let cursor = feed
             .window
             .as_ref()
