@@ -18,6 +18,8 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::stream::{BoxStream, StreamExt};
 
+mod to_char;
+
 use crate::contract::Feed;
 use crate::error::{Error, Result, classify_datafusion};
 
@@ -62,6 +64,7 @@ pub async fn plan(
         .with_information_schema(false);
     let runtime = bounded_runtime(memory_pool, CacheManagerConfig::default())?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_udf(to_char::udf());
     let stream = RecordBatchStreamAdapter::new(
         schema.clone(),
         input.map(|r| r.map_err(datafusion::error::DataFusionError::from)),
