@@ -70,6 +70,9 @@ resource "aws_ecs_task_definition" "sluice" {
       { name = "SLUICE_CATALOG", value = "glue://${aws_glue_catalog_database.lake.name}" },
       { name = "SLUICE_METRICS", value = "emf" },
       { name = "SLUICE_LOG_FORMAT", value = "json" },
+      # The run's memory budget, a promise about its peak RSS: three quarters of the task,
+      # the rest the page cache of the files it writes and spills.
+      { name = "SLUICE_MEMORY_LIMIT", value = "${floor(each.value.memory * 3 / 4)}MiB" },
       { name = "AWS_REGION", value = var.region },
     ]
     logConfiguration = {

@@ -118,7 +118,7 @@ variable "task_cpu" {
 }
 
 variable "task_memory" {
-  description = "Memory of the default task in MiB (sluice's default budget is 256 MiB of buffers; 4 GiB leaves room for wide tables)."
+  description = "Memory of the default task in MiB; a run's memory budget (SLUICE_MEMORY_LIMIT, its peak RSS) is three quarters of it."
   type        = number
   default     = 4096
 
@@ -301,7 +301,7 @@ variable "feed_task_cpu" {
 }
 
 variable "feed_task_memory" {
-  description = "Memory of the feed task in MiB (a 3,000-message run peaks under 128 MiB)."
+  description = "Memory of the feed task in MiB (a 3,000-message run peaks under 128 MiB); a run's memory budget is three quarters of it."
   type        = number
   default     = 512
 
