@@ -16,7 +16,10 @@ use std::sync::Arc;
 use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
 use chrono::{DateTime, NaiveDate};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Date32Type, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -82,22 +85,22 @@ fn fast(values: &ArrayRef, format: &str) -> Option<ArrayRef> {
         date_only,
     };
     match values.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, zone)
+        DataType::Timestamp(unit, zone)
             if zone
                 .as_deref()
                 .is_none_or(|z| matches!(z, "UTC" | "+00:00" | "Z")) =>
         {
-            let values = values.as_primitive::<TimestampMicrosecondType>();
-            for i in 0..values.len() {
-                if values.is_null(i) {
-                    out.out.append_null();
-                    continue;
+            match unit {
+                TimeUnit::Second => timestamps::<TimestampSecondType>(values, 1, &items, &mut out)?,
+                TimeUnit::Millisecond => {
+                    timestamps::<TimestampMillisecondType>(values, 1_000, &items, &mut out)?
                 }
-                let micros = values.value(i);
-                let at = DateTime::from_timestamp_micros(micros)?.naive_utc();
-                out.append(micros.div_euclid(86_400_000_000), |t| {
-                    write!(t, "{}", at.format_with_items(items.iter())).ok()
-                })?;
+                TimeUnit::Microsecond => {
+                    timestamps::<TimestampMicrosecondType>(values, 1_000_000, &items, &mut out)?
+                }
+                TimeUnit::Nanosecond => {
+                    timestamps::<TimestampNanosecondType>(values, 1_000_000_000, &items, &mut out)?
+                }
             }
         }
         DataType::Date32 => {
@@ -117,6 +120,30 @@ fn fast(values: &ArrayRef, format: &str) -> Option<ArrayRef> {
         _ => return None,
     }
     Some(Arc::new(out.out.finish()))
+}
+
+/// Formats timestamps of `per_second` ticks a second.
+fn timestamps<T: ArrowPrimitiveType<Native = i64>>(
+    values: &ArrayRef,
+    per_second: i64,
+    items: &[Item<'_>],
+    out: &mut Texts,
+) -> Option<()> {
+    let values = values.as_primitive::<T>();
+    for i in 0..values.len() {
+        if values.is_null(i) {
+            out.out.append_null();
+            continue;
+        }
+        let ticks = values.value(i);
+        let seconds = ticks.div_euclid(per_second);
+        let nanos = ticks.rem_euclid(per_second) * (1_000_000_000 / per_second);
+        let at = DateTime::from_timestamp(seconds, u32::try_from(nanos).ok()?)?.naive_utc();
+        out.append(seconds.div_euclid(86_400), |t| {
+            write!(t, "{}", at.format_with_items(items.iter())).ok()
+        })?;
+    }
+    Some(())
 }
 
 /// The texts being built: with a date-only format, a value of the previous value's day
@@ -203,7 +230,10 @@ fn is_naive_item(item: &Item<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Date32Array, StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::array::{
+        Date32Array, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray,
+        TimestampSecondArray,
+    };
     use datafusion::arrow::datatypes::Field;
     use datafusion::config::ConfigOptions;
 
@@ -239,7 +269,22 @@ mod tests {
             .collect();
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(TimestampMicrosecondArray::from(micros.clone())),
-            Arc::new(TimestampMicrosecondArray::from(micros).with_timezone("UTC")),
+            Arc::new(TimestampMicrosecondArray::from(micros.clone()).with_timezone("UTC")),
+            Arc::new(
+                TimestampNanosecondArray::from(
+                    micros
+                        .iter()
+                        .map(|m| m.map(|m| m * 1000 + 7))
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(TimestampSecondArray::from(
+                micros
+                    .iter()
+                    .map(|m| m.map(|m| m / 1_000_000))
+                    .collect::<Vec<_>>(),
+            )),
             Arc::new(Date32Array::from(days)),
         ];
         let formats = [
