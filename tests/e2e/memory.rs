@@ -63,7 +63,7 @@ async fn a_365_partition_load_under_a_small_memory_limit_is_complete_and_correct
         "one.yaml",
         "job: one\nsource:\n  connection: db\n  table: one\ntransform: SELECT id, sensor, value, note, day AS dt FROM source\ntarget:\n  table: one\n  partition_by: [dt]\n",
     );
-    let summary = within(&ws, "readings", "one", 64);
+    let summary = within(&ws, "readings", "one", 128);
     assert_eq!(summary["rows"], 146_000, "{summary}");
     assert_eq!(summary["partitions"], 365, "{summary}");
 
@@ -85,7 +85,7 @@ async fn a_365_partition_load_under_a_small_memory_limit_is_complete_and_correct
 }
 
 /// A table of wide rows (38 text and jsonb columns, about 4 KB a row) read in four parts
-/// at once, day-partitioned, under a 64MiB limit: its data stays within the budget's
+/// at once, day-partitioned, under a 128MiB limit: its data stays within the budget's
 /// share. Batches of the default 65,536 rows would each hold a whole part.
 #[tokio::test]
 async fn wide_rows_read_in_parts_stay_within_the_memory_limit() {
@@ -138,7 +138,7 @@ async fn wide_rows_read_in_parts_stay_within_the_memory_limit() {
             ),
         );
     }
-    let summary = within(&ws, "wide", "wide_one", 64);
+    let summary = within(&ws, "wide", "wide_one", 128);
     assert_eq!(summary["rows"], 60_000, "{summary}");
     assert!(summary["bytes"].as_u64() > Some(8 << 20), "{summary}");
     let counts = lake_sql(
