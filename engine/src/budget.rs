@@ -25,14 +25,19 @@ use crate::sink::{MAX_OPEN_FILES, UPLOADS_IN_FLIGHT, WriterBudget};
 /// own pages — its code, mapped 64 KiB around each page first run — and 30 MiB of those
 /// are touched by DataFusion's session and planner alone), with room for the allocator.
 pub const PROCESS: u64 = 76 << 20;
-/// Files a writer may keep open at least (a split read writes one partition per part).
-pub const MIN_OPEN_FILES: usize = 2;
+/// Files a writer may keep open at least: a read in two parts writes a partition per part
+/// and a third when one part crosses into the next (with fewer, day-partitioned files are
+/// closed and opened again at every crossing: measured, twice the files).
+pub const MIN_OPEN_FILES: usize = 3;
 /// What a column costs in an open Parquet file besides its data: the encoder's state and
 /// two ZSTD contexts (parquet-rs makes a compressor and a decompressor per column; measured
 /// with massif on a 40-column file: 96 KiB for the one, 110 KiB for the other).
 const PER_COLUMN: u64 = 256 << 10;
-/// Bytes a batch needs at least: below this, per-batch costs dominate.
+/// Bytes a batch should have at least: below this, per-batch costs dominate. A budget is
+/// refused unless it gives this much to each batch of a read in [`PARTS`] parts.
 const MIN_BATCH: usize = 256 << 10;
+/// Parts of a default split read, at most (one per core, up to four).
+const PARTS: usize = 4;
 /// Batches in flight besides the producers': the extract's channel (2), the transform's
 /// input and output, the writer's channel (2), and the batch being written with its
 /// rows split out by partition.
@@ -61,7 +66,7 @@ impl MemoryBudget {
             limit,
             file: open_file(columns, upload_part),
         };
-        let least = (MIN_BATCH * (2 + FIXED_IN_FLIGHT)) as u64;
+        let least = (MIN_BATCH * (2 * PARTS + FIXED_IN_FLIGHT)) as u64;
         if (budget.batches().bytes as u64) < least {
             // The batches get half of what the files leave: with the least files,
             // (U − 2·file)/2 ≥ least; with U/8 of files, 7U/16 ≥ least.
@@ -132,7 +137,7 @@ impl Batches {
     /// The bytes one batch may hold when `producers` tasks fill batches at once: each
     /// has one being filled and one waiting to be sent, besides the fixed ones.
     pub fn per_batch(&self, producers: usize) -> usize {
-        (self.bytes / (2 * producers.max(1) + FIXED_IN_FLIGHT)).max(MIN_BATCH)
+        (self.bytes / (2 * producers.max(1) + FIXED_IN_FLIGHT)).max(1)
     }
 }
 
