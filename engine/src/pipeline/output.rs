@@ -176,7 +176,7 @@ async fn quarantine_poison(
     job: &Job,
     ctx: &Context,
     run: &Run<'_>,
-    (poison, writer): (&[Poison], sink::WriterBudget),
+    (poison, writer): (&[Poison], crate::budget::WriterBudget),
     summary: &mut RunSummary,
 ) -> Result<Vec<sink::WrittenFile>> {
     if poison.is_empty() {

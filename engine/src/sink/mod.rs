@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use lake::Lake;
-pub use writer::{MAX_OPEN_FILES, PartitionedWriter, UPLOADS_IN_FLIGHT, WriterBudget, WrittenFile};
+pub use writer::{PartitionedWriter, WrittenFile};
 
 use crate::error::Result;
 use crate::source::Window;

@@ -30,40 +30,13 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::lake::Lake;
+use crate::budget::{UPLOADS_IN_FLIGHT, WriterBudget};
 use crate::error::{Error, Result};
 use crate::job::{Compression, Target};
 
-/// Files open at once, at most. Each holds an upload buffer and, per column, parquet-rs
-/// codec contexts (zstd: the largest part of the heap at peak, measured with massif).
-/// Interleaved A/B on the 2M-row day-partitioned bench: 16 and 32 run at the same speed,
-/// 16 peaks ~15 MiB lower; 32 splits fewer files when rows arrive out of partition order.
-pub const MAX_OPEN_FILES: usize = 32;
-/// Parts of a file's upload in flight at once, besides the one being buffered.
-pub const UPLOADS_IN_FLIGHT: usize = 2;
 /// A row group is flushed when its buffered (uncompressed) size reaches this, or the
 /// file size when that is smaller.
 const ROW_GROUP_BYTES: u64 = 64 << 20;
-
-/// What the writer may hold (its shares of the run's memory budget, see
-/// [`crate::budget`]): bytes of row groups being built, by the Parquet writer's estimate
-/// of its memory (the largest is flushed beyond it), and open files (the least recently
-/// written is closed beyond it: an open file costs its upload buffer plus encoder state
-/// and codec contexts that its row group does not count).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriterBudget {
-    pub row_groups: usize,
-    pub open_files: usize,
-}
-
-impl WriterBudget {
-    /// A quarter of this budget (for a second writer beside the first: the quarantine's).
-    pub fn quarter(&self) -> Self {
-        Self {
-            row_groups: self.row_groups / 4,
-            open_files: (self.open_files / 4).max(2),
-        }
-    }
-}
 
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
@@ -506,7 +479,10 @@ mod tests {
             "0123456789abcdef",
             &schema,
             None,
-            crate::budget::MemoryBudget::new(256 << 20, 2, lake.upload_part())?.writer(),
+            WriterBudget {
+                row_groups: 64 << 20,
+                open_files: 4,
+            },
         )?;
         for rows in batches {
             let ids = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
