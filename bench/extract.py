@@ -28,9 +28,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
-from measure import median
+from measure import median, timed_cpu
 
 # Rows per shape when none are given: the wide table's rows are about eight times the
 # narrow one's bytes.
@@ -170,18 +169,6 @@ def mib(text):
     sys.exit(f"a memory limit is a number with KiB, MiB or GiB: {text}")
 
 
-def run(cmd, env=None):
-    """Runs cmd under GNU time: (wall seconds, CPU seconds, peak RSS MiB, stdout)."""
-    started = time.perf_counter()
-    out = subprocess.run(["/usr/bin/time", "-f", "TIME %M %U %S"] + cmd, capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
-    wall = time.perf_counter() - started
-    if out.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-3000:]}")
-    line = [l for l in out.stderr.splitlines() if l.startswith("TIME ")][-1].split()
-    return wall, float(line[2]) + float(line[3]), int(line[1]) / 1024, out.stdout
-
-
 def output_of(path):
     """(bytes, parquet files) under path."""
     size = files = 0
@@ -218,10 +205,10 @@ class Bench:
             lake = os.path.join(self.work, "lake")
             shutil.rmtree(lake, ignore_errors=True)
             shutil.rmtree(os.path.join(self.work, "state"), ignore_errors=True)
-            wall, cpu, rss, out = run([self.args.bin, "--jobs", self.jobs, "--lake", lake, "--state",
+            wall, rss, out, cpu = timed_cpu([self.args.bin, "--jobs", self.jobs, "--lake", lake, "--state",
                                        os.path.join(self.work, "state"), "--log-format", "json",
                                        "run", "--output", "json", "--job", name],
-                                      env={"SLUICE_MEMORY_LIMIT": limit})
+                                            env={"SLUICE_MEMORY_LIMIT": limit})
             summary = json.loads(out)
             if summary["status"] != "committed" or summary["rows"] != rows:
                 sys.exit(f"sluice {name} did not commit {rows} rows: {out}")
@@ -234,7 +221,7 @@ class Bench:
         def fresh(cmd):
             def go():
                 shutil.rmtree(out, ignore_errors=True)
-                wall, cpu, rss, _ = run(cmd)
+                wall, rss, _, cpu = timed_cpu(cmd)
                 return wall, cpu, rss, output_of(out)
             return go
 

@@ -10,14 +10,20 @@ import time
 
 def timed(cmd, env=None, cwd=None):
     """Runs cmd under /usr/bin/time; returns (seconds, peak RSS in MiB, stdout)."""
+    return timed_cpu(cmd, env, cwd)[:3]
+
+
+def timed_cpu(cmd, env=None, cwd=None):
+    """Runs cmd under /usr/bin/time; returns (seconds, peak RSS in MiB, stdout, CPU seconds:
+    user + system, its children's included)."""
     started = time.perf_counter()
-    out = subprocess.run(["/usr/bin/time", "-f", "RSS %M"] + cmd, capture_output=True, text=True,
+    out = subprocess.run(["/usr/bin/time", "-f", "RSS %M CPU %U %S"] + cmd, capture_output=True, text=True,
                          env={**os.environ, **(env or {})}, cwd=cwd)
     seconds = time.perf_counter() - started
     if out.returncode != 0:
         sys.exit(f"{cmd[0]} failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
-    rss = int(re.findall(r"RSS (\d+)", out.stderr)[-1]) / 1024
-    return seconds, rss, out.stdout
+    rss, user, system = re.findall(r"RSS (\d+) CPU ([\d.]+) ([\d.]+)", out.stderr)[-1]
+    return seconds, int(rss) / 1024, out.stdout, float(user) + float(system)
 
 
 def rounds(tools, count):
