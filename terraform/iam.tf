@@ -92,10 +92,11 @@ data "aws_iam_policy_document" "task" {
     resources = [aws_kms_key.main.arn]
   }
   statement {
-    # The GPS feed: receive, keep hidden while working, delete after the commit.
+    # The GPS feed and the collector's queues: receive, keep hidden while working, delete
+    # after the commit.
     sid       = "GpsQueue"
     actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
-    resources = [aws_sqs_queue.gps.arn]
+    resources = concat([aws_sqs_queue.gps.arn], [for q in aws_sqs_queue.collect : q.arn])
   }
   statement {
     sid       = "DatabaseCredentials"

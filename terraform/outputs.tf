@@ -104,3 +104,18 @@ output "serve_keys_secret_name" {
   description = "The secret of sluice serve's API keys (with serve_enabled): put a YAML list of {name, sha256, tables} in it; the tasks read it when they start."
   value       = one(aws_secretsmanager_secret.serve_keys[*].name)
 }
+
+output "collect_load_balancer_dns" {
+  description = "The event collector (with collect_enabled): point the certificate's host name at it; HTTPS on 443."
+  value       = one(aws_lb.collect[*].dns_name)
+}
+
+output "collect_keys_secret_name" {
+  description = "The secret of sluice collect's write keys (with collect_enabled): put a YAML list of {name, sha256, rate_per_second} in it; the tasks read it when they start."
+  value       = one(aws_secretsmanager_secret.collect_keys[*].name)
+}
+
+output "collect_queue_urls" {
+  description = "The collector's queues by table (with collect_enabled): the queue_url of the connections collector_events, collector_aliases and collector_profiles in the deployed connections.yaml."
+  value       = { for table, queue in aws_sqs_queue.collect : table => queue.id }
+}

@@ -59,9 +59,15 @@ locals {
     tag-transactions  = { job = "tag_transactions", expression = var.api_schedule_expression, max_age = 3600 }
     bank-transactions = { job = "bank_transactions", expression = var.bank_schedule_expression, max_age = 6 * 3600 }
   }
+  # With collect_enabled: the collector's three queues, each drained by its job.
+  collect_schedules = var.collect_enabled ? {
+    for table in ["events", "aliases", "profiles"] : "collect-${table}" => {
+      job = "collect_${table}", expression = var.collect_schedule_expression, max_age = 300
+    }
+  } : {}
   schedules = merge(
     { run-jobs = { expression = var.schedule_expression, input = {}, max_age = 3600 } },
-    { for name, feed in local.feed_schedules : name => {
+    { for name, feed in merge(local.feed_schedules, local.collect_schedules) : name => {
       expression = feed.expression
       max_age    = feed.max_age
       input = { jobs = [{

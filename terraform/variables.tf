@@ -481,3 +481,108 @@ variable "serve_cors_origins" {
   type        = list(string)
   default     = []
 }
+
+# --- The event collector (collect.tf) ---
+
+variable "collect_enabled" {
+  description = "Runs `sluice collect` (tracked events over HTTPS into SQS, then the lake) as an ECS service behind a load balancer."
+  type        = bool
+  default     = false
+}
+
+variable "collect_certificate_arn" {
+  description = "The ACM certificate of the collector's host name, for its HTTPS listener (required with collect_enabled)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.collect_certificate_arn == "" || can(regex("^arn:aws[a-z-]*:acm:", var.collect_certificate_arn))
+    error_message = "collect_certificate_arn is an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)."
+  }
+}
+
+variable "collect_allowed_cidrs" {
+  description = "Who may send events (CIDRs): anywhere for apps and websites; the write keys and rates guard it."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = alltrue([for c in var.collect_allowed_cidrs : can(cidrhost(c, 0))])
+    error_message = "collect_allowed_cidrs holds CIDRs, such as 0.0.0.0/0 or 203.0.113.0/24."
+  }
+}
+
+variable "collect_public_subnet_cidrs" {
+  description = "The two public subnets of the collector's load balancer (inside vpc_cidr, in the first two availability_zones)."
+  type        = list(string)
+  default     = ["10.80.252.0/26", "10.80.252.64/26"]
+
+  validation {
+    condition     = length(var.collect_public_subnet_cidrs) == 2 && alltrue([for c in var.collect_public_subnet_cidrs : can(cidrhost(c, 0))])
+    error_message = "Give two IPv4 CIDR blocks inside vpc_cidr."
+  }
+}
+
+variable "collect_cpu" {
+  description = "CPU units of a collect task."
+  type        = number
+  default     = 256
+}
+
+variable "collect_memory" {
+  description = "Memory of a collect task in MiB (a task peaks under 128 MiB at 5,000 events a second)."
+  type        = number
+  default     = 512
+}
+
+variable "collect_min_count" {
+  description = "Collect tasks at the least (two: one per availability zone)."
+  type        = number
+  default     = 2
+}
+
+variable "collect_max_count" {
+  description = "Collect tasks at the most, under load."
+  type        = number
+  default     = 10
+}
+
+variable "collect_requests_per_task" {
+  description = "The load balancer's requests per task per minute that the service scales to keep."
+  type        = number
+  default     = 60000
+}
+
+variable "collect_client_ip" {
+  description = "What a task keeps of a client's address: keep, truncate (the network only) or drop."
+  type        = string
+  default     = "truncate"
+
+  validation {
+    condition     = contains(["keep", "truncate", "drop"], var.collect_client_ip)
+    error_message = "collect_client_ip is keep, truncate or drop."
+  }
+}
+
+variable "collect_rate_limit" {
+  description = "Events per second a write key may send when its entry names no rate_per_second (per task); 0: unbounded."
+  type        = number
+  default     = 0
+}
+
+variable "collect_cors_origins" {
+  description = "Browser origins allowed to send events (CORS); empty: none (apps and servers need none)."
+  type        = list(string)
+  default     = []
+}
+
+variable "collect_schedule_expression" {
+  description = "When the collector's jobs (collect_events, collect_aliases, collect_profiles) drain its queues into the lake."
+  type        = string
+  default     = "rate(5 minutes)"
+
+  validation {
+    condition     = can(regex("^(cron|rate)\\(.+\\)$", var.collect_schedule_expression))
+    error_message = "collect_schedule_expression must be cron(...) or rate(...)."
+  }
+}

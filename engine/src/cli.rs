@@ -109,6 +109,15 @@ pub enum Command {
     /// Serves SQL over the lake on HTTP for API keys (read-only; each key sees its tables):
     /// `POST /v1/query`, `GET /v1/query?sql=`, `GET /v1/tables`, `GET /openapi.json`.
     Serve(ServeArgs),
+    /// Takes tracked events over HTTP into the lake (`POST /track`, `/alias`, `/profile`,
+    /// `/batch`; `GET /openapi.json`): each answered 200 only once it is on disk, loaded
+    /// by the jobs collect_events, collect_aliases and collect_profiles.
+    Collect {
+        #[command(flatten)]
+        args: crate::collect::CollectArgs,
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
     /// Starts, follows and explains the state machine's executions (AWS Step Functions):
     /// reruns and backfills without the console, and what each job of a run did.
     #[command(subcommand)]
@@ -566,6 +575,11 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             crate::serve::serve(service, cors, listener, flight, stop)
                 .await
                 .map(|()| None)
+        }
+        Command::Collect { args, lease } => {
+            let set = job::load(&places.jobs).await?;
+            let ctx = context(places, &lease).await?;
+            crate::collect::run(&set, ctx, args).await.map(|()| None)
         }
         Command::Demo { dir } => crate::demo::run(&dir).await.map(|()| None),
     }

@@ -20,7 +20,7 @@ use crate::sink::Lake;
 use crate::store::LocalStore;
 
 /// The demo's job files, the same as the repository's `jobs/` folder.
-pub const JOB_FILES: [(&str, &str); 9] = [
+pub const JOB_FILES: [(&str, &str); 12] = [
     (
         "connections.yaml",
         include_str!("../../jobs/connections.yaml"),
@@ -44,6 +44,18 @@ pub const JOB_FILES: [(&str, &str); 9] = [
     (
         "toll_events.yaml",
         include_str!("../../jobs/toll_events.yaml"),
+    ),
+    (
+        "collect_events.yaml",
+        include_str!("../../jobs/collect_events.yaml"),
+    ),
+    (
+        "collect_aliases.yaml",
+        include_str!("../../jobs/collect_aliases.yaml"),
+    ),
+    (
+        "collect_profiles.yaml",
+        include_str!("../../jobs/collect_profiles.yaml"),
     ),
 ];
 
@@ -121,17 +133,155 @@ pub async fn run(dir: &Path) -> Result<()> {
     crate::outln!("4. Second run: incremental jobs read only what changed:");
     run_all(&set, &ctx).await?;
 
-    crate::outln!("5. Querying the lake (sluice query):\n{SUMMARY_QUERY}");
+    let exe = std::env::current_exe().map_or_else(|_| "sluice".into(), |p| p.display().to_string());
+    crate::outln!(
+        "5. The website's events over HTTP, for a moment (sluice collect): each answered once durable, loaded when it stops:"
+    );
+    collect_events(
+        dir,
+        &set,
+        pipeline::Context::new(lake.clone(), ctx.store.clone()),
+        &exe,
+    )
+    .await?;
+
+    crate::outln!("6. Querying the lake (sluice query):\n{SUMMARY_QUERY}");
     let batches = crate::query::query(&lake, SUMMARY_QUERY).await?;
     crate::outln!("{}", crate::query::render(&batches)?);
-    let exe = std::env::current_exe().map_or_else(|_| "sluice".into(), |p| p.display().to_string());
-    crate::outln!("6. The same lake over HTTP, for a moment (sluice serve):");
+    crate::outln!("{EVENTS_QUERY}");
+    let batches = crate::query::query(&lake, EVENTS_QUERY).await?;
+    crate::outln!("{}", crate::query::render(&batches)?);
+    crate::outln!("7. The same lake over HTTP, for a moment (sluice serve):");
     over_http(dir, &lake, &exe).await?;
     crate::outln!(
         "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"\n  {exe} --lake {lake} query \"SELECT counterparty, count(*) AS n, sum(amount) AS eur FROM bank_transactions GROUP BY counterparty\"",
         lake = dir.join("lake").display(),
     );
     Ok(())
+}
+
+/// The query the demo prints of the collected events.
+pub const EVENTS_QUERY: &str = "SELECT event, count(*) AS events, count(DISTINCT anonymous_id) AS visitors, count(user_id) AS signed_in\nFROM events GROUP BY event ORDER BY event";
+
+/// The pages of the demo's website.
+const PAGES: [&str; 4] = ["/", "/pricing", "/track-a-shipment", "/contact"];
+
+/// Starts `sluice collect` in this process on a free port, sends it a website's events as
+/// its tracking library would (a few hundred page views and quote requests in batches, a
+/// sign-up's alias and profile, one batch sent twice after a lost answer), stops it — it
+/// loads what it took — and prints the command and the curl to do it again.
+async fn collect_events(
+    dir: &Path,
+    set: &job::JobSet,
+    ctx: pipeline::Context,
+    exe: &str,
+) -> Result<()> {
+    use sha2::Digest;
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let hash: String = sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let keys_file = dir.join("collect-keys.yaml");
+    std::fs::write(&keys_file, format!("- {{name: website, sha256: {hash}}}\n"))
+        .map_err(|e| Error::user(format!("cannot write {}: {e}", keys_file.display())))?;
+    let keys = crate::collect::keys::WriteKeys::load(&keys_file)?;
+    let listener = crate::serve::bind(([127, 0, 0, 1], 0).into()).await?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("the demo collector's address: {e}")))?;
+    let args = crate::collect::CollectArgs {
+        listen: address,
+        keys: Some(keys_file.clone()),
+        keys_secret: None,
+        flush_size: 16 << 20,
+        flush_interval: std::time::Duration::from_secs(60),
+        max_buffer: 1 << 30,
+        dedup_window: std::time::Duration::from_secs(86_400),
+        dedup_capacity: 1_000_000,
+        client_ip: crate::collect::http::ClientIp::Truncate,
+        trust_forwarded_for: false,
+        rate_limit: None,
+        cors_origins: Vec::new(),
+        emf_namespace: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector = crate::collect::collect(set, ctx, keys, args, listener, async {
+        let _ = stopped.await;
+    });
+    let client = async {
+        let sent = send_events(&format!("http://{address}"), &key).await;
+        let _ = stop.send(());
+        sent
+    };
+    let (collected, sent) = tokio::join!(collector, client);
+    collected?;
+    let (accepted, duplicates) = sent?;
+    crate::outln!(
+        "   {accepted} events accepted, {duplicates} duplicates answered 200 and not kept (a batch sent twice)\n   {exe} --jobs {jobs} --lake {lake} collect --keys {keys} &\n   curl -s -u {key}: -H 'Content-Type: application/json' -d '{{\"userId\": \"u1\", \"event\": \"Quote Requested\", \"properties\": {{\"lanes\": 2}}}}' http://127.0.0.1:8080/track",
+        jobs = dir.join("jobs").display(),
+        lake = dir.join("lake").display(),
+        keys = keys_file.display(),
+    );
+    Ok(())
+}
+
+/// Sends the demo website's events; returns the events accepted and the duplicates.
+async fn send_events(base: &str, key: &str) -> Result<(u64, u64)> {
+    let client = reqwest::Client::new();
+    let mut rng = Rng(0xc011ec7);
+    let mut batches = Vec::new();
+    for b in 0..3 {
+        let batch: Vec<serde_json::Value> = (0..100)
+            .map(|i| {
+                let visitor = format!("anon-{}", rng.below(60));
+                let event = if i % 10 == 9 {
+                    "Quote Requested"
+                } else {
+                    "Page Viewed"
+                };
+                serde_json::json!({
+                    "type": "track",
+                    "messageId": format!("demo-{b}-{i}"),
+                    "anonymousId": visitor,
+                    "event": event,
+                    "properties": {"path": rng.pick(&PAGES)},
+                })
+            })
+            .collect();
+        batches.push(serde_json::json!({"batch": batch, "context": {"library": "sluice-demo"}}));
+    }
+    // A sign-up: the visitor's anonymous id becomes a user, with a profile.
+    batches.push(serde_json::json!({"batch": [
+        {"type": "alias", "previousId": "anon-7", "userId": "customer-42"},
+        {"type": "profile", "userId": "customer-42", "traits": {"plan": "fleet", "company": "Rotterdam Freight BV"}},
+        {"type": "track", "userId": "customer-42", "anonymousId": "anon-7", "event": "Signed Up"},
+    ]}));
+    // The first batch again, as a client does after a lost answer.
+    batches.push(batches[0].clone());
+    let (mut accepted, mut duplicates) = (0, 0);
+    for batch in &batches {
+        let reply = client
+            .post(format!("{base}/batch"))
+            .basic_auth(key, None::<&str>)
+            .json(batch)
+            .send()
+            .await
+            .map_err(|e| Error::external(format!("sending the demo's events: {e}")))?;
+        let status = reply.status();
+        let answer: serde_json::Value = reply
+            .json()
+            .await
+            .map_err(|e| Error::external(format!("the collector's answer: {e}")))?;
+        if !status.is_success() {
+            return Err(Error::internal(format!(
+                "the collector refused the demo's events ({status}): {answer}"
+            )));
+        }
+        accepted += answer["accepted"].as_u64().unwrap_or(0);
+        duplicates += answer["duplicates"].as_u64().unwrap_or(0);
+    }
+    Ok((accepted, duplicates))
 }
 
 /// What the demo asks `sluice serve`, with its parameter bound.

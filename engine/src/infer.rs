@@ -50,6 +50,7 @@ pub async fn infer(
             window: None,
             fields: None,
             files: None,
+            collect: None,
         },
         mode: None,
         transform: None,

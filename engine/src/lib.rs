@@ -5,6 +5,7 @@ pub mod aws;
 pub mod budget;
 pub mod catalog;
 pub mod cli;
+pub mod collect;
 pub mod contract;
 pub mod demo;
 pub mod error;

@@ -64,6 +64,16 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
         "{out}"
     );
 
+    // The website's events: sent to sluice collect over HTTP, loaded when it stopped; the
+    // batch sent twice landed once.
+    assert!(out.contains("303 events accepted, 100 duplicates"), "{out}");
+    assert!(
+        out.contains("stopped: every accepted event is in the lake"),
+        "{out}"
+    );
+    assert!(out.contains("| Page Viewed     | 270    |"), "{out}");
+    assert!(out.contains("| Signed Up       | 1      |"), "{out}");
+
     let lake = ws.dir.path().join("demo/lake");
     // Full mode: the second run replaced the first run's file.
     assert_eq!(parquet_files(&lake.join("customers")).len(), 1);

@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 pub const DEFAULT_MAX_SECONDS: u64 = 240;
 
 /// The optional source fields, and whether the row gives each.
-fn given(source: &SourceSpec) -> [(&'static str, bool); 15] {
+fn given(source: &SourceSpec) -> [(&'static str, bool); 16] {
     [
         ("table", source.table.is_some()),
         ("query", source.query.is_some()),
@@ -50,12 +50,13 @@ fn given(source: &SourceSpec) -> [(&'static str, bool); 15] {
         ("window", source.window.is_some()),
         ("fields", source.fields.is_some()),
         ("files", source.files.is_some()),
+        ("collect", source.collect.is_some()),
     ]
 }
 
 /// The source fields each family of connection takes.
 const TABLE_FIELDS: [&str; 6] = ["table", "query", "cursor", "primary_key", "lag", "split"];
-const QUEUE_FIELDS: [&str; 3] = ["record", "message_columns", "queue"];
+const QUEUE_FIELDS: [&str; 4] = ["record", "message_columns", "queue", "collect"];
 const API_FIELDS: [&str; 8] = [
     "record", "cursor", "lag", "request", "soap", "parent", "window", "fields",
 ];
@@ -72,6 +73,9 @@ pub(super) fn foreign(source: &SourceSpec, takes: &[&str]) -> Vec<&'static str> 
 fn kinds_taking(field: &str) -> &'static str {
     if field == "files" {
         return "file feeds (a connection of kind `sftp`, `s3` or `folder`)";
+    }
+    if field == "collect" {
+        return "the event collector's feeds (a connection of kind `folder`, `s3`, `sftp` or `sqs`)";
     }
     match (QUEUE_FIELDS.contains(&field), API_FIELDS.contains(&field)) {
         (true, true) => "feeds (a connection of kind `sqs` or `http`)",

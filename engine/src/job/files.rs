@@ -5,7 +5,9 @@ use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
 
 use crate::contract::Column;
-use crate::spec::files::{AfterLoad, FileCompression, FileFormat, OnBadFile, OnChangedFile};
+use crate::spec::files::{
+    AfterLoad, FileCompression, FileFormat, FilesSpec, OnBadFile, OnChangedFile,
+};
 use crate::spec::units::parse_duration;
 use crate::spec::{ConnectionKind, ConnectionSpec, JobSpec, MessageColumn, Mode, SourceSpec};
 
@@ -332,7 +334,14 @@ pub fn compile_feed(
     let mut message_columns = message_columns;
     message_columns.sort();
     message_columns.dedup();
-    let Some(files) = &source.files else {
+    if source.collect.is_some() && source.files.is_some() {
+        bad(
+            "source.files",
+            "is set by `collect` (the collector's spool segments): give one of the two".into(),
+        );
+    }
+    let collected = source.collect.map(collector_files);
+    let Some(files) = source.files.as_ref().or(collected.as_ref()) else {
         bad(
             "source.files",
             format!(
@@ -480,8 +489,23 @@ fn keys(path: &str) -> Result<Vec<String>, String> {
 }
 
 /// A file job takes `files`, `record` and `message_columns` of the source's fields.
+/// The files of the event collector's spool that hold `table`'s events: its sealed
+/// segments, NDJSON, each complete when it appears (it is renamed into `ready/`), moved
+/// to `loaded/` once committed (the collector keeps them there for its deduplication
+/// window), a broken one quarantined.
+fn collector_files(table: crate::spec::CollectTable) -> FilesSpec {
+    FilesSpec {
+        pattern: format!("ready/{}-*.ndjson", table.name()),
+        format: Some(FileFormat::Ndjson),
+        stable_for: Some("0s".into()),
+        after_load: Some(AfterLoad::Move("loaded".into())),
+        on_bad_file: Some(OnBadFile::Quarantine),
+        ..FilesSpec::default()
+    }
+}
+
 fn check_source_fields(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) {
-    for field in feed::foreign(source, &["record", "message_columns", "files"]) {
+    for field in feed::foreign(source, &["record", "message_columns", "files", "collect"]) {
         bad(
             &format!("source.{field}"),
             format!(

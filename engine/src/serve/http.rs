@@ -41,7 +41,14 @@ pub struct Cors {
 }
 
 impl Cors {
-    fn layer(&self) -> Result<Option<tower_http::cors::CorsLayer>> {
+    /// The layer for a server whose requests use `methods` and send `headers`, and whose
+    /// answers carry `expose` for scripts to read.
+    pub fn layer(
+        &self,
+        methods: &[Method],
+        headers: &[header::HeaderName],
+        expose: &[header::HeaderName],
+    ) -> Result<Option<tower_http::cors::CorsLayer>> {
         use tower_http::cors::{AllowOrigin, CorsLayer};
         if self.origins.is_empty() {
             return Ok(None);
@@ -65,14 +72,9 @@ impl Cors {
         Ok(Some(
             CorsLayer::new()
                 .allow_origin(origin)
-                .allow_methods([Method::GET, Method::POST])
-                .allow_headers([
-                    header::AUTHORIZATION,
-                    header::CONTENT_TYPE,
-                    header::ACCEPT,
-                    header::HeaderName::from_static("x-api-key"),
-                ])
-                .expose_headers([header::HeaderName::from_static(NEXT_HEADER)])
+                .allow_methods(methods.to_vec())
+                .allow_headers(headers.to_vec())
+                .expose_headers(expose.to_vec())
                 .max_age(std::time::Duration::from_secs(600)),
         ))
     }
@@ -92,7 +94,17 @@ pub async fn serve(
         .route("/v1/tables/{name}", get(table))
         .route("/v1/query", get(query_get).post(query_post))
         .with_state(service);
-    if let Some(layer) = cors.layer()? {
+    let layer = cors.layer(
+        &[Method::GET, Method::POST],
+        &[
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("x-api-key"),
+        ],
+        &[header::HeaderName::from_static(NEXT_HEADER)],
+    )?;
+    if let Some(layer) = layer {
         router = router.layer(layer);
     }
     axum::serve(listener, router)

@@ -133,7 +133,8 @@ pub fn presented(authorization: Option<&str>, api_key: Option<&str>) -> Option<S
         .map(|(_, password)| password.to_string())
 }
 
-fn hex_digest(text: &str) -> Option<[u8; 32]> {
+/// The 32 bytes of a SHA-256 written as 64 hex digits.
+pub fn hex_digest(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
     if text.len() != 64 {
         return None;

@@ -12,6 +12,8 @@ pub struct Refusal {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After` (a 503 says 1 when none is given).
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -20,7 +22,14 @@ impl Refusal {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad(message: impl Into<String>) -> Self {
@@ -79,8 +88,11 @@ impl IntoResponse for Refusal {
                 HeaderValue::from_static("Bearer realm=\"sluice\""),
             );
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry_after = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

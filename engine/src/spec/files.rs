@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// File feeds (a connection of kind `sftp`, `s3` or `folder`): which files a run loads
 /// and how they are read. Each complete file's records land exactly once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilesSpec {
     /// The files, relative to the connection's `path`: a folder, then a name pattern

@@ -128,6 +128,36 @@ pub struct SourceSpec {
     /// the same name: field → JSONPath, e.g. `{tag_id: $.tag.id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<BTreeMap<String, String>>,
+    /// The event collector's feeds (`sluice collect`): which of its tables this job
+    /// loads, `events`, `aliases` or `profiles`. With a folder (or S3, SFTP) connection —
+    /// the collector's spool — the job loads the spool's sealed segments
+    /// (`ready/<table>-*.ndjson`, NDJSON, moved to `loaded/` after the commit); with an
+    /// `sqs` connection, the queue the collector sends that table's events to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect: Option<CollectTable>,
+}
+
+/// A table of the event collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectTable {
+    /// `POST /track`: events about users.
+    Events,
+    /// `POST /alias`: identifiers of one user.
+    Aliases,
+    /// `POST /profile`: users' attributes.
+    Profiles,
+}
+
+impl CollectTable {
+    /// The name its spool segments start with.
+    pub fn name(self) -> &'static str {
+        match self {
+            CollectTable::Events => "events",
+            CollectTable::Aliases => "aliases",
+            CollectTable::Profiles => "profiles",
+        }
+    }
 }
 
 /// A column about a record's message.

@@ -1,0 +1,677 @@
+//! The bodies of `POST /track`, `/alias`, `/profile` and `/batch` (the OpenAPI
+//! document's `trackBody`, `aliasBody`, `profileBody` and `batchBody`), checked field by
+//! field and turned into the lines the spool keeps: one JSON object per event, in the
+//! shape of the collector's tables (`jobs/collect_*.yaml`).
+//!
+//! Time: `timestamp` is when the event happened by the client's clock, `sentAt` when
+//! the client sent it by the same clock; the event's corrected time is `receivedAt −
+//! (sentAt − timestamp)` (Segment's and RudderStack's clock-skew correction), so a
+//! device whose clock is an hour off still lands its events at the right hour. Without
+//! `sentAt` the client's `timestamp` is taken as it is; without either, `receivedAt`.
+
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+
+/// The most bytes one event may take (Segment's limit).
+pub const MAX_EVENT_BYTES: usize = 32 << 10;
+/// The most bytes one request may take.
+pub const MAX_REQUEST_BYTES: usize = 512 << 10;
+/// The most events one `/batch` may hold.
+pub const MAX_BATCH_EVENTS: usize = 2_500;
+/// Identifiers (`userId`, `anonymousId`, `previousId`, `messageId`) and event names.
+const MAX_ID_CHARS: usize = 255;
+
+/// Which table an event goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Track,
+    Alias,
+    Profile,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Track, Kind::Alias, Kind::Profile];
+
+    /// The lake table (and the spool's segment prefix).
+    pub fn table(self) -> &'static str {
+        match self {
+            Kind::Track => "events",
+            Kind::Alias => "aliases",
+            Kind::Profile => "profiles",
+        }
+    }
+
+    /// The `type` a `/batch` item names it by.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Track => "track",
+            Kind::Alias => "alias",
+            Kind::Profile => "profile",
+        }
+    }
+
+    /// The keys a body of this kind may have.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Kind::Track => &[
+                "type",
+                "messageId",
+                "userId",
+                "anonymousId",
+                "event",
+                "properties",
+                "context",
+                "timestamp",
+                "sentAt",
+                "integrations",
+            ],
+            Kind::Alias => &[
+                "type",
+                "messageId",
+                "userId",
+                "previousId",
+                "context",
+                "timestamp",
+                "sentAt",
+                "integrations",
+            ],
+            Kind::Profile => &[
+                "type",
+                "messageId",
+                "userId",
+                "anonymousId",
+                "traits",
+                "context",
+                "timestamp",
+                "sentAt",
+                "integrations",
+            ],
+        }
+    }
+
+    /// The object whose keys fill a table's extra columns (those its job row declares
+    /// beyond the standard ones): an event's `properties`, a profile's `traits`.
+    fn extras(self) -> Option<&'static str> {
+        match self {
+            Kind::Track => Some("properties"),
+            Kind::Profile => Some("traits"),
+            Kind::Alias => None,
+        }
+    }
+}
+
+/// What the server knows of a request besides its body.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: DateTime<Utc>,
+    /// The write key's source name.
+    pub source: String,
+    /// The client's address, as the configured policy keeps it.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// One accepted event, as the spool keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: Kind,
+    /// What identifies it for deduplication: the source and the `messageId`.
+    pub key: u64,
+    /// The line (no newline).
+    pub line: Vec<u8>,
+}
+
+/// A body that is not valid: where, and what would be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The field, as a JSONPath (`$.batch[3].event`).
+    pub path: String,
+    pub message: String,
+    /// Past a size limit (413) rather than malformed (400).
+    pub too_large: bool,
+}
+
+impl Invalid {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+            too_large: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// The columns each table's job row may add, read from the event's `properties` or
+/// `traits` (declared fields beyond the standard ones).
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub events: Vec<String>,
+    pub profiles: Vec<String>,
+}
+
+impl Extras {
+    fn of(&self, kind: Kind) -> &[String] {
+        match kind {
+            Kind::Track => &self.events,
+            Kind::Profile => &self.profiles,
+            Kind::Alias => &[],
+        }
+    }
+}
+
+/// The standard columns of each table: anything else a job row declares is an extra.
+pub fn standard_columns(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Track => &[
+            "message_id",
+            "event",
+            "user_id",
+            "anonymous_id",
+            "properties",
+            "context",
+            "timestamp",
+            "original_timestamp",
+            "sent_at",
+            "received_at",
+            "source",
+            "ip",
+            "user_agent",
+        ],
+        Kind::Alias => &[
+            "message_id",
+            "previous_id",
+            "user_id",
+            "context",
+            "timestamp",
+            "original_timestamp",
+            "sent_at",
+            "received_at",
+            "source",
+            "ip",
+            "user_agent",
+        ],
+        Kind::Profile => &[
+            "message_id",
+            "user_id",
+            "anonymous_id",
+            "traits",
+            "context",
+            "timestamp",
+            "original_timestamp",
+            "sent_at",
+            "received_at",
+            "source",
+            "ip",
+            "user_agent",
+        ],
+    }
+}
+
+/// Reads a request's body for `kind` (`None`: `/batch`).
+pub fn parse(
+    body: &[u8],
+    kind: Option<Kind>,
+    received: &Received,
+    extras: &Extras,
+) -> Result<Vec<Event>, Invalid> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Invalid::new(
+            "$",
+            format!("the body is not JSON ({e}); send one JSON object"),
+        )
+    })?;
+    let Value::Object(object) = value else {
+        return Err(Invalid::new(
+            "$",
+            format!("is {}; send one JSON object", what(&value)),
+        ));
+    };
+    match kind {
+        Some(kind) => {
+            let event = one(kind, object, "$", None, None, received, extras)?;
+            Ok(vec![event])
+        }
+        None => batch(object, received, extras),
+    }
+}
+
+fn batch(
+    mut object: Map<String, Value>,
+    received: &Received,
+    extras: &Extras,
+) -> Result<Vec<Event>, Invalid> {
+    refuse_unknown(&object, &["batch", "sentAt", "context"], "$")?;
+    let sent_at = optional_time(&object, "sentAt", "$")?;
+    let context = match object.remove("context") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) => Some(c),
+        Some(other) => {
+            return Err(Invalid::new(
+                "$.context",
+                format!("is {}; it must be an object", what(&other)),
+            ));
+        }
+    };
+    let items = match object.remove("batch") {
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(Invalid::new(
+                "$.batch",
+                format!("is {}; it must be an array of events", what(&other)),
+            ));
+        }
+        None => {
+            return Err(Invalid::new(
+                "$.batch",
+                "is missing; send {\"batch\": [{\"type\": \"track\", …}, …]}",
+            ));
+        }
+    };
+    if items.is_empty() || items.len() > MAX_BATCH_EVENTS {
+        return Err(Invalid::new(
+            "$.batch",
+            format!(
+                "holds {} events; a batch holds 1 to {MAX_BATCH_EVENTS}",
+                items.len()
+            ),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = format!("$.batch[{i}]");
+            let Value::Object(item) = item else {
+                return Err(Invalid::new(
+                    &at,
+                    format!("is {}; an event is an object", what(&item)),
+                ));
+            };
+            let kind = match item.get("type").and_then(Value::as_str) {
+                Some("track") => Kind::Track,
+                Some("alias") => Kind::Alias,
+                Some("profile") => Kind::Profile,
+                other => {
+                    return Err(Invalid::new(
+                        format!("{at}.type"),
+                        format!(
+                            "is {}; a batch item's type is one of track, alias, profile",
+                            other.map_or_else(|| "missing".into(), |t| format!("`{t}`"))
+                        ),
+                    ));
+                }
+            };
+            one(kind, item, &at, sent_at, context.as_ref(), received, extras)
+        })
+        .collect()
+}
+
+/// One event of `kind` at `at` (`$` or `$.batch[i]`); `sent_at` and `context` are the
+/// batch's, which the event's own override.
+fn one(
+    kind: Kind,
+    mut body: Map<String, Value>,
+    at: &str,
+    sent_at: Option<DateTime<Utc>>,
+    context: Option<&Map<String, Value>>,
+    received: &Received,
+    extras: &Extras,
+) -> Result<Event, Invalid> {
+    let size = serde_json::to_vec(&body).map_or(0, |b| b.len());
+    if size > MAX_EVENT_BYTES {
+        return Err(Invalid {
+            path: at.to_string(),
+            message: format!(
+                "the event takes {size} bytes; an event may take at most {MAX_EVENT_BYTES} (32 KiB)"
+            ),
+            too_large: true,
+        });
+    }
+    refuse_unknown(&body, kind.keys(), at)?;
+    if let Some(t) = body.get("type")
+        && t.as_str() != Some(kind.name())
+    {
+        return Err(Invalid::new(
+            format!("{at}.type"),
+            format!("is {t}; here it is `{}` or left out", kind.name()),
+        ));
+    }
+    let field = |name: &str| format!("{at}.{name}");
+    let message_id = match identifier(&body, "messageId", at)? {
+        Some(id) => id,
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let user_id = identifier(&body, "userId", at)?;
+    let original = optional_time(&body, "timestamp", at)?;
+    let sent = optional_time(&body, "sentAt", at)?.or(sent_at);
+    let timestamp = match (original, sent) {
+        // A correction that leaves years 1 to 9999 (a clock set to nonsense) is not made.
+        (Some(original), Some(sent)) => received
+            .at
+            .checked_sub_signed(sent.signed_duration_since(original))
+            .filter(|t| (1..=9999).contains(&t.year()))
+            .unwrap_or(original),
+        (Some(original), None) => original,
+        (None, _) => received.at,
+    };
+    let mut line = Map::new();
+    line.insert("message_id".into(), Value::String(message_id.clone()));
+    match kind {
+        Kind::Track => {
+            let event = identifier(&body, "event", at)?.ok_or_else(|| {
+                Invalid::new(
+                    field("event"),
+                    "is missing; a track names its event, e.g. \"Order Completed\"",
+                )
+            })?;
+            line.insert("event".into(), Value::String(event));
+        }
+        Kind::Alias => {
+            let previous = identifier(&body, "previousId", at)?.ok_or_else(|| {
+                Invalid::new(
+                    field("previousId"),
+                    "is missing; an alias names the identifier it joins to userId",
+                )
+            })?;
+            if user_id.is_none() {
+                return Err(Invalid::new(
+                    field("userId"),
+                    "is missing; an alias names the userId the previousId becomes",
+                ));
+            }
+            line.insert("previous_id".into(), Value::String(previous));
+        }
+        Kind::Profile => {}
+    }
+    line.insert(
+        "user_id".into(),
+        user_id.clone().map_or(Value::Null, Value::String),
+    );
+    if kind != Kind::Alias {
+        let anonymous = identifier(&body, "anonymousId", at)?;
+        if user_id.is_none() && anonymous.is_none() {
+            return Err(Invalid::new(
+                field("userId"),
+                "is missing, and so is anonymousId; give either (or both)",
+            ));
+        }
+        line.insert(
+            "anonymous_id".into(),
+            anonymous.map_or(Value::Null, Value::String),
+        );
+    }
+    if let Some(name) = kind.extras() {
+        let object = optional_object(&mut body, name, at)?;
+        for column in extras.of(kind) {
+            let value = object
+                .as_ref()
+                .and_then(|o| o.get(column))
+                .cloned()
+                .unwrap_or(Value::Null);
+            line.insert(column.clone(), value);
+        }
+        line.insert(
+            name.into(),
+            object.map_or(Value::Null, |o| Value::String(Value::Object(o).to_string())),
+        );
+    }
+    let context = match optional_object(&mut body, "context", at)? {
+        Some(own) => Some(own),
+        None => context.cloned(),
+    };
+    line.insert(
+        "context".into(),
+        context.map_or(Value::Null, |c| Value::String(Value::Object(c).to_string())),
+    );
+    if let Some(integrations) = body.get("integrations")
+        && !integrations.is_object()
+    {
+        return Err(Invalid::new(
+            field("integrations"),
+            format!("is {}; it must be an object", what(integrations)),
+        ));
+    }
+    let time = |t: DateTime<Utc>| Value::String(t.to_rfc3339_opts(SecondsFormat::Micros, true));
+    line.insert("timestamp".into(), time(timestamp));
+    line.insert(
+        "original_timestamp".into(),
+        original.map_or(Value::Null, time),
+    );
+    line.insert("sent_at".into(), sent.map_or(Value::Null, time));
+    line.insert("received_at".into(), time(received.at));
+    line.insert("source".into(), Value::String(received.source.clone()));
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+    line.insert("ip".into(), text(&received.ip));
+    line.insert("user_agent".into(), text(&received.user_agent));
+    Ok(Event {
+        kind,
+        key: dedup_key(&received.source, &message_id),
+        line: Value::Object(line).to_string().into_bytes(),
+    })
+}
+
+/// The deduplication key of a source's `messageId`.
+pub fn dedup_key(source: &str, message_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same key in every process of this build, so the
+    // keys rebuilt from the spool after a restart match the ones the requests made.
+    let mut hasher = std::hash::DefaultHasher::new();
+    source.hash(&mut hasher);
+    message_id.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn refuse_unknown(body: &Map<String, Value>, known: &[&str], at: &str) -> Result<(), Invalid> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(Invalid::new(
+            format!("{at}.{unknown}"),
+            format!(
+                "is not a field of this body; its fields are {}",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn identifier(body: &Map<String, Value>, name: &str, at: &str) -> Result<Option<String>, Invalid> {
+    let path = || format!("{at}.{name}");
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Err(Invalid::new(
+            path(),
+            "is empty; leave it out or give a value",
+        )),
+        Some(Value::String(s)) if s.chars().count() > MAX_ID_CHARS => Err(Invalid::new(
+            path(),
+            format!(
+                "has {} characters; at most {MAX_ID_CHARS}",
+                s.chars().count()
+            ),
+        )),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        // Many clients send numeric user ids: kept as their text.
+        Some(Value::Number(n)) if matches!(name, "userId" | "anonymousId" | "previousId") => {
+            Ok(Some(n.to_string()))
+        }
+        Some(other) => Err(Invalid::new(
+            path(),
+            format!("is {}; it must be a string", what(other)),
+        )),
+    }
+}
+
+fn optional_time(
+    body: &Map<String, Value>,
+    name: &str,
+    at: &str,
+) -> Result<Option<DateTime<Utc>>, Invalid> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                Invalid::new(
+                    format!("{at}.{name}"),
+                    format!(
+                        "`{s}` is not an ISO 8601 date and time with its offset, such as 2024-05-01T12:30:00.000Z"
+                    ),
+                )
+            }),
+        Some(other) => Err(Invalid::new(
+            format!("{at}.{name}"),
+            format!(
+                "is {}; it must be a date and time such as 2024-05-01T12:30:00.000Z",
+                what(other)
+            ),
+        )),
+    }
+}
+
+fn optional_object(
+    body: &mut Map<String, Value>,
+    name: &str,
+    at: &str,
+) -> Result<Option<Map<String, Value>>, Invalid> {
+    match body.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(other) => Err(Invalid::new(
+            format!("{at}.{name}"),
+            format!("is {}; it must be an object", what(&other)),
+        )),
+    }
+}
+
+/// What a JSON value is, for messages.
+fn what(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received() -> Received {
+        Received {
+            at: DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z")
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default(),
+            source: "web".into(),
+            ip: Some("203.0.113.0".into()),
+            user_agent: None,
+        }
+    }
+
+    fn line(event: &Event) -> Map<String, Value> {
+        match serde_json::from_slice(&event.line) {
+            Ok(Value::Object(o)) => o,
+            _ => Map::new(),
+        }
+    }
+
+    fn parse_one(body: &str, kind: Option<Kind>) -> Result<Vec<Event>, Invalid> {
+        let extras = Extras {
+            events: vec!["total".into()],
+            profiles: vec!["plan".into()],
+        };
+        parse(body.as_bytes(), kind, &received(), &extras)
+    }
+
+    #[test]
+    fn a_track_becomes_a_line_with_its_clock_corrected() -> Result<(), Invalid> {
+        // The device's clock runs an hour ahead: it says it sent at 13:00:05 an event
+        // of 13:00:00; received at 12:00:00, the event happened at 11:59:55.
+        let events = parse_one(
+            r#"{"messageId": "m1", "userId": 42, "event": "Order Completed",
+                "properties": {"total": 12.5, "items": [1, 2]},
+                "timestamp": "2024-05-01T13:00:00Z", "sentAt": "2024-05-01T13:00:05Z"}"#,
+            Some(Kind::Track),
+        )?;
+        let line = line(&events[0]);
+        assert_eq!(line["timestamp"], "2024-05-01T11:59:55.000000Z");
+        assert_eq!(line["original_timestamp"], "2024-05-01T13:00:00.000000Z");
+        assert_eq!(line["received_at"], "2024-05-01T12:00:00.000000Z");
+        assert_eq!(line["user_id"], "42");
+        assert_eq!(line["total"], 12.5);
+        assert_eq!(line["properties"], r#"{"items":[1,2],"total":12.5}"#);
+        assert_eq!(line["source"], "web");
+        assert_eq!(line["anonymous_id"], Value::Null);
+        assert_eq!(events[0].key, dedup_key("web", "m1"));
+        assert_ne!(events[0].key, dedup_key("app", "m1"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_mixes_kinds_and_lends_its_sent_at_and_context() -> Result<(), Invalid> {
+        let events = parse_one(
+            r#"{"sentAt": "2024-05-01T12:00:10Z", "context": {"app": "ios"}, "batch": [
+                {"type": "track", "anonymousId": "a", "event": "Open", "timestamp": "2024-05-01T12:00:00Z"},
+                {"type": "alias", "previousId": "a", "userId": "u"},
+                {"type": "profile", "userId": "u", "traits": {"plan": "pro"}, "context": {"app": "web"}}]}"#,
+            None,
+        )?;
+        let kinds: Vec<Kind> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [Kind::Track, Kind::Alias, Kind::Profile]);
+        let track = line(&events[0]);
+        assert_eq!(track["timestamp"], "2024-05-01T11:59:50.000000Z");
+        assert_eq!(track["context"], r#"{"app":"ios"}"#);
+        let profile = line(&events[2]);
+        assert_eq!(profile["plan"], "pro");
+        assert_eq!(profile["context"], r#"{"app":"web"}"#);
+        // Without a messageId each event gets its own.
+        assert_ne!(events[0].key, events[1].key);
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_body_names_the_field_and_what_is_valid() {
+        let invalid = |body: &str, kind: Option<Kind>| match parse_one(body, kind) {
+            Ok(_) => Invalid::new("(valid)", ""),
+            Err(e) => e,
+        };
+        let e = invalid(r#"{"userId": "u"}"#, Some(Kind::Track));
+        assert_eq!(e.path, "$.event");
+        let e = invalid(r#"{"event": "x"}"#, Some(Kind::Track));
+        assert!(e.message.contains("anonymousId"), "{e}");
+        let e = invalid(
+            r#"{"event": "x", "userId": "u", "when": 1}"#,
+            Some(Kind::Track),
+        );
+        assert_eq!(e.path, "$.when");
+        assert!(e.message.contains("its fields are"), "{e}");
+        let e = invalid(
+            r#"{"event": "x", "userId": "u", "timestamp": "yesterday"}"#,
+            Some(Kind::Track),
+        );
+        assert_eq!(e.path, "$.timestamp");
+        let e = invalid(r#"{"batch": [{"type": "page"}]}"#, None);
+        assert_eq!(e.path, "$.batch[0].type");
+        let e = invalid(r#"{"batch": []}"#, None);
+        assert_eq!(e.path, "$.batch");
+        let e = invalid("[1]", Some(Kind::Profile));
+        assert!(e.message.contains("an array"), "{e}");
+        let e = invalid("{", Some(Kind::Alias));
+        assert!(e.message.contains("not JSON"), "{e}");
+        let e = invalid(r#"{"userId": "u"}"#, Some(Kind::Alias));
+        assert_eq!(e.path, "$.previousId");
+        let big = format!(
+            r#"{{"event": "x", "userId": "u", "properties": {{"t": "{}"}}}}"#,
+            "a".repeat(MAX_EVENT_BYTES)
+        );
+        assert!(invalid(&big, Some(Kind::Track)).too_large);
+    }
+}

@@ -1,0 +1,99 @@
+//! The collector's loads: when a segment is sealed, the three collector jobs run (file
+//! feeds over the spool's `ready/` folder), each load a commit under the exactly-once
+//! protocol of every job — the segments it loaded are moved to `loaded/` only after its
+//! commit, and a segment whose run committed is never loaded again. A failed load (the
+//! lake unreachable) is retried with a growing pause; meanwhile the segments wait in
+//! `ready/` and count against the spool's buffer, which answers 503 once full.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::spool::{Gauges, READY, Settings, files};
+use crate::job::Job;
+use crate::pipeline::{self, Context};
+
+/// The longest pause between failed loads.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+pub struct Loader {
+    pub jobs: Vec<Job>,
+    pub ctx: Context,
+    pub dir: PathBuf,
+    pub settings: Settings,
+    pub gauges: Arc<Gauges>,
+    pub sealed: Arc<tokio::sync::Notify>,
+}
+
+impl Loader {
+    /// Loads each sealed segment until `stop`; then loads what the last seals left and
+    /// returns whether everything was loaded.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
+        let mut pause = Duration::from_secs(1);
+        let mut failed = false;
+        loop {
+            let wait = if failed {
+                pause
+            } else {
+                self.settings.flush_age
+            };
+            tokio::select! {
+                () = self.sealed.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            failed = !self.pass().await;
+            pause = if failed {
+                (pause * 2).min(MAX_PAUSE)
+            } else {
+                Duration::from_secs(1)
+            };
+        }
+        self.pass().await
+    }
+
+    /// Runs each job once; whether every one succeeded.
+    async fn pass(&self) -> bool {
+        let ready = &self.dir.join(READY);
+        let before = sizes(ready);
+        if before.is_empty() {
+            return true;
+        }
+        let mut ok = true;
+        for job in &self.jobs {
+            let summary = pipeline::run_job(job, &self.ctx).await;
+            if let Some(class) = summary.error_class {
+                tracing::warn!(
+                    job = %job.id,
+                    error_class = %class,
+                    error = summary.error.as_deref().unwrap_or(""),
+                    "a load of the spool failed; its segments wait in ready/ for the next"
+                );
+                ok = false;
+            }
+        }
+        let after = sizes(ready);
+        let loaded: u64 = before
+            .iter()
+            .filter(|(path, _)| !after.contains_key(*path))
+            .map(|(_, len)| len)
+            .sum();
+        self.gauges.ready_bytes.fetch_sub(loaded, Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp();
+        if let Err(e) = super::replay::prune(&self.dir, &self.settings, now) {
+            tracing::warn!(error = %e.report(), "could not remove old loaded segments");
+        }
+        ok
+    }
+}
+
+/// The sealed segments and their sizes.
+fn sizes(ready: &std::path::Path) -> BTreeMap<PathBuf, u64> {
+    files(ready)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| std::fs::metadata(&p).ok().map(|m| (p, m.len())))
+        .collect()
+}
