@@ -5,6 +5,7 @@ document, and the lake read back by pyarrow and DuckDB (not by sluice)."""
 import base64
 import hashlib
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -289,9 +290,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_document(col
     done = subprocess.run(
         [str(Path(sys.executable).parent / "st"), "run", f"{collector.url}/openapi.json",
          "-H", f"Authorization: {auth}", "--checks", "all",
-         "--max-examples", "60", "--seed", "1"],
+         "--max-examples", "100", "--seed", "1"],
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    generated = re.search(r"(\d+) generated", done.stdout)
+    assert generated and int(generated.group(1)) > 100, done.stdout[-2000:]
     assert collector.process.poll() is None
     collector.stop()

@@ -430,7 +430,7 @@ fn one(
         context.map_or(Value::Null, |c| Value::String(Value::Object(c).to_string())),
     );
     if let Some(integrations) = body.get("integrations")
-        && !integrations.is_object()
+        && !(integrations.is_object() || integrations.is_null())
     {
         return Err(Invalid::new(
             field("integrations"),

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::spool::{Gauges, READY, Settings, files};
+use crate::error::ErrorClass;
 use crate::job::Job;
 use crate::pipeline::{self, Context};
 
@@ -29,7 +30,9 @@ pub struct Loader {
 
 impl Loader {
     /// Loads each sealed segment until `stop`; then loads what the last seals left and
-    /// returns whether everything was loaded.
+    /// returns whether everything was loaded. A load another process holds the lease of
+    /// (the collector killed during a load, and restarted at once) is waited for, up to
+    /// the lease's life.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
         let mut pause = Duration::from_secs(1);
         let mut failed = false;
@@ -44,24 +47,33 @@ impl Loader {
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
-            failed = !self.pass().await;
+            failed = self.pass().await != Pass::Loaded;
             pause = if failed {
                 (pause * 2).min(MAX_PAUSE)
             } else {
                 Duration::from_secs(1)
             };
         }
-        self.pass().await
+        let deadline = tokio::time::Instant::now() + self.ctx.lease_ttl + Duration::from_secs(5);
+        loop {
+            match self.pass().await {
+                Pass::Loaded => return true,
+                Pass::Busy if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return false,
+            }
+        }
     }
 
-    /// Runs each job once; whether every one succeeded.
-    async fn pass(&self) -> bool {
+    /// Runs each job once.
+    async fn pass(&self) -> Pass {
         let ready = &self.dir.join(READY);
         let before = sizes(ready);
         if before.is_empty() {
-            return true;
+            return Pass::Loaded;
         }
-        let mut ok = true;
+        let mut outcome = Pass::Loaded;
         for job in &self.jobs {
             let summary = pipeline::run_job(job, &self.ctx).await;
             if let Some(class) = summary.error_class {
@@ -71,7 +83,11 @@ impl Loader {
                     error = summary.error.as_deref().unwrap_or(""),
                     "a load of the spool failed; its segments wait in ready/ for the next"
                 );
-                ok = false;
+                outcome = match (outcome, class) {
+                    (Pass::Failed, _) => Pass::Failed,
+                    (_, ErrorClass::Busy) => Pass::Busy,
+                    _ => Pass::Failed,
+                };
             }
         }
         let after = sizes(ready);
@@ -85,8 +101,17 @@ impl Loader {
         if let Err(e) = super::replay::prune(&self.dir, &self.settings, now) {
             tracing::warn!(error = %e.report(), "could not remove old loaded segments");
         }
-        ok
+        outcome
     }
+}
+
+/// How a pass over the jobs ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Loaded,
+    /// Only because another process holds a job's lease.
+    Busy,
+    Failed,
 }
 
 /// The sealed segments and their sizes.
