@@ -298,3 +298,36 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_document(col
     assert generated and int(generated.group(1)) > 100, done.stdout[-2000:]
     assert collector.process.poll() is None
     collector.stop()
+
+
+def test_on_aws_the_events_go_to_each_tables_queue_and_the_jobs_load_them_once(tmp_path, sluice_bin, sluice_env, aws, unique):
+    """The deployed form: the jobs' connections are SQS queues (moto). A 2xx follows
+    SendMessageBatch; the collect_* jobs (queue feeds) load the queues into the lake."""
+    sqs = aws("sqs")
+    urls = {t: sqs.create_queue(QueueName=f"collect-{t}-{unique}")["QueueUrl"] for t in ("events", "aliases", "profiles")}
+    c = Collector(tmp_path, sluice_bin, sluice_env)
+    (tmp_path / "jobs" / "connections.yaml").write_text("".join(
+        f"collector_{t}:\n  kind: sqs\n  queue_url: {url}\n" for t, url in urls.items()))
+    c.start()
+    batch = {"batch": [track(f"q-{i}") for i in range(250)]
+             + [{"type": "alias", "messageId": "q-alias", "previousId": "anon-1", "userId": "u1"},
+                {"type": "profile", "messageId": "q-profile", "userId": "u1", "traits": {"plan": "team", "company": "ACME"}}]}
+    assert c.call("/batch", batch)[0::2] == (200, {"accepted": 252, "duplicates": 0})
+    # A resend after a lost answer: the task remembers what it sent.
+    assert c.call("/batch", batch)[0::2] == (200, {"accepted": 0, "duplicates": 252})
+    assert "every accepted event is in its queue" in c.stop()
+    depth = int(sqs.get_queue_attributes(QueueUrl=urls["events"], AttributeNames=["ApproximateNumberOfMessages"])
+                ["Attributes"]["ApproximateNumberOfMessages"])
+    assert depth >= 1
+    for table in ("events", "aliases", "profiles"):
+        done = subprocess.run(
+            [sluice_bin, "--jobs", str(tmp_path / "jobs"), "--lake", str(c.lake), "--state", str(tmp_path / "state"),
+             "run", "--job", f"collect_{table}"],
+            env=sluice_env, capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    ids = [e["message_id"] for e in c.table("events")]
+    assert sorted(ids) == sorted(f"q-{i}" for i in range(250))
+    (profile,) = c.table("profiles")
+    assert (profile["plan"], profile["company"]) == ("team", "ACME")
+    assert len(c.table("aliases")) == 1
