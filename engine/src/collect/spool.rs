@@ -446,3 +446,152 @@ fn sync_dir(dir: &Path) -> Result<()> {
 pub fn io(e: std::io::Error, path: &Path) -> Error {
     Error::external(format!("the spool at {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(flush_bytes: u64) -> Settings {
+        Settings {
+            flush_bytes,
+            flush_age: Duration::from_secs(3600),
+            max_buffer: 1 << 30,
+            dedup_window: Duration::from_secs(86_400),
+            dedup_capacity: 1000,
+        }
+    }
+
+    fn event(kind: Kind, id: &str) -> Event {
+        let received = super::super::body::Received {
+            at: chrono::Utc::now(),
+            source: "web".into(),
+            ip: None,
+            user_agent: None,
+        };
+        let body = match kind {
+            Kind::Track => format!(r#"{{"messageId": "{id}", "userId": "u", "event": "E"}}"#),
+            Kind::Alias => format!(r#"{{"messageId": "{id}", "userId": "u", "previousId": "a"}}"#),
+            Kind::Profile => format!(r#"{{"messageId": "{id}", "userId": "u"}}"#),
+        };
+        let mut events = super::super::body::parse(
+            body.as_bytes(),
+            Some(kind),
+            &received,
+            &super::super::body::Extras::default(),
+        )
+        .unwrap_or_default();
+        events.pop().unwrap_or(Event {
+            kind,
+            key: 0,
+            line: Vec::new(),
+        })
+    }
+
+    fn lines(dir: &Path, sub: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for path in files(&dir.join(sub)).unwrap_or_default() {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            out.extend(text.lines().map(str::to_string));
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_land_once_each_and_seal_at_their_size() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal(e.to_string()))?;
+        let sealed = Arc::new(tokio::sync::Notify::new());
+        let (spool, thread) = Spool::open(dir.path(), &settings(2_000), sealed)?;
+        let now = chrono::Utc::now().timestamp();
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let spool = spool.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut appended = Vec::new();
+                for i in 0..25 {
+                    // Each id twice: the second is a duplicate, in the same call or not.
+                    let id = format!("{t}-{i}");
+                    let events = vec![event(Kind::Track, &id), event(Kind::Track, &id)];
+                    appended.push(spool.append(events, now).await);
+                }
+                appended
+            }));
+        }
+        let mut accepted = 0;
+        for task in tasks {
+            for appended in task.await.map_err(|e| Error::internal(e.to_string()))? {
+                let appended = appended.map_err(|e| Error::internal(format!("{e:?}")))?;
+                assert_eq!(appended.duplicates, 1);
+                accepted += appended.accepted;
+            }
+        }
+        assert_eq!(accepted, 200);
+        let again = spool.append(vec![event(Kind::Alias, "0-0")], now).await;
+        assert_eq!(
+            again,
+            Ok(Appended {
+                accepted: 0,
+                duplicates: 1
+            }),
+            "the key is the source's message id, whatever the kind"
+        );
+        assert!(
+            files(&dir.path().join(READY))?.len() > 1,
+            "segments were sealed at their size"
+        );
+        drop(spool);
+        thread
+            .join()
+            .map_err(|_| Error::internal("the appender panicked"))?;
+        assert!(
+            files(&dir.path().join(OPEN))?.is_empty(),
+            "all sealed at the end"
+        );
+        let mut ids: Vec<String> = lines(dir.path(), READY)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["message_id"].as_str().map(str::to_string))
+            .collect();
+        ids.sort();
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!((before, ids.len()), (200, 200));
+        Ok(())
+    }
+
+    #[test]
+    fn a_crash_left_segment_is_cut_back_to_its_last_whole_line_and_sealed() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal(e.to_string()))?;
+        for sub in [OPEN, READY, LOADED] {
+            std::fs::create_dir_all(dir.path().join(sub)).map_err(|e| io(e, dir.path()))?;
+        }
+        let whole = String::from_utf8_lossy(&event(Kind::Track, "whole").line).to_string();
+        let cut = String::from_utf8_lossy(&event(Kind::Track, "cut").line).to_string();
+        let path = dir
+            .path()
+            .join(OPEN)
+            .join("events-00000000000000000001.ndjson");
+        std::fs::write(&path, format!("{whole}\n{}", &cut[..cut.len() / 2]))
+            .map_err(|e| io(e, &path))?;
+        let empty = dir
+            .path()
+            .join(OPEN)
+            .join("aliases-00000000000000000002.ndjson");
+        std::fs::write(&empty, "").map_err(|e| io(e, &empty))?;
+        recover(dir.path())?;
+        assert_eq!(lines(dir.path(), READY), vec![whole]);
+        assert!(files(&dir.path().join(OPEN))?.is_empty());
+        assert_eq!(
+            files(&dir.path().join(READY))?.len(),
+            1,
+            "an empty one is removed"
+        );
+        // The next start remembers the keys of what is spooled.
+        let seen = super::super::replay::seen(
+            dir.path(),
+            &settings(1 << 20),
+            chrono::Utc::now().timestamp(),
+        )?;
+        assert_eq!(seen.remembered(), 1);
+        Ok(())
+    }
+}
