@@ -1,7 +1,7 @@
 """The collector benchmark (bench/collect).
 
 1. Throughput: wrk (bench/collect.lua: POST /batch of BATCH events with unique
-   messageIds) at CONCURRENCY connections for SECONDS against `sluice collect` (release,
+   messageIds; for each BATCH of a comma-separated list) at CONCURRENCY connections for SECONDS against `sluice collect` (release,
    its default settings: 60 s flush age, 16 MiB segments) and against the seeds' design
    (bench/collect_flask.py: Flask under gunicorn, 4 sync workers, append + fsync per
    request), one after the other in the same run: events/s, p50/p99 latency, peak RSS of
@@ -12,7 +12,7 @@
    second, over 16 keep-alive connections) to sluice for SECONDS; each latency is taken
    from the request's scheduled time (no coordinated omission).
 
-Usage: collect.py SLUICE_BIN SECONDS CONCURRENCY BATCH WORK_DIR
+Usage: collect.py SLUICE_BIN SECONDS CONCURRENCY BATCHES WORK_DIR
 """
 
 import base64
@@ -30,7 +30,8 @@ import time
 
 import duckdb
 
-BIN, SECONDS, CONCURRENCY, BATCH, WORK = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+BIN, SECONDS, CONCURRENCY, WORK = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[5]
+BATCHES = [int(b) for b in sys.argv[4].split(",")]
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 KEY = "bench-write-key"
@@ -55,11 +56,11 @@ def children(pid):
     return [int(p) for p in out.split()]
 
 
-def wrk(url):
+def wrk(url, batch):
     out = subprocess.run(
         ["wrk", "-t", "2", "-c", str(CONCURRENCY), "-d", f"{SECONDS}s", "--latency", "--timeout", "10s",
          "-s", os.path.join(HERE, "collect.lua"), url],
-        capture_output=True, text=True, env={**os.environ, "BENCH_BATCH": str(BATCH), "BENCH_AUTH": AUTH},
+        capture_output=True, text=True, env={**os.environ, "BENCH_BATCH": str(batch), "BENCH_AUTH": AUTH},
     )
     if out.returncode != 0:
         sys.exit(f"wrk failed: {out.stdout} {out.stderr}")
@@ -74,7 +75,7 @@ def wrk(url):
         return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
     ok = requests - failed
-    return {"events_s": ok * BATCH / SECONDS, "accepted": ok * BATCH, "failed": failed,
+    return {"events_s": ok * batch / SECONDS, "accepted": ok * batch, "failed": failed,
             "p50": ms("50%"), "p99": ms("99%")}
 
 
@@ -114,10 +115,10 @@ def lake_rows(base):
     ).fetchone()
 
 
-def bench_sluice():
-    base = os.path.join(WORK, "sluice")
+def bench_sluice(batch):
+    base = os.path.join(WORK, f"sluice-{batch}")
     process, url = start_sluice(base)
-    result = wrk(url)
+    result = wrk(url, batch)
     result["rss"] = stop_sluice(process)
     rows, distinct = lake_rows(base)
     result["in_lake"] = rows
@@ -125,8 +126,8 @@ def bench_sluice():
     return result
 
 
-def bench_flask():
-    base = os.path.join(WORK, "flask")
+def bench_flask(batch):
+    base = os.path.join(WORK, f"flask-{batch}")
     os.makedirs(base)
     events = os.path.join(base, "events.ndjson")
     port = free_port()
@@ -136,7 +137,7 @@ def bench_flask():
         env={**os.environ, "EVENTS_FILE": events}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_for(port)
-    result = wrk(f"http://127.0.0.1:{port}")
+    result = wrk(f"http://127.0.0.1:{port}", batch)
     result["rss"] = peak_rss_mib([process.pid] + children(process.pid))
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
@@ -214,20 +215,26 @@ def fixed_rate():
 
 
 def main():
-    print(f"wrk: {CONCURRENCY} connections, {SECONDS} s, batches of {BATCH} events", flush=True)
-    sluice = bench_sluice()
-    print(f"sluice collect: {sluice}", flush=True)
-    flask = bench_flask()
-    print(f"flask + gunicorn: {flask}", flush=True)
+    rows = []
+    for batch in BATCHES:
+        print(f"wrk: {CONCURRENCY} connections, {SECONDS} s, {batch} event(s) a request", flush=True)
+        sluice = bench_sluice(batch)
+        print(f"  sluice collect: {sluice}", flush=True)
+        flask = bench_flask(batch)
+        print(f"  flask + gunicorn: {flask}", flush=True)
+        rows.append((batch, sluice, flask))
     rate = fixed_rate()
     print(f"sluice at {RATE} events/s: {rate}", flush=True)
     print()
-    print("| server | events/s | p50 ms | p99 ms | peak RSS MiB | accepted | in the lake | doubled |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in (("sluice collect", sluice), ("Flask + gunicorn (fsync)", flask)):
-        print(f"| {name} | {r['events_s']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['rss']:.0f} | "
-              f"{r['accepted']:,} | {r['in_lake']:,} | {r['doubled']} |")
-    print(f"\nsluice ÷ Flask events/s: {sluice['events_s'] / flask['events_s']:.1f}× (target ≥ 20×)")
+    print("| events a request | server | events/s | p50 ms | p99 ms | peak RSS MiB | accepted | in the lake | doubled |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for batch, sluice, flask in rows:
+        for name, r in (("sluice collect", sluice), ("Flask + gunicorn (fsync)", flask)):
+            print(f"| {batch} | {name} | {r['events_s']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['rss']:.0f} | "
+                  f"{r['accepted']:,} | {r['in_lake']:,} | {r['doubled']} |")
+    print()
+    for batch, sluice, flask in rows:
+        print(f"{batch} event(s) a request: sluice ÷ Flask events/s {sluice['events_s'] / flask['events_s']:.1f}× (target ≥ 20×)")
     print(f"sluice at {rate['sent_events_s']:,.0f} events/s (open loop): p50 {rate['p50']:.1f} ms, "
           f"p99 {rate['p99']:.1f} ms (target < 25), {rate['failed']} failed, peak RSS {rate['rss']:.0f} MiB "
           f"(target < 128), {rate['in_lake']:,} of {rate['accepted']:,} accepted in the lake, {rate['doubled']} doubled")

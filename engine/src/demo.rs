@@ -203,6 +203,7 @@ async fn collect_events(
         trust_forwarded_for: false,
         rate_limit: None,
         cors_origins: Vec::new(),
+        load_memory_limit: 112 << 20,
         emf_namespace: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

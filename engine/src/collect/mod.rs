@@ -99,6 +99,10 @@ pub struct CollectArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// What a load of the spool may hold at its peak (the run's memory budget; see
+    /// `sluice run --memory-limit`), on top of what the server holds.
+    #[arg(long, env = "SLUICE_COLLECT_LOAD_MEMORY", default_value = "112MiB", value_parser = parse_size)]
+    pub load_memory_limit: u64,
     /// Print the collector's metrics each minute as CloudWatch Embedded Metric Format
     /// lines in this namespace (the ECS log driver makes them metrics).
     #[arg(long, env = "SLUICE_COLLECT_EMF_NAMESPACE")]
@@ -256,6 +260,8 @@ pub async fn collect(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (jobs, destination, extras) = jobs(set, ctx.env.as_ref())?;
+    let mut ctx = ctx;
+    ctx.memory_limit = args.load_memory_limit;
     if args.rate_limit.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err(Error::user(
             "--rate-limit must be a positive number of events per second",
