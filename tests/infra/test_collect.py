@@ -331,3 +331,30 @@ def test_on_aws_the_events_go_to_each_tables_queue_and_the_jobs_load_them_once(t
     (profile,) = c.table("profiles")
     assert (profile["plan"], profile["company"]) == ("team", "ACME")
     assert len(c.table("aliases")) == 1
+
+
+def test_a_missing_or_misshapen_job_is_refused_before_listening(tmp_path, sluice_bin, sluice_env):
+    c = Collector(tmp_path, sluice_bin, sluice_env)
+    (tmp_path / "jobs" / "collect_aliases.yaml").unlink()
+
+    def start():
+        return subprocess.run(
+            [sluice_bin, "--jobs", str(tmp_path / "jobs"), "--lake", str(c.lake), "--state", str(tmp_path / "state"),
+             "collect", "--listen", "127.0.0.1:0", "--keys", str(c.keys)],
+            env=sluice_env, capture_output=True, text=True, timeout=60,
+        )
+
+    done = start()
+    assert done.returncode == 2 and "there is no job `collect_aliases`" in done.stderr, done.stderr
+    shutil.copy(REPO / "jobs" / "collect_aliases.yaml", tmp_path / "jobs")
+    (tmp_path / "jobs" / "connections.yaml").write_text(
+        "collector_events:\n  kind: folder\n  path: one\n"
+        "collector_aliases:\n  kind: folder\n  path: two\n"
+        "collector_profiles:\n  kind: folder\n  path: one\n")
+    done = start()
+    assert done.returncode == 2 and "is not the other jobs'" in done.stderr, done.stderr
+    c.keys.write_text("- {name: web, sha256: abc}\n")
+    (tmp_path / "jobs" / "connections.yaml").write_text("".join(
+        f"collector_{t}:\n  kind: folder\n  path: spool\n" for t in ("events", "aliases", "profiles")))
+    done = start()
+    assert done.returncode == 2 and "64 hex digits" in done.stderr, done.stderr

@@ -125,6 +125,33 @@ enum Destination {
     Queues(BTreeMap<Kind, String>),
 }
 
+/// The spool's folder, when a file feed reads exactly `kind`'s sealed segments from a
+/// local folder (as `source.collect` makes it); else what differs.
+fn spool_folder(
+    feed: &crate::job::files::FilesFeed,
+    store: &FileStore,
+    kind: Kind,
+) -> std::result::Result<PathBuf, String> {
+    let FileStore::Folder(dir) = store else {
+        return Err("its connection is not a folder on this machine".into());
+    };
+    let name = |k: Kind| format!("{}-00000000000000000001.ndjson", k.table());
+    let only_its_own = Kind::ALL
+        .iter()
+        .all(|&k| feed.matcher.matches(&name(k)) == (k == kind));
+    let moved =
+        matches!(&feed.after_load, AfterLoad::Move(to) if to.trim_matches('/') == spool::LOADED);
+    if feed.folder != spool::READY || !only_its_own || feed.format != FileFormat::Ndjson || !moved {
+        return Err(format!(
+            "its files `{}/{}` are not the spool's segments of {}",
+            feed.folder,
+            feed.name,
+            kind.table()
+        ));
+    }
+    Ok(dir.clone())
+}
+
 /// The collector's jobs, checked to fit one destination, and the extra columns they
 /// declare.
 fn jobs(
@@ -157,35 +184,16 @@ fn jobs(
         };
         let records = match (&job.from, &job.connection.address) {
             (From::Files(feed), Address::Files(store)) => {
-                let FileStore::Folder(dir) = store.as_ref() else {
-                    return Err(bad("its connection is not a folder on this machine"));
-                };
-                let name = |k: Kind| format!("{}-00000000000000000001.ndjson", k.table());
-                let only_its_own = Kind::ALL
-                    .iter()
-                    .all(|&k| feed.matcher.matches(&name(k)) == (k == kind));
-                let moved = matches!(&feed.after_load, AfterLoad::Move(to) if to.trim_matches('/') == spool::LOADED);
-                if feed.folder != spool::READY
-                    || !only_its_own
-                    || feed.format != FileFormat::Ndjson
-                    || !moved
-                {
-                    return Err(bad(&format!(
-                        "its files `{}/{}` are not the spool's segments of {}",
-                        feed.folder,
-                        feed.name,
-                        kind.table()
-                    )));
-                }
+                let dir = spool_folder(feed, store, kind).map_err(|what| bad(&what))?;
                 match &folder {
-                    Some(first) if first != dir => {
+                    Some(first) if first != &dir => {
                         return Err(bad(&format!(
                             "its folder {} is not the other jobs' {}",
                             dir.display(),
                             first.display()
                         )));
                     }
-                    _ => folder = Some(dir.clone()),
+                    _ => folder = Some(dir),
                 }
                 &feed.records
             }
