@@ -232,20 +232,32 @@ pub fn parse(
             format!("is {}; send one JSON object", what(&value)),
         ));
     };
+    // No event is larger than the body it came in (written compactly again it takes at
+    // most the bytes it took): only a larger body needs its events measured.
+    let measure = body.len() > MAX_EVENT_BYTES;
+    let facts = Facts {
+        received,
+        extras,
+        measure,
+    };
     match kind {
         Some(kind) => {
-            let event = one(kind, object, "$", None, None, received, extras)?;
+            let event = one(kind, object, "$", None, None, &facts)?;
             Ok(vec![event])
         }
-        None => batch(object, received, extras),
+        None => batch(object, &facts),
     }
 }
 
-fn batch(
-    mut object: Map<String, Value>,
-    received: &Received,
-    extras: &Extras,
-) -> Result<Vec<Event>, Invalid> {
+/// What every event of a request shares.
+struct Facts<'a> {
+    received: &'a Received,
+    extras: &'a Extras,
+    /// Whether events may be past `MAX_EVENT_BYTES` (so must be measured).
+    measure: bool,
+}
+
+fn batch(mut object: Map<String, Value>, facts: &Facts) -> Result<Vec<Event>, Invalid> {
     refuse_unknown(&object, &["batch", "sentAt", "context"], "$")?;
     let sent_at = optional_time(&object, "sentAt", "$")?;
     let context = match object.remove("context") {
@@ -307,7 +319,7 @@ fn batch(
                     ));
                 }
             };
-            one(kind, item, &at, sent_at, context.as_ref(), received, extras)
+            one(kind, item, &at, sent_at, context.as_ref(), facts)
         })
         .collect()
 }
@@ -320,10 +332,14 @@ fn one(
     at: &str,
     sent_at: Option<DateTime<Utc>>,
     context: Option<&Map<String, Value>>,
-    received: &Received,
-    extras: &Extras,
+    facts: &Facts,
 ) -> Result<Event, Invalid> {
-    let size = serde_json::to_vec(&body).map_or(0, |b| b.len());
+    let (received, extras) = (facts.received, facts.extras);
+    let size = if facts.measure {
+        serde_json::to_vec(&body).map_or(0, |b| b.len())
+    } else {
+        0
+    };
     if size > MAX_EVENT_BYTES {
         return Err(Invalid {
             path: at.to_string(),
