@@ -9,10 +9,10 @@
    lake (sluice: rows of the events table once it has stopped and loaded, read by
    DuckDB; Flask: lines of its file).
 2. Latency at a fixed rate: an open-loop client sends 5,000 events/s (500 batches of 10 a
-   second, over 16 keep-alive connections) to sluice for SECONDS; each latency is taken
-   from the request's scheduled time (no coordinated omission).
+   second, over 16 keep-alive connections) to sluice for RATE_SECONDS; each latency is
+   taken from the request's scheduled time (no coordinated omission).
 
-Usage: collect.py SLUICE_BIN SECONDS CONCURRENCY BATCHES WORK_DIR
+Usage: collect.py SLUICE_BIN SECONDS CONCURRENCY BATCHES WORK_DIR [RATE_SECONDS]
 """
 
 import base64
@@ -32,6 +32,7 @@ import duckdb
 
 BIN, SECONDS, CONCURRENCY, WORK = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[5]
 BATCHES = [int(b) for b in sys.argv[4].split(",")]
+RATE_SECONDS = int(sys.argv[6]) if len(sys.argv) > 6 else SECONDS
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 KEY = "bench-write-key"
@@ -176,7 +177,7 @@ def fixed_rate():
     connections = 16
     latencies, failures = [], [0]
     start = time.perf_counter() + 0.5
-    total = per_second * SECONDS
+    total = per_second * RATE_SECONDS
     lock = threading.Lock()
 
     def client(worker):

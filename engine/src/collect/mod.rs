@@ -77,7 +77,7 @@ pub struct CollectArgs {
     /// How long a `messageId` is remembered: a resend within it lands once.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub dedup_window: Duration,
-    /// At most this many `messageId`s are remembered (about 40 bytes each); past it the
+    /// At most this many `messageId`s are remembered (about 20 bytes each); past it the
     /// oldest are forgotten before the window ends.
     #[arg(long, default_value_t = 1_000_000)]
     pub dedup_capacity: usize,

@@ -153,7 +153,7 @@ fn pack(events: &[&Event]) -> Vec<Vec<Message>> {
 impl Store for Queues {
     async fn append(&self, events: Vec<Event>, now: i64) -> Result<Appended, Refused> {
         let (fresh, duplicates) = {
-            let seen = self.seen();
+            let mut seen = self.seen();
             let mut fresh: Vec<&Event> = Vec::new();
             let mut duplicates = 0;
             for event in &events {
