@@ -579,7 +579,15 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
         Command::Collect { args, lease } => {
             let set = job::load(&places.jobs).await?;
             let ctx = context(places, &lease).await?;
-            crate::collect::run(&set, ctx, args).await.map(|()| None)
+            let loads = vec![
+                format!("--jobs={}", places.jobs),
+                format!("--lake={}", places.lake),
+                format!("--state={}", places.state),
+                format!("--catalog={}", places.catalog),
+            ];
+            crate::collect::run(&set, ctx, loads, args)
+                .await
+                .map(|()| None)
         }
         Command::Demo { dir } => crate::demo::run(&dir).await.map(|()| None),
     }

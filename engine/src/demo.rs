@@ -207,7 +207,12 @@ async fn collect_events(
         emf_namespace: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let collector = crate::collect::collect(set, ctx, keys, args, listener, async {
+    let places = vec![
+        format!("--jobs={}", dir.join("jobs").display()),
+        format!("--lake={}", dir.join("lake").display()),
+        format!("--state={}", dir.join("state").display()),
+    ];
+    let collector = crate::collect::collect(set, ctx, places, keys, args, listener, async {
         let _ = stopped.await;
     });
     let client = async {

@@ -4,6 +4,12 @@
 //! commit, and a segment whose run committed is never loaded again. A failed load (the
 //! lake unreachable) is retried with a growing pause; meanwhile the segments wait in
 //! `ready/` and count against the spool's buffer, which answers 503 once full.
+//!
+//! Each load is `sluice run --job ID` in a child process of this binary (its own process
+//! group, so a signal meant for the collector does not cut it short): the server's memory
+//! stays the server's (a load's decoders, writers and allocator arenas go back to the
+//! system when it ends), a load is bounded by its own `--memory-limit`, and a load that
+//! fails cannot take the server down.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,15 +19,70 @@ use std::time::Duration;
 
 use super::spool::{Gauges, READY, Settings, files};
 use crate::error::ErrorClass;
-use crate::job::Job;
-use crate::pipeline::{self, Context};
 
 /// The longest pause between failed loads.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
+/// How a load is run: this binary, with the collector's places.
+#[derive(Debug, Clone)]
+pub struct LoadCommand {
+    pub exe: PathBuf,
+    /// The global options naming the jobs, the lake, the state and the catalog.
+    pub places: Vec<String>,
+    /// A load's `--memory-limit`, in bytes.
+    pub memory_limit: u64,
+    pub lease_ttl: Duration,
+}
+
+impl LoadCommand {
+    /// Runs one job to its end; the class of its failure, if it failed.
+    async fn run(&self, job: &str) -> Option<ErrorClass> {
+        let mut command = std::process::Command::new(&self.exe);
+        command
+            .args(&self.places)
+            .args(["run", "--job", job, "--output", "json"])
+            .arg(format!("--memory-limit={}KiB", self.memory_limit >> 10))
+            .arg(format!("--lease-ttl={}s", self.lease_ttl.as_secs().max(1)))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let ran = tokio::task::spawn_blocking(move || command.output()).await;
+        let output = match ran {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => {
+                tracing::error!(job, error = %e, "could not start a load");
+                return Some(ErrorClass::Internal);
+            }
+            Err(e) => {
+                tracing::error!(job, error = %e, "a load's waiter failed");
+                return Some(ErrorClass::Internal);
+            }
+        };
+        let summary = String::from_utf8_lossy(&output.stdout);
+        tracing::info!(job, summary = summary.trim(), "load");
+        match output.status.code() {
+            Some(0) => None,
+            Some(code) => Some(
+                [
+                    ErrorClass::User,
+                    ErrorClass::Busy,
+                    ErrorClass::External,
+                    ErrorClass::Internal,
+                    ErrorClass::Interrupted,
+                ]
+                .into_iter()
+                .find(|c| c.exit_code() == code)
+                .unwrap_or(ErrorClass::Internal),
+            ),
+            // Killed by a signal: nothing of it committed.
+            None => Some(ErrorClass::External),
+        }
+    }
+}
+
 pub struct Loader {
-    pub jobs: Vec<Job>,
-    pub ctx: Context,
+    pub jobs: Vec<String>,
+    pub command: LoadCommand,
     pub dir: PathBuf,
     pub settings: Settings,
     pub gauges: Arc<Gauges>,
@@ -54,7 +115,8 @@ impl Loader {
                 Duration::from_secs(1)
             };
         }
-        let deadline = tokio::time::Instant::now() + self.ctx.lease_ttl + Duration::from_secs(5);
+        let deadline =
+            tokio::time::Instant::now() + self.command.lease_ttl + Duration::from_secs(5);
         loop {
             match self.pass().await {
                 Pass::Loaded => return true,
@@ -75,13 +137,11 @@ impl Loader {
         }
         let mut outcome = Pass::Loaded;
         for job in &self.jobs {
-            let summary = pipeline::run_job(job, &self.ctx).await;
-            if let Some(class) = summary.error_class {
+            if let Some(class) = self.command.run(job).await {
                 tracing::warn!(
-                    job = %job.id,
+                    job = %job,
                     error_class = %class,
-                    error = summary.error.as_deref().unwrap_or(""),
-                    "a load of the spool failed; its segments wait in ready/ for the next"
+                    "a load of the spool failed (its log is above); its segments wait in ready/ for the next"
                 );
                 outcome = match (outcome, class) {
                     (Pass::Failed, _) => Pass::Failed,

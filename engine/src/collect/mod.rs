@@ -8,7 +8,7 @@
 //! (on AWS, where a task's disk does not outlive it), the jobs then loading the queues on
 //! their schedule. Duplicates by (source, `messageId`) within
 //! the window are answered 2xx and not written again (`dedup`, rebuilt at start by
-//! `replay`). Sealed segments are loaded by three ordinary jobs — `collect_events`,
+//! `replay`). Sealed segments are loaded (`load`, in child processes) by three ordinary jobs — `collect_events`,
 //! `collect_aliases`, `collect_profiles`, file feeds over the spool's folder (`load`) — so
 //! each flush is a commit of the exactly-once protocol, published to the catalog like
 //! any run. SIGTERM stops taking requests, lets those in flight finish, seals and loads
@@ -99,8 +99,8 @@ pub struct CollectArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
-    /// What a load of the spool may hold at its peak (the run's memory budget; see
-    /// `sluice run --memory-limit`), on top of what the server holds.
+    /// What a load of the spool may hold at its peak (its `sluice run --memory-limit`; each
+    /// load is a child process).
     #[arg(long, env = "SLUICE_COLLECT_LOAD_MEMORY", default_value = "112MiB", value_parser = parse_size)]
     pub load_memory_limit: u64,
     /// Print the collector's metrics each minute as CloudWatch Embedded Metric Format
@@ -236,8 +236,9 @@ fn jobs(
     Ok((jobs, destination, extras))
 }
 
-/// Runs the collector until SIGINT or SIGTERM, then loads what it holds.
-pub async fn run(set: &JobSet, ctx: Context, args: CollectArgs) -> Result<()> {
+/// Runs the collector until SIGINT or SIGTERM, then loads what it holds; `places` are the
+/// global options its loads are run with.
+pub async fn run(set: &JobSet, ctx: Context, places: Vec<String>, args: CollectArgs) -> Result<()> {
     let keys = match (&args.keys, &args.keys_secret) {
         (Some(path), _) => WriteKeys::load(path)?,
         (None, Some(secret)) => WriteKeys::from_secret(secret).await?,
@@ -251,7 +252,7 @@ pub async fn run(set: &JobSet, ctx: Context, args: CollectArgs) -> Result<()> {
     let interrupt = crate::interrupt::Interrupt::listen(
         "no new request is taken; those in flight finish, and what is spooled is loaded",
     )?;
-    collect(set, ctx, keys, args, listener, async move {
+    collect(set, ctx, places, keys, args, listener, async move {
         interrupt.error().await;
     })
     .await
@@ -262,14 +263,13 @@ pub async fn run(set: &JobSet, ctx: Context, args: CollectArgs) -> Result<()> {
 pub async fn collect(
     set: &JobSet,
     ctx: Context,
+    places: Vec<String>,
     keys: WriteKeys,
     args: CollectArgs,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (jobs, destination, extras) = jobs(set, ctx.env.as_ref())?;
-    let mut ctx = ctx;
-    ctx.memory_limit = args.load_memory_limit;
     if args.rate_limit.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err(Error::user(
             "--rate-limit must be a positive number of events per second",
@@ -291,9 +291,16 @@ pub async fn collect(
             let sealed = Arc::new(tokio::sync::Notify::new());
             let (spool, appender) = spool::Spool::open(&dir, &settings, sealed.clone())?;
             let gauges = spool.gauges.clone();
+            let exe = std::env::current_exe()
+                .map_err(|e| Error::internal(format!("this program's path: {e}")))?;
             let loader = load::Loader {
-                jobs,
-                ctx,
+                jobs: jobs.iter().map(|j| j.id.clone()).collect(),
+                command: load::LoadCommand {
+                    exe,
+                    places,
+                    memory_limit: args.load_memory_limit,
+                    lease_ttl: ctx.lease_ttl,
+                },
                 dir,
                 settings,
                 gauges: gauges.clone(),
