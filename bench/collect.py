@@ -5,7 +5,8 @@
    its default settings: 60 s flush age, 16 MiB segments) and against the seeds' design
    (bench/collect_flask.py: Flask under gunicorn, 4 sync workers, append + fsync per
    request), one after the other in the same run: events/s, p50/p99 latency, peak RSS of
-   the server (all its processes for gunicorn), and the accepted events that reached the
+   the server (all its processes for gunicorn; for sluice, the server process, and apart
+   the largest of its loads, each a child process), and the accepted events that reached the
    lake (sluice: rows of the events table once it has stopped and loaded, read by
    DuckDB; Flask: lines of its file).
 2. Latency at a fixed rate: an open-loop client sends 5,000 events/s (500 batches of 10 a
@@ -90,10 +91,11 @@ def start_sluice(base):
     keys = os.path.join(base, "keys.yaml")
     with open(keys, "w") as f:
         f.write(f"- {{name: web, sha256: {hashlib.sha256(KEY.encode()).hexdigest()}}}\n")
+    log = open(os.path.join(base, "collect.log"), "w")
     process = subprocess.Popen(
         [BIN, "--jobs", jobs, "--lake", os.path.join(base, "lake"), "--state", os.path.join(base, "state"),
          "collect", "--listen", "127.0.0.1:0", "--keys", keys],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "SLUICE_LOG_FORMAT": "json"},
     )
     line = process.stdout.readline()
     if not line.startswith("listening on http://"):
@@ -109,6 +111,21 @@ def stop_sluice(process):
     return rss
 
 
+def loads_peak_mib(base):
+    """The largest peak RSS of the collector's loads (child processes), from the run
+    summaries it logs."""
+    peak = 0
+    with open(os.path.join(base, "collect.log")) as f:
+        for line in f:
+            try:
+                fields = json.loads(line).get("fields", {})
+                summary = json.loads(fields.get("summary") or "{}")
+            except ValueError:
+                continue
+            peak = max(peak, summary.get("peak_rss") or 0)
+    return peak / (1 << 20)
+
+
 def lake_rows(base):
     con = duckdb.connect()
     return con.execute(
@@ -121,6 +138,7 @@ def bench_sluice(batch):
     process, url = start_sluice(base)
     result = wrk(url, batch)
     result["rss"] = stop_sluice(process)
+    result["loads_rss"] = loads_peak_mib(base)
     rows, distinct = lake_rows(base)
     result["in_lake"] = rows
     result["doubled"] = rows - distinct
@@ -145,6 +163,7 @@ def bench_flask(batch):
     with open(events) as f:
         result["in_lake"] = sum(1 for _ in f)
     result["doubled"] = 0
+    result["loads_rss"] = 0
     return result
 
 
@@ -212,6 +231,7 @@ def fixed_rate():
     rows, distinct = lake_rows(base)
     return {"p50": latencies[len(latencies) // 2], "p99": latencies[int(len(latencies) * 0.99)],
             "sent_events_s": total * 10 / elapsed, "failed": failures[0], "rss": rss,
+            "loads_rss": loads_peak_mib(base),
             "in_lake": rows, "doubled": rows - distinct, "accepted": (total - failures[0]) * 10}
 
 
@@ -227,18 +247,20 @@ def main():
     rate = fixed_rate()
     print(f"sluice at {RATE} events/s: {rate}", flush=True)
     print()
-    print("| events a request | server | events/s | p50 ms | p99 ms | peak RSS MiB | accepted | in the lake | doubled |")
+    print("| events a request | server | events/s | p50 ms | p99 ms | peak RSS MiB (its loads) | accepted | in the lake | doubled |")
     print("|---|---|---|---|---|---|---|---|---|")
     for batch, sluice, flask in rows:
         for name, r in (("sluice collect", sluice), ("Flask + gunicorn (fsync)", flask)):
-            print(f"| {batch} | {name} | {r['events_s']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['rss']:.0f} | "
+            loads = f" ({r['loads_rss']:.0f})" if r["loads_rss"] else ""
+            print(f"| {batch} | {name} | {r['events_s']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['rss']:.0f}{loads} | "
                   f"{r['accepted']:,} | {r['in_lake']:,} | {r['doubled']} |")
     print()
     for batch, sluice, flask in rows:
         print(f"{batch} event(s) a request: sluice ÷ Flask events/s {sluice['events_s'] / flask['events_s']:.1f}× (target ≥ 20×)")
     print(f"sluice at {rate['sent_events_s']:,.0f} events/s (open loop): p50 {rate['p50']:.1f} ms, "
           f"p99 {rate['p99']:.1f} ms (target < 25), {rate['failed']} failed, peak RSS {rate['rss']:.0f} MiB "
-          f"(target < 128), {rate['in_lake']:,} of {rate['accepted']:,} accepted in the lake, {rate['doubled']} doubled")
+          f"(target < 128; its loads, each a child process: {rate['loads_rss']:.0f} MiB at the most), "
+          f"{rate['in_lake']:,} of {rate['accepted']:,} accepted in the lake, {rate['doubled']} doubled")
 
 
 if __name__ == "__main__":
