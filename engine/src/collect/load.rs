@@ -96,19 +96,20 @@ impl Loader {
     /// the lease's life.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
         let mut pause = Duration::from_secs(1);
-        let mut failed = false;
+        let mut last = Pass::Loaded;
         loop {
-            let wait = if failed {
-                pause
-            } else {
-                self.settings.flush_age
+            let wait = match last {
+                Pass::Loaded => self.settings.flush_age,
+                Pass::More => Duration::ZERO,
+                Pass::Busy | Pass::Failed => pause,
             };
             tokio::select! {
                 () = self.sealed.notified() => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
-            failed = self.pass().await != Pass::Loaded;
+            last = self.pass().await;
+            let failed = matches!(last, Pass::Busy | Pass::Failed);
             pause = if failed {
                 (pause * 2).min(MAX_PAUSE)
             } else {
@@ -120,6 +121,7 @@ impl Loader {
         loop {
             match self.pass().await {
                 Pass::Loaded => return true,
+                Pass::More => {}
                 Pass::Busy if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -128,7 +130,7 @@ impl Loader {
         }
     }
 
-    /// Runs each job once.
+    /// Runs each job once (a run takes a few segments: `source.collect`).
     async fn pass(&self) -> Pass {
         let ready = &self.dir.join(READY);
         let before = sizes(ready);
@@ -157,6 +159,9 @@ impl Loader {
             .map(|(_, len)| len)
             .sum();
         self.gauges.ready_bytes.fetch_sub(loaded, Ordering::Relaxed);
+        if outcome == Pass::Loaded && !after.is_empty() {
+            outcome = Pass::More;
+        }
         let now = chrono::Utc::now().timestamp();
         if let Err(e) = super::replay::prune(&self.dir, &self.settings, now) {
             tracing::warn!(error = %e.report(), "could not remove old loaded segments");
@@ -168,7 +173,10 @@ impl Loader {
 /// How a pass over the jobs ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
+    /// Nothing waits in `ready/`.
     Loaded,
+    /// Every run committed, and more segments wait.
+    More,
     /// Only because another process holds a job's lease.
     Busy,
     Failed,

@@ -492,9 +492,12 @@ fn keys(path: &str) -> Result<Vec<String>, String> {
 /// The files of the event collector's spool that hold `table`'s events: its sealed
 /// segments, NDJSON, each complete when it appears (it is renamed into `ready/`), moved
 /// to `loaded/` once committed (the collector keeps them there for its deduplication
-/// window), a broken one quarantined.
+/// window), a broken one quarantined; two a run (a run decodes its files at once: two 16 MiB
+/// segments stay within a 112 MiB budget, four do not), the collector running the job
+/// again while segments wait.
 fn collector_files(table: crate::spec::CollectTable) -> FilesSpec {
     FilesSpec {
+        max_files: Some(2),
         pattern: format!("ready/{}-*.ndjson", table.name()),
         format: Some(FileFormat::Ndjson),
         stable_for: Some("0s".into()),
