@@ -176,12 +176,8 @@ async fn collect_events(
     ctx: pipeline::Context,
     exe: &str,
 ) -> Result<()> {
-    use sha2::Digest;
     let key = uuid::Uuid::new_v4().simple().to_string();
-    let hash: String = sha2::Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::serve::keys::sha256_hex(&key);
     let keys_file = dir.join("collect-keys.yaml");
     std::fs::write(&keys_file, format!("- {{name: website, sha256: {hash}}}\n"))
         .map_err(|e| Error::user(format!("cannot write {}: {e}", keys_file.display())))?;
@@ -296,12 +292,8 @@ const HTTP_QUERY: &str = "SELECT status, count(*) AS orders FROM orders WHERE st
 /// Starts `sluice serve` on a free port with a key made for the demo, asks it one query as
 /// an HTTP client would, prints the answer and the commands to do it again, and stops it.
 async fn over_http(dir: &Path, lake: &Lake, exe: &str) -> Result<()> {
-    use sha2::Digest;
     let key = uuid::Uuid::new_v4().simple().to_string();
-    let hash: String = sha2::Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::serve::keys::sha256_hex(&key);
     let keys_file = dir.join("serve-keys.yaml");
     std::fs::write(
         &keys_file,

@@ -12,6 +12,8 @@
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
+use crate::source::records::kind as what;
+
 /// The most bytes one event may take (Segment's limit).
 pub const MAX_EVENT_BYTES: usize = 32 << 10;
 /// The most bytes one request may take.
@@ -562,18 +564,6 @@ fn optional_object(
             format!("{at}.{name}"),
             format!("is {}; it must be an object", what(&other)),
         )),
-    }
-}
-
-/// What a JSON value is, for messages.
-fn what(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -185,13 +185,7 @@ fn presented(authorization: Option<&str>, write_key: Option<&str>) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sha(key: &str) -> String {
-        Sha256::digest(key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
+    use crate::serve::keys::sha256_hex as sha;
 
     #[test]
     fn a_key_comes_as_basic_user_bearer_or_header() -> Result<()> {

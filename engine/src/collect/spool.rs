@@ -62,8 +62,6 @@ pub struct Gauges {
     pub ready_bytes: AtomicU64,
     /// The appender's last write failed (the disk is full or gone).
     pub failing: AtomicBool,
-    /// Sealed segments (the loader waits on this count).
-    pub sealed: AtomicU64,
 }
 
 impl Gauges {
@@ -360,7 +358,6 @@ impl Appender {
                     Ok(()) => {
                         self.gauges.open_bytes.fetch_sub(len, Ordering::Relaxed);
                         self.gauges.ready_bytes.fetch_add(len, Ordering::Relaxed);
-                        self.gauges.sealed.fetch_add(1, Ordering::Relaxed);
                         self.sealed.notify_one();
                     }
                     Err(e) => {

@@ -133,6 +133,14 @@ pub fn presented(authorization: Option<&str>, api_key: Option<&str>) -> Option<S
         .map(|(_, password)| password.to_string())
 }
 
+/// What a keys file holds for `key`: its SHA-256 as 64 hex digits.
+pub fn sha256_hex(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The 32 bytes of a SHA-256 written as 64 hex digits.
 pub fn hex_digest(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
@@ -151,10 +159,7 @@ mod tests {
     use super::*;
 
     fn sha(key: &str) -> String {
-        Sha256::digest(key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        sha256_hex(key)
     }
 
     #[test]

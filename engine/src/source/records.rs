@@ -427,7 +427,8 @@ pub(crate) fn folded(key: &str) -> String {
         .collect()
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for messages ("a string", "an object", …).
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
