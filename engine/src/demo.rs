@@ -177,7 +177,7 @@ async fn collect_events(
     exe: &str,
 ) -> Result<()> {
     let key = uuid::Uuid::new_v4().simple().to_string();
-    let hash = crate::serve::keys::sha256_hex(&key);
+    let hash = crate::keyfile::sha256_hex(&key);
     let keys_file = dir.join("collect-keys.yaml");
     std::fs::write(&keys_file, format!("- {{name: website, sha256: {hash}}}\n"))
         .map_err(|e| Error::user(format!("cannot write {}: {e}", keys_file.display())))?;
@@ -293,7 +293,7 @@ const HTTP_QUERY: &str = "SELECT status, count(*) AS orders FROM orders WHERE st
 /// an HTTP client would, prints the answer and the commands to do it again, and stops it.
 async fn over_http(dir: &Path, lake: &Lake, exe: &str) -> Result<()> {
     let key = uuid::Uuid::new_v4().simple().to_string();
-    let hash = crate::serve::keys::sha256_hex(&key);
+    let hash = crate::keyfile::sha256_hex(&key);
     let keys_file = dir.join("serve-keys.yaml");
     std::fs::write(
         &keys_file,

@@ -14,6 +14,7 @@ pub mod infer;
 pub mod interrupt;
 pub mod job;
 pub mod jsonpath;
+pub mod keyfile;
 pub mod lake_type;
 pub mod pipeline;
 pub mod quality;

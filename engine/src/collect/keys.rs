@@ -4,21 +4,18 @@
 //! bounds its events per second. A key comes as the user of `Authorization: Basic …`
 //! (Segment's libraries send `base64(KEY:)`), as a bearer token, or as `X-Write-Key`.
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::serve::keys::hex_digest;
+use crate::keyfile::KeyFile;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
+pub struct Entry {
     name: String,
     sha256: String,
     #[serde(default)]
@@ -67,79 +64,48 @@ impl WriteKey {
     }
 }
 
+impl crate::keyfile::Entry for Entry {
+    type Key = WriteKey;
+    const FILE: &'static str = "write keys file";
+    const SHAPE: &'static str = "{name, sha256, rate_per_second}";
+    const EXAMPLE: &'static str = "- {name: web, sha256: <64 hex digits>}";
+    const USE: &'static str = "send";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn into_key(self, at: &str) -> Result<WriteKey> {
+        if !crate::job::is_identifier(&self.name) {
+            return Err(Error::user(format!(
+                "{at}: name must be a source name (letters, digits and _, starting with a letter)"
+            )));
+        }
+        if self.rate_per_second.is_some_and(|r| r.is_nan() || r <= 0.0) {
+            return Err(Error::user(format!(
+                "{at}: rate_per_second must be a positive number of events"
+            )));
+        }
+        Ok(WriteKey {
+            name: self.name,
+            rate: self.rate_per_second,
+            // Full: the first take caps it at the burst.
+            bucket: Mutex::new(Bucket {
+                tokens: f64::INFINITY,
+                at: Instant::now(),
+            }),
+        })
+    }
+}
+
 /// The write keys, by the SHA-256 of each.
-#[derive(Debug, Default)]
-pub struct WriteKeys(HashMap<[u8; 32], WriteKey>);
+pub type WriteKeys = KeyFile<Entry>;
 
-impl WriteKeys {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::user(format!(
-                "cannot read the write keys file {}: {e}",
-                path.display()
-            ))
-        })?;
-        Self::parse(&text).map_err(|e| e.context(path.display()))
-    }
-
-    /// Reads the keys from a Secrets Manager secret holding the same YAML (or JSON).
-    pub async fn from_secret(secret_id: &str) -> Result<Self> {
-        let text = crate::aws::secret_string(secret_id).await?;
-        Self::parse(&text).map_err(|e| e.context(format!("secret `{secret_id}`")))
-    }
-
-    pub fn parse(text: &str) -> Result<Self> {
-        let entries: Vec<Entry> = serde_yaml::from_str(text).map_err(|e| {
-            Error::user(format!(
-                "{e}; a write keys file is a list of {{name, sha256, rate_per_second}}, e.g. `- {{name: web, sha256: <64 hex digits>}}`"
-            ))
-        })?;
-        if entries.is_empty() {
-            return Err(Error::user(
-                "the write keys file has no key: nobody could send; add an entry {name, sha256}",
-            ));
-        }
-        let mut keys = HashMap::new();
-        for (i, entry) in entries.into_iter().enumerate() {
-            let at = format!("entry {} ({})", i + 1, entry.name);
-            if !crate::job::is_identifier(&entry.name) {
-                return Err(Error::user(format!(
-                    "{at}: name must be a source name (letters, digits and _, starting with a letter)"
-                )));
-            }
-            let digest = hex_digest(&entry.sha256).ok_or_else(|| {
-                Error::user(format!(
-                    "{at}: sha256 must be 64 hex digits (the SHA-256 of the key: printf %s \"$KEY\" | sha256sum), not `{}`",
-                    entry.sha256
-                ))
-            })?;
-            if entry
-                .rate_per_second
-                .is_some_and(|r| r.is_nan() || r <= 0.0)
-            {
-                return Err(Error::user(format!(
-                    "{at}: rate_per_second must be a positive number of events"
-                )));
-            }
-            let key = WriteKey {
-                name: entry.name,
-                rate: entry.rate_per_second,
-                // Full: the first take caps it at the burst.
-                bucket: Mutex::new(Bucket {
-                    tokens: f64::INFINITY,
-                    at: Instant::now(),
-                }),
-            };
-            if let Some(earlier) = keys.insert(digest, key) {
-                return Err(Error::user(format!(
-                    "{at}: the same key as `{}`",
-                    earlier.name
-                )));
-            }
-        }
-        Ok(Self(keys))
-    }
-
+impl KeyFile<Entry> {
     /// The key a request presents in `Authorization` or `X-Write-Key`, if it is one of
     /// these.
     pub fn authenticate(
@@ -147,17 +113,7 @@ impl WriteKeys {
         authorization: Option<&str>,
         write_key: Option<&str>,
     ) -> Option<&WriteKey> {
-        let presented = presented(authorization, write_key)?;
-        self.0
-            .get(&<[u8; 32]>::from(Sha256::digest(presented.as_bytes())))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.find(&presented(authorization, write_key)?)
     }
 }
 
@@ -185,7 +141,7 @@ fn presented(authorization: Option<&str>, write_key: Option<&str>) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::keys::sha256_hex as sha;
+    use crate::keyfile::sha256_hex as sha;
 
     #[test]
     fn a_key_comes_as_basic_user_bearer_or_header() -> Result<()> {

@@ -4,21 +4,46 @@
 //! KEY`, as the password of `Authorization: Basic …` (Flight SQL's handshake) or as
 //! `X-Api-Key: KEY`. A table outside a key's list is invisible to it.
 
-use std::collections::HashMap;
-use std::path::Path;
-
 use base64::Engine as _;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::keyfile::KeyFile;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
+pub struct Entry {
     name: String,
     sha256: String,
     tables: Vec<String>,
+}
+
+impl crate::keyfile::Entry for Entry {
+    type Key = Key;
+    const FILE: &'static str = "keys file";
+    const SHAPE: &'static str = "{name, sha256, tables}";
+    const EXAMPLE: &'static str = "- {name: partner-a, sha256: <64 hex digits>, tables: [orders]}";
+    const USE: &'static str = "query";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn into_key(self, at: &str) -> Result<Key> {
+        if self.name.trim().is_empty() {
+            return Err(Error::user(format!("{at}: name is empty")));
+        }
+        if self.tables.is_empty() {
+            return Err(Error::user(format!(
+                "{at}: tables is empty; list the tables it may read, or [\"*\"] for all"
+            )));
+        }
+        Ok(Key::new(self.name, self.tables))
+    }
 }
 
 /// Who a key belongs to, and what it may read.
@@ -43,72 +68,13 @@ impl Key {
 }
 
 /// The keys, by the SHA-256 of each.
-#[derive(Debug, Default)]
-pub struct Keys(HashMap<[u8; 32], Key>);
+pub type Keys = KeyFile<Entry>;
 
-impl Keys {
-    /// Reads the keys file; every problem is named with the entry it is in.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::user(format!("cannot read the keys file {}: {e}", path.display()))
-        })?;
-        Self::parse(&text).map_err(|e| e.context(path.display()))
-    }
-
-    /// Reads the keys from a Secrets Manager secret holding the same YAML (or JSON).
-    pub async fn from_secret(secret_id: &str) -> Result<Self> {
-        let text = crate::aws::secret_string(secret_id).await?;
-        Self::parse(&text).map_err(|e| e.context(format!("secret `{secret_id}`")))
-    }
-
-    fn parse(text: &str) -> Result<Self> {
-        let entries: Vec<Entry> = serde_yaml::from_str(text).map_err(|e| {
-            Error::user(format!(
-                "{e}; a keys file is a list of {{name, sha256, tables}}, e.g. `- {{name: partner-a, sha256: <64 hex digits>, tables: [orders]}}`"
-            ))
-        })?;
-        let mut keys = HashMap::new();
-        for (i, entry) in entries.into_iter().enumerate() {
-            let at = format!("entry {} ({})", i + 1, entry.name);
-            if entry.name.trim().is_empty() {
-                return Err(Error::user(format!("entry {}: name is empty", i + 1)));
-            }
-            let digest = hex_digest(&entry.sha256).ok_or_else(|| {
-                Error::user(format!(
-                    "{at}: sha256 must be 64 hex digits (the SHA-256 of the key: printf %s \"$KEY\" | sha256sum), not `{}`",
-                    entry.sha256
-                ))
-            })?;
-            if entry.tables.is_empty() {
-                return Err(Error::user(format!(
-                    "{at}: tables is empty; list the tables it may read, or [\"*\"] for all"
-                )));
-            }
-            let key = Key::new(entry.name, entry.tables);
-            if let Some(earlier) = keys.insert(digest, key) {
-                return Err(Error::user(format!(
-                    "{at}: the same key as `{}`",
-                    earlier.name
-                )));
-            }
-        }
-        Ok(Self(keys))
-    }
-
+impl KeyFile<Entry> {
     /// The key a request presents in its `Authorization` or `X-Api-Key` header, if it is
     /// one of these.
     pub fn authenticate(&self, authorization: Option<&str>, api_key: Option<&str>) -> Option<&Key> {
-        let presented = presented(authorization, api_key)?;
-        self.0
-            .get(&<[u8; 32]>::from(Sha256::digest(presented.as_bytes())))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.find(&presented(authorization, api_key)?)
     }
 }
 
@@ -133,34 +99,11 @@ pub fn presented(authorization: Option<&str>, api_key: Option<&str>) -> Option<S
         .map(|(_, password)| password.to_string())
 }
 
-/// What a keys file holds for `key`: its SHA-256 as 64 hex digits.
-pub fn sha256_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The 32 bytes of a SHA-256 written as 64 hex digits.
-pub fn hex_digest(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sha(key: &str) -> String {
-        sha256_hex(key)
-    }
+    use crate::keyfile::sha256_hex as sha;
 
     #[test]
     fn a_key_is_found_by_its_hash_and_sees_only_its_tables() -> Result<()> {
