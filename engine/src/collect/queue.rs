@@ -155,9 +155,10 @@ impl Store for Queues {
         let (fresh, duplicates) = {
             let mut seen = self.seen();
             let mut fresh: Vec<&Event> = Vec::new();
+            let mut taken = std::collections::HashSet::new();
             let mut duplicates = 0;
             for event in &events {
-                if seen.contains(event.key, now) || fresh.iter().any(|e| e.key == event.key) {
+                if seen.contains(event.key, now) || !taken.insert(event.key) {
                     duplicates += 1;
                 } else {
                     fresh.push(event);

@@ -220,6 +220,8 @@ impl Appender {
     fn write(&mut self, group: Vec<Append>) {
         let mut lines: BTreeMap<Kind, Vec<u8>> = BTreeMap::new();
         let mut keys = Vec::new();
+        // The group's keys, for a duplicate within it (a set: a group may hold thousands).
+        let mut taken = std::collections::HashSet::new();
         let mut answers = Vec::with_capacity(group.len());
         for append in group {
             let mut appended = Appended {
@@ -227,8 +229,7 @@ impl Appender {
                 duplicates: 0,
             };
             for event in append.events {
-                let again = self.seen.contains(event.key, append.now)
-                    || keys.iter().any(|&(k, _)| k == event.key);
+                let again = self.seen.contains(event.key, append.now) || !taken.insert(event.key);
                 if again {
                     appended.duplicates += 1;
                     continue;
