@@ -37,6 +37,12 @@ resource "aws_athena_workgroup" "analysts" {
     publish_cloudwatch_metrics_enabled = true
     bytes_scanned_cutoff_per_query     = 1099511627776
 
+    # Engine version 3 reads Delta Lake tables natively (`table_type = DELTA` in Glue):
+    # the jobs with `target.format: delta`.
+    engine_version {
+      selected_engine_version = "Athena engine version 3"
+    }
+
     result_configuration {
       output_location = "s3://${aws_s3_bucket.lake.bucket}/${local.athena_prefix}/"
       encryption_configuration {

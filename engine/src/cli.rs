@@ -105,6 +105,34 @@ pub enum Command {
     Query {
         /// The SQL; lake tables are named as their folders (`SELECT * FROM orders`).
         sql: String,
+        /// Reads the Delta tables as of an earlier version (`3`) or time
+        /// (`2024-05-01T12:00:00Z`, `2024-05-01`); Parquet tables are read as they are.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Packs the small files of a job's Delta table into files of its `target.file_size`:
+    /// one commit with the same rows (readers of older versions keep reading theirs).
+    /// Holds the job's lease: a run of the job waits for it.
+    Optimize {
+        #[arg(long)]
+        job: String,
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Removes the files of a job's Delta table that no version younger than --retain
+    /// reads (replaced, packed or deleted files, and files of runs that never committed).
+    /// Holds the job's lease.
+    Vacuum {
+        #[arg(long)]
+        job: String,
+        /// How far back time travel must still work: `7d` (the default), `24h`, `0s`.
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        retain: Duration,
+        /// Lists what would be removed without removing it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        lease: LeaseArgs,
     },
     /// Serves SQL over the lake on HTTP for API keys (read-only; each key sees its tables):
     /// `POST /v1/query`, `GET /v1/query?sql=`, `GET /v1/tables`, `GET /openapi.json`.
@@ -494,11 +522,7 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             )
         }
         Command::Ddl { job: id } => {
-            let set = job::load(&places.jobs).await?;
-            let job = compiled(&set, std::slice::from_ref(&id))?
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::internal("selected no row"))?;
+            let job = &compiled_one(places, &id).await?;
             let lake = Lake::open(&places.lake)?;
             let store = store::open(&places.state).await?;
             let database = crate::catalog::default_database(&places.catalog)?;
@@ -517,9 +541,28 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
             );
             Ok(None)
         }
-        Command::Query { sql } => {
+        Command::Optimize { job: id, lease } => {
+            let job = compiled_one(places, &id).await?;
+            let ctx = context(places, &lease).await?;
+            print_lines(pipeline::maintain::optimize(&job, &ctx).await?)
+        }
+        Command::Vacuum {
+            job: id,
+            retain,
+            dry_run,
+            lease,
+        } => {
+            let job = compiled_one(places, &id).await?;
+            let ctx = context(places, &lease).await?;
+            print_lines(pipeline::maintain::vacuum(&job, &ctx, retain, dry_run).await?)
+        }
+        Command::Query { sql, as_of } => {
             let lake = Lake::open(&places.lake)?;
-            let batches = crate::query::query(&lake, &sql).await?;
+            let as_of = match as_of {
+                Some(text) => crate::sink::delta::AsOf::parse(&text)?,
+                None => crate::sink::delta::AsOf::Latest,
+            };
+            let batches = crate::query::query(&lake, &sql, as_of).await?;
             crate::outln!("{}", crate::query::render(&batches)?);
             Ok(None)
         }
@@ -869,6 +912,16 @@ fn compiled<'a>(set: &'a JobSet, ids: &[String]) -> Result<Vec<&'a job::Job>> {
     rows.into_iter()
         .map(|row| row.job.as_ref().map_err(|p| job::config_error(p)))
         .collect()
+}
+
+/// The job row `id`, compiled.
+async fn compiled_one(places: &Places, id: &str) -> Result<job::Job> {
+    let set = job::load(&places.jobs).await?;
+    compiled(&set, &[id.to_string()])?
+        .into_iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| Error::internal("selected no row"))
 }
 
 /// The summary of a row that did not compile: it failed before it could run.

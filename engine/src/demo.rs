@@ -77,7 +77,7 @@ const STATUSES: [&str; 4] = ["booked", "picked_up", "in_transit", "delivered"];
 const MODELS: [&str; 4] = ["Volvo FH16", "Scania R500", "DAF XF", "MAN TGX"];
 
 /// The query the demo prints at the end: the latest version of each order, by status.
-pub const SUMMARY_QUERY: &str = "WITH latest AS (\n  SELECT *, row_number() OVER (PARTITION BY id ORDER BY updated_at DESC) AS version_rank FROM orders\n)\nSELECT status, count(*) AS orders, sum(price) AS revenue_eur, count(DISTINCT dt) AS days\nFROM latest WHERE version_rank = 1\nGROUP BY status ORDER BY status";
+pub const SUMMARY_QUERY: &str = "SELECT status, count(*) AS orders, sum(price) AS revenue_eur, count(DISTINCT dt) AS days\nFROM orders GROUP BY status ORDER BY status";
 
 pub async fn run(dir: &Path) -> Result<()> {
     if dir.exists() {
@@ -146,10 +146,12 @@ pub async fn run(dir: &Path) -> Result<()> {
     .await?;
 
     crate::outln!("6. Querying the lake (sluice query):\n{SUMMARY_QUERY}");
-    let batches = crate::query::query(&lake, SUMMARY_QUERY).await?;
+    let batches =
+        crate::query::query(&lake, SUMMARY_QUERY, crate::sink::delta::AsOf::Latest).await?;
     crate::outln!("{}", crate::query::render(&batches)?);
     crate::outln!("{EVENTS_QUERY}");
-    let batches = crate::query::query(&lake, EVENTS_QUERY).await?;
+    let batches =
+        crate::query::query(&lake, EVENTS_QUERY, crate::sink::delta::AsOf::Latest).await?;
     crate::outln!("{}", crate::query::render(&batches)?);
     crate::outln!("7. The same lake over HTTP, for a moment (sluice serve):");
     over_http(dir, &lake, &exe).await?;

@@ -39,6 +39,7 @@ pub async fn infer(
             cursor: None,
             primary_key: None,
             lag: None,
+            delete_when: None,
             batch_rows: None,
             split: None,
             record: None,
@@ -62,6 +63,7 @@ pub async fn infer(
             schema: None,
             on_schema_change: None,
             catalog: None,
+            format: None,
         },
         quality: None,
     };

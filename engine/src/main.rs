@@ -43,7 +43,7 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn,datafusion=warn"))
+        tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn,datafusion=warn,deltalake_core=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn"))
     });
     let json = match format {
         LogFormat::Json => true,

@@ -1,9 +1,11 @@
-//! `sluice query`: ANSI SQL over the lake's tables, each registered from its Hive layout
-//! (partition folders become string columns), the way Athena sees them.
+//! `sluice query`: ANSI SQL over the lake's tables, the way Athena sees them: a Parquet
+//! table from its Hive layout (partition folders become string columns), a Delta table
+//! from its log (at its latest version, or `--as-of` an earlier one).
 
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -15,49 +17,59 @@ use object_store::ObjectStore;
 
 use crate::error::{Error, Result, classify_datafusion, classify_object_store};
 use crate::sink::Lake;
+use crate::sink::delta::{self, AsOf, scan::DeltaFiles};
 
-/// A DataFusion context with every table of the lake registered under its name.
-pub async fn lake_context(lake: &Lake) -> Result<SessionContext> {
-    register_tables(lake, SessionContext::new(), |_| true).await
+/// A lake table as DataFusion reads it.
+#[derive(Debug, Clone)]
+pub enum LakeTable {
+    /// Plain Parquet: the folder's files, listed at each scan.
+    Parquet(Arc<ListingTable>),
+    /// A Delta table version's files.
+    Delta(Arc<DeltaFiles>),
 }
 
-/// Registers in `ctx` the lake's tables that `wanted` accepts, each under its name.
-pub async fn register_tables(
-    lake: &Lake,
-    ctx: SessionContext,
-    wanted: impl Fn(&str) -> bool,
-) -> Result<SessionContext> {
-    register_store(lake, &ctx)?;
-    for (name, table) in lake_tables(lake, &ctx, wanted).await? {
-        ctx.register_table(name.as_str(), table)
+impl LakeTable {
+    pub fn provider(&self) -> Arc<dyn TableProvider> {
+        match self {
+            LakeTable::Parquet(t) => t.clone(),
+            LakeTable::Delta(t) => t.clone(),
+        }
+    }
+
+    pub fn partition_columns(&self) -> Vec<String> {
+        match self {
+            LakeTable::Parquet(t) => t
+                .options()
+                .table_partition_cols
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+            LakeTable::Delta(t) => t.partition_columns().to_vec(),
+        }
+    }
+}
+
+/// A DataFusion context with every table of the lake registered under its name (Delta
+/// tables at `as_of`).
+pub async fn lake_context(lake: &Lake, as_of: AsOf) -> Result<SessionContext> {
+    let ctx = SessionContext::new();
+    lake.register_store(&ctx)?;
+    for (name, table) in lake_tables(lake, &ctx, |_| true, as_of).await? {
+        ctx.register_table(name.as_str(), table.provider())
             .map_err(|e| classify_datafusion(e, &format!("registering lake table {name}")))?;
     }
     Ok(ctx)
 }
 
-/// Lets `ctx` read the lake's bucket (a folder lake needs nothing).
-pub fn register_store(lake: &Lake, ctx: &SessionContext) -> Result<()> {
-    let base =
-        url::Url::parse(lake.url()).map_err(|e| Error::internal(format!("lake url: {e}")))?;
-    if base.scheme() != "file" {
-        let bucket = url::Url::parse(&format!(
-            "{}://{}",
-            base.scheme(),
-            base.host_str().unwrap_or_default()
-        ))
-        .map_err(|e| Error::internal(format!("lake url: {e}")))?;
-        ctx.register_object_store(&bucket, lake.store());
-    }
-    Ok(())
-}
-
 /// The lake's tables that `wanted` accepts, by name, as they are now (`ctx` must read the
-/// lake: `register_store`). A table reads its folder's file list at each scan.
+/// lake: `Lake::register_store`). A Parquet table reads its folder's file list at each
+/// scan; a Delta table is the version `as_of` names.
 pub async fn lake_tables(
     lake: &Lake,
     ctx: &SessionContext,
     wanted: impl Fn(&str) -> bool,
-) -> Result<Vec<(String, Arc<ListingTable>)>> {
+    as_of: AsOf,
+) -> Result<Vec<(String, LakeTable)>> {
     let listing = lake
         .store()
         .list_with_delimiter(Some(&lake.path("")?))
@@ -71,8 +83,12 @@ pub async fn lake_tables(
         if name.starts_with('_') || name.starts_with('.') || !wanted(&name) {
             continue;
         }
-        if let Some(table) = table_from_dir(ctx, lake, &name).await? {
-            tables.push((name, table));
+        if delta::exists(lake, &name).await? {
+            if let Some(table) = DeltaFiles::open(lake, &name, as_of).await? {
+                tables.push((name, LakeTable::Delta(Arc::new(table))));
+            }
+        } else if let Some(table) = table_from_dir(ctx, lake, &name).await? {
+            tables.push((name, LakeTable::Parquet(table)));
         }
     }
     Ok(tables)
@@ -118,8 +134,8 @@ async fn table_from_dir(
 
 /// Runs `sql` over the lake and returns every result batch (query results are for
 /// people: they are expected to be small).
-pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
-    let ctx = lake_context(lake).await?;
+pub async fn query(lake: &Lake, sql: &str, as_of: AsOf) -> Result<Vec<RecordBatch>> {
+    let ctx = lake_context(lake, as_of).await?;
     let frame = ctx
         .sql(sql)
         .await

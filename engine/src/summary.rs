@@ -79,6 +79,9 @@ pub struct RunSummary {
     /// A file feed's files: listed, loaded, waiting, bad, moved or deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_files: Option<crate::source::files::FilesReport>,
+    /// A Delta table's commit: the version that holds the run, and what a merge did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaReport>,
     /// What publishing in the Glue catalog did (absent when the run does not publish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
@@ -86,6 +89,22 @@ pub struct RunSummary {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
+}
+
+/// What a run's Delta commit did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeltaReport {
+    /// The table version that holds the run.
+    pub version: u64,
+    /// Merge: rows of the table the run's keys replaced or deleted.
+    #[serde(default)]
+    pub matched: u64,
+    /// Merge: rows of the run that were deletes (`delete_when`).
+    #[serde(default)]
+    pub deletes: u64,
+    /// Merge: files of the table rewritten without the run's keys.
+    #[serde(default)]
+    pub rewritten_files: usize,
 }
 
 impl RunSummary {
@@ -118,6 +137,7 @@ impl RunSummary {
             typeless: Vec::new(),
             feed: None,
             api: None,
+            delta: None,
             source_files: None,
             catalog: None,
             error: None,
@@ -242,6 +262,16 @@ impl RunSummary {
                 if n > 0 {
                     note.push_str(&format!(", {n} {what}"));
                 }
+            }
+            notes.push(note);
+        }
+        if let Some(delta) = &self.delta {
+            let mut note = format!("Delta version {}", delta.version);
+            if self.mode == "merge" {
+                note.push_str(&format!(
+                    ": {} rows replaced or deleted, {} deletes, {} files rewritten",
+                    delta.matched, delta.deletes, delta.rewritten_files
+                ));
             }
             notes.push(note);
         }

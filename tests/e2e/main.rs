@@ -10,6 +10,7 @@ mod cloud;
 mod common;
 mod contract;
 mod crash;
+mod delta;
 mod demo;
 mod files;
 mod incremental;

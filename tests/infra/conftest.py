@@ -14,6 +14,18 @@ REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 
 
+def duckdb_with_delta():
+    """A DuckDB connection that reads Delta tables (`delta_scan`): the delta extension
+    from its PyPI wheel, loaded by path (nothing is downloaded)."""
+    import duckdb
+    import duckdb_extension_delta
+
+    con = duckdb.connect()
+    ext = Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "delta.duckdb_extension"
+    con.execute(f"LOAD '{ext}'")
+    return con
+
+
 def render(template: str, values: dict) -> str:
     """Fills `${name}` placeholders the way Terraform's templatefile() does for plain
     names; every placeholder must have a value."""

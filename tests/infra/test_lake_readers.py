@@ -1,11 +1,13 @@
 """The Athena stand-in: engines sluice did not write read the lake it wrote.
 
 The demo's tables (SQLite) and the PostgreSQL torture table (every type, NULLs,
-extremes) are run into an S3 lake on moto with the Glue catalog on. Then DuckDB and
-pyarrow each read every table through its Hive partitions, and for every column the
-values they return must equal the source's (a checksum per column over the rows in key
-order), with the types the Glue table declares. Glue must hold the tables and exactly
-the partitions in the lake.
+extremes) — also as a Delta table — are run into an S3 lake on moto with the Glue catalog
+on. Then DuckDB and pyarrow each read every Parquet table through its Hive partitions,
+and DuckDB's delta extension and the deltalake package every Delta table (the demo's
+orders, merged by key, and the torture table's copy) through its log; for every column
+the values they return must equal the source's (a checksum per column over the rows in
+key order), with the types the Glue table declares. Glue must hold the tables, exactly
+the partitions in the lake, and the Delta tables as `table_type = DELTA`.
 """
 
 import datetime as dt
@@ -18,14 +20,14 @@ import struct
 import subprocess
 from decimal import Context, Decimal
 
-import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 import yaml
+from deltalake import DeltaTable
 
-from conftest import REPO
+from conftest import REPO, duckdb_with_delta
 
 TORTURE_SQL = (REPO / "tests" / "fixtures" / "torture.postgres.sql").read_text()
 
@@ -177,6 +179,10 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
     (jobs_dir / "torture.yaml").write_text(
         "job: torture\nsource:\n  connection: torture\n  table: torture\n  primary_key: [id]\n"
         "target:\n  table: torture\n")
+    # The same table as a Delta table.
+    (jobs_dir / "torture_delta.yaml").write_text(
+        "job: torture_delta\nsource:\n  connection: torture\n  table: torture\n  primary_key: [id]\n"
+        "target:\n  table: torture_delta\n  format: delta\n")
     aws("s3").create_bucket(Bucket=bucket)
     places = ["--jobs", str(jobs_dir), "--lake", f"s3://{bucket}/lake", "--state", str(tmp_path / "state"),
               "--catalog", f"glue://{database}"]
@@ -196,12 +202,14 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
             # `run --all` leaves out disabled rows (the GPS queue job, which needs SQS).
             if job.get("enabled", True):
                 jobs[job["target"]["table"]] = job
-    assert len(jobs) == 7
+    assert len(jobs) == 8
     tables = {t["Name"] for t in glue.get_tables(DatabaseName=database)["TableList"]}
     assert tables == set(jobs), "Glue holds exactly the jobs' tables"
 
     for table, job in jobs.items():
         meta = glue.get_table(DatabaseName=database, Name=table)["Table"]
+        delta = job["target"].get("format") == "delta"
+        assert (meta.get("Parameters", {}).get("table_type") == "DELTA") == delta, f"{table}: {meta.get('Parameters')}"
         glue_types = {c["Name"]: c["Type"] for c in meta["StorageDescriptor"]["Columns"]}
         keys = [k["Name"] for k in meta.get("PartitionKeys", [])]
         for k in keys:
@@ -218,7 +226,10 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
             s3.download_file(bucket, o["Key"], str(target))
             folders.add(rel.rsplit("/", 1)[0] if "/" in rel else "")
         registered = glue.get_partitions(DatabaseName=database, TableName=table)["Partitions"]
-        if keys:
+        if delta:
+            # Athena reads a Delta table's partitions from its log: none are registered.
+            assert keys == [] and registered == []
+        elif keys:
             assert {"/".join(f"{k}={v}" for k, v in zip(keys, p["Values"])) for p in registered} == folders
         else:
             assert registered == [] and folders == {""}
@@ -227,10 +238,11 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
         file_schema = ds.dataset(local, format="parquet").schema
         utc = {f.name for f in file_schema if pa.types.is_timestamp(f.type) and f.type.tz}
 
-        # DuckDB: types as the catalog declares, then the values.
-        con = duckdb.connect()
-        files = (f"read_parquet('{local}/**/*.parquet', hive_partitioning = true, "
-                 "hive_types_autocast = false)")
+        # DuckDB: types as the catalog declares, then the values. A Delta table through
+        # the delta extension (its log says which files hold the table).
+        con = duckdb_with_delta()
+        files = (f"delta_scan('{local}')" if delta else
+                 f"read_parquet('{local}/**/*.parquet', hive_partitioning = true, hive_types_autocast = false)")
         rel = con.sql(f"SELECT * FROM {files}")
         duck_types = dict(zip(rel.columns, [str(t) for t in rel.types]))
         for name, t in glue_types.items():
@@ -239,9 +251,12 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
         select = ", ".join(f'epoch_us("{c}")' if c in utc else f'"{c}"' for c in rel.columns)
         duck = con.sql(f"SELECT {select} FROM {files} ORDER BY \"{key}\"").fetchall()
 
-        # pyarrow: the same through its dataset reader.
-        partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive") if keys else None
-        arrow = ds.dataset(local, format="parquet", partitioning=partitioning).to_table().sort_by(key)
+        # pyarrow: the same through its dataset reader; a Delta table through deltalake.
+        if delta:
+            arrow = DeltaTable(str(local)).to_pyarrow_table().sort_by(key)
+        else:
+            partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive") if keys else None
+            arrow = ds.dataset(local, format="parquet", partitioning=partitioning).to_table().sort_by(key)
         for name, t in glue_types.items():
             field = arrow.schema.field(name).type
             assert field == glue_type_to_arrow(t, name in utc) or (t == "string" and field == pa.large_string()), \
@@ -250,7 +265,7 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
 
         # The source: the rows the job committed (up to its watermark).
         watermark = None
-        if job.get("mode") == "incremental":
+        if job.get("mode") in ("incremental", "merge"):
             state = yaml.safe_load(sluice("state", "show", job["job"], *places))
             hi = state["state"]["watermark"]
             watermark = next(iter(hi.values())) if isinstance(hi, dict) else hi

@@ -55,6 +55,9 @@ pub struct TableDef {
     /// Partition values present in the lake (unescaped), each with its folder.
     pub partitions: Vec<Partition>,
     pub projection: bool,
+    /// A Delta Lake table (`table_type = DELTA`): Athena reads its files, schema and
+    /// partitions from its log; nothing is registered per partition.
+    pub delta: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,6 +113,7 @@ pub fn job_tables(job: &Job, contract: &[Column], database: &str, lake: &Lake) -
         parameters,
         partitions: Vec::new(),
         projection: job.target.projection,
+        delta: false,
     };
     let quarantine_table = quality::quarantine_table(&job.target.table);
     let quarantine = if job
@@ -158,7 +162,33 @@ pub fn job_tables(job: &Job, contract: &[Column], database: &str, lake: &Lake) -
             ..table
         });
     }
+    if job.target.format == crate::spec::TableFormat::Delta {
+        out[0] = delta_table(&out[0], job, contract);
+    }
     out
+}
+
+/// A job's table as Athena's native Delta Lake support takes it from Glue: its location
+/// and `table_type = DELTA`, every column (partition columns too, in the table's order),
+/// no partition keys.
+fn delta_table(def: &TableDef, job: &Job, contract: &[Column]) -> TableDef {
+    let mut columns: Vec<(String, String)> = Vec::new();
+    if job.mode == Mode::Snapshot {
+        columns.push(("snapshot".into(), "string".into()));
+    }
+    columns.extend(contract.iter().map(|c| (c.name.clone(), c.lake.athena())));
+    let mut parameters = def.parameters.clone();
+    parameters.insert("table_type".into(), "DELTA".into());
+    parameters.insert("classification".into(), "delta".into());
+    parameters.remove("parquet.compression");
+    TableDef {
+        columns,
+        partition_keys: Vec::new(),
+        parameters,
+        projection: false,
+        delta: true,
+        ..def.clone()
+    }
 }
 
 /// Reads the table's partitions from the lake's folders (sluice's data files only).
@@ -178,7 +208,9 @@ async fn lake_partitions(lake: &Lake, def: &TableDef) -> Result<Vec<Partition>> 
         let mut values = Vec::new();
         for (segment, key) in folder.split('/').zip(&def.partition_keys) {
             match segment.split_once('=') {
-                Some((k, v)) if k == key => values.push(unescape(v)),
+                Some((k, v)) if k == key => {
+                    values.push(crate::sink::writer::unescape_partition_value(v))
+                }
                 _ => break,
             }
         }
@@ -190,27 +222,6 @@ async fn lake_partitions(lake: &Lake, def: &TableDef) -> Result<Vec<Partition>> 
         }
     }
     Ok(found.into_iter().collect())
-}
-
-/// Undoes Hive's `%XX` escaping of a partition value.
-fn unescape(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = value
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Partition-projection properties from the values present: `date` for `yyyy-MM-dd`
@@ -325,6 +336,21 @@ impl TableDef {
     /// The Athena DDL for the table.
     pub fn ddl(&self) -> String {
         let quote = |s: &str| s.replace('\'', "\\'");
+        if self.delta {
+            // Athena reads a Delta table's columns from its log and takes none here.
+            let columns: Vec<String> = self
+                .columns
+                .iter()
+                .map(|(name, t)| format!("--   `{name}` {t}"))
+                .collect();
+            return format!(
+                "-- a Delta Lake table; Athena reads its columns from the log:\n{}\nCREATE EXTERNAL TABLE IF NOT EXISTS `{}`.`{}`\nLOCATION '{}'\nTBLPROPERTIES ('table_type'='DELTA');\n",
+                columns.join("\n"),
+                self.database,
+                self.name,
+                quote(&self.location)
+            );
+        }
         let columns: Vec<String> = self
             .columns
             .iter()
@@ -393,7 +419,9 @@ pub async fn publish(
     let client = glue::client().await;
     let mut notes = Vec::new();
     for mut def in job_tables(job, contract, database, lake) {
-        def.load_partitions(lake).await?;
+        if !def.delta {
+            def.load_partitions(lake).await?;
+        }
         notes.push(glue::publish(&client, &def).await?);
     }
     Ok(notes.join("; "))
@@ -419,6 +447,7 @@ mod tests {
                 })
                 .collect(),
             projection: true,
+            delta: false,
         }
     }
 
@@ -490,8 +519,14 @@ mod tests {
 
     #[test]
     fn partition_values_are_unescaped() {
-        assert_eq!(unescape("10%3A00%2F1"), "10:00/1");
-        assert_eq!(unescape("100%"), "100%");
+        assert_eq!(
+            crate::sink::writer::unescape_partition_value("10%3A00%2F1"),
+            "10:00/1"
+        );
+        assert_eq!(
+            crate::sink::writer::unescape_partition_value("100%"),
+            "100%"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::spec::shape::{self, Problem};
 use crate::spec::units::{parse_duration, parse_size};
 use crate::spec::{
     Compression, ConnectionKind, ConnectionSpec, JobSpec, Mode, OnSchemaChange, SourceSpec,
+    TableFormat,
 };
 
 pub const DEFAULT_BATCH_ROWS: usize = 65_536;
@@ -38,6 +39,8 @@ pub struct Job {
     pub split: Option<Split>,
     pub mode: Mode,
     pub transform: Option<String>,
+    /// Mode `merge`: the SQL predicate over an output row that makes it a delete.
+    pub delete_when: Option<String>,
     pub target: Target,
     /// Data-quality rules, in the order written.
     pub quality: Vec<crate::quality::Rule>,
@@ -107,6 +110,7 @@ pub struct Target {
     pub catalog_database: Option<String>,
     /// Partition projection instead of registered partitions.
     pub projection: bool,
+    pub format: TableFormat,
 }
 
 /// The connections a set of job rows may name.
@@ -425,6 +429,8 @@ pub fn compile(
         },
     };
 
+    let format = target.format.unwrap_or_default();
+    let delete_when = check_merge(spec, format, &mut bad);
     if target.table.ends_with(crate::quality::QUARANTINE_SUFFIX) {
         bad(
             "target.table",
@@ -499,6 +505,7 @@ pub fn compile(
             split: table.split,
             mode,
             transform,
+            delete_when,
             target: Target {
                 table: target.table.clone(),
                 partition_by,
@@ -512,6 +519,7 @@ pub fn compile(
                     .as_ref()
                     .and_then(|c| c.projection)
                     .unwrap_or(false),
+                format,
             },
             quality,
         }),
@@ -567,10 +575,13 @@ fn table_read(source: &SourceSpec, mode: Mode, mut bad: impl FnMut(&str, String)
     {
         bad("source.cursor", format!("{cursor:?} is not a column name"));
     }
-    if mode == Mode::Incremental && source.cursor.is_none() {
+    if mode.reads_window() && source.cursor.is_none() {
         bad(
             "source.cursor",
-            "is required for mode `incremental`: name the column that grows with every change (such as updated_at or id)".into(),
+            format!(
+                "is required for mode `{}`: name the column that grows with every change (such as updated_at or id)",
+                mode_name(mode)
+            ),
         );
     }
 
@@ -580,11 +591,11 @@ fn table_read(source: &SourceSpec, mode: Mode, mut bad: impl FnMut(&str, String)
     let lag = match &source.lag {
         None => None,
         Some(text) => {
-            if mode != Mode::Incremental {
+            if !mode.reads_window() {
                 bad(
                     "source.lag",
                     format!(
-                        "only applies to mode `incremental` (this job's mode is `{}`)",
+                        "only applies to modes `incremental` and `merge` (this job's mode is `{}`)",
                         mode_name(mode)
                     ),
                 );
@@ -639,6 +650,47 @@ pub fn mode_name(mode: Mode) -> &'static str {
         Mode::Full => "full",
         Mode::Incremental => "incremental",
         Mode::Snapshot => "snapshot",
+        Mode::Merge => "merge",
+    }
+}
+
+/// Mode `merge` and its `source.delete_when`: a Delta table, a primary key, and a
+/// predicate that parses. Returns the predicate.
+fn check_merge(
+    spec: &JobSpec,
+    format: TableFormat,
+    bad: &mut impl FnMut(&str, String),
+) -> Option<String> {
+    let merge = spec.mode == Some(Mode::Merge);
+    if merge && format != TableFormat::Delta {
+        bad(
+            "mode",
+            "`merge` rewrites the rows it updates, which needs a table format with commits: set `target.format: delta`".into(),
+        );
+    }
+    if merge && spec.source.primary_key.as_ref().is_none_or(Vec::is_empty) {
+        bad(
+            "source.primary_key",
+            "is required for mode `merge`: name the columns that identify a row (such as [order_id])".into(),
+        );
+    }
+    let predicate = spec.source.delete_when.as_ref()?;
+    if !merge {
+        bad(
+            "source.delete_when",
+            "only applies to mode `merge` (it deletes the table's row with the same key)".into(),
+        );
+        return None;
+    }
+    match check_select(&format!("SELECT 1 FROM source WHERE {predicate}")) {
+        Ok(_) => Some(predicate.clone()),
+        Err(m) => {
+            bad(
+                "source.delete_when",
+                format!("{predicate:?} is not an SQL predicate: {m}"),
+            );
+            None
+        }
     }
 }
 

@@ -33,13 +33,14 @@ pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 pub const DEFAULT_MAX_SECONDS: u64 = 240;
 
 /// The optional source fields, and whether the row gives each.
-fn given(source: &SourceSpec) -> [(&'static str, bool); 16] {
+fn given(source: &SourceSpec) -> [(&'static str, bool); 17] {
     [
         ("table", source.table.is_some()),
         ("query", source.query.is_some()),
         ("cursor", source.cursor.is_some()),
         ("primary_key", source.primary_key.is_some()),
         ("lag", source.lag.is_some()),
+        ("delete_when", source.delete_when.is_some()),
         ("split", source.split.is_some()),
         ("record", source.record.is_some()),
         ("message_columns", source.message_columns.is_some()),
@@ -55,7 +56,15 @@ fn given(source: &SourceSpec) -> [(&'static str, bool); 16] {
 }
 
 /// The source fields each family of connection takes.
-const TABLE_FIELDS: [&str; 6] = ["table", "query", "cursor", "primary_key", "lag", "split"];
+const TABLE_FIELDS: [&str; 7] = [
+    "table",
+    "query",
+    "cursor",
+    "primary_key",
+    "lag",
+    "delete_when",
+    "split",
+];
 const QUEUE_FIELDS: [&str; 4] = ["record", "message_columns", "queue", "collect"];
 const API_FIELDS: [&str; 8] = [
     "record", "cursor", "lag", "request", "soap", "parent", "window", "fields",
@@ -109,6 +118,7 @@ pub fn check_api_source(source: &SourceSpec, bad: &mut impl FnMut(&str, String))
                     "primary_key" =>
                         "key columns to order by (its records come in the API's order)",
                     "split" => "split (see the connection's rate_limit.concurrency)",
+                    "delete_when" => "merge by key (mode `merge` reads database tables)",
                     _ => "table or query (give source.request, or source.soap)",
                 }
             )
@@ -153,6 +163,7 @@ pub fn compile_queue(
                     "primary_key" =>
                         "key columns (it deduplicates by message, see source.queue.dedup)",
                     "split" => "split (see source.queue.receivers)",
+                    "delete_when" => "merge by key (mode `merge` reads database tables)",
                     _ => "table or query (declare source.record instead)",
                 }
             ),

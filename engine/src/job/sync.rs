@@ -367,6 +367,7 @@ const JOB_ORDER: &[&str] = &[
     "cursor",
     "primary_key",
     "lag",
+    "delete_when",
     "batch_rows",
     "split",
     "parts",
@@ -374,6 +375,7 @@ const JOB_ORDER: &[&str] = &[
     "partition_by",
     "compression",
     "file_size",
+    "format",
 ];
 const CONNECTION_ORDER: &[&str] = &["kind", "url", "secret", "description"];
 

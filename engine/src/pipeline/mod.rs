@@ -21,7 +21,16 @@
 //! 7. Full and snapshot runs then remove the files they replace (older run keys in the
 //!    table, or in the day's snapshot partition). A crash here is finished by the next
 //!    run's step 2b.
+//!
+//! Into a Delta table (`target.format: delta`, see `delta.rs`) step 6 is a Delta commit
+//! between two saves of the state: the pending attempt records the state the commit
+//! makes, the commit carries the job's transaction version, and step 2 asks the log
+//! whether a pending attempt's commit happened (then it takes that state) or not (then
+//! it removes the files). Step 7 leaves the replaced files to readers of older versions
+//! until `sluice vacuum`.
 
+mod delta;
+pub mod maintain;
 mod output;
 pub mod rewind;
 
@@ -41,7 +50,8 @@ use crate::interrupt::Interrupt;
 use crate::job::{Job, Mode, mode_name};
 use crate::sink::{self, Lake};
 use crate::source::{self, Consumed, Ledger, RunContext, Window};
-use crate::store::{Attempt, CommittedRun, JobState, StateStore, Versioned};
+use crate::spec::TableFormat;
+use crate::store::{Attempt, CommittedRun, DeltaAttempt, JobState, StateStore, Versioned};
 
 /// Reads an environment variable (for connection URL placeholders).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -218,12 +228,20 @@ async fn attempt(
     let run_key = run_key(job, &window, &run_id);
     summary.run_key = Some(run_key.clone());
 
+    let delta_txn = match job.target.format {
+        TableFormat::Delta => Some(DeltaAttempt {
+            txn: delta::next_txn(job, ctx).await?,
+            prepared: None,
+        }),
+        TableFormat::Parquet => None,
+    };
     state.value.pending = Some(Attempt {
         run_id: run_id.clone(),
         run_key: run_key.clone(),
         table: job.target.table.clone(),
         window: window.clone(),
         started_at: now,
+        delta: delta_txn,
     });
     state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
 
@@ -280,17 +298,13 @@ async fn attempt(
     }
     crate::failpoint::reached("written").await;
     let commit_started = Instant::now();
-    state.value.pending = None;
-    state
-        .value
-        .advance(std::mem::take(&mut consumed.checkpoint));
+    let mut next = state.value.clone();
+    next.pending = None;
+    next.advance(std::mem::take(&mut consumed.checkpoint));
     // Runs this one replaces leave the table with its commit (their files are removed
     // just after, or by the next run's recovery if this process dies first).
-    state
-        .value
-        .discard
-        .extend(std::mem::take(&mut consumed.replaces));
-    state.value.committed = Some(CommittedRun {
+    next.discard.extend(std::mem::take(&mut consumed.replaces));
+    next.committed = Some(CommittedRun {
         run_id: run_id.clone(),
         run_key: run_key.clone(),
         mode: mode_name(job.mode).to_string(),
@@ -300,11 +314,32 @@ async fn attempt(
         bytes: manifest.bytes,
         finished_at: Utc::now(),
     });
-    state.value.contract = Some(contract::StoredContract::new(
+    next.contract = Some(contract::StoredContract::new(
         &contract,
         job.target.schema.as_deref().map(contract::fingerprint),
     ));
-    state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+    match job.target.format {
+        TableFormat::Parquet => {
+            state.value = next;
+            state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+        }
+        TableFormat::Delta => {
+            let written = delta::Written {
+                manifest: &manifest,
+                schema: output::lake_schema(&contract),
+                budget,
+                now,
+            };
+            let planned = match delta::plan(job, ctx, &written).await {
+                Ok(p) => p,
+                Err(e) => {
+                    abandon(job, ctx, &mut state, &run_key).await;
+                    return Err(e);
+                }
+            };
+            delta::commit(job, ctx, (&mut state, next), (planned, &written), summary).await?;
+        }
+    }
     crate::failpoint::reached("committed").await;
     if !state.value.discard.is_empty() {
         recover(job, ctx, &mut state).await?;
@@ -360,18 +395,35 @@ pub async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) 
         state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
     }
     if let Some(attempt) = state.value.pending.clone() {
-        let removed = sink::remove_run(&ctx.lake, &attempt.table, &attempt.run_key).await?;
-        tracing::warn!(failed_run = %attempt.run_id, removed, "removed the files of a failed attempt");
-        state.value.pending = None;
+        if let Some(committed) = delta::committed_state(job, ctx, &attempt).await? {
+            // Its Delta commit is in the log, its state was not saved: finish it.
+            tracing::warn!(run = %attempt.run_id, "finished the commit of a run that stopped after its Delta commit");
+            state.value = committed;
+        } else {
+            let removed = sink::remove_run(&ctx.lake, &attempt.table, &attempt.run_key).await?;
+            tracing::warn!(failed_run = %attempt.run_id, removed, "removed the files of a failed attempt");
+            state.value.pending = None;
+        }
         state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
     }
     if let Some(committed) = &state.value.committed
         && committed.mode == mode_name(job.mode)
         && job.mode == Mode::Full
     {
-        sink::remove_other_runs(&ctx.lake, &job.target.table, "", &committed.run_key).await?;
+        sink::remove_other_runs(&ctx.lake, &replaced_tables(job), "", &committed.run_key).await?;
     }
     Ok(())
+}
+
+/// The tables whose older runs' files a full or snapshot run removes: on Delta only the
+/// quarantine table (plain Parquet); the table's replaced files stay for readers of
+/// older versions until `sluice vacuum`.
+fn replaced_tables(job: &Job) -> Vec<String> {
+    let tables = sink::run_tables(&job.target.table);
+    match job.target.format {
+        TableFormat::Parquet => tables.to_vec(),
+        TableFormat::Delta => tables[1..].to_vec(),
+    }
 }
 
 /// After a failure: removes what the attempt wrote, right away if possible. If this fails
@@ -392,14 +444,14 @@ async fn abandon(job: &Job, ctx: &Context, state: &mut Versioned<JobState>, run_
 
 /// Step 7: the files a full or snapshot run replaces.
 async fn replace(job: &Job, ctx: &Context, run_key: &str, now: DateTime<Utc>) -> Result<usize> {
-    let table = &job.target.table;
+    let tables = replaced_tables(job);
     match job.mode {
-        Mode::Full => sink::remove_other_runs(&ctx.lake, table, "", run_key).await,
+        Mode::Full => sink::remove_other_runs(&ctx.lake, &tables, "", run_key).await,
         Mode::Snapshot => {
             let scope = format!("snapshot={}", now.format("%Y-%m-%d"));
-            sink::remove_other_runs(&ctx.lake, table, &scope, run_key).await
+            sink::remove_other_runs(&ctx.lake, &tables, &scope, run_key).await
         }
-        Mode::Incremental => Ok(0),
+        Mode::Incremental | Mode::Merge => Ok(0),
     }
 }
 
@@ -412,7 +464,9 @@ fn run_key(job: &Job, window: &Window, run_id: &str) -> String {
     h.update(job.target.table.as_bytes());
     h.update([0]);
     match (job.mode, &window.cursor) {
-        (Mode::Incremental, Some(_)) => h.update(serde_json::to_vec(window).unwrap_or_default()),
+        (Mode::Incremental | Mode::Merge, Some(_)) => {
+            h.update(serde_json::to_vec(window).unwrap_or_default())
+        }
         // Full and snapshot runs, and feeds (whose every window is unbounded).
         _ => h.update(run_id.as_bytes()),
     }

@@ -285,7 +285,7 @@ async fn plan(
 
 /// The Arrow schema of the contract's columns: every field nullable, so that files of
 /// different runs stay readable together as the contract evolves.
-fn lake_schema(contract: &[Column]) -> SchemaRef {
+pub(super) fn lake_schema(contract: &[Column]) -> SchemaRef {
     Arc::new(Schema::new(
         contract
             .iter()

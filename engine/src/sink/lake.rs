@@ -116,6 +116,55 @@ impl Lake {
             .to_string()
     }
 
+    /// Where `table` is for a reader that resolves URLs against the store's root (the
+    /// Delta log): that root store and the table's URL. A folder lake's root is the
+    /// file system's; a bucket lake's is the bucket's.
+    pub fn table_location(&self, table: &str) -> Result<(Arc<dyn ObjectStore>, url::Url)> {
+        let url = url::Url::parse(&format!("{}/{table}", self.url.trim_end_matches('/')))
+            .map_err(|e| Error::internal(format!("table {table}'s URL: {e}")))?;
+        let root: Arc<dyn ObjectStore> = if url.scheme() == "file" {
+            Arc::new(LocalFileSystem::new())
+        } else {
+            self.store.clone()
+        };
+        Ok((root, url))
+    }
+
+    /// How DataFusion reaches a file of the lake: the store's URL (registered by
+    /// `register_store`, or the file system's) and the path in that store.
+    pub fn scan_location(&self, relative: &str) -> Result<(String, Path)> {
+        match self.url.strip_prefix("file://") {
+            Some(dir) => {
+                let full = format!("{}/{relative}", dir.trim_end_matches('/'));
+                let path = Path::parse(full.trim_start_matches('/'))
+                    .map_err(|e| Error::internal(format!("lake path {full:?}: {e}")))?;
+                Ok(("file:///".to_string(), path))
+            }
+            None => {
+                let url = url::Url::parse(&self.url)
+                    .map_err(|e| Error::internal(format!("lake url: {e}")))?;
+                let store = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+                Ok((store, self.path(relative)?))
+            }
+        }
+    }
+
+    /// Lets `ctx` read the lake's bucket (a folder lake needs nothing).
+    pub fn register_store(&self, ctx: &datafusion::prelude::SessionContext) -> Result<()> {
+        let base =
+            url::Url::parse(&self.url).map_err(|e| Error::internal(format!("lake url: {e}")))?;
+        if base.scheme() != "file" {
+            let bucket = url::Url::parse(&format!(
+                "{}://{}",
+                base.scheme(),
+                base.host_str().unwrap_or_default()
+            ))
+            .map_err(|e| Error::internal(format!("lake url: {e}")))?;
+            ctx.register_object_store(&bucket, self.store());
+        }
+        Ok(())
+    }
+
     pub fn table_dir(&self, table: &str) -> Result<Path> {
         self.path(table)
     }
@@ -131,6 +180,16 @@ impl Lake {
             .try_collect()
             .await
             .map_err(|e| classify_object_store(e, &format!("listing {prefix}")))
+    }
+
+    /// Whether any object is below `prefix` (one listing page at most).
+    pub async fn holds_any(&self, prefix: &Path) -> Result<bool> {
+        use futures::StreamExt;
+        match self.store.list(Some(prefix)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(classify_object_store(e, &format!("listing {prefix}"))),
+        }
     }
 
     /// Deletes an object; one that is already gone is fine (deletes are retried).

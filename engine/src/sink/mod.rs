@@ -1,6 +1,7 @@
 //! The sink: partitioned Parquet in the lake, the run manifest, and the clean-up that
 //! makes retries exactly-once.
 
+pub mod delta;
 pub mod lake;
 pub mod writer;
 
@@ -94,18 +95,23 @@ pub async fn manifests(lake: &Lake, table: &str) -> Result<Vec<Manifest>> {
 }
 
 /// Removes the data files below `scope` (relative to the table: empty for all of it, or
-/// `snapshot=2024-05-01`), in the table and its quarantine table, that `keep` did not
-/// write: what a full reload or a snapshot rerun replaces. Files sluice did not write
+/// `snapshot=2024-05-01`), in each of `tables` (a table and its quarantine table), that
+/// `keep` did not write: what a full reload or a snapshot rerun replaces. Files sluice did not write
 /// (other names) are left alone.
-pub async fn remove_other_runs(lake: &Lake, table: &str, scope: &str, keep: &str) -> Result<usize> {
+pub async fn remove_other_runs(
+    lake: &Lake,
+    tables: &[String],
+    scope: &str,
+    keep: &str,
+) -> Result<usize> {
     let mut removed = 0;
-    for table in run_tables(table) {
+    for table in tables {
         let scope = if scope.is_empty() {
             table.clone()
         } else {
             format!("{table}/{scope}")
         };
-        removed += remove_other_runs_in(lake, &table, &scope, keep).await?;
+        removed += remove_other_runs_in(lake, table, &scope, keep).await?;
     }
     Ok(removed)
 }

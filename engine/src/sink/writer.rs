@@ -88,6 +88,9 @@ pub struct PartitionedWriter {
     lake: Lake,
     table_dir: String,
     run_key: String,
+    /// Between the run key and the sequence number in file names: the files of a
+    /// second writer of the same run (a merge's rewrites) get other names.
+    tag: &'static str,
     /// A leading partition every row gets (`snapshot=2024-05-01`), or empty.
     fixed_partition: String,
     partition_columns: Vec<(usize, String)>,
@@ -142,6 +145,7 @@ impl PartitionedWriter {
             lake,
             table_dir: target.table.clone(),
             run_key: run_key.to_string(),
+            tag: "",
             fixed_partition: fixed_partition.unwrap_or_default(),
             partition_columns,
             data_columns,
@@ -154,6 +158,12 @@ impl PartitionedWriter {
             clock: 0,
             budget,
         })
+    }
+
+    /// Names this writer's files `part-<run key>-<tag><n>.parquet`.
+    pub fn tagged(mut self, tag: &'static str) -> Self {
+        self.tag = tag;
+        self
     }
 
     /// Writes a batch, splitting it by partition.
@@ -279,7 +289,7 @@ impl PartitionedWriter {
 
     fn open_file(&mut self, partition: &str) -> Result<OpenFile> {
         let seq = self.next_seq.entry(partition.to_string()).or_insert(0);
-        let name = format!("part-{}-{:05}.parquet", self.run_key, seq);
+        let name = format!("part-{}-{}{:05}.parquet", self.run_key, self.tag, seq);
         *seq += 1;
         let relative = if partition.is_empty() {
             format!("{}/{name}", self.table_dir)
@@ -389,6 +399,27 @@ pub fn escape_partition_value(value: &str, out: &mut String) {
     }
 }
 
+/// Undoes Hive's `%XX` escaping of a partition value.
+pub fn unescape_partition_value(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Dictionary encoding where it pays: text and binary columns, whose values repeat
 /// (cities, statuses, codes). Numbers and timestamps are mostly distinct, where a
 /// dictionary plus its indices is larger than the plain values under ZSTD (measured on
@@ -459,6 +490,7 @@ mod tests {
             on_schema_change: crate::spec::OnSchemaChange::Fail,
             catalog_database: None,
             projection: false,
+            format: crate::spec::TableFormat::Parquet,
         }
     }
 

@@ -109,7 +109,7 @@ impl Source for Tabular {
         now: DateTime<Utc>,
     ) -> Result<Option<Window>> {
         match self.mode {
-            Mode::Incremental => self.window(columns, committed, now).await,
+            Mode::Incremental | Mode::Merge => self.window(columns, committed, now).await,
             Mode::Full | Mode::Snapshot => Ok(Some(Window::everything())),
         }
     }
@@ -122,7 +122,7 @@ impl Source for Tabular {
     ) -> Extract {
         let checkpoint = Checkpoint {
             watermark: match self.mode {
-                Mode::Incremental => window.hi.clone(),
+                Mode::Incremental | Mode::Merge => window.hi.clone(),
                 Mode::Full | Mode::Snapshot => run.committed.watermark,
             },
             feed: None,

@@ -69,7 +69,7 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// The incremental column (a timestamp, date, integer or text column that grows).
-    /// Required for mode `incremental`.
+    /// Required for modes `incremental` and `merge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     /// The columns that identify a row. Orders the extract, so the same window always
@@ -78,9 +78,14 @@ pub struct SourceSpec {
     pub primary_key: Option<Vec<String>>,
     /// Rows whose cursor is newer than now minus `lag` wait for the next run, so that
     /// transactions still committing are not skipped. A duration such as `90s`, `5m`,
-    /// `1h30m`, `2d`. Only with a timestamp or date cursor in mode `incremental`.
+    /// `1h30m`, `2d`. Only with a timestamp or date cursor in modes `incremental` and `merge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<String>,
+    /// Mode `merge`: an SQL predicate over the source row (after `transform`) that marks
+    /// it deleted, such as `deleted_at IS NOT NULL`: the row with its key leaves the
+    /// table instead of being upserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_when: Option<String>,
     /// Rows per Arrow batch read from the source (default 65536, from 1024 to 1048576).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_rows: Option<u32>,
@@ -264,6 +269,32 @@ pub enum Mode {
     /// Every run copies the whole source under a `snapshot=YYYY-MM-DD` partition; earlier
     /// snapshots are kept, a rerun on the same day replaces that day's.
     Snapshot,
+    /// Every run reads the rows whose cursor is in the window, as `incremental`, and
+    /// upserts them by `source.primary_key`: a row whose key is in the table replaces
+    /// it, a new key is inserted, and a row `source.delete_when` holds for deletes it.
+    /// Only with `target.format: delta`.
+    Merge,
+}
+
+impl Mode {
+    /// Whether a run reads only the rows whose cursor is in its window.
+    pub fn reads_window(self) -> bool {
+        matches!(self, Mode::Incremental | Mode::Merge)
+    }
+}
+
+/// How the lake table is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TableFormat {
+    /// Hive-partitioned Parquet files and sluice's manifests (the default). Readers list
+    /// the folder: a full reload is not atomic for them.
+    #[default]
+    Parquet,
+    /// The same Parquet files committed to a Delta Lake log with the job's progress:
+    /// atomic replace, merge by key, optimize, vacuum, time travel; Athena reads it
+    /// natively (`table_type = DELTA`).
+    Delta,
 }
 
 /// The lake side of a job.
@@ -295,6 +326,9 @@ pub struct TargetSpec {
     /// Where the table is published in the Glue catalog (when runs publish: `--catalog`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogSpec>,
+    /// `parquet` (the default) or `delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<TableFormat>,
 }
 
 /// One column of a schema contract.

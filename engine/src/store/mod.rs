@@ -66,6 +66,21 @@ pub struct Attempt {
     pub table: String,
     pub window: Window,
     pub started_at: DateTime<Utc>,
+    /// A run into a Delta table: the transaction version its commit records, and once
+    /// its files are written, the state that commit makes (see `sink::delta`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaAttempt>,
+}
+
+/// A Delta run's commit as the state store knows it before the log has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeltaAttempt {
+    /// The application-transaction version the run's commit records.
+    pub txn: i64,
+    /// The job's state once the commit is in the log: taken by the next run if this one
+    /// dies after the commit and before it saves this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<Box<JobState>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::datasource::listing::ListingTable;
 use datafusion::execution::cache::cache_manager::{
     CacheManager, CacheManagerConfig, FileMetadataCache,
 };
@@ -19,12 +18,14 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 
 use super::{Batches, Engine, Query, Rows, TableInfo};
+use crate::query::LakeTable;
 use crate::serve::keys::Key;
 use crate::serve::refusal::Refusal;
 use crate::sink::Lake;
+use crate::sink::delta::AsOf;
 
 /// The lake's tables by name, as listed at one moment.
-type Listing = Arc<Vec<(String, Arc<ListingTable>)>>;
+type Listing = Arc<Vec<(String, LakeTable)>>;
 
 pub struct Local {
     lake: Lake,
@@ -61,8 +62,9 @@ impl Local {
             return Ok(tables.clone());
         }
         let ctx = SessionContext::new();
-        crate::query::register_store(&self.lake, &ctx)?;
-        let tables = Arc::new(crate::query::lake_tables(&self.lake, &ctx, |_| true).await?);
+        self.lake.register_store(&ctx)?;
+        let tables =
+            Arc::new(crate::query::lake_tables(&self.lake, &ctx, |_| true, AsOf::Latest).await?);
         *listed = Some((Instant::now(), tables.clone()));
         Ok(tables)
     }
@@ -82,10 +84,10 @@ impl Local {
             .with_list_files_cache_limit(0);
         let runtime = crate::transform::bounded_runtime(self.memory, caches)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        crate::query::register_store(&self.lake, &ctx)?;
+        self.lake.register_store(&ctx)?;
         for (name, table) in self.lake_tables().await?.iter() {
             if key.allows(name) {
-                ctx.register_table(name.as_str(), table.clone())?;
+                ctx.register_table(name.as_str(), table.provider())?;
             }
         }
         Ok(ctx)
@@ -110,39 +112,54 @@ impl Local {
         Ok(frame)
     }
 
-    async fn describe(&self, name: &str, table: &ListingTable) -> Result<TableInfo, Refusal> {
-        use datafusion::datasource::TableProvider as _;
-        let dir = self.lake.table_dir(name)?;
-        let objects = self.lake.list(&dir).await?;
-        let parquet: Vec<_> = objects
-            .iter()
-            .filter(|o| o.location.as_ref().ends_with(".parquet"))
-            .collect();
-        let mut folders: Vec<&str> = parquet
-            .iter()
-            .filter_map(|o| o.location.as_ref().rsplit_once('/').map(|(dir, _)| dir))
-            .collect();
+    async fn describe(&self, name: &str, table: &LakeTable) -> Result<TableInfo, Refusal> {
+        // Files, bytes and partition folders: a Delta table's live files, a Parquet
+        // table's in its folder.
+        let (files, bytes, mut folders) = match table {
+            LakeTable::Delta(delta) => {
+                let live: Vec<_> = delta.files().collect();
+                let folders = live
+                    .iter()
+                    .map(|f| {
+                        f.path
+                            .rsplit_once('/')
+                            .map_or("", |(dir, _)| dir)
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>();
+                (live.len(), live.iter().map(|f| f.size).sum(), folders)
+            }
+            LakeTable::Parquet(_) => {
+                let objects = self.lake.list(&self.lake.table_dir(name)?).await?;
+                let parquet: Vec<_> = objects
+                    .iter()
+                    .filter(|o| o.location.as_ref().ends_with(".parquet"))
+                    .collect();
+                let folders = parquet
+                    .iter()
+                    .filter_map(|o| o.location.as_ref().rsplit_once('/').map(|(dir, _)| dir))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>();
+                (parquet.len(), parquet.iter().map(|o| o.size).sum(), folders)
+            }
+        };
         folders.sort_unstable();
         folders.dedup();
-        let partition_columns: Vec<String> = table
-            .options()
-            .table_partition_cols
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect();
+        let partition_columns = table.partition_columns();
+        let schema = table.provider().schema();
         Ok(TableInfo {
             name: name.to_string(),
-            columns: columns(&table.schema()),
+            columns: columns(&schema),
             partitions: Some(if partition_columns.is_empty() {
                 0
             } else {
                 folders.len()
             }),
             partition_columns,
-            files: Some(parquet.len()),
-            bytes: Some(parquet.iter().map(|o| o.size).sum()),
+            files: Some(files),
+            bytes: Some(bytes),
             quarantine_of: TableInfo::quarantine_of(name),
-            schema: table.schema(),
+            schema,
         })
     }
 }

@@ -1,0 +1,83 @@
+//! `sluice optimize` and `sluice vacuum`: maintenance of a job's Delta table under the
+//! job's lease, so that no run of the job commits meanwhile (a run started during it
+//! is refused as busy and retried by its scheduler).
+
+use std::time::Duration;
+
+use super::Context;
+use crate::budget::MemoryBudget;
+use crate::error::Result;
+use crate::job::Job;
+use crate::sink::delta::maintain;
+use crate::summary::human_bytes;
+
+/// Bin-packs the small files of the job's table; returns what it did, line by line.
+pub async fn optimize(job: &Job, ctx: &Context) -> Result<Vec<String>> {
+    let op_key = op_key();
+    let lease = ctx
+        .store
+        .lease(&job.id, &format!("optimize-{op_key}"), ctx.lease_ttl)
+        .await?;
+    let outcome = async {
+        let contract = crate::catalog::current_contract(job, ctx.store.as_ref()).await?;
+        let columns = contract.as_ref().map_or(16, Vec::len);
+        let budget = MemoryBudget::new(ctx.memory_limit, columns, ctx.lake.upload_part())?;
+        maintain::optimize(
+            &ctx.lake,
+            &job.target,
+            &op_key,
+            budget.pool(),
+            budget.writer(),
+        )
+        .await
+    }
+    .await;
+    lease.release().await?;
+    let done = outcome?;
+    Ok(vec![match done.version {
+        None => format!(
+            "{}: nothing to pack (no partition has two files under {} of {})",
+            job.target.table,
+            "three quarters",
+            human_bytes(job.target.file_size)
+        ),
+        Some(version) => format!(
+            "{}: version {version} packs {} files into {} in {} partition{} ({} rows, unchanged)",
+            job.target.table,
+            done.removed,
+            done.added,
+            done.partitions,
+            if done.partitions == 1 { "" } else { "s" },
+            done.rows
+        ),
+    }])
+}
+
+/// Removes the files of the job's table that no version younger than `retain` reads.
+pub async fn vacuum(
+    job: &Job,
+    ctx: &Context,
+    retain: Duration,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let lease = ctx
+        .store
+        .lease(&job.id, &format!("vacuum-{}", op_key()), ctx.lease_ttl)
+        .await?;
+    let outcome = maintain::vacuum(&ctx.lake, &job.target.table, retain, dry_run).await;
+    lease.release().await?;
+    let done = outcome?;
+    Ok(vec![format!(
+        "{}: {} {} file{} that no version of the last {}h reads",
+        job.target.table,
+        if dry_run { "would remove" } else { "removed" },
+        done.deleted,
+        if done.deleted == 1 { "" } else { "s" },
+        retain.as_secs() / 3600
+    )])
+}
+
+/// 16 hex digits naming an optimize's files, as a run key names a run's.
+fn op_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}

@@ -1,0 +1,265 @@
+//! Mode `merge`: a run's rows upserted into a Delta table by primary key.
+//!
+//! The run has written its rows (the window's, deletes included) as files, uncommitted.
+//! Then:
+//! 1. Within the run, a key's latest row (by cursor) wins and the rows `delete_when`
+//!    holds for are dropped; only when there are such rows are the run's files written
+//!    again (the usual case, a window of distinct keys and no deletes, keeps them).
+//! 2. The table's live files that hold a key of the run are found (a semi-join of each
+//!    file's key columns with the run's keys) and only those are rewritten without the
+//!    run's keys.
+//! 3. The commit removes the touched files and adds the rewrites and the run's rows, in
+//!    one version: a reader sees the table before the merge or after it.
+//!
+//! Every file written here carries the run key, so a crash before the commit leaves
+//! files that no version holds, removed by the next run's recovery.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake_core::kernel::Remove;
+use futures::{StreamExt, TryStreamExt};
+
+use super::scan::{DeltaFiles, LiveFile};
+use super::{AsOf, column_list, quote};
+use crate::budget::WriterBudget;
+use crate::error::{Error, Result, classify_datafusion};
+use crate::job::Target;
+use crate::sink::{Lake, WrittenFile};
+
+/// What a merge reads.
+pub struct MergeInput<'a> {
+    pub lake: &'a Lake,
+    pub target: &'a Target,
+    pub run_key: &'a str,
+    /// The output's columns, partition columns included.
+    pub schema: SchemaRef,
+    /// The run's files (its window's rows).
+    pub files: Vec<WrittenFile>,
+    pub key: &'a [String],
+    /// Orders a key's rows within the run: the last wins.
+    pub cursor: Option<&'a str>,
+    pub delete_when: Option<&'a str>,
+    /// Bytes the merge's queries may hold.
+    pub pool: u64,
+    pub writer: WriterBudget,
+}
+
+/// What the commit adds and removes.
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub files: Vec<WrittenFile>,
+    pub removes: Vec<Remove>,
+    /// Rows of the table replaced or deleted by the run's keys.
+    pub matched: u64,
+    /// Rows of the run that were deletes.
+    pub deletes: u64,
+}
+
+impl MergeInput<'_> {
+    fn output(&self) -> super::Output<'_> {
+        super::Output {
+            lake: self.lake,
+            target: self.target,
+            schema: &self.schema,
+            key: self.run_key,
+            writer: self.writer,
+        }
+    }
+}
+
+pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
+    let ctx = session(input.lake, input.pool)?;
+    let table = &input.target.table;
+    let incoming = DeltaFiles::written(
+        input.lake,
+        table,
+        input.schema.clone(),
+        &input.target.partition_by,
+        &input.files,
+    )?;
+    register(&ctx, "incoming", Arc::new(incoming))?;
+    let keys = input
+        .key
+        .iter()
+        .map(|k| quote(k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let columns = column_list(&input.schema);
+    let repeated = count(
+        &ctx,
+        &format!(
+            "SELECT count(*) FROM (SELECT {keys} FROM incoming GROUP BY {keys} HAVING count(*) > 1)"
+        ),
+    )
+    .await?;
+    let deletes = match input.delete_when {
+        Some(p) => count(&ctx, &format!("SELECT count(*) FROM incoming WHERE {p}")).await?,
+        None => 0,
+    };
+    let existing = match DeltaFiles::open(input.lake, table, AsOf::Latest).await? {
+        Some(files) if files.files().next().is_some() => Some(files),
+        _ => None,
+    };
+    // The run's distinct keys, when there are rows of the table they may match.
+    if existing.is_some() {
+        let run_keys = ctx
+            .sql(&format!("SELECT DISTINCT {keys} FROM incoming"))
+            .await
+            .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
+        let schema = Arc::new(run_keys.schema().as_arrow().clone());
+        let batches = run_keys
+            .collect()
+            .await
+            .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
+        let table = MemTable::try_new(schema, vec![batches])
+            .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
+        register(&ctx, "run_keys", Arc::new(table))?;
+    }
+    let mut merged = Merged {
+        deletes,
+        ..Merged::default()
+    };
+    merged.files = if repeated > 0 || deletes > 0 {
+        let order = input
+            .cursor
+            .map(|c| format!(" ORDER BY {} DESC", quote(c)))
+            .unwrap_or_default();
+        let keep = input
+            .delete_when
+            .map(|p| format!(" AND NOT coalesce(({p}), false)"))
+            .unwrap_or_default();
+        let sql = format!(
+            "SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY {keys}{order}) AS sluice_rank__ FROM incoming) ranked WHERE sluice_rank__ = 1{keep}"
+        );
+        let files = super::write_sql(&ctx, &sql, &input.output(), "u").await?;
+        ctx.deregister_table("incoming")
+            .map_err(|e| classify_datafusion(e, "the merge"))?;
+        for file in &input.files {
+            input.lake.delete(&input.lake.path(&file.path)?).await?;
+        }
+        files
+    } else {
+        input.files.clone()
+    };
+    let Some(existing) = existing else {
+        return Ok(merged);
+    };
+    let touched = touched_files(&ctx, &existing, input.key).await?;
+    if touched.is_empty() {
+        return Ok(merged);
+    }
+    let before: u64 = existing
+        .files()
+        .filter(|f| touched.contains(&f.path))
+        .filter_map(|f| f.rows)
+        .sum();
+    register(
+        &ctx,
+        "touched",
+        Arc::new(existing.only(|f| touched.contains(&f.path))),
+    )?;
+    let sql = format!(
+        "SELECT {columns} FROM touched t WHERE NOT EXISTS (SELECT 1 FROM run_keys k WHERE {})",
+        key_match(input.key, "t")
+    );
+    let rewritten = super::write_sql(&ctx, &sql, &input.output(), "m").await?;
+    let after: u64 = rewritten.iter().map(|f| f.rows).sum();
+    merged.matched = before.saturating_sub(after);
+    merged.files.extend(rewritten);
+    let now = chrono::Utc::now().timestamp_millis();
+    merged.removes = existing
+        .files()
+        .filter(|f| touched.contains(&f.path))
+        .map(|f| remove(f, now))
+        .collect();
+    Ok(merged)
+}
+
+/// The table's files that hold at least one of the run's keys, two files at a time.
+async fn touched_files(
+    ctx: &SessionContext,
+    existing: &DeltaFiles,
+    key: &[String],
+) -> Result<BTreeSet<String>> {
+    let paths: Vec<String> = existing.files().map(|f| f.path.clone()).collect();
+    let found = futures::stream::iter(paths.into_iter().enumerate().map(|(i, path)| {
+        let ctx = ctx.clone();
+        let file = existing.only(|f| f.path == path);
+        async move {
+            let name = format!("file_{i}");
+            register(&ctx, &name, Arc::new(file))?;
+            let sql = format!(
+                "SELECT count(*) FROM {name} t WHERE EXISTS (SELECT 1 FROM run_keys k WHERE {})",
+                key_match(key, "t")
+            );
+            let n = count(&ctx, &sql).await;
+            ctx.deregister_table(name.as_str())
+                .map_err(|e| classify_datafusion(e, "the merge"))?;
+            Ok::<_, Error>((n? > 0).then_some(path))
+        }
+    }))
+    .buffer_unordered(2)
+    .try_collect::<Vec<_>>()
+    .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// `k.a = t.a AND k.b = t.b`
+fn key_match(key: &[String], alias: &str) -> String {
+    key.iter()
+        .map(|k| format!("k.{q} = {alias}.{q}", q = quote(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| classify_datafusion(e, "planning the merge"))?
+        .collect()
+        .await
+        .map_err(|e| classify_datafusion(e, "the merge"))?;
+    Ok(batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>())
+        .filter(|a| !a.is_empty())
+        .map_or(0, |a| a.value(0).max(0) as u64))
+}
+
+fn register(
+    ctx: &SessionContext,
+    name: &str,
+    table: Arc<dyn datafusion::datasource::TableProvider>,
+) -> Result<()> {
+    ctx.register_table(name, table)
+        .map(|_| ())
+        .map_err(|e| classify_datafusion(e, "the merge"))
+}
+
+/// A session whose queries hold at most `pool` bytes and read the lake.
+pub(super) fn session(lake: &Lake, pool: u64) -> Result<SessionContext> {
+    let runtime = crate::transform::bounded_runtime(pool, CacheManagerConfig::default())?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    lake.register_store(&ctx)?;
+    Ok(ctx)
+}
+
+/// The remove action of a live file.
+pub(super) fn remove(file: &LiveFile, now: i64) -> Remove {
+    Remove {
+        path: file.path.clone(),
+        data_change: true,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(true),
+        partition_values: Some(file.partition_values.clone()),
+        size: i64::try_from(file.size).ok(),
+        ..Remove::default()
+    }
+}
