@@ -163,12 +163,9 @@ resource "aws_iam_role" "states" {
   assume_role_policy = data.aws_iam_policy_document.assume_states.json
 }
 
-data "aws_iam_policy_document" "states" {
-  statement {
-    sid       = "ListJobs"
-    actions   = ["dynamodb:Query"]
-    resources = [aws_dynamodb_table.jobs.arn]
-  }
+# Running sluice's tasks on this cluster (the state machine's job runs, the scheduler's
+# maintenance tasks): its task definitions only, with its two roles.
+data "aws_iam_policy_document" "run_tasks" {
   statement {
     sid       = "RunTasks"
     actions   = ["ecs:RunTask"]
@@ -183,6 +180,15 @@ data "aws_iam_policy_document" "states" {
     sid       = "PassTaskRoles"
     actions   = ["iam:PassRole"]
     resources = [aws_iam_role.execution.arn, aws_iam_role.task.arn]
+  }
+}
+
+data "aws_iam_policy_document" "states" {
+  source_policy_documents = [data.aws_iam_policy_document.run_tasks.json]
+  statement {
+    sid       = "ListJobs"
+    actions   = ["dynamodb:Query"]
+    resources = [aws_dynamodb_table.jobs.arn]
   }
   statement {
     sid       = "Alert"
@@ -217,7 +223,7 @@ resource "aws_iam_role_policy" "states" {
   policy = data.aws_iam_policy_document.states.json
 }
 
-# --- Scheduler role: start the state machine ---
+# --- Scheduler role: start the state machine, and the maintenance tasks ---
 
 data "aws_iam_policy_document" "assume_scheduler" {
   statement {
@@ -240,6 +246,8 @@ resource "aws_iam_role" "scheduler" {
 }
 
 data "aws_iam_policy_document" "scheduler" {
+  # The Delta tables' maintenance tasks (maintenance.tf).
+  source_policy_documents = [data.aws_iam_policy_document.run_tasks.json]
   statement {
     actions   = ["states:StartExecution"]
     resources = [aws_sfn_state_machine.run_jobs.arn]

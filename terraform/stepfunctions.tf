@@ -79,7 +79,7 @@ locals {
 }
 
 resource "aws_scheduler_schedule" "run_jobs" {
-  for_each                     = local.schedules
+  for_each                     = merge(local.schedules, local.maintenance)
   name                         = "${local.name}-${each.key}"
   schedule_expression          = each.value.expression
   schedule_expression_timezone = var.schedule_timezone
@@ -89,10 +89,29 @@ resource "aws_scheduler_schedule" "run_jobs" {
     mode = "OFF"
   }
 
+  # The state machine with its input, or (a maintenance schedule, maintenance.tf) one task
+  # of the default size with its command.
   target {
-    arn      = aws_sfn_state_machine.run_jobs.arn
+    arn      = lookup(each.value, "command", null) == null ? aws_sfn_state_machine.run_jobs.arn : aws_ecs_cluster.main.arn
     role_arn = aws_iam_role.scheduler.arn
-    input    = jsonencode(each.value.input)
+    input = (lookup(each.value, "command", null) == null
+      ? jsonencode(lookup(each.value, "input", {}))
+      : jsonencode({ containerOverrides = [{ name = local.container_name, command = lookup(each.value, "command", []) }] })
+    )
+
+    dynamic "ecs_parameters" {
+      for_each = lookup(each.value, "command", null) == null ? [] : [1]
+      content {
+        task_definition_arn = aws_ecs_task_definition.sluice["default"].arn_without_revision
+        launch_type         = "FARGATE"
+
+        network_configuration {
+          subnets          = aws_subnet.private[*].id
+          security_groups  = [aws_security_group.tasks.id]
+          assign_public_ip = false
+        }
+      }
+    }
 
     retry_policy {
       maximum_retry_attempts       = 3

@@ -178,6 +178,25 @@ variable "job_retry_interval_seconds" {
   }
 }
 
+variable "delta_maintenance" {
+  description = "Jobs whose Delta tables are optimized and vacuumed on a schedule: job id => { optimize, vacuum (EventBridge Scheduler expressions), retain (how far back time travel must still work, e.g. 7d) }."
+  type = map(object({
+    optimize = string
+    vacuum   = string
+    retain   = string
+  }))
+  default = {
+    orders = { optimize = "cron(30 2 * * ? *)", vacuum = "cron(30 3 ? * SUN *)", retain = "7d" }
+  }
+
+  validation {
+    condition = alltrue([for m in values(var.delta_maintenance) :
+      can(regex("^(cron|rate)\\(.+\\)$", m.optimize)) && can(regex("^(cron|rate)\\(.+\\)$", m.vacuum)) && can(regex("^[0-9]+[smhd]$", m.retain))
+    ])
+    error_message = "optimize and vacuum are EventBridge Scheduler expressions (cron(...) or rate(...)); retain is a duration such as 7d or 24h."
+  }
+}
+
 variable "schedule_expression" {
   description = "When the jobs run: an EventBridge Scheduler expression, e.g. cron(15 * * * ? *) or rate(1 hour)."
   type        = string

@@ -156,7 +156,7 @@ pub async fn run(dir: &Path) -> Result<()> {
     crate::outln!("7. The same lake over HTTP, for a moment (sluice serve):");
     over_http(dir, &lake, &exe).await?;
     crate::outln!(
-        "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"\n  {exe} --lake {lake} query \"SELECT counterparty, count(*) AS n, sum(amount) AS eur FROM bank_transactions GROUP BY counterparty\"",
+        "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"\n  {exe} --lake {lake} query --as-of 1 \"SELECT status, count(*) AS orders FROM orders GROUP BY status\"   # the orders Delta table before the second run\n  {exe} --lake {lake} query \"SELECT counterparty, count(*) AS n, sum(amount) AS eur FROM bank_transactions GROUP BY counterparty\"",
         lake = dir.join("lake").display(),
     );
     Ok(())

@@ -267,7 +267,7 @@ impl RunSummary {
         }
         if let Some(delta) = &self.delta {
             let mut note = format!("Delta version {}", delta.version);
-            if self.mode == "merge" {
+            if delta.matched > 0 || delta.deletes > 0 {
                 note.push_str(&format!(
                     ": {} rows replaced or deleted, {} deletes, {} files rewritten",
                     delta.matched, delta.deletes, delta.rewritten_files

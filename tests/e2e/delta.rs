@@ -268,3 +268,46 @@ async fn optimize_packs_small_files_with_the_same_rows() {
     assert_eq!(ws.parquet_files("appended").len(), 2);
     assert_eq!(first_row(&lake_sql(&ws, query)), before);
 }
+
+/// `on_schema_change: evolve` on Delta: the new column joins the table's schema in the
+/// run's commit (older rows read it as NULL); `sluice ddl` prints Athena's Delta form.
+#[tokio::test]
+async fn evolve_is_a_delta_schema_change_and_ddl_says_delta() {
+    let ws = Workspace::new();
+    let url = source(&ws).await;
+    ws.write_job(
+        "orders.yaml",
+        "job: orders\nsource:\n  connection: src\n  table: orders\n  cursor: updated_at\n  primary_key: [id]\nmode: merge\ntarget:\n  table: orders\n  format: delta\n  on_schema_change: evolve\n",
+    );
+    exec(&url, "INSERT INTO orders VALUES (1, 'a', 10, 'd', NULL, 1);").await;
+    ws.run_ok("orders");
+    exec(
+        &url,
+        "ALTER TABLE orders ADD COLUMN channel TEXT;
+         INSERT INTO orders VALUES (2, 'b', 20, 'd', NULL, 2, 'web');",
+    )
+    .await;
+    ws.run_ok("orders");
+    let rows = lake_sql(&ws, "SELECT id, channel FROM orders ORDER BY id");
+    assert!(rows.contains("| 1  |         |"), "{rows}");
+    assert!(rows.contains("| 2  | web     |"), "{rows}");
+    let log = std::fs::read_to_string(
+        ws.lake()
+            .join("orders/_delta_log/00000000000000000002.json"),
+    )
+    .expect("version 2");
+    assert!(
+        log.contains("\"metaData\"") && log.contains("channel"),
+        "the commit carries the new schema: {log}"
+    );
+    let ddl = ws.sluice(&["ddl", "--job", "orders"]);
+    ddl.assert_code(0);
+    let text = ddl.stdout();
+    assert!(
+        text.contains("TBLPROPERTIES ('table_type'='DELTA');")
+            && text.contains("LOCATION '")
+            && text.contains("--   `channel` string")
+            && !text.contains("PARTITIONED BY"),
+        "{text}"
+    );
+}
