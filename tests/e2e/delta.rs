@@ -279,18 +279,24 @@ async fn evolve_is_a_delta_schema_change_and_ddl_says_delta() {
         "orders.yaml",
         "job: orders\nsource:\n  connection: src\n  table: orders\n  cursor: updated_at\n  primary_key: [id]\nmode: merge\ntarget:\n  table: orders\n  format: delta\n  on_schema_change: evolve\n",
     );
-    exec(&url, "INSERT INTO orders VALUES (1, 'a', 10, 'd', NULL, 1);").await;
+    exec(
+        &url,
+        "INSERT INTO orders VALUES (1, 'a', 10, 'd', NULL, 1);",
+    )
+    .await;
     ws.run_ok("orders");
     exec(
         &url,
         "ALTER TABLE orders ADD COLUMN channel TEXT;
-         INSERT INTO orders VALUES (2, 'b', 20, 'd', NULL, 2, 'web');",
+         INSERT INTO orders VALUES (2, 'b', 20, 'd', NULL, 2, 'web');
+         UPDATE orders SET amount = 11, updated_at = 2 WHERE id = 1;",
     )
     .await;
     ws.run_ok("orders");
-    let rows = lake_sql(&ws, "SELECT id, channel FROM orders ORDER BY id");
-    assert!(rows.contains("| 1  |         |"), "{rows}");
-    assert!(rows.contains("| 2  | web     |"), "{rows}");
+    let rows = lake_sql(&ws, "SELECT id, amount, channel FROM orders ORDER BY id");
+    assert!(rows.contains("| 1  | 11.0   |         |"), "{rows}");
+    assert!(rows.contains("| 2  | 20.0   | web     |"), "{rows}");
+    assert_eq!(totals(&ws, &[]), ["2", "2", "31"], "{rows}");
     let log = std::fs::read_to_string(
         ws.lake()
             .join("orders/_delta_log/00000000000000000002.json"),
@@ -310,4 +316,45 @@ async fn evolve_is_a_delta_schema_change_and_ddl_says_delta() {
             && !text.contains("PARTITIONED BY"),
         "{text}"
     );
+}
+
+/// A Parquet table whose job turns to Delta: an append-only mode would hide its files, so
+/// the first Delta commit is refused with what to do; a full run replaces them.
+#[tokio::test]
+async fn a_parquet_table_is_not_hidden_by_a_new_delta_log() {
+    let ws = Workspace::new();
+    let url = source(&ws).await;
+    let job = |mode: &str, format: &str| {
+        format!(
+            "job: orders\nsource:\n  connection: src\n  table: orders\n  cursor: updated_at\n  primary_key: [id]\nmode: {mode}\ntarget:\n  table: orders\n  format: {format}\n"
+        )
+    };
+    exec(
+        &url,
+        "INSERT INTO orders VALUES (1, 'a', 10, 'd', NULL, 1);",
+    )
+    .await;
+    ws.write_job("orders.yaml", &job("incremental", "parquet"));
+    ws.run_ok("orders");
+    exec(
+        &url,
+        "INSERT INTO orders VALUES (2, 'b', 20, 'd', NULL, 2);",
+    )
+    .await;
+    ws.write_job("orders.yaml", &job("merge", "delta"));
+    let refused = ws.sluice(&["run", "--job", "orders"]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("mode full"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(
+        totals(&ws, &[]),
+        ["1", "1", "10"],
+        "the Parquet table is intact"
+    );
+    ws.write_job("orders.yaml", &job("full", "delta"));
+    ws.run_ok("orders");
+    assert_eq!(totals(&ws, &[]), ["2", "2", "30"]);
 }

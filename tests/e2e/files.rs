@@ -450,6 +450,53 @@ fn killed_before_the_commit_or_before_the_move_each_record_lands_once() {
     );
 }
 
+/// A file feed into a Delta table: each run one append commit of the files it loaded;
+/// killed between its Delta commit and its state's, the next run finishes the commit and
+/// moves the file, loading nothing twice; optimize packs the runs' small files.
+#[test]
+fn a_file_feed_into_a_delta_table_loads_each_file_once_and_packs() {
+    let bank = Bank::folder();
+    bank.job("bank", "in/bank_*.json", "    after_load: {move: done}\n");
+    let path = bank.ws.jobs().join("bank.yaml");
+    let row = std::fs::read_to_string(&path).expect("job") + "  format: delta\n";
+    std::fs::write(&path, row).expect("job");
+    bank.put(
+        "in/bank_01.json",
+        format!("[{}, {}]", txn(1), txn(2)).as_bytes(),
+    );
+    bank.run_ok("bank");
+    bank.put("in/bank_02.json", format!("[{}]", txn(3)).as_bytes());
+    let mut child = bank.start_at("bank", "delta-committed");
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    assert!(
+        bank.root.join("in/bank_02.json").exists(),
+        "moved before the state's commit"
+    );
+    let count = "SELECT count(*), count(DISTINCT txn_id) FROM bank";
+    assert_eq!(bank.rows(count), ["3 3"], "the Delta commit holds the run");
+    let after = bank.run_ok("bank");
+    assert_eq!(after["status"], "up_to_date", "{after}");
+    assert!(bank.root.join("done/bank_02.json").exists());
+    bank.put("in/bank_03.json", format!("[{}]", txn(4)).as_bytes());
+    bank.run_ok("bank");
+    assert_eq!(bank.rows(count), ["4 4"]);
+    let optimize = bank.ws.sluice(&["optimize", "--job", "bank"]);
+    optimize.assert_code(0);
+    assert!(
+        optimize
+            .stdout()
+            .contains("packs 3 files into 1 in 1 partition"),
+        "{}",
+        optimize.stdout()
+    );
+    assert_eq!(bank.rows(count), ["4 4"]);
+    assert_eq!(
+        bank.rows(&format!("{VALUES} bank ORDER BY txn_id")),
+        expected(&[1, 2, 3, 4])
+    );
+}
+
 #[test]
 fn bad_records_and_a_bad_file_are_quarantined_and_the_rest_loads() {
     let bank = Bank::folder();

@@ -246,3 +246,35 @@ def test_two_writers_on_s3_never_both_replace(tmp_path, aws, endpoint, unique, p
     if BUSY in codes:
         loser = codes.index(BUSY)
         assert "another writer committed" in outputs[loser], outputs[loser]
+
+
+def test_merge_and_optimize_on_s3(tmp_path, aws, endpoint, unique, postgres_database, sluice_bin, sluice_env):
+    """The merge reads the table's files on S3 (moto) and rewrites those with its keys;
+    optimize and vacuum work there too; deltalake reads the result."""
+    bucket = f"delta-merge-{unique}"
+    aws("s3").create_bucket(Bucket=bucket)
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute(ORDERS)
+    ws = Workspace(tmp_path, sluice_bin, env=sluice_env, lake=f"s3://{bucket}/lake")
+    (ws.jobs / "connections.yaml").write_text(f'pg:\n  kind: postgres\n  url: "{postgres_database}"\n')
+    (ws.jobs / "orders.yaml").write_text(MERGE_JOB)
+    storage = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true"}
+
+    def lake():
+        t = DeltaTable(f"s3://{bucket}/lake/orders", storage_options=storage)
+        rows = t.to_pyarrow_table(columns=["id", "customer", "amount", "day"]).sort_by("id")
+        return list(zip(*[rows.column(c).to_pylist() for c in ["id", "customer", "amount", "day"]])), t
+
+    rng, next_id = random.Random(5), 5000
+    for run in range(4):
+        if run:
+            next_id = change_at_random(postgres_database, rng, next_id)
+        ws.sluice("run", "--job", "orders")
+        assert lake()[0] == expected_rows(postgres_database), f"run {run}"
+    files = len(lake()[1].file_uris())
+    assert "packs" in ws.sluice("optimize", "--job", "orders")
+    rows, table = lake()
+    assert rows == expected_rows(postgres_database) and len(table.file_uris()) < files
+    ws.sluice("vacuum", "--job", "orders", "--retain", "0s")
+    assert lake()[0] == expected_rows(postgres_database)

@@ -164,8 +164,21 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
         "touched",
         Arc::new(existing.only(|f| touched.contains(&f.path))),
     )?;
+    // The table's rows as the output's columns: a column the output gained (`evolve`)
+    // is NULL in them.
+    let table_schema = datafusion::datasource::TableProvider::schema(&existing);
+    let kept = input
+        .schema
+        .fields()
+        .iter()
+        .map(|f| match table_schema.field_with_name(f.name()) {
+            Ok(_) => format!("t.{}", quote(f.name())),
+            Err(_) => format!("NULL AS {}", quote(f.name())),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "SELECT {columns} FROM touched t WHERE NOT EXISTS (SELECT 1 FROM run_keys k WHERE {})",
+        "SELECT {kept} FROM touched t WHERE NOT EXISTS (SELECT 1 FROM run_keys k WHERE {})",
         key_match(input.key, "t")
     );
     let rewritten = super::write_sql(&ctx, &sql, &input.output(), "m").await?;

@@ -184,6 +184,35 @@ pub async fn holds_run(
 /// killed run (a run takes the job's lease, so only other writers' commits come between).
 const HISTORY_SEARCHED: usize = 1000;
 
+/// Before a run's first commit makes the folder of `table` a Delta table: refused where
+/// the folder already holds files other than the run's `own` (a Parquet table's, written
+/// before the job's format became delta), unless the run replaces them (a full run): no
+/// version would hold them, readers of the Delta table would not see them, and vacuum
+/// would remove them.
+pub async fn check_new_table(
+    lake: &Lake,
+    table: &str,
+    own: &[WrittenFile],
+    replaces: bool,
+) -> Result<()> {
+    if replaces || exists(lake, table).await? {
+        return Ok(());
+    }
+    let own: std::collections::HashSet<&str> = own.iter().map(|f| f.path.as_str()).collect();
+    let foreign = lake
+        .list(&lake.table_dir(table)?)
+        .await?
+        .into_iter()
+        .map(|o| lake.relative(&o.location))
+        .find(|p| !own.contains(p.as_str()));
+    match foreign {
+        None => Ok(()),
+        Some(path) => Err(Error::user(format!(
+            "the folder of table `{table}` already holds files that no Delta log lists ({path}, …): a Parquet table's, written before the job's target.format became delta; a Delta table there would hide them. Run the job once in mode full (which replaces them), or give it a new target.table"
+        ))),
+    }
+}
+
 /// What a run's commit changes in the table.
 pub enum Change {
     /// Adds the files (incremental runs and feeds).
