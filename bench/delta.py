@@ -84,11 +84,11 @@ class Bench:
         with open(os.path.join(self.jobs, name), "w") as f:
             f.write(text)
 
-    def job(self, name, mode, fmt, table=None, extra=""):
+    def job(self, name, mode, fmt, extra=""):
         self.write(f"{name}.yaml",
                    f"job: {name}\nsource:\n  connection: bench\n  table: public.orders\n  primary_key: [id]\n{extra}"
                    f"mode: {mode}\ntransform: SELECT *, date_format(created_at, '%Y-%m-%d') AS dt FROM source\n"
-                   f"target:\n  table: {table or name}\n  partition_by: [dt]\n  format: {fmt}\n")
+                   f"target:\n  table: {name}\n  partition_by: [dt]\n  format: {fmt}\n")
 
     def sluice(self, *args):
         wall, rss, out, cpu = timed_cpu(
@@ -104,8 +104,10 @@ class Bench:
         return wall, cpu, rss, summary
 
     def fresh(self, *tables):
+        """No trace of earlier runs: the tables, their manifests, the state."""
         for t in tables:
             shutil.rmtree(os.path.join(self.lake, t), ignore_errors=True)
+            shutil.rmtree(os.path.join(self.lake, "_sluice", "manifests", t), ignore_errors=True)
         shutil.rmtree(os.path.join(self.work, "state"), ignore_errors=True)
 
     def rounds(self, tools):
@@ -145,7 +147,7 @@ class Bench:
         # The merge job's table, loaded once (a merge run with an empty table), kept as a
         # template every round starts from.
         self.job("orders_merge", "merge", "delta", extra="  cursor: updated_at\n")
-        self.job("orders_full", "full", "delta", table="orders_merge")
+        self.job("orders_full", "full", "delta")
         self.fresh("orders_merge")
         self.run("orders_merge")
         template, state = os.path.join(self.work, "template"), os.path.join(self.work, "template-state")
@@ -160,9 +162,11 @@ class Bench:
         subprocess.run(["psql", "-q", url, "-c",
                         f"UPDATE orders SET amount = amount + 1, updated_at = now() WHERE {where}"], check=True)
 
-        def restore():
-            self.fresh("orders_merge")
-            shutil.copytree(template, os.path.join(self.lake, "orders_merge"))
+        def restore(table="orders_merge"):
+            """The loaded table as the template holds it (a full reload overwrites a copy
+            of it: the same table, its own job)."""
+            self.fresh(table)
+            shutil.copytree(template, os.path.join(self.lake, table))
             shutil.copytree(state, os.path.join(self.work, "state"))
 
         def sluice_merge():
@@ -173,7 +177,7 @@ class Bench:
             return wall, cpu, rss
 
         def sluice_full():
-            restore()
+            restore("orders_full")
             return self.run("orders_full")[:3]
 
         def python_merge():

@@ -25,7 +25,9 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
+use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +51,11 @@ pub struct WrittenFile {
     pub partition: String,
     pub rows: u64,
     pub bytes: u64,
+    /// The integer columns' exact bounds and NULL counts, from the file's footer, in the
+    /// shape of Delta's file statistics (`minValues`, `maxValues`, `nullCount`): what a
+    /// merge prunes files by, and what readers of a Delta table skip files by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Value>,
 }
 
 struct OpenFile {
@@ -322,7 +329,7 @@ impl PartitionedWriter {
             rows,
             ..
         } = file;
-        writer
+        let footer = writer
             .finish()
             .await
             .map_err(|e| Error::external(format!("finishing {path}: {e}")))?;
@@ -333,6 +340,7 @@ impl PartitionedWriter {
             partition: partition.to_string(),
             rows,
             bytes,
+            stats: integer_bounds(&footer, &self.file_schema),
         });
         Ok(())
     }
@@ -379,6 +387,72 @@ impl PartitionedWriter {
 
 fn is_contiguous(rows: &[u32]) -> bool {
     rows.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+/// The exact bounds and NULL counts of the file's integer columns, over its row groups;
+/// a column leaves out when a row group with values has no exact bounds for it.
+fn integer_bounds(footer: &ParquetMetaData, schema: &Schema) -> Option<serde_json::Value> {
+    let (mut min, mut max, mut nulls) = (
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+        serde_json::Map::new(),
+    );
+    for (i, field) in schema.fields().iter().enumerate() {
+        use datafusion::arrow::datatypes::DataType as T;
+        if !matches!(field.data_type(), T::Int8 | T::Int16 | T::Int32 | T::Int64) {
+            continue;
+        }
+        let mut bounds: Option<(i64, i64)> = None;
+        let mut null_count = 0u64;
+        let mut exact = true;
+        for group in footer.row_groups() {
+            let Some(column) = (i < group.num_columns())
+                .then(|| group.column(i))
+                .filter(|c| c.column_path().string() == *field.name())
+            else {
+                exact = false;
+                break;
+            };
+            let (values, nulls_here) = match column.statistics() {
+                Some(Statistics::Int32(s)) if s.min_is_exact() && s.max_is_exact() => (
+                    s.min_opt()
+                        .zip(s.max_opt())
+                        .map(|(a, b)| (i64::from(*a), i64::from(*b))),
+                    s.null_count_opt().unwrap_or(0),
+                ),
+                Some(Statistics::Int64(s)) if s.min_is_exact() && s.max_is_exact() => (
+                    s.min_opt().zip(s.max_opt()).map(|(a, b)| (*a, *b)),
+                    s.null_count_opt().unwrap_or(0),
+                ),
+                _ => {
+                    exact = false;
+                    break;
+                }
+            };
+            null_count += nulls_here;
+            match values {
+                Some((lo, hi)) => {
+                    bounds = Some(bounds.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+                }
+                // A row group of NULLs only has no bounds.
+                None if u64::try_from(column.num_values()).ok() == Some(nulls_here) => {}
+                None => {
+                    exact = false;
+                    break;
+                }
+            }
+        }
+        if !exact {
+            continue;
+        }
+        nulls.insert(field.name().clone(), null_count.into());
+        if let Some((lo, hi)) = bounds {
+            min.insert(field.name().clone(), lo.into());
+            max.insert(field.name().clone(), hi.into());
+        }
+    }
+    (!nulls.is_empty())
+        .then(|| serde_json::json!({ "minValues": min, "maxValues": max, "nullCount": nulls }))
 }
 
 /// Hive's escaping of partition values: characters that mean something in a path or to
@@ -621,6 +695,48 @@ mod tests {
             }
             prop_assert_eq!(seen.len(), by_id.len());
         }
+    }
+
+    /// Each file's integer bounds are its own rows' (the Delta statistics a merge prunes
+    /// by); a text column has none.
+    #[tokio::test]
+    async fn files_carry_their_integer_bounds() -> Result<()> {
+        let lake = Lake::in_memory();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("p", DataType::Utf8, true),
+        ]));
+        let mut writer = PartitionedWriter::new(
+            lake,
+            &target(1 << 20),
+            "0123456789abcdef",
+            &schema,
+            None,
+            WriterBudget {
+                row_groups: 64 << 20,
+                open_files: 4,
+            },
+        )?;
+        let ids = Int64Array::from(vec![Some(-5), None, Some(40), Some(7)]);
+        let parts = StringArray::from(vec!["a", "a", "b", "b"]);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(parts)])
+            .map_err(|e| Error::internal(e.to_string()))?;
+        writer.write(&batch).await?;
+        let mut files = writer.finish().await?;
+        files.sort_by(|a, b| a.partition.cmp(&b.partition));
+        let stats: Vec<_> = files.iter().map(|f| f.stats.clone()).collect();
+        assert_eq!(
+            stats,
+            [
+                Some(
+                    serde_json::json!({"minValues": {"id": -5}, "maxValues": {"id": -5}, "nullCount": {"id": 1}})
+                ),
+                Some(
+                    serde_json::json!({"minValues": {"id": 7}, "maxValues": {"id": 40}, "nullCount": {"id": 0}})
+                ),
+            ]
+        );
+        Ok(())
     }
 
     #[tokio::test]

@@ -121,6 +121,8 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
             .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
         register(&ctx, "run_keys", Arc::new(table))?;
     }
+    // Read before the run's files may be written again below.
+    let bounds = key_bounds(&ctx, input.key, &input.schema).await?;
     let mut merged = Merged {
         deletes,
         ..Merged::default()
@@ -150,7 +152,7 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     let Some(existing) = existing else {
         return Ok(merged);
     };
-    let touched = touched_files(&ctx, &existing, input.key).await?;
+    let touched = touched_files(&ctx, &existing, input.key, bounds).await?;
     if touched.is_empty() {
         return Ok(merged);
     }
@@ -194,13 +196,52 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     Ok(merged)
 }
 
-/// The table's files that hold at least one of the run's keys, two files at a time.
+/// The least and greatest of the run's keys, for a key of one integer column.
+async fn key_bounds(
+    ctx: &SessionContext,
+    key: &[String],
+    schema: &SchemaRef,
+) -> Result<Option<(String, i64, i64)>> {
+    use datafusion::arrow::datatypes::DataType as T;
+    let [column] = key else {
+        return Ok(None);
+    };
+    match schema.field_with_name(column).map(|f| f.data_type()) {
+        Ok(T::Int8 | T::Int16 | T::Int32 | T::Int64) => {}
+        _ => return Ok(None),
+    }
+    let q = quote(column);
+    let lo = scalar(
+        ctx,
+        &format!("SELECT CAST(min({q}) AS BIGINT) FROM incoming"),
+    )
+    .await?;
+    let hi = scalar(
+        ctx,
+        &format!("SELECT CAST(max({q}) AS BIGINT) FROM incoming"),
+    )
+    .await?;
+    Ok(lo.zip(hi).map(|(lo, hi)| (column.clone(), lo, hi)))
+}
+
+/// The table's files that hold at least one of the run's keys, two files at a time; a
+/// file whose statistics bound the key outside the run's keys is not read.
 async fn touched_files(
     ctx: &SessionContext,
     existing: &DeltaFiles,
     key: &[String],
+    bounds: Option<(String, i64, i64)>,
 ) -> Result<BTreeSet<String>> {
-    let paths: Vec<String> = existing.files().map(|f| f.path.clone()).collect();
+    let paths: Vec<String> = existing
+        .files()
+        .filter(
+            |f| match (&bounds, bounds.as_ref().and_then(|(c, _, _)| f.bounds(c))) {
+                (Some((_, lo, hi)), Some((min, max))) => max >= *lo && min <= *hi,
+                _ => true,
+            },
+        )
+        .map(|f| f.path.clone())
+        .collect();
     let found = futures::stream::iter(paths.into_iter().enumerate().map(|(i, path)| {
         let ctx = ctx.clone();
         let file = existing.only(|f| f.path == path);
@@ -232,6 +273,13 @@ fn key_match(key: &[String], alias: &str) -> String {
 }
 
 async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
+    Ok(scalar(ctx, sql)
+        .await?
+        .map_or(0, |n| n.max(0).unsigned_abs()))
+}
+
+/// The one BIGINT `sql` answers (`None`: NULL).
+async fn scalar(ctx: &SessionContext, sql: &str) -> Result<Option<i64>> {
     let batches = ctx
         .sql(sql)
         .await
@@ -242,8 +290,8 @@ async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
     Ok(batches
         .first()
         .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>())
-        .filter(|a| !a.is_empty())
-        .map_or(0, |a| a.value(0).max(0) as u64))
+        .filter(|a| !a.is_empty() && a.is_valid(0))
+        .map(|a| a.value(0)))
 }
 
 fn register(

@@ -455,9 +455,20 @@ fn add_action(table: &str, file: &WrittenFile, now: i64) -> Result<Add> {
         size: i64::try_from(file.bytes).unwrap_or(i64::MAX),
         modification_time: now,
         data_change: true,
-        stats: Some(serde_json::json!({ "numRecords": file.rows }).to_string()),
+        stats: Some(delta_stats(file).to_string()),
         ..Add::default()
     })
+}
+
+/// A written file's Delta statistics: its row count and its integer columns' bounds.
+fn delta_stats(file: &WrittenFile) -> serde_json::Value {
+    let mut stats = serde_json::json!({ "numRecords": file.rows });
+    if let (Some(serde_json::Value::Object(bounds)), Some(out)) =
+        (&file.stats, stats.as_object_mut())
+    {
+        out.extend(bounds.clone());
+    }
+    stats
 }
 
 /// `dt=2024-05-01/region=%2Fx` → `{dt: 2024-05-01, region: /x}` (Hive escapes undone,

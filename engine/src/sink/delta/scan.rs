@@ -35,6 +35,18 @@ pub struct LiveFile {
     pub size: u64,
     pub rows: Option<u64>,
     pub partition_values: std::collections::HashMap<String, Option<String>>,
+    /// Its Delta statistics (`minValues`, `maxValues`, `nullCount`), where written.
+    pub stats: Option<serde_json::Value>,
+}
+
+impl LiveFile {
+    /// The bounds its statistics give an integer column, if they give them.
+    pub fn bounds(&self, column: &str) -> Option<(i64, i64)> {
+        let stats = self.stats.as_ref()?;
+        let lo = stats.get("minValues")?.get(column)?.as_i64()?;
+        let hi = stats.get("maxValues")?.get(column)?.as_i64()?;
+        Some((lo, hi))
+    }
 }
 
 /// A Delta table version's files and schema.
@@ -71,6 +83,7 @@ impl DeltaFiles {
                 size: u64::try_from(view.size()).unwrap_or(0),
                 rows: view.num_records().map(|n| n as u64),
                 partition_values: view.partition_values_map(),
+                stats: view.stats().and_then(|s| serde_json::from_str(&s).ok()),
             })
             .collect();
         let mut out = Self::from_parts(
@@ -103,6 +116,7 @@ impl DeltaFiles {
                 size: f.bytes,
                 rows: Some(f.rows),
                 partition_values: partition_values(&f.partition),
+                stats: f.stats.clone(),
             })
             .collect();
         DeltaFiles::from_parts(lake, table, schema, partition_by.to_vec(), live)
