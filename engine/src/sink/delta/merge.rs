@@ -166,8 +166,9 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
         "touched",
         Arc::new(existing.only(|f| touched.contains(&f.path))),
     )?;
-    // The table's rows as the output's columns: a column the output gained (`evolve`)
-    // is NULL in them.
+    // The table's rows as the output's columns (a column the output gained, `evolve`, is
+    // NULL in them), without the run's keys. The run's keys are the join's build side,
+    // the table's rows stream past them.
     let table_schema = datafusion::datasource::TableProvider::schema(&existing);
     let kept = input
         .schema
@@ -180,7 +181,7 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
-        "SELECT {kept} FROM touched t WHERE NOT EXISTS (SELECT 1 FROM run_keys k WHERE {})",
+        "SELECT {kept} FROM run_keys k RIGHT ANTI JOIN touched t ON {}",
         key_match(input.key, "t")
     );
     let rewritten = super::write_sql(&ctx, &sql, &input.output(), "m").await?;
@@ -249,7 +250,7 @@ async fn touched_files(
             let name = format!("file_{i}");
             register(&ctx, &name, Arc::new(file))?;
             let sql = format!(
-                "SELECT count(*) FROM {name} t WHERE EXISTS (SELECT 1 FROM run_keys k WHERE {})",
+                "SELECT count(*) FROM run_keys k RIGHT SEMI JOIN {name} t ON {}",
                 key_match(key, "t")
             );
             let n = count(&ctx, &sql).await;
