@@ -59,18 +59,12 @@ pub async fn optimize(
     if groups.is_empty() {
         return Ok(Optimized::default());
     }
-    let chosen: std::collections::BTreeSet<&str> =
-        groups.values().flatten().map(|f| f.path.as_str()).collect();
-    let picked = files.only(|f| chosen.contains(f.path.as_str()));
     let ctx = super::merge::session(lake, pool)?;
-    ctx.register_table("packed", std::sync::Arc::new(picked))
-        .map_err(|e| crate::error::classify_datafusion(e, "optimize"))?;
     let schema = std::sync::Arc::new(
         datafusion::datasource::TableProvider::schema(&files)
             .as_ref()
             .clone(),
     );
-    // One partition at a time keeps one file open: the packed files fill up in turn.
     let columns = super::column_list(&schema);
     let target = Target {
         partition_by: files.partition_columns().to_vec(),
@@ -83,14 +77,26 @@ pub async fn optimize(
         key: op_key,
         writer,
     };
-    let written = super::write_sql(&ctx, &format!("SELECT {columns} FROM packed"), &out, "o").await;
-    let written = match written {
-        Ok(w) => w,
-        Err(e) => {
-            crate::sink::remove_run(lake, table, op_key).await.ok();
-            return Err(e);
+    // One partition at a time: its packed files fill up in turn.
+    let mut written = Vec::new();
+    for group in groups.values() {
+        let chosen: std::collections::BTreeSet<&str> =
+            group.iter().map(|f| f.path.as_str()).collect();
+        let packed = files.only(|f| chosen.contains(f.path.as_str()));
+        let pass = async {
+            ctx.deregister_table("packed")
+                .and_then(|_| ctx.register_table("packed", std::sync::Arc::new(packed)))
+                .map_err(|e| crate::error::classify_datafusion(e, "optimize"))?;
+            super::write_sql(&ctx, &format!("SELECT {columns} FROM packed"), &out, "o").await
+        };
+        match pass.await {
+            Ok(files) => written.extend(files),
+            Err(e) => {
+                crate::sink::remove_run(lake, table, op_key).await.ok();
+                return Err(e);
+            }
         }
-    };
+    }
     let now = chrono::Utc::now().timestamp_millis();
     let removes = groups
         .values()
