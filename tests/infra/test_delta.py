@@ -120,12 +120,18 @@ def change_at_random(url, rng, next_id):
         return next_id + n
 
 
-def test_twenty_merges_converge_to_the_source(tmp_path, postgres_database, sluice_bin):
+def orders_workspace(tmp_path, postgres_database, sluice_bin, **where):
+    """The orders table in PostgreSQL and its merge job into a Delta table."""
     with psycopg.connect(postgres_database, autocommit=True) as conn:
         conn.execute(ORDERS)
-    ws = Workspace(tmp_path, sluice_bin)
+    ws = Workspace(tmp_path, sluice_bin, **where)
     (ws.jobs / "connections.yaml").write_text(f'pg:\n  kind: postgres\n  url: "{postgres_database}"\n')
     (ws.jobs / "orders.yaml").write_text(MERGE_JOB)
+    return ws
+
+
+def test_twenty_merges_converge_to_the_source(tmp_path, postgres_database, sluice_bin):
+    ws = orders_workspace(tmp_path, postgres_database, sluice_bin)
     rng, next_id, previous = random.Random(17), 5000, None
     for run in range(20):
         if run:
@@ -183,11 +189,7 @@ def test_a_reader_never_sees_half_a_full_reload(tmp_path, postgres_database, slu
 
 
 def test_optimize_and_vacuum_keep_every_row(tmp_path, postgres_database, sluice_bin):
-    with psycopg.connect(postgres_database, autocommit=True) as conn:
-        conn.execute(ORDERS)
-    ws = Workspace(tmp_path, sluice_bin)
-    (ws.jobs / "connections.yaml").write_text(f'pg:\n  kind: postgres\n  url: "{postgres_database}"\n')
-    (ws.jobs / "orders.yaml").write_text(MERGE_JOB)
+    ws = orders_workspace(tmp_path, postgres_database, sluice_bin)
     rng, next_id = random.Random(3), 5000
     for run in range(6):
         if run:
@@ -253,11 +255,7 @@ def test_merge_and_optimize_on_s3(tmp_path, aws, endpoint, unique, postgres_data
     optimize and vacuum work there too; deltalake reads the result."""
     bucket = f"delta-merge-{unique}"
     aws("s3").create_bucket(Bucket=bucket)
-    with psycopg.connect(postgres_database, autocommit=True) as conn:
-        conn.execute(ORDERS)
-    ws = Workspace(tmp_path, sluice_bin, env=sluice_env, lake=f"s3://{bucket}/lake")
-    (ws.jobs / "connections.yaml").write_text(f'pg:\n  kind: postgres\n  url: "{postgres_database}"\n')
-    (ws.jobs / "orders.yaml").write_text(MERGE_JOB)
+    ws = orders_workspace(tmp_path, postgres_database, sluice_bin, env=sluice_env, lake=f"s3://{bucket}/lake")
     storage = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true"}
 

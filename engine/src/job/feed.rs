@@ -62,8 +62,8 @@ const TABLE_FIELDS: [&str; 7] = [
     "cursor",
     "primary_key",
     "lag",
-    "delete_when",
     "split",
+    "delete_when",
 ];
 const QUEUE_FIELDS: [&str; 4] = ["record", "message_columns", "queue", "collect"];
 const API_FIELDS: [&str; 8] = [

@@ -568,18 +568,17 @@ mod tests {
         }
     }
 
-    /// Writes `batches` of (id, partition value) rows; returns, per file, its path and the
-    /// ids it holds.
-    async fn write_and_read(
-        batches: Vec<Vec<(i64, Option<String>)>>,
+    /// A writer of (id, partition value `p`) rows into table `t`, and their schema.
+    fn id_writer(
+        lake: &Lake,
+        nullable: bool,
         file_size: u64,
-    ) -> Result<Vec<(String, Vec<i64>)>> {
-        let lake = Lake::in_memory();
+    ) -> Result<(SchemaRef, PartitionedWriter)> {
         let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
+            Field::new("id", DataType::Int64, nullable),
             Field::new("p", DataType::Utf8, true),
         ]));
-        let mut writer = PartitionedWriter::new(
+        let writer = PartitionedWriter::new(
             lake.clone(),
             &target(file_size),
             "0123456789abcdef",
@@ -590,6 +589,17 @@ mod tests {
                 open_files: 4,
             },
         )?;
+        Ok((schema, writer))
+    }
+
+    /// Writes `batches` of (id, partition value) rows; returns, per file, its path and the
+    /// ids it holds.
+    async fn write_and_read(
+        batches: Vec<Vec<(i64, Option<String>)>>,
+        file_size: u64,
+    ) -> Result<Vec<(String, Vec<i64>)>> {
+        let lake = Lake::in_memory();
+        let (schema, mut writer) = id_writer(&lake, false, file_size)?;
         for rows in batches {
             let ids = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
             let parts = StringArray::from(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>());
@@ -701,22 +711,7 @@ mod tests {
     /// by); a text column has none.
     #[tokio::test]
     async fn files_carry_their_integer_bounds() -> Result<()> {
-        let lake = Lake::in_memory();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("p", DataType::Utf8, true),
-        ]));
-        let mut writer = PartitionedWriter::new(
-            lake,
-            &target(1 << 20),
-            "0123456789abcdef",
-            &schema,
-            None,
-            WriterBudget {
-                row_groups: 64 << 20,
-                open_files: 4,
-            },
-        )?;
+        let (schema, mut writer) = id_writer(&Lake::in_memory(), true, 1 << 20)?;
         let ids = Int64Array::from(vec![Some(-5), None, Some(40), Some(7)]);
         let parts = StringArray::from(vec!["a", "a", "b", "b"]);
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(parts)])
