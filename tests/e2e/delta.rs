@@ -358,3 +358,42 @@ async fn a_parquet_table_is_not_hidden_by_a_new_delta_log() {
     ws.run_ok("orders");
     assert_eq!(totals(&ws, &[]), ["2", "2", "30"]);
 }
+
+/// A Delta table's columns keep their types: an `evolve` that widens one is refused before
+/// anything is committed, and a full run may replace the schema.
+#[tokio::test]
+async fn a_widened_column_is_refused_unless_a_full_run_replaces_the_table() {
+    let ws = Workspace::new();
+    let url = source(&ws).await;
+    let job = |mode: &str, cast: &str| {
+        format!(
+            "job: orders\nsource:\n  connection: src\n  table: orders\n  cursor: updated_at\n  primary_key: [id]\nmode: {mode}\ntransform: SELECT id, CAST(amount AS {cast}) AS amount, updated_at FROM source\ntarget:\n  table: orders\n  format: delta\n  on_schema_change: evolve\n"
+        )
+    };
+    exec(
+        &url,
+        "INSERT INTO orders VALUES (1, 'a', 10, 'd', NULL, 1);",
+    )
+    .await;
+    ws.write_job("orders.yaml", &job("incremental", "INT"));
+    ws.run_ok("orders");
+    exec(
+        &url,
+        "INSERT INTO orders VALUES (2, 'b', 20, 'd', NULL, 2);",
+    )
+    .await;
+    ws.write_job("orders.yaml", &job("incremental", "BIGINT"));
+    let refused = ws.sluice(&["run", "--job", "orders"]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("changes the type of `amount`"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(totals(&ws, &[]), ["1", "1", "10"], "nothing committed");
+    ws.write_job("orders.yaml", &job("full", "BIGINT"));
+    ws.run_ok("orders");
+    assert_eq!(totals(&ws, &[]), ["2", "2", "30"]);
+    let types = lake_sql(&ws, "SELECT arrow_typeof(amount) AS t FROM orders LIMIT 1");
+    assert!(types.contains("Int64"), "{types}");
+}

@@ -51,7 +51,9 @@ pub struct Planned {
 
 pub async fn plan(job: &Job, ctx: &Context, written: &Written<'_>) -> Result<Planned> {
     let files = written.manifest.files.clone();
-    delta::check_new_table(&ctx.lake, &job.target.table, &files, job.mode == Mode::Full).await?;
+    let replaces = job.mode == Mode::Full;
+    delta::check_new_table(&ctx.lake, &job.target.table, &files, replaces).await?;
+    delta::check_schema(&ctx.lake, &job.target.table, &written.schema, replaces).await?;
     let mut planned = Planned {
         files: Vec::new(),
         change: Change::Append,

@@ -213,6 +213,43 @@ pub async fn check_new_table(
     }
 }
 
+/// Before a run's commit (and before it records what it will commit): its output may add
+/// columns to the table's, not change their types (that is Delta's type-widening table
+/// feature, which sluice does not write), unless the run replaces the table (a full run).
+pub async fn check_schema(lake: &Lake, table: &str, output: &Schema, replaces: bool) -> Result<()> {
+    if replaces {
+        return Ok(());
+    }
+    let Some(delta) = open(lake, table, AsOf::Latest).await? else {
+        return Ok(());
+    };
+    let current = delta
+        .snapshot()
+        .map_err(|e| classify(e, &format!("the Delta table {table}")))?
+        .schema();
+    let changed: Vec<String> = delta_schema(output)?
+        .fields()
+        .filter_map(|f| {
+            let old = current.field(f.name())?;
+            (old.data_type() != f.data_type()).then(|| {
+                format!(
+                    "`{}` from {} to {}",
+                    f.name(),
+                    old.data_type(),
+                    f.data_type()
+                )
+            })
+        })
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::user(format!(
+        "the output changes the type of {} in Delta table `{table}`, whose columns keep their types: run the job once in mode full (it replaces the table's schema), or keep the contract's types",
+        changed.join(", ")
+    )))
+}
+
 /// What a run's commit changes in the table.
 pub enum Change {
     /// Adds the files (incremental runs and feeds).
@@ -256,7 +293,8 @@ pub async fn commit(lake: &Lake, c: Commit<'_>) -> Result<u64> {
         .snapshot()
         .map_err(|e| classify(e, &format!("the Delta table {}", c.table)))?;
     let mut actions = Vec::new();
-    // `evolve`: columns the contract gained join the table's schema in the same commit.
+    // `evolve`: columns the contract gained join the table's schema in the same commit; a
+    // full run replaces the schema with its output's.
     let wanted = delta_schema(&c.schema)?;
     let current = snapshot.schema();
     let added: Vec<_> = wanted
@@ -264,9 +302,14 @@ pub async fn commit(lake: &Lake, c: Commit<'_>) -> Result<u64> {
         .filter(|f| current.field(f.name()).is_none())
         .cloned()
         .collect();
-    if !added.is_empty() {
-        let merged = StructType::try_new(current.fields().cloned().chain(added))
-            .map_err(|e| Error::internal(format!("the evolved schema of {}: {e}", c.table)))?;
+    let replaced = matches!(c.change, Change::Overwrite) && wanted != *current;
+    if replaced || !added.is_empty() {
+        let merged = if replaced {
+            Ok(wanted.clone())
+        } else {
+            StructType::try_new(current.fields().cloned().chain(added))
+        }
+        .map_err(|e| Error::internal(format!("the evolved schema of {}: {e}", c.table)))?;
         let metadata = snapshot
             .metadata()
             .clone()
