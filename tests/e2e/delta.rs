@@ -32,6 +32,13 @@ fn totals(ws: &Workspace, extra: &[&str]) -> Vec<String> {
     first_row(&run.stdout())
 }
 
+/// Runs the job `orders` and expects the user's error saying `says`.
+fn refused(ws: &Workspace, says: &str) {
+    let run = ws.sluice(&["run", "--job", "orders"]);
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(run.stderr().contains(says), "{}", run.stderr());
+}
+
 fn log_versions(ws: &Workspace, table: &str) -> usize {
     std::fs::read_dir(ws.lake().join(table).join("_delta_log"))
         .map(|d| {
@@ -342,13 +349,7 @@ async fn a_parquet_table_is_not_hidden_by_a_new_delta_log() {
     )
     .await;
     ws.write_job("orders.yaml", &job("merge", "delta"));
-    let refused = ws.sluice(&["run", "--job", "orders"]);
-    assert_eq!(refused.code(), 2, "{}", refused.stderr());
-    assert!(
-        refused.stderr().contains("mode full"),
-        "{}",
-        refused.stderr()
-    );
+    refused(&ws, "mode full");
     assert_eq!(
         totals(&ws, &[]),
         ["1", "1", "10"],
@@ -383,13 +384,7 @@ async fn a_widened_column_is_refused_unless_a_full_run_replaces_the_table() {
     )
     .await;
     ws.write_job("orders.yaml", &job("incremental", "BIGINT"));
-    let refused = ws.sluice(&["run", "--job", "orders"]);
-    assert_eq!(refused.code(), 2, "{}", refused.stderr());
-    assert!(
-        refused.stderr().contains("changes the type of `amount`"),
-        "{}",
-        refused.stderr()
-    );
+    refused(&ws, "changes the type of `amount`");
     assert_eq!(totals(&ws, &[]), ["1", "1", "10"], "nothing committed");
     ws.write_job("orders.yaml", &job("full", "BIGINT"));
     ws.run_ok("orders");
