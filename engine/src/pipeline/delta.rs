@@ -20,10 +20,11 @@ use super::{Context, RunSummary};
 use crate::budget::MemoryBudget;
 use crate::error::{Error, Result};
 use crate::job::{Job, Mode};
-use crate::sink::delta::{self, Change, Commit, merge};
+use crate::sink::delta::{self, AsOf, Change, Commit, merge};
 use crate::sink::{Manifest, WrittenFile};
 use crate::store::{DeltaAttempt, JobState, Versioned};
 use crate::summary::DeltaReport;
+use deltalake_core::DeltaTable;
 
 /// What the run wrote, for its commit.
 pub struct Written<'a> {
@@ -42,6 +43,8 @@ pub async fn next_txn(job: &Job, ctx: &Context) -> Result<i64> {
 /// What the commit will do (6a): on failure nothing is committed and the caller
 /// removes the attempt's files.
 pub struct Planned {
+    /// The table as the run read it, read once: checked, merged into, committed over.
+    read: Option<DeltaTable>,
     files: Vec<WrittenFile>,
     change: Change,
     schema: SchemaRef,
@@ -51,10 +54,13 @@ pub struct Planned {
 
 pub async fn plan(job: &Job, ctx: &Context, written: &Written<'_>) -> Result<Planned> {
     let files = written.manifest.files.clone();
+    let table = job.target.table.as_str();
+    let read = delta::open(&ctx.lake, table, AsOf::Latest).await?;
     let replaces = job.mode == Mode::Full;
-    delta::check_new_table(&ctx.lake, &job.target.table, &files, replaces).await?;
-    delta::check_schema(&ctx.lake, &job.target.table, &written.schema, replaces).await?;
+    delta::check_new_table(&ctx.lake, (table, read.as_ref()), &files, replaces).await?;
+    delta::check_schema((table, read.as_ref()), &written.schema, replaces)?;
     let mut planned = Planned {
+        read: None,
         files: Vec::new(),
         change: Change::Append,
         schema: written.schema.clone(),
@@ -82,6 +88,7 @@ pub async fn plan(job: &Job, ctx: &Context, written: &Written<'_>) -> Result<Pla
                 key: &job.primary_key,
                 cursor: job.cursor.as_deref(),
                 delete_when: job.delete_when.as_deref(),
+                read: read.as_ref(),
                 pool: written.budget.pool(),
                 writer: written.budget.writer(),
             })
@@ -91,10 +98,12 @@ pub async fn plan(job: &Job, ctx: &Context, written: &Written<'_>) -> Result<Pla
             planned.report.rewritten_files = merged.removes.len();
             planned.files = merged.files;
             planned.change = Change::Rewrite(merged.removes);
+            planned.read = read;
             return Ok(planned);
         }
     }
     planned.files = files;
+    planned.read = read;
     Ok(planned)
 }
 
@@ -133,6 +142,7 @@ pub async fn commit(
         &ctx.lake,
         Commit {
             table: &job.target.table,
+            read: planned.read.as_ref(),
             schema: planned.schema,
             partition_by: planned.partition_by,
             files: &planned.files,

@@ -42,12 +42,13 @@ pub async fn optimize(
     writer: WriterBudget,
 ) -> Result<Optimized> {
     let table = &target.table;
-    let Some(files) = DeltaFiles::open(lake, table, AsOf::Latest).await? else {
+    let Some(delta) = super::open(lake, table, AsOf::Latest).await? else {
         return Err(Error::user(format!(
             "`{table}` is not a Delta table in {} (optimize packs Delta tables: set target.format: delta and run the job)",
             lake.url()
         )));
     };
+    let files = DeltaFiles::of(lake, table, &delta)?;
     let small = (target.file_size as f64 * SMALL) as u64;
     let mut groups: BTreeMap<Vec<(String, Option<String>)>, Vec<&LiveFile>> = BTreeMap::new();
     for file in files.files().filter(|f| f.size < small) {
@@ -110,6 +111,7 @@ pub async fn optimize(
         lake,
         Commit {
             table,
+            read: Some(&delta),
             schema: schema.clone(),
             partition_by: target.partition_by.clone(),
             files: &written,

@@ -26,11 +26,12 @@ use deltalake_core::kernel::Remove;
 use futures::{StreamExt, TryStreamExt};
 
 use super::scan::{DeltaFiles, LiveFile};
-use super::{AsOf, column_list, quote};
+use super::{column_list, quote};
 use crate::budget::WriterBudget;
 use crate::error::{Error, Result, classify_datafusion};
 use crate::job::Target;
 use crate::sink::{Lake, WrittenFile};
+use deltalake_core::DeltaTable;
 
 /// What a merge reads.
 pub struct MergeInput<'a> {
@@ -45,6 +46,8 @@ pub struct MergeInput<'a> {
     /// Orders a key's rows within the run: the last wins.
     pub cursor: Option<&'a str>,
     pub delete_when: Option<&'a str>,
+    /// The table as the run read it (`None`: there is none yet).
+    pub read: Option<&'a DeltaTable>,
     /// Bytes the merge's queries may hold.
     pub pool: u64,
     pub writer: WriterBudget,
@@ -102,9 +105,10 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
         Some(p) => count(&ctx, &format!("SELECT count(*) FROM incoming WHERE {p}")).await?,
         None => 0,
     };
-    let existing = match DeltaFiles::open(input.lake, table, AsOf::Latest).await? {
-        Some(files) if files.files().next().is_some() => Some(files),
-        _ => None,
+    let existing = match input.read {
+        Some(delta) => Some(DeltaFiles::of(input.lake, table, delta)?)
+            .filter(|files| files.files().next().is_some()),
+        None => None,
     };
     // The run's distinct keys, when there are rows of the table they may match.
     if existing.is_some() {

@@ -130,13 +130,17 @@ pub async fn open(lake: &Lake, table: &str, as_of: AsOf) -> Result<Option<DeltaT
 
 /// The last transaction version `app` committed to `table` (0: none).
 pub async fn txn_version(lake: &Lake, table: &str, app: &str) -> Result<i64> {
-    let Some(delta) = open(lake, table, AsOf::Latest).await? else {
-        return Ok(0);
-    };
-    let state = delta
+    match open(lake, table, AsOf::Latest).await? {
+        Some(delta) => txn_of(&delta, table, app).await,
+        None => Ok(0),
+    }
+}
+
+/// The last transaction version `app` committed to the version `delta` is loaded at.
+async fn txn_of(delta: &DeltaTable, table: &str, app: &str) -> Result<i64> {
+    delta
         .snapshot()
-        .map_err(|e| classify(e, &format!("the Delta table {table}")))?;
-    state
+        .map_err(|e| classify(e, &format!("the Delta table {table}")))?
         .transaction_version(delta.log_store().as_ref(), app)
         .await
         .map(|v| v.unwrap_or(0))
@@ -155,12 +159,12 @@ pub async fn holds_run(
     run_key: &str,
 ) -> Result<bool> {
     use futures::TryStreamExt;
-    if txn_version(lake, table, app).await? < txn {
-        return Ok(false);
-    }
     let Some(delta) = open(lake, table, AsOf::Latest).await? else {
         return Ok(false);
     };
+    if txn_of(&delta, table, app).await? < txn {
+        return Ok(false);
+    }
     let mut history = delta.history(Some(HISTORY_SEARCHED));
     while let Some(info) = history
         .try_next()
@@ -184,18 +188,19 @@ pub async fn holds_run(
 /// killed run (a run takes the job's lease, so only other writers' commits come between).
 const HISTORY_SEARCHED: usize = 1000;
 
-/// Before a run's first commit makes the folder of `table` a Delta table: refused where
-/// the folder already holds files other than the run's `own` (a Parquet table's, written
-/// before the job's format became delta), unless the run replaces them (a full run): no
-/// version would hold them, readers of the Delta table would not see them, and vacuum
-/// would remove them.
+/// Before a run's first commit makes the folder of `table` a Delta table (`read`: the
+/// table the run read, `None` when there is none yet): refused where the folder already
+/// holds files other than the run's `own` (a Parquet table's, written before the job's
+/// format became delta), unless the run replaces them (a full run): no version would
+/// hold them, readers of the Delta table would not see them, and vacuum would remove
+/// them.
 pub async fn check_new_table(
     lake: &Lake,
-    table: &str,
+    (table, read): (&str, Option<&DeltaTable>),
     own: &[WrittenFile],
     replaces: bool,
 ) -> Result<()> {
-    if replaces || exists(lake, table).await? {
+    if replaces || read.is_some() {
         return Ok(());
     }
     let own: std::collections::HashSet<&str> = own.iter().map(|f| f.path.as_str()).collect();
@@ -216,11 +221,12 @@ pub async fn check_new_table(
 /// Before a run's commit (and before it records what it will commit): its output may add
 /// columns to the table's, not change their types (that is Delta's type-widening table
 /// feature, which sluice does not write), unless the run replaces the table (a full run).
-pub async fn check_schema(lake: &Lake, table: &str, output: &Schema, replaces: bool) -> Result<()> {
-    if replaces {
-        return Ok(());
-    }
-    let Some(delta) = open(lake, table, AsOf::Latest).await? else {
+pub fn check_schema(
+    (table, read): (&str, Option<&DeltaTable>),
+    output: &Schema,
+    replaces: bool,
+) -> Result<()> {
+    let Some(delta) = read.filter(|_| !replaces) else {
         return Ok(());
     };
     let current = delta
@@ -268,6 +274,9 @@ pub enum Change {
 /// One run's commit.
 pub struct Commit<'a> {
     pub table: &'a str,
+    /// The version the run read (what its merge, optimize or checks saw): the commit's
+    /// conflicts are checked against every commit since. `None`: the latest.
+    pub read: Option<&'a DeltaTable>,
     /// The output's columns, partition columns included, in the table's order.
     pub schema: SchemaRef,
     pub partition_by: Vec<String>,
@@ -284,10 +293,16 @@ pub struct Commit<'a> {
 /// Commits a run's files; returns the table version that holds them.
 pub async fn commit(lake: &Lake, c: Commit<'_>) -> Result<u64> {
     let log = log_store(lake, c.table)?;
-    let delta = open(lake, c.table, AsOf::Latest).await?;
-    let delta = match delta {
+    let opened;
+    let delta = match c.read {
         Some(d) => d,
-        None => create(lake, &c, log.clone()).await?,
+        None => {
+            opened = match open(lake, c.table, AsOf::Latest).await? {
+                Some(d) => d,
+                None => create(lake, &c, log.clone()).await?,
+            };
+            &opened
+        }
     };
     let snapshot = delta
         .snapshot()
