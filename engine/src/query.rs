@@ -17,7 +17,7 @@ use object_store::ObjectStore;
 
 use crate::error::{Error, Result, classify_datafusion, classify_object_store};
 use crate::sink::Lake;
-use crate::sink::delta::{self, AsOf, scan::DeltaFiles};
+use crate::sink::delta::{AsOf, scan::DeltaFiles};
 
 /// A lake table as DataFusion reads it.
 #[derive(Debug, Clone)]
@@ -83,10 +83,8 @@ pub async fn lake_tables(
         if name.starts_with('_') || name.starts_with('.') || !wanted(&name) {
             continue;
         }
-        if delta::exists(lake, &name).await? {
-            if let Some(table) = DeltaFiles::open(lake, &name, as_of).await? {
-                tables.push((name, LakeTable::Delta(Arc::new(table))));
-            }
+        if let Some(table) = DeltaFiles::open(lake, &name, as_of).await? {
+            tables.push((name, LakeTable::Delta(Arc::new(table))));
         } else if let Some(table) = table_from_dir(ctx, lake, &name).await? {
             tables.push((name, LakeTable::Parquet(table)));
         }

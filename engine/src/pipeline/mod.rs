@@ -419,10 +419,9 @@ pub async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) 
 /// quarantine table (plain Parquet); the table's replaced files stay for readers of
 /// older versions until `sluice vacuum`.
 fn replaced_tables(job: &Job) -> Vec<String> {
-    let tables = sink::run_tables(&job.target.table);
     match job.target.format {
-        TableFormat::Parquet => tables.to_vec(),
-        TableFormat::Delta => tables[1..].to_vec(),
+        TableFormat::Parquet => sink::run_tables(&job.target.table).to_vec(),
+        TableFormat::Delta => vec![crate::quality::quarantine_table(&job.target.table)],
     }
 }
 

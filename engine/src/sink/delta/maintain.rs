@@ -60,7 +60,7 @@ pub async fn optimize(
     if groups.is_empty() {
         return Ok(Optimized::default());
     }
-    let ctx = super::merge::session(lake, pool)?;
+    let ctx = super::session(lake, pool)?;
     let schema = std::sync::Arc::new(
         datafusion::datasource::TableProvider::schema(&files)
             .as_ref()
@@ -102,7 +102,7 @@ pub async fn optimize(
     let removes = groups
         .values()
         .flatten()
-        .map(|f| super::merge::remove(f, now))
+        .map(|f| super::remove(f, now))
         .collect::<Vec<_>>();
     let removed = removes.len();
     let rows = written.iter().map(|f| f.rows).sum();

@@ -20,12 +20,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
-use datafusion::execution::cache::cache_manager::CacheManagerConfig;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use deltalake_core::kernel::Remove;
 use futures::{StreamExt, TryStreamExt};
 
-use super::scan::{DeltaFiles, LiveFile};
+use super::scan::DeltaFiles;
 use super::{column_list, quote};
 use crate::budget::WriterBudget;
 use crate::error::{Error, Result, classify_datafusion};
@@ -77,7 +76,7 @@ impl MergeInput<'_> {
 }
 
 pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
-    let ctx = session(input.lake, input.pool)?;
+    let ctx = super::session(input.lake, input.pool)?;
     let table = &input.target.table;
     let incoming = DeltaFiles::written(
         input.lake,
@@ -196,7 +195,7 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     merged.removes = existing
         .files()
         .filter(|f| touched.contains(&f.path))
-        .map(|f| remove(f, now))
+        .map(|f| super::remove(f, now))
         .collect();
     Ok(merged)
 }
@@ -216,17 +215,11 @@ async fn key_bounds(
         _ => return Ok(None),
     }
     let q = quote(column);
-    let lo = scalar(
-        ctx,
-        &format!("SELECT CAST(min({q}) AS BIGINT) FROM incoming"),
-    )
-    .await?;
-    let hi = scalar(
-        ctx,
-        &format!("SELECT CAST(max({q}) AS BIGINT) FROM incoming"),
-    )
-    .await?;
-    Ok(lo.zip(hi).map(|(lo, hi)| (column.clone(), lo, hi)))
+    let sql = format!("SELECT CAST(min({q}) AS BIGINT), CAST(max({q}) AS BIGINT) FROM incoming");
+    Ok(match row(ctx, &sql).await?.as_slice() {
+        [Some(lo), Some(hi)] => Some((column.clone(), *lo, *hi)),
+        _ => None,
+    })
 }
 
 /// The table's files that hold at least one of the run's keys, two files at a time; a
@@ -278,13 +271,12 @@ fn key_match(key: &[String], alias: &str) -> String {
 }
 
 async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
-    Ok(scalar(ctx, sql)
-        .await?
-        .map_or(0, |n| n.max(0).unsigned_abs()))
+    let n = row(ctx, sql).await?.first().copied().flatten();
+    Ok(n.map_or(0, |n| n.max(0).unsigned_abs()))
 }
 
-/// The one BIGINT `sql` answers (`None`: NULL).
-async fn scalar(ctx: &SessionContext, sql: &str) -> Result<Option<i64>> {
+/// The first row `sql` answers, its BIGINT columns (`None`: NULL).
+async fn row(ctx: &SessionContext, sql: &str) -> Result<Vec<Option<i64>>> {
     let batches = ctx
         .sql(sql)
         .await
@@ -292,11 +284,19 @@ async fn scalar(ctx: &SessionContext, sql: &str) -> Result<Option<i64>> {
         .collect()
         .await
         .map_err(|e| classify_datafusion(e, "the merge"))?;
-    Ok(batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>())
-        .filter(|a| !a.is_empty() && a.is_valid(0))
-        .map(|a| a.value(0)))
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(Vec::new());
+    };
+    Ok(batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.as_any()
+                .downcast_ref::<Int64Array>()
+                .filter(|a| a.is_valid(0))
+                .map(|a| a.value(0))
+        })
+        .collect())
 }
 
 fn register(
@@ -307,25 +307,4 @@ fn register(
     ctx.register_table(name, table)
         .map(|_| ())
         .map_err(|e| classify_datafusion(e, "the merge"))
-}
-
-/// A session whose queries hold at most `pool` bytes and read the lake.
-pub(super) fn session(lake: &Lake, pool: u64) -> Result<SessionContext> {
-    let runtime = crate::transform::bounded_runtime(pool, CacheManagerConfig::default())?;
-    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-    lake.register_store(&ctx)?;
-    Ok(ctx)
-}
-
-/// The remove action of a live file.
-pub(super) fn remove(file: &LiveFile, now: i64) -> Remove {
-    Remove {
-        path: file.path.clone(),
-        data_change: true,
-        deletion_timestamp: Some(now),
-        extended_file_metadata: Some(true),
-        partition_values: Some(file.partition_values.clone()),
-        size: i64::try_from(file.size).ok(),
-        ..Remove::default()
-    }
 }

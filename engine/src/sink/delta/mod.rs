@@ -34,6 +34,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake_core::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, MetadataExt, Remove, StructType, Transaction};
@@ -44,6 +46,7 @@ use deltalake_core::{DeltaTable, DeltaTableError};
 use object_store::ObjectStore;
 use object_store::prefix::PrefixStore;
 
+use self::scan::LiveFile;
 use super::writer::unescape_partition_value;
 use super::{Lake, PartitionedWriter, WrittenFile};
 use crate::budget::WriterBudget;
@@ -394,6 +397,27 @@ pub async fn commit(lake: &Lake, c: Commit<'_>) -> Result<u64> {
     Ok(done.version())
 }
 
+/// A session whose queries hold at most `pool` bytes and read the lake.
+pub fn session(lake: &Lake, pool: u64) -> Result<SessionContext> {
+    let runtime = crate::transform::bounded_runtime(pool, CacheManagerConfig::default())?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    lake.register_store(&ctx)?;
+    Ok(ctx)
+}
+
+/// The remove action of a live file.
+pub fn remove(file: &LiveFile, now: i64) -> Remove {
+    Remove {
+        path: file.path.clone(),
+        data_change: true,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(true),
+        partition_values: Some(file.partition_values.clone()),
+        size: i64::try_from(file.size).ok(),
+        ..Remove::default()
+    }
+}
+
 /// Where rows computed by a query go: new files of `target`, named with `key` and a tag.
 pub struct Output<'a> {
     pub lake: &'a Lake,
@@ -407,7 +431,7 @@ pub struct Output<'a> {
 /// Runs `sql` and writes its rows as files tagged `tag` (`part-<key>-<tag><n>.parquet`);
 /// a column of a narrower type (an older file's) is cast to the output's.
 pub async fn write_sql(
-    ctx: &datafusion::prelude::SessionContext,
+    ctx: &SessionContext,
     sql: &str,
     out: &Output<'_>,
     tag: &'static str,
