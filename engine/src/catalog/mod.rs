@@ -55,9 +55,6 @@ pub struct TableDef {
     /// Partition values present in the lake (unescaped), each with its folder.
     pub partitions: Vec<Partition>,
     pub projection: bool,
-    /// A Delta Lake table (`table_type = DELTA`): Athena reads its files, schema and
-    /// partitions from its log; nothing is registered per partition.
-    pub delta: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,7 +110,6 @@ pub fn job_tables(job: &Job, contract: &[Column], database: &str, lake: &Lake) -
         parameters,
         partitions: Vec::new(),
         projection: job.target.projection,
-        delta: false,
     };
     let quarantine_table = quality::quarantine_table(&job.target.table);
     let quarantine = if job
@@ -186,7 +182,6 @@ fn delta_table(def: &TableDef, job: &Job, contract: &[Column]) -> TableDef {
         partition_keys: Vec::new(),
         parameters,
         projection: false,
-        delta: true,
         ..def.clone()
     }
 }
@@ -280,6 +275,12 @@ pub fn projection_properties(def: &TableDef, today: chrono::NaiveDate) -> BTreeM
 }
 
 impl TableDef {
+    /// A Delta Lake table (`table_type = DELTA`): Athena reads its files, schema and
+    /// partitions from its log; nothing is registered per partition.
+    pub fn is_delta(&self) -> bool {
+        self.parameters.get("table_type").map(String::as_str) == Some("DELTA")
+    }
+
     /// The table parameters to publish: the base ones plus projection, when on.
     pub fn all_parameters(&self) -> BTreeMap<String, String> {
         let mut out = self.parameters.clone();
@@ -336,7 +337,7 @@ impl TableDef {
     /// The Athena DDL for the table.
     pub fn ddl(&self) -> String {
         let quote = |s: &str| s.replace('\'', "\\'");
-        if self.delta {
+        if self.is_delta() {
             // Athena reads a Delta table's columns from its log and takes none here.
             let columns: Vec<String> = self
                 .columns
@@ -419,7 +420,7 @@ pub async fn publish(
     let client = glue::client().await;
     let mut notes = Vec::new();
     for mut def in job_tables(job, contract, database, lake) {
-        if !def.delta {
+        if !def.is_delta() {
             def.load_partitions(lake).await?;
         }
         notes.push(glue::publish(&client, &def).await?);
@@ -447,7 +448,6 @@ mod tests {
                 })
                 .collect(),
             projection: true,
-            delta: false,
         }
     }
 

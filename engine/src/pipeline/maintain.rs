@@ -14,11 +14,7 @@ use crate::summary::human_bytes;
 /// Bin-packs the small files of the job's table; returns what it did, line by line.
 pub async fn optimize(job: &Job, ctx: &Context) -> Result<Vec<String>> {
     let op_key = op_key();
-    let lease = ctx
-        .store
-        .lease(&job.id, &format!("optimize-{op_key}"), ctx.lease_ttl)
-        .await?;
-    let outcome = async {
+    let work = async {
         let contract = crate::catalog::current_contract(job, ctx.store.as_ref()).await?;
         let columns = contract.as_ref().map_or(16, Vec::len);
         let budget = MemoryBudget::new(ctx.memory_limit, columns, ctx.lake.upload_part())?;
@@ -30,15 +26,12 @@ pub async fn optimize(job: &Job, ctx: &Context) -> Result<Vec<String>> {
             budget.writer(),
         )
         .await
-    }
-    .await;
-    lease.release().await?;
-    let done = outcome?;
+    };
+    let done = super::holding_lease(job, ctx, &format!("optimize-{op_key}"), work).await?;
     Ok(vec![match done.version {
         None => format!(
-            "{}: nothing to pack (no partition has two files under {} of {})",
+            "{}: nothing to pack (no partition has two files under three quarters of {})",
             job.target.table,
-            "three quarters",
             human_bytes(job.target.file_size)
         ),
         Some(version) => format!(
@@ -60,13 +53,8 @@ pub async fn vacuum(
     retain: Duration,
     dry_run: bool,
 ) -> Result<Vec<String>> {
-    let lease = ctx
-        .store
-        .lease(&job.id, &format!("vacuum-{}", op_key()), ctx.lease_ttl)
-        .await?;
-    let outcome = maintain::vacuum(&ctx.lake, &job.target.table, retain, dry_run).await;
-    lease.release().await?;
-    let done = outcome?;
+    let work = maintain::vacuum(&ctx.lake, &job.target.table, retain, dry_run);
+    let done = super::holding_lease(job, ctx, &format!("vacuum-{}", op_key()), work).await?;
     Ok(vec![format!(
         "{}: {} {} file{} that no version of the last {}h reads",
         job.target.table,

@@ -166,6 +166,20 @@ async fn leased(
     outcome.map(|_| ())
 }
 
+/// Runs `work` holding the job's lease as `owner` — work that must not overlap a run of
+/// the job (a rewind, an optimize, a vacuum) — and releases the lease however it ends.
+pub(crate) async fn holding_lease<T>(
+    job: &Job,
+    ctx: &Context,
+    owner: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let lease = ctx.store.lease(&job.id, owner, ctx.lease_ttl).await?;
+    let outcome = work.await;
+    lease.release().await?;
+    outcome
+}
+
 /// Publishes the job's tables in the catalog after a commit (or an up-to-date run, which
 /// repairs a publish that failed before). A failure leaves the commit standing and makes
 /// the run's exit code say what it was (retryable or not), so that the scheduler retries.

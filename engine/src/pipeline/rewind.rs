@@ -36,10 +36,7 @@ pub async fn rewind(job: &Job, ctx: &Context, to: &str, dry_run: bool) -> Result
         )));
     }
     let owner = format!("rewind-{}", uuid::Uuid::new_v4().simple());
-    let lease = ctx.store.lease(&job.id, &owner, ctx.lease_ttl).await?;
-    let outcome = rewind_leased(job, ctx, to, dry_run).await;
-    lease.release().await?;
-    outcome
+    super::holding_lease(job, ctx, &owner, rewind_leased(job, ctx, to, dry_run)).await
 }
 
 async fn rewind_leased(job: &Job, ctx: &Context, to: &str, dry_run: bool) -> Result<Vec<String>> {
