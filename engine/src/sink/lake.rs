@@ -133,36 +133,42 @@ impl Lake {
     /// How DataFusion reaches a file of the lake: the store's URL (registered by
     /// `register_store`, or the file system's) and the path in that store.
     pub fn scan_location(&self, relative: &str) -> Result<(String, Path)> {
-        match self.url.strip_prefix("file://") {
-            Some(dir) => {
+        match (self.url.strip_prefix("file://"), self.bucket_url()?) {
+            (Some(dir), _) => {
                 let full = format!("{}/{relative}", dir.trim_end_matches('/'));
                 let path = Path::parse(full.trim_start_matches('/'))
                     .map_err(|e| Error::internal(format!("lake path {full:?}: {e}")))?;
                 Ok(("file:///".to_string(), path))
             }
-            None => {
-                let url = url::Url::parse(&self.url)
-                    .map_err(|e| Error::internal(format!("lake url: {e}")))?;
-                let store = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-                Ok((store, self.path(relative)?))
-            }
+            (None, bucket) => Ok((
+                bucket.map_or_else(String::new, |b| b.to_string()),
+                self.path(relative)?,
+            )),
         }
     }
 
     /// Lets `ctx` read the lake's bucket (a folder lake needs nothing).
     pub fn register_store(&self, ctx: &datafusion::prelude::SessionContext) -> Result<()> {
-        let base =
-            url::Url::parse(&self.url).map_err(|e| Error::internal(format!("lake url: {e}")))?;
-        if base.scheme() != "file" {
-            let bucket = url::Url::parse(&format!(
-                "{}://{}",
-                base.scheme(),
-                base.host_str().unwrap_or_default()
-            ))
-            .map_err(|e| Error::internal(format!("lake url: {e}")))?;
+        if let Some(bucket) = self.bucket_url()? {
             ctx.register_object_store(&bucket, self.store());
         }
         Ok(())
+    }
+
+    /// `s3://bucket` (the store a bucket lake's paths are in); `None` for a folder lake.
+    fn bucket_url(&self) -> Result<Option<url::Url>> {
+        let base =
+            url::Url::parse(&self.url).map_err(|e| Error::internal(format!("lake url: {e}")))?;
+        if base.scheme() == "file" {
+            return Ok(None);
+        }
+        url::Url::parse(&format!(
+            "{}://{}",
+            base.scheme(),
+            base.host_str().unwrap_or_default()
+        ))
+        .map(Some)
+        .map_err(|e| Error::internal(format!("lake url: {e}")))
     }
 
     pub fn table_dir(&self, table: &str) -> Result<Path> {
