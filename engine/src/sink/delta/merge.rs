@@ -230,19 +230,15 @@ async fn touched_files(
     key: &[String],
     bounds: Option<(String, i64, i64)>,
 ) -> Result<BTreeSet<String>> {
-    let paths: Vec<String> = existing
-        .files()
-        .filter(
-            |f| match (&bounds, bounds.as_ref().and_then(|(c, _, _)| f.bounds(c))) {
-                (Some((_, lo, hi)), Some((min, max))) => max >= *lo && min <= *hi,
-                _ => true,
-            },
-        )
-        .map(|f| f.path.clone())
-        .collect();
-    let found = futures::stream::iter(paths.into_iter().enumerate().map(|(i, path)| {
+    let candidates = existing.each_file().filter(|(f, _)| {
+        match (&bounds, bounds.as_ref().and_then(|(c, _, _)| f.bounds(c))) {
+            (Some((_, lo, hi)), Some((min, max))) => max >= *lo && min <= *hi,
+            _ => true,
+        }
+    });
+    let found = futures::stream::iter(candidates.enumerate().map(|(i, (live, file))| {
         let ctx = ctx.clone();
-        let file = existing.only(|f| f.path == path);
+        let path = live.path.clone();
         async move {
             let name = format!("file_{i}");
             register(&ctx, &name, Arc::new(file))?;

@@ -52,8 +52,6 @@ impl LiveFile {
 /// A Delta table version's files and schema.
 #[derive(Debug)]
 pub struct DeltaFiles {
-    pub table: String,
-    pub version: u64,
     /// The table's columns in the table's order, partition columns included.
     schema: SchemaRef,
     partition_columns: Vec<String>,
@@ -86,15 +84,13 @@ impl DeltaFiles {
                 stats: view.stats().and_then(|s| serde_json::from_str(&s).ok()),
             })
             .collect();
-        let mut out = Self::from_parts(
+        Self::from_parts(
             lake,
             table,
             state.snapshot().arrow_schema(),
             state.metadata().partition_columns().to_vec(),
             files,
-        )?;
-        out.version = delta.version().unwrap_or(0);
-        Ok(out)
+        )
     }
 
     /// A run's written files (in no version yet) as a table of `schema`.
@@ -138,8 +134,6 @@ impl DeltaFiles {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(DeltaFiles {
-            table: table.to_string(),
-            version: 0,
             schema,
             partition_columns,
             store_url: ObjectStoreUrl::parse(&store_url)
@@ -159,18 +153,28 @@ impl DeltaFiles {
     /// The same table restricted to `keep`'s files (a merge reads the files it may
     /// rewrite, an optimize the ones it bin-packs).
     pub fn only(&self, keep: impl Fn(&LiveFile) -> bool) -> DeltaFiles {
-        DeltaFiles {
-            table: self.table.clone(),
-            version: self.version,
-            schema: self.schema.clone(),
-            partition_columns: self.partition_columns.clone(),
-            store_url: self.store_url.clone(),
-            files: self
-                .files
+        self.with_files(
+            self.files
                 .iter()
                 .filter(|(f, _)| keep(f))
                 .cloned()
                 .collect(),
+        )
+    }
+
+    /// Each file as a table of its own, with the file.
+    pub fn each_file(&self) -> impl Iterator<Item = (&LiveFile, DeltaFiles)> {
+        self.files
+            .iter()
+            .map(|file| (&file.0, self.with_files(vec![file.clone()])))
+    }
+
+    fn with_files(&self, files: Vec<(LiveFile, object_store::path::Path)>) -> DeltaFiles {
+        DeltaFiles {
+            schema: self.schema.clone(),
+            partition_columns: self.partition_columns.clone(),
+            store_url: self.store_url.clone(),
+            files,
         }
     }
 
