@@ -14,7 +14,9 @@ the same files (views over read_parquet with Hive partitioning, the partition co
 kept as text as sluice keeps it), after checking once that both give the same number of
 rows. Prints p50 and p99 per class and the ratio to DuckDB; then 8 clients query the
 server over the big lake at once for SECONDS: queries per second, 503s (every slot busy), and the server's
-peak RSS beside its limits (each query's memory pool × queries at once).
+peak RSS beside its limits (each query's memory pool × queries at once). Last, the hostile
+mix: /health and a point query from one key, quiet and while 4 clients of another key send
+a CPU-bound cross join again and again: p50/p99 of both and the hostile/quiet ratio.
 
 Usage: serve_query.py SLUICE_BIN ROWS ROUNDS CACHE_DIR
 """
@@ -44,6 +46,9 @@ QUERY_MEMORY_MIB = 256
 CONCURRENT = 4
 CLIENTS = 8
 KEY = "bench-key"
+HOSTILE_KEY = "bench-hostile-key"
+HOSTILE_CLIENTS = 4
+HOSTILE_TIMEOUT = 5
 LAKE = os.path.join(CACHE, f"lake_{ROWS}")
 START = datetime.date(2024, 1, 1)
 
@@ -130,9 +135,9 @@ class Client:
         parsed = urllib.parse.urlparse(url)
         self.connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
 
-    def ask(self, sql, params):
+    def ask(self, sql, params, key=KEY):
         body = json.dumps({"sql": sql, "params": params})
-        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         self.connection.request("POST", "/v1/query", body, headers)
         reply = self.connection.getresponse()
         data = reply.read()
@@ -141,14 +146,15 @@ class Client:
         return 200, json.loads(data)["rows"]
 
 
-def start_server(lake):
+def start_server(lake, *flags):
     keys = os.path.join(CACHE, "keys.yaml")
     with open(keys, "w") as f:
-        f.write(f"- {{name: bench, sha256: {hashlib.sha256(KEY.encode()).hexdigest()}, tables: ['*']}}\n")
+        for key in (KEY, HOSTILE_KEY):
+            f.write(f"- {{name: {key}, sha256: {hashlib.sha256(key.encode()).hexdigest()}, tables: ['*']}}\n")
     process = subprocess.Popen(
         [BIN, "--lake", lake, "serve", "--listen", "127.0.0.1:0", "--keys", keys,
          "--query-memory", f"{QUERY_MEMORY_MIB}MiB", "--max-concurrent", str(CONCURRENT),
-         "--query-timeout", "120s"],
+         "--max-concurrent-per-key", str(CONCURRENT), "--query-timeout", "120s", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     line = process.stdout.readline()
@@ -222,7 +228,7 @@ def load(url, asked):
             with lock:
                 if status == 200:
                     done[0] += 1
-                elif status == 503:
+                elif status in (429, 503):
                     busy[0] += 1
                 else:
                     failed.append((status, body[:200]))
@@ -234,7 +240,82 @@ def load(url, asked):
         t.join()
     if failed:
         sys.exit(f"{len(failed)} queries failed under load, e.g. {failed[0]}")
-    print(f"\n{CLIENTS} clients for {SECONDS} s: {done[0] / SECONDS:.1f} queries/s, {busy[0]} answered 503 (busy)")
+    print(f"\n{CLIENTS} clients for {SECONDS} s: {done[0] / SECONDS:.1f} queries/s, {busy[0]} answered 503 or 429 (busy)")
+
+
+# The worst a client can send: a CPU-bound cross join with an aggregate (3 days of orders
+# joined with themselves), which no filter prunes and no memory limit stops.
+WORST = ("SELECT count(*) AS n, sum(a.amount * b.amount) AS s FROM orders a, orders b "
+         "WHERE a.dt = '2024-01-02' AND b.dt >= '2024-01-03' AND b.dt < '2024-01-06'")
+
+
+def timed(seconds, ask):
+    """`ask()` again and again for `seconds`: each answer's time."""
+    out, stop = [], time.monotonic() + seconds
+    while time.monotonic() < stop:
+        started = time.perf_counter()
+        ask()
+        out.append(time.perf_counter() - started)
+        time.sleep(0.01)
+    return out
+
+
+def hostile_mix(lake, asked):
+    """/health and a pruned point query from a good key, quiet and then while
+    HOSTILE_CLIENTS clients of another key send WORST again and again (each cut at the
+    time limit): p50/p99 of both, and the ratio hostile/quiet."""
+    process, url = start_server(lake, "--query-timeout", f"{HOSTILE_TIMEOUT}s",
+                                "--max-concurrent", str(HOSTILE_CLIENTS + 2),
+                                "--max-concurrent-per-key", str(HOSTILE_CLIENTS))
+    try:
+        parsed = urllib.parse.urlparse(url)
+        health = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+
+        def ask_health():
+            health.request("GET", "/health")
+            health.getresponse().read()
+
+        good = Client(url)
+        _, point, params = next(q for q in asked if q[0] == "point")
+
+        def ask_point():
+            status, body = good.ask(point, params)
+            if status != 200:
+                sys.exit(f"the point query answered {status} under hostile load: {body[:300]}")
+
+        quiet = {"health": timed(SECONDS / 2, ask_health), "point": timed(SECONDS / 2, ask_point)}
+        ended, stop = [], threading.Event()
+
+        def hostile():
+            mine = Client(url)
+            while not stop.is_set():
+                started = time.perf_counter()
+                status, _ = mine.ask(WORST, [], key=HOSTILE_KEY)
+                ended.append((status, time.perf_counter() - started))
+
+        threads = [threading.Thread(target=hostile) for _ in range(HOSTILE_CLIENTS)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        loud = {"health": timed(SECONDS / 2, ask_health), "point": timed(SECONDS / 2, ask_point)}
+        stop.set()
+        for t in threads:
+            t.join()
+        print(f"\nhostile mix: {HOSTILE_CLIENTS} clients send a CPU-bound cross join (time limit {HOSTILE_TIMEOUT} s); times in ms")
+        print(f"{'asked':<8} {'quiet p50':>10} {'p99':>8} {'hostile p50':>12} {'p99':>8} {'p99 ratio':>10}")
+        for name in ("health", "point"):
+            q, h = quiet[name], loud[name]
+            print(f"{name:<8} {statistics.median(q) * 1e3:>10.1f} {percentile(q, 99) * 1e3:>8.1f} "
+                  f"{statistics.median(h) * 1e3:>12.1f} {percentile(h, 99) * 1e3:>8.1f} "
+                  f"{percentile(h, 99) / percentile(q, 99):>9.2f}x")
+        statuses = sorted({s for s, _ in ended})
+        slowest = max(t for _, t in ended)
+        print(f"hostile queries: {len(ended)} answered, statuses {statuses}, slowest {slowest:.2f} s "
+              f"(limit {HOSTILE_TIMEOUT} s); server peak RSS {peak_rss_mib(process.pid):.0f} MiB "
+              f"(limit {QUERY_MEMORY_MIB} MiB x {HOSTILE_CLIENTS + 2})")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def main():
@@ -261,6 +342,8 @@ def main():
         finally:
             process.terminate()
             process.wait(timeout=30)
+        if lake == LAKE:
+            hostile_mix(lake, asked)
 
 
 if __name__ == "__main__":

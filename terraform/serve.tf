@@ -15,6 +15,8 @@ locals {
   # Each query's memory pool: what the task has beyond a third kept for the server
   # itself, shared by the queries that may run at once.
   serve_query_memory_mib = floor(var.serve_memory * 2 / 3 / var.serve_max_concurrent)
+  # How long a stopping task lets requests in flight finish (sluice serve --drain).
+  serve_drain_seconds = 20
 }
 
 resource "aws_secretsmanager_secret" "serve_keys" {
@@ -215,9 +217,12 @@ resource "aws_ecs_task_definition" "serve" {
     command = concat(
       ["serve", "--listen", "0.0.0.0:${local.serve_http}", "--flight-listen", "0.0.0.0:${local.serve_grpc}",
         "--engine", var.serve_engine, "--max-concurrent", tostring(var.serve_max_concurrent),
-      "--query-memory", "${local.serve_query_memory_mib}MiB"],
+        "--max-concurrent-per-key", tostring(var.serve_max_concurrent_per_key),
+      "--query-memory", "${local.serve_query_memory_mib}MiB", "--drain", "${local.serve_drain_seconds}s"],
       [for origin in var.serve_cors_origins : "--cors-origin=${origin}"],
     )
+    # SIGTERM: requests in flight get the drain, then the task exits before ECS's kill.
+    stopTimeout = local.serve_drain_seconds + 10
     portMappings = [
       { containerPort = local.serve_http, protocol = "tcp" },
       { containerPort = local.serve_grpc, protocol = "tcp" },

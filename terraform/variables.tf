@@ -483,6 +483,17 @@ variable "serve_min_count" {
   default     = 2
 }
 
+variable "serve_max_concurrent_per_key" {
+  description = "Queries one API key may run at once in a serve task (more wait a second, then get 429 and Retry-After): no key takes every slot."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.serve_max_concurrent_per_key >= 1
+    error_message = "serve_max_concurrent_per_key is at least 1."
+  }
+}
+
 variable "serve_max_count" {
   description = "Serve tasks at the most, under load."
   type        = number

@@ -236,6 +236,12 @@ fn parse_pool(text: &str) -> std::result::Result<u64, String> {
     size_at_least(text, 16 << 20, "16MiB")
 }
 
+/// A byte limit of a client's request or answer (at least a KiB).
+fn parse_bytes(text: &str) -> std::result::Result<usize, String> {
+    let bytes = size_at_least(text, 1 << 10, "1KiB")?;
+    usize::try_from(bytes).map_err(|_| format!("{text} is more than this machine can address"))
+}
+
 fn size_at_least(text: &str, least: u64, named: &str) -> std::result::Result<u64, String> {
     match crate::spec::units::parse_size(text)? {
         n if n >= least => Ok(n),
@@ -325,19 +331,47 @@ pub struct ServeArgs {
     /// The most rows a page may have.
     #[arg(long, default_value_t = 100_000)]
     pub max_page_rows: usize,
-    /// How long one query may run (408 beyond it).
+    /// The most bytes a page's rows may hold (as Arrow holds them; 413 `answer_limit`
+    /// beyond it).
+    #[arg(long, default_value = "16MiB", value_parser = parse_bytes)]
+    pub max_page_bytes: usize,
+    /// How long one query may take from its admission, planning included (408
+    /// `time_limit` beyond it; its work stops at its next batch).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub query_timeout: Duration,
-    /// Each query's memory pool for sorts, aggregates and joins (413 beyond it).
-    #[arg(long, default_value = "256MiB", value_parser = parse_pool)]
+    /// Each query's memory: its pool for sorts, aggregates and joins, its page's rows,
+    /// and the most any one step of it may make at once (413 `memory_limit` beyond it).
+    #[arg(long, default_value = "128MiB", value_parser = parse_pool)]
     pub query_memory: u64,
     /// Queries running at once; others wait up to a second, then get 503.
     #[arg(long, default_value_t = 4)]
     pub max_concurrent: usize,
+    /// Queries of one key running at once; its others wait up to a second, then get 429.
+    #[arg(long, default_value_t = 2)]
+    pub max_concurrent_per_key: usize,
     /// The most rows a streamed answer may have (NDJSON without a limit, Flight SQL);
     /// past it the stream ends with a `row_limit` error.
     #[arg(long, default_value_t = 10_000_000)]
     pub max_rows: usize,
+    /// The most bytes a streamed answer's rows may hold (as Arrow holds them); past it the
+    /// stream ends with an `answer_limit` error.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub max_answer_bytes: usize,
+    /// The most bytes a statement may have (413 `statement_too_large`).
+    #[arg(long, default_value = "256KiB", value_parser = parse_bytes)]
+    pub max_statement_bytes: usize,
+    /// How deep a statement may nest: each operator of a chain like `a AND b AND …`, each
+    /// subquery, each UNION branch is a level (400 `too_deep`).
+    #[arg(long, default_value_t = 200)]
+    pub max_sql_depth: usize,
+    /// Threads that run the queries, apart from those that answer requests (default:
+    /// one per core).
+    #[arg(long)]
+    pub query_threads: Option<usize>,
+    /// On SIGTERM or Ctrl-C: no new connection is taken, and requests in flight have this
+    /// long to finish before the server exits.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain: Duration,
     /// How long a listing of the lake's tables is reused (a new table shows within it; a
     /// new file in a known table shows at once).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -577,18 +611,27 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
                     ));
                 }
             };
+            let defaults = crate::serve::Limits::default();
             let limits = crate::serve::Limits {
                 page: args.page_rows,
                 max_page: args.max_page_rows,
+                page_bytes: args.max_page_bytes,
                 max_rows: args.max_rows,
+                answer_bytes: args.max_answer_bytes,
                 time: args.query_timeout,
+                statement_bytes: args.max_statement_bytes,
+                sql_depth: args.max_sql_depth,
                 concurrent: args.max_concurrent,
-                ..crate::serve::Limits::default()
+                concurrent_per_key: args.max_concurrent_per_key,
+                query_threads: args.query_threads.unwrap_or(defaults.query_threads),
+                drain: args.drain,
+                ..defaults
             };
             let engine: Box<dyn crate::serve::engine::Engine> = match args.engine {
                 ServeEngine::Local => Box::new(crate::serve::engine::local::Local::new(
                     Lake::open(&places.lake)?,
                     args.query_memory,
+                    args.max_page_bytes,
                     args.listing_ttl,
                 )?),
                 ServeEngine::Athena => Box::new(

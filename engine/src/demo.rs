@@ -308,13 +308,14 @@ async fn over_http(dir: &Path, lake: &Lake, exe: &str) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::internal(format!("the demo server's address: {e}")))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = crate::serve::Limits::default();
     let engine = crate::serve::engine::local::Local::new(
         lake.clone(),
-        256 << 20,
+        128 << 20,
+        limits.page_bytes,
         std::time::Duration::from_secs(5),
     )?;
-    let service =
-        crate::serve::Service::new(Box::new(engine), keys, crate::serve::Limits::default())?;
+    let service = crate::serve::Service::new(Box::new(engine), keys, limits)?;
     let server = tokio::spawn(crate::serve::serve(
         service,
         crate::serve::http::Cors::default(),

@@ -104,6 +104,40 @@ impl<E: Entry> KeyFile<E> {
     }
 }
 
+/// What an `Authorization` header presents.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials {
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+/// Basic credentials are base64 with or without its `=` padding: clients differ (ADBC's Go
+/// driver sends it unpadded).
+const BASIC: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// The credentials of an `Authorization` value (`Bearer TOKEN` or `Basic base64(USER:PASSWORD)`,
+/// schemes in any case), or nothing for another scheme or a value that does not decode.
+pub fn credentials(authorization: &str) -> Option<Credentials> {
+    use base64::Engine as _;
+    let (scheme, value) = authorization.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Credentials::Bearer(value.trim().to_string()));
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let text = String::from_utf8(BASIC.decode(value.trim()).ok()?).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((text.as_str(), ""));
+    Some(Credentials::Basic {
+        user: user.to_string(),
+        password: password.to_string(),
+    })
+}
+
 /// What a keys file holds for `key`: its SHA-256 as 64 hex digits.
 pub fn sha256_hex(key: &str) -> String {
     Sha256::digest(key.as_bytes())
@@ -123,4 +157,39 @@ fn hex_digest(text: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn basic_credentials_decode_with_and_without_padding() {
+        // Every length of user and password, so that each padding case occurs.
+        for user in ["", "a", "ab", "apikey", "user-ü"] {
+            for password in [
+                "",
+                "k",
+                "ke",
+                "0123456789abcdef0123456789abcdef0123456789abcdef",
+            ] {
+                let padded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                let unpadded = padded.trim_end_matches('=').to_string();
+                let expected = Some(Credentials::Basic {
+                    user: user.to_string(),
+                    password: password.to_string(),
+                });
+                assert_eq!(credentials(&format!("Basic {padded}")), expected);
+                assert_eq!(credentials(&format!("basic {unpadded}")), expected);
+            }
+        }
+        assert_eq!(
+            credentials("Bearer tok"),
+            Some(Credentials::Bearer("tok".into()))
+        );
+        assert_eq!(credentials("Token tok"), None);
+        assert_eq!(credentials("Basic !!!"), None);
+    }
 }

@@ -155,7 +155,8 @@ pub fn planning_error(lake: Option<&Lake>, ctx: &SessionContext, e: DataFusionEr
 }
 
 /// The table a planning error says does not exist: DataFusion names it fully qualified
-/// (`table 'datafusion.public.nosuch' not found`).
+/// (`table 'datafusion.public.nosuch' not found`), the catalog and schema first — the
+/// table's own name may hold dots (`"/tmp/x.parquet"`).
 fn unknown_table(e: &DataFusionError) -> Option<&str> {
     let DataFusionError::Plan(message) = e.find_root() else {
         return None;
@@ -163,7 +164,11 @@ fn unknown_table(e: &DataFusionError) -> Option<&str> {
     let quoted = message
         .strip_prefix("table '")?
         .strip_suffix("' not found")?;
-    quoted.rsplit('.').next()
+    let mut parts = quoted.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some(table)) => Some(table),
+        _ => quoted.rsplit('.').next(),
+    }
 }
 
 /// The tables registered in `ctx`'s default schema, sorted.

@@ -358,3 +358,28 @@ def test_a_missing_or_misshapen_job_is_refused_before_listening(tmp_path, sluice
         f"collector_{t}:\n  kind: folder\n  path: spool\n" for t in ("events", "aliases", "profiles")))
     done = start()
     assert done.returncode == 2 and "64 hex digits" in done.stderr, done.stderr
+
+
+def test_a_non_ascii_user_agent_is_kept_and_the_last_minutes_counts_are_printed_at_stop(collector):
+    import http.client
+
+    collector.start("--emf-namespace", "Sluice/Test")
+    host, port = collector.url.removeprefix("http://").split(":")
+    sent = {"m-ua": "Mozilla/5.0 (Ünïcødé; 日本語)".encode(), "m-latin": b"agent \xe9\xff"}
+    for message_id, agent in sent.items():
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.putrequest("POST", "/track", skip_accept_encoding=True)
+        connection.putheader("Authorization", "Basic " + base64.b64encode(f"{WEB_KEY}:".encode()).decode())
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("User-Agent", agent)
+        payload = json.dumps(track(message_id)).encode()
+        connection.putheader("Content-Length", str(len(payload)))
+        connection.endheaders(payload)
+        assert connection.getresponse().status == 200
+        connection.close()
+    # Stopped within its first minute: the counts of that partial minute are printed.
+    out = collector.stop()
+    emf = [json.loads(line) for line in out.splitlines() if line.startswith("{") and "_aws" in line]
+    assert emf and sum(line.get("EventsAccepted", 0) for line in emf) == 2, out
+    agents = {e["message_id"]: e["user_agent"] for e in collector.table("events")}
+    assert agents == {"m-ua": "Mozilla/5.0 (Ünïcødé; 日本語)", "m-latin": "agent \u00e9\u00ff"}, agents

@@ -149,6 +149,15 @@ async fn accept(
     }
 }
 
+/// A header's bytes as text, whatever they are: UTF-8 as sent, else each byte as the
+/// ISO-8859-1 character HTTP/1.1 historically gave it (obs-text), so nothing is lost.
+fn header_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
 async fn take(
     collector: &Collector,
     kind: Option<Kind>,
@@ -205,7 +214,9 @@ async fn take(
         at: chrono::Utc::now(),
         source: key.name.clone(),
         ip: client_ip(collector, peer, headers),
-        user_agent: value(header::USER_AGENT.as_str()).map(str::to_string),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .map(|v| header_text(v.as_bytes())),
     };
     let events = body::parse(&body, kind, &received, &collector.extras).map_err(|invalid| {
         let (reason, status, code) = if invalid.too_large {
@@ -301,5 +312,16 @@ mod tests {
             truncate(ip("2001:db8:85a3:8d3:1319:8a2e:370:7348")),
             ip("2001:db8:85a3::")
         );
+    }
+
+    #[test]
+    fn a_header_keeps_every_byte_as_text() {
+        assert_eq!(header_text(b"curl/8.5"), "curl/8.5");
+        assert_eq!(
+            header_text("Mozilla/5.0 (Ünïcødé; 日本)".as_bytes()),
+            "Mozilla/5.0 (Ünïcødé; 日本)"
+        );
+        // Not UTF-8: ISO-8859-1, byte for byte.
+        assert_eq!(header_text(b"agent \xe9\xff"), "agent \u{e9}\u{ff}");
     }
 }

@@ -7,7 +7,6 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -123,25 +122,18 @@ fn presented(authorization: Option<&str>, write_key: Option<&str>) -> Option<Str
     let Some(authorization) = authorization else {
         return Some(write_key?.trim().to_string()).filter(|k| !k.is_empty());
     };
-    let (scheme, value) = authorization.trim().split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(value.trim().to_string());
-    }
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let user = text.split_once(':').map_or(text.as_str(), |(user, _)| user);
-    Some(user.to_string()).filter(|k| !k.is_empty())
+    let key = match crate::keyfile::credentials(authorization)? {
+        crate::keyfile::Credentials::Bearer(token) => token,
+        crate::keyfile::Credentials::Basic { user, .. } => user,
+    };
+    Some(key).filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::keyfile::sha256_hex as sha;
+    use base64::Engine as _;
 
     #[test]
     fn a_key_comes_as_basic_user_bearer_or_header() -> Result<()> {

@@ -118,8 +118,8 @@ fn quantile(counts: &[u64], q: f64) -> f64 {
     10_000.0
 }
 
-/// Prints the counts every `every` until `stop`, as a log line and (when `emf`) an EMF
-/// line on stdout.
+/// Prints the counts every `every` until `stop`, and once more at `stop` for the part of
+/// an interval that had passed, as a log line and (when `emf`) an EMF line on stdout.
 pub async fn report(
     stats: std::sync::Arc<Stats>,
     gauges: std::sync::Arc<super::spool::Gauges>,
@@ -128,10 +128,11 @@ pub async fn report(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+        // The last, partial interval is printed too: a stop loses no count.
+        let last = tokio::select! {
+            () = tokio::time::sleep(every) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
         let metrics = stats.take(gauges.buffered());
         let value = |name: &str| {
             metrics
@@ -152,6 +153,9 @@ pub async fn report(
                 "{}",
                 emf_line(namespace, "collector", &metrics, chrono::Utc::now())
             );
+        }
+        if last {
+            return;
         }
     }
 }

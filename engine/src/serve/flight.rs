@@ -8,8 +8,10 @@
 //! balancer can answer): binding a row of parameters (`DoPut`) returns a new handle that
 //! carries them, positionally (`$1`, `$2`, … by column order). Refusals map to gRPC
 //! codes: bad SQL `INVALID_ARGUMENT`, no key `UNAUTHENTICATED`, past the time limit
-//! `DEADLINE_EXCEEDED`, past the memory or row limit `RESOURCE_EXHAUSTED`, busy
-//! `UNAVAILABLE`.
+//! `DEADLINE_EXCEEDED`, past the statement, memory, row or answer-bytes limit or the key's
+//! share of the slots `RESOURCE_EXHAUSTED`, busy `UNAVAILABLE`. The schema GetFlightInfo
+//! announces is the one DoGet streams (nullability included). Basic credentials are
+//! taken with or without base64's padding.
 //!
 //! For tools that browse (DBeaver, ADBC's `get_objects`): GetSqlInfo (the server, read
 //! only), GetCatalogs and GetDbSchemas (none: tables are named bare, as in the SQL),
@@ -81,7 +83,9 @@ fn status(refusal: Refusal) -> Status {
         StatusCode::UNAUTHORIZED => Status::unauthenticated(message),
         StatusCode::NOT_FOUND => Status::not_found(message),
         StatusCode::REQUEST_TIMEOUT => Status::deadline_exceeded(message),
-        StatusCode::PAYLOAD_TOO_LARGE => Status::resource_exhausted(message),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+            Status::resource_exhausted(message)
+        }
         StatusCode::SERVICE_UNAVAILABLE => Status::unavailable(message),
         _ => Status::internal(message),
     }

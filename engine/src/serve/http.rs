@@ -4,15 +4,17 @@
 //! streams the whole answer (up to the row limit; a refusal met on the way is its last
 //! line). CORS for the configured origins only.
 //!
-//! Statuses: 400 a bad request or refused SQL, 401 no valid key, 404 no such table, 406
-//! no format the client accepts, 408 past the time limit, 413 past the memory or row
-//! limit, 415 a body that is not JSON, 503 (with `Retry-After`) when every query slot is
-//! busy.
+//! Statuses: 400 a bad request or refused SQL (`too_deep` past the nesting limit), 401 no
+//! valid key, 404 no such table, 406 no format the client accepts, 408 past the time
+//! limit, 413 past the statement, body, memory, row or answer-bytes limit, 415 a body that
+//! is not JSON, 429 (with `Retry-After`) when the key runs as many queries as one key may,
+//! 503 (with `Retry-After`) when every query slot is busy.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -87,12 +89,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let body_limit = body_limit(service.limits());
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi))
         .route("/v1/tables", get(tables))
         .route("/v1/tables/{name}", get(table))
         .route("/v1/query", get(query_get).post(query_post))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(service);
     let layer = cors.layer(
         &[Method::GET, Method::POST],
@@ -203,10 +207,16 @@ async fn query_get(
     answer(&service, &headers, request).await
 }
 
+/// The most bytes a query's body may have: the statement's limit and room for its
+/// parameters.
+fn body_limit(limits: &super::Limits) -> usize {
+    limits.statement_bytes.saturating_add(1 << 20)
+}
+
 async fn query_post(
     State(service): State<Arc<Service>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -223,6 +233,20 @@ async fn query_post(
             "send the query as application/json: {\"sql\": \"SELECT …\"}",
         ));
     }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the body is larger than {} bytes, the most a query's body may have (the statement's limit, --max-statement-bytes, and 1 MiB of parameters)",
+                    body_limit(service.limits())
+                ),
+            )
+        } else {
+            Refusal::bad(format!("the body could not be read: {rejection}"))
+        }
+    })?;
     let request: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
         Refusal::bad(format!(
             "the body is not a query: {e}; send {{\"sql\": \"SELECT …\", \"params\": [...], \"format\": \"json\", \"limit\": 1000}}"

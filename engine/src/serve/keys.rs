@@ -4,7 +4,6 @@
 //! KEY`, as the password of `Authorization: Basic …` (Flight SQL's handshake) or as
 //! `X-Api-Key: KEY`. A table outside a key's list is invisible to it.
 
-use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -84,24 +83,16 @@ pub fn presented(authorization: Option<&str>, api_key: Option<&str>) -> Option<S
     let Some(authorization) = authorization else {
         return Some(api_key?.trim().to_string());
     };
-    let (scheme, value) = authorization.trim().split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(value.trim().to_string());
+    match crate::keyfile::credentials(authorization)? {
+        crate::keyfile::Credentials::Bearer(token) => Some(token),
+        crate::keyfile::Credentials::Basic { password, .. } => Some(password),
     }
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':')
-        .map(|(_, password)| password.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     use crate::keyfile::sha256_hex as sha;
 

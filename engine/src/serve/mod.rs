@@ -1,10 +1,11 @@
 //! `sluice serve`: SQL over the lake for third parties and analysts, over HTTP (`http`)
 //! and Arrow Flight SQL (`flight`). Both front ends hand every query to one `Service`,
 //! which holds what they share: the API keys, each allowed a list of tables (`keys`); the
-//! read-only guard (`guard`); the limits of a query (a memory pool in the engine, a time
-//! limit, a row limit, the page size) and of concurrency; and the engine that answers
-//! (`engine`: DataFusion in this process). A refusal is the same for both (`refusal`),
-//! as an HTTP status or its gRPC code.
+//! guard (`guard`: read-only, size, depth); the limits of everything a client controls
+//! (`limits`); the query threads and slots (`pool`), apart from the threads that answer
+//! requests; and the engine that answers (`engine`: DataFusion in this process, or
+//! Athena). A refusal is the same for both (`refusal`), as an HTTP status or its gRPC
+//! code.
 
 pub mod engine;
 pub mod flight;
@@ -12,56 +13,31 @@ pub mod format;
 pub mod guard;
 pub mod http;
 pub mod keys;
+pub mod limits;
+pub mod pool;
 pub mod refusal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use self::engine::leash::{Leash, StopOnDrop};
 use self::engine::{Batches, Engine, Query, Rows, TableInfo};
 use self::keys::{Key, Keys};
+pub use self::limits::Limits;
+use self::pool::Pool;
 use self::refusal::Refusal;
 use crate::error::{Error, Result};
-
-/// What one query may take (the defaults are `sluice serve`'s).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Rows in a page when the request names none.
-    pub page: usize,
-    /// The most rows a page may have.
-    pub max_page: usize,
-    /// The most rows a streamed answer (NDJSON without a limit, Flight SQL) may have.
-    pub max_rows: usize,
-    pub time: Duration,
-    /// Queries running at once; more wait up to `queue_wait`, then get 503.
-    pub concurrent: usize,
-    pub queue_wait: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            page: 1000,
-            max_page: 100_000,
-            max_rows: 10_000_000,
-            time: Duration::from_secs(30),
-            concurrent: 4,
-            queue_wait: Duration::from_secs(1),
-        }
-    }
-}
 
 /// What both front ends ask: who a key is, and the answers to its queries within the
 /// limits.
 pub struct Service {
-    engine: Box<dyn Engine>,
+    engine: Arc<dyn Engine>,
     keys: Keys,
     limits: Limits,
-    slots: Arc<Semaphore>,
+    pool: Pool,
 }
 
 impl Service {
@@ -72,8 +48,8 @@ impl Service {
             ));
         }
         Ok(Self {
-            slots: Arc::new(Semaphore::new(limits.concurrent.max(1))),
-            engine,
+            pool: Pool::new(&limits)?,
+            engine: Arc::from(engine),
             keys,
             limits,
         })
@@ -99,19 +75,54 @@ impl Service {
             .ok_or_else(Refusal::unauthorized)
     }
 
-    /// The guard, then a query slot (waiting for one up to `queue_wait`).
-    async fn admit(&self, query: &Query) -> std::result::Result<OwnedSemaphorePermit, Refusal> {
-        if let Some(why) = guard::refusal(&query.sql) {
-            return Err(Refusal::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "refused",
-                why,
-            ));
-        }
-        tokio::time::timeout(self.limits.queue_wait, self.slots.clone().acquire_owned())
+    /// Starts `work` on the query threads once the statement's size is allowed and a
+    /// slot is free; the guard runs first there. The leash's clock starts at admission.
+    async fn start<T: Send + 'static, F>(
+        &self,
+        key: &Key,
+        query: &Query,
+        answer_bytes: usize,
+        work: impl FnOnce(Arc<dyn Engine>, Key, Query, Leash) -> F,
+    ) -> std::result::Result<(pool::Running<T>, Leash), Refusal>
+    where
+        F: std::future::Future<Output = std::result::Result<T, Refusal>> + Send + 'static,
+    {
+        guard::size(&query.sql, &self.limits)?;
+        let slots = self.pool.admit(&key.name).await?;
+        let leash = Leash::new(self.limits.time, answer_bytes);
+        let work = work(
+            self.engine.clone(),
+            key.clone(),
+            query.clone(),
+            leash.clone(),
+        );
+        let limits = self.limits.clone();
+        let sql = query.sql.clone();
+        let running = self.pool.spawn(async move {
+            let _slots = slots;
+            guard::check(&sql, &limits)?;
+            work.await
+        });
+        Ok((running, leash))
+    }
+
+    /// `work`'s outcome by the query's deadline, else `time_limit` (and the work is
+    /// stopped and aborted).
+    async fn answer<T: Send + 'static, F>(
+        &self,
+        key: &Key,
+        query: &Query,
+        answer_bytes: usize,
+        work: impl FnOnce(Arc<dyn Engine>, Key, Query, Leash) -> F,
+    ) -> std::result::Result<T, Refusal>
+    where
+        F: std::future::Future<Output = std::result::Result<T, Refusal>> + Send + 'static,
+    {
+        let (running, leash) = self.start(key, query, answer_bytes, work).await?;
+        let _stop = StopOnDrop(leash.clone());
+        tokio::time::timeout_at(leash.deadline(), running)
             .await
-            .map_err(|_| Refusal::busy(self.limits.concurrent))?
-            .map_err(|_| Refusal::busy(self.limits.concurrent))
+            .unwrap_or_else(|_| Err(Refusal::time_limit(leash.time())))
     }
 
     /// One page of the answer, from `cursor`.
@@ -123,16 +134,19 @@ impl Service {
         limit: usize,
     ) -> std::result::Result<Rows, Refusal> {
         let started = std::time::Instant::now();
-        let answered = async {
-            let _slot = self.admit(query).await?;
-            tokio::time::timeout(
-                self.limits.time,
-                self.engine.page(key, query, cursor, limit),
+        let cursor = cursor.map(str::to_string);
+        let answered = self
+            .answer(
+                key,
+                query,
+                self.limits.page_bytes,
+                |engine, key, query, leash| async move {
+                    engine
+                        .page(&key, &query, cursor.as_deref(), limit, &leash)
+                        .await
+                },
             )
-            .await
-            .map_err(|_| Refusal::time_limit(self.limits.time))?
-        }
-        .await;
+            .await;
         let rows = answered
             .as_ref()
             .map(|page| page.batches.iter().map(|b| b.num_rows()).sum::<usize>());
@@ -147,14 +161,18 @@ impl Service {
         key: &Key,
         query: &Query,
     ) -> std::result::Result<(SchemaRef, Option<String>), Refusal> {
-        let _slot = self.admit(query).await?;
-        tokio::time::timeout(self.limits.time, self.engine.schema(key, query))
-            .await
-            .map_err(|_| Refusal::time_limit(self.limits.time))?
+        self.answer(
+            key,
+            query,
+            self.limits.page_bytes,
+            |engine, key, query, leash| async move { engine.schema(&key, &query, &leash).await },
+        )
+        .await
     }
 
-    /// Every row of the answer as it comes, holding its query slot until the stream ends;
-    /// past the time or row limit the stream ends with that refusal.
+    /// Every row of the answer as it comes, the query running on the query threads and
+    /// holding its slot until the stream ends; past the time, row or byte limit the
+    /// stream ends with that refusal.
     pub async fn stream(
         &self,
         key: &Key,
@@ -162,33 +180,74 @@ impl Service {
         cursor: Option<&str>,
     ) -> std::result::Result<(SchemaRef, Batches), Refusal> {
         let started = std::time::Instant::now();
-        let time = self.limits.time;
-        let deadline = tokio::time::Instant::now() + time;
-        let opened = async {
-            let slot = self.admit(query).await?;
-            let (schema, rows) =
-                tokio::time::timeout_at(deadline, self.engine.stream(key, query, cursor))
-                    .await
-                    .map_err(|_| Refusal::time_limit(time))??;
-            Ok((slot, schema, rows))
-        }
-        .await;
+        let cursor = cursor.map(str::to_string);
+        let (opened_tx, opened) = tokio::sync::oneshot::channel();
+        // One batch in hand, one on the way: a slow client holds the query back, not
+        // its rows in memory.
+        let (rows_tx, rows) = tokio::sync::mpsc::channel(1);
+        let started_query = self
+            .start(
+                key,
+                query,
+                self.limits.answer_bytes,
+                |engine, key, query, leash| async move {
+                    let (schema, mut batches) =
+                        match engine.stream(&key, &query, cursor.as_deref(), &leash).await {
+                            Ok(opened) => opened,
+                            Err(refusal) => {
+                                let _ = opened_tx.send(Err(refusal));
+                                return Ok(());
+                            }
+                        };
+                    if opened_tx.send(Ok(schema)).is_err() {
+                        return Ok(());
+                    }
+                    while let Some(batch) = batches.next().await {
+                        if rows_tx.send(batch).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await;
+        let opened = match started_query {
+            Ok((running, leash)) => {
+                let stop = StopOnDrop(leash.clone());
+                match tokio::time::timeout_at(leash.deadline(), opened).await {
+                    Ok(Ok(Ok(schema))) => Ok((schema, running, stop)),
+                    Ok(Ok(Err(refusal))) => Err(refusal),
+                    // The task ended without a word: its outcome says why.
+                    Ok(Err(_)) => Err(running.await.err().unwrap_or_else(|| {
+                        Refusal::from(Error::internal("the query ended before it opened"))
+                    })),
+                    Err(_) => Err(Refusal::time_limit(leash.time())),
+                }
+            }
+            Err(refusal) => Err(refusal),
+        };
         log(key, query, started, opened.as_ref().map(|_| 0));
-        let (slot, schema, rows) = opened?;
+        let (schema, running, stop) = opened?;
         let max_rows = self.limits.max_rows;
-        let state = Some((rows, slot, 0usize));
+        let state = Some((rows, running, stop, 0usize));
         let rows = futures::stream::unfold(state, move |state| async move {
-            let (mut rows, slot, seen) = state?;
-            match tokio::time::timeout_at(deadline, rows.next()).await {
-                Err(_) => Some((Err(Refusal::time_limit(time)), None)),
-                Ok(None) => None,
+            let (mut rows, running, stop, seen) = state?;
+            let leash = stop.0.clone();
+            match tokio::time::timeout_at(leash.deadline(), rows.recv()).await {
+                Err(_) => Some((Err(Refusal::time_limit(leash.time())), None)),
+                Ok(None) => match running.await {
+                    Ok(()) => None,
+                    Err(refusal) => Some((Err(refusal), None)),
+                },
                 Ok(Some(Err(refusal))) => Some((Err(refusal), None)),
                 Ok(Some(Ok(batch))) => {
                     let seen = seen + batch.num_rows();
                     if seen > max_rows {
                         Some((Err(Refusal::row_limit(max_rows)), None))
+                    } else if let Err(refusal) = leash.answer(&batch) {
+                        Some((Err(refusal), None))
                     } else {
-                        Some((Ok(batch), Some((rows, slot, seen))))
+                        Some((Ok(batch), Some((rows, running, stop, seen))))
                     }
                 }
             }
@@ -210,9 +269,27 @@ impl Service {
     }
 }
 
-/// One line per query for the operators: who asked what, how it ended, how long it took
-/// (the key's name, never the key; a stream's line is written when its rows start, so
-/// it counts none).
+/// How much of a statement a log line holds: a statement may be as long as the statement
+/// limit; its hash names it whole.
+const LOGGED_SQL: usize = 300;
+
+/// A statement for a log line: its first `LOGGED_SQL` bytes (cut at a character) and,
+/// when cut, its length.
+fn logged_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    if sql.len() <= LOGGED_SQL {
+        return sql.into();
+    }
+    let mut end = LOGGED_SQL;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &sql[..end], sql.len()).into()
+}
+
+/// One line per query for the operators: who asked what (a bounded prefix of the
+/// statement and the SHA-256 of all of it), how it ended, how long it took (the key's
+/// name, never the key; a stream's line is written when its rows start, so it counts
+/// none).
 fn log(
     key: &Key,
     query: &Query,
@@ -220,11 +297,16 @@ fn log(
     rows: std::result::Result<usize, &Refusal>,
 ) {
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let sql = logged_sql(&query.sql);
+    let sql_sha256 = &crate::keyfile::sha256_hex(&query.sql)[..16];
     match rows {
-        Ok(rows) => tracing::info!(key = %key.name, sql = %query.sql, rows, ms, "query answered"),
+        Ok(rows) => {
+            tracing::info!(key = %key.name, sql = %sql, sql_sha256, rows, ms, "query answered")
+        }
         Err(refusal) => tracing::info!(
             key = %key.name,
-            sql = %query.sql,
+            sql = %sql,
+            sql_sha256,
             code = refusal.code,
             status = refusal.status.as_u16(),
             ms,
@@ -242,7 +324,8 @@ pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener> {
 }
 
 /// Serves HTTP on `listener` and Flight SQL on `flight` (when given) until `stop`
-/// resolves; requests in flight finish.
+/// resolves; then no connection is taken, and requests in flight have up to the drain
+/// (`Limits::drain`) to finish before this returns.
 pub async fn serve(
     service: Service,
     cors: http::Cors,
@@ -251,6 +334,7 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let service = Arc::new(service);
+    let drain = service.limits.drain;
     let address = |l: &tokio::net::TcpListener| {
         l.local_addr()
             .map_err(|e| Error::internal(format!("the listening address: {e}")))
@@ -289,5 +373,14 @@ pub async fn serve(
         () = stop => {}
     }
     let _ = stopped.send(true);
-    servers.await
+    match tokio::time::timeout(drain, servers).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!(
+                drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+                "stopping with requests still in flight: the drain (--drain) is over"
+            );
+            Ok(())
+        }
+    }
 }

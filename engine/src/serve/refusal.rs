@@ -52,6 +52,27 @@ impl Refusal {
         )
     }
 
+    /// One key's share of the slots is taken (the others' are not: 429, not 503).
+    pub fn key_busy(name: &str, slots: usize) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "key_busy",
+            format!(
+                "key `{name}` already runs {slots} queries, the most one key may run at once (--max-concurrent-per-key); wait for one to end"
+            ),
+        )
+    }
+
+    pub fn answer_limit(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "answer_limit",
+            format!(
+                "the answer is larger than {limit} bytes, the most one answer may carry (--max-page-bytes for a page, --max-answer-bytes for a stream); page it with a smaller limit, select fewer or shorter columns, or aggregate"
+            ),
+        )
+    }
+
     pub fn time_limit(limit: std::time::Duration) -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -88,9 +109,11 @@ impl IntoResponse for Refusal {
                 HeaderValue::from_static("Bearer realm=\"sluice\""),
             );
         }
-        let retry_after = self
-            .retry_after
-            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1));
+        let retry_after = self.retry_after.or(matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        )
+        .then_some(1));
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -127,6 +150,11 @@ impl From<Error> for Refusal {
 /// An execution error: past the memory pool is 413, the rest as classified.
 impl From<datafusion::error::DataFusionError> for Refusal {
     fn from(e: datafusion::error::DataFusionError) -> Self {
+        if let datafusion::error::DataFusionError::External(cause) = e.find_root()
+            && let Some(cut) = cause.downcast_ref::<super::engine::leash::Cut>()
+        {
+            return cut.refusal();
+        }
         if matches!(
             e.find_root(),
             datafusion::error::DataFusionError::ResourcesExhausted(_)

@@ -19,6 +19,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::stream::{BoxStream, StreamExt};
 
 mod to_char;
+pub mod wrapped;
 
 use crate::contract::Feed;
 use crate::error::{Error, Result, classify_datafusion};

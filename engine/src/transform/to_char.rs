@@ -21,40 +21,19 @@ use datafusion::arrow::datatypes::{
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};
 
 /// DataFusion's `to_char` (alias `date_format`) with the fast path above.
 pub fn udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(ToChar {
-        inner: datafusion::functions::datetime::to_char(),
-    })
+    super::wrapped::wrap(datafusion::functions::datetime::to_char(), Fast)
 }
 
+/// Formats with the parsed format where it can, else calls DataFusion's.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct ToChar {
-    inner: Arc<ScalarUDF>,
-}
+struct Fast;
 
-impl ScalarUDFImpl for ToChar {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner.aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+impl super::wrapped::Around for Fast {
+    fn invoke(&self, inner: &ScalarUDF, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if let [
             ColumnarValue::Array(values),
             ColumnarValue::Scalar(ScalarValue::Utf8(Some(format))),
@@ -63,11 +42,7 @@ impl ScalarUDFImpl for ToChar {
         {
             return Ok(ColumnarValue::Array(out));
         }
-        self.inner.invoke_with_args(args)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner.documentation()
+        inner.invoke_with_args(args)
     }
 }
 

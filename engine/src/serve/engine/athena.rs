@@ -29,6 +29,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::leash::Leash;
 use super::{Batches, Engine, Query, Rows, TableInfo};
 use crate::aws::classify_sdk;
 use crate::error::Error;
@@ -485,9 +486,14 @@ impl Engine for Athena {
         query: &Query,
         cursor: Option<&str>,
         limit: usize,
+        leash: &Leash,
     ) -> Result<Rows, Refusal> {
         let from = self.start(key, query, cursor).await?;
-        self.read(from, limit).await?.rows()
+        let rows = self.read(from, limit).await?.rows()?;
+        for batch in &rows.batches {
+            leash.answer(batch)?;
+        }
+        Ok(rows)
     }
 
     fn plans(&self) -> bool {
@@ -500,6 +506,7 @@ impl Engine for Athena {
         &self,
         key: &Key,
         query: &Query,
+        _leash: &Leash,
     ) -> Result<(SchemaRef, Option<String>), Refusal> {
         let start = Cursor {
             execution: self.execute(key, query).await?,
@@ -516,6 +523,7 @@ impl Engine for Athena {
         key: &Key,
         query: &Query,
         cursor: Option<&str>,
+        _leash: &Leash,
     ) -> Result<(SchemaRef, Batches), Refusal> {
         let from = self.start(key, query, cursor).await?;
         let first = self.read(from, ATHENA_PAGE).await?;

@@ -8,15 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::execution::cache::cache_manager::{
     CacheManager, CacheManagerConfig, FileMetadataCache,
 };
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::Mutex;
 
+use super::leash::Leash;
 use super::{Batches, Engine, Query, Rows, TableInfo};
 use crate::query::LakeTable;
 use crate::serve::keys::Key;
@@ -29,8 +33,10 @@ type Listing = Arc<Vec<(String, LakeTable)>>;
 
 pub struct Local {
     lake: Lake,
-    /// Each query's memory pool.
+    /// Each query's memory pool, and the most one step of it may make at once.
     memory: u64,
+    /// The most bytes one value a function makes may have.
+    value_bytes: usize,
     /// The Parquet footers read, kept across queries (an entry holds for its file's size
     /// and time, so a rewritten file is read again); file listings are not kept, so a new
     /// file is seen by the next query.
@@ -40,13 +46,19 @@ pub struct Local {
 }
 
 impl Local {
-    pub fn new(lake: Lake, memory: u64, listing_ttl: Duration) -> crate::error::Result<Self> {
+    pub fn new(
+        lake: Lake,
+        memory: u64,
+        value_bytes: usize,
+        listing_ttl: Duration,
+    ) -> crate::error::Result<Self> {
         let footers = CacheManager::try_new(&CacheManagerConfig::default())
             .map_err(|e| crate::error::classify_datafusion(e, "the footer cache"))?
             .get_file_metadata_cache();
         Ok(Self {
             lake,
             memory,
+            value_bytes,
             footers,
             listing_ttl,
             listed: Mutex::new(None),
@@ -84,6 +96,7 @@ impl Local {
             .with_list_files_cache_limit(0);
         let runtime = crate::transform::bounded_runtime(self.memory, caches)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        super::bounded::register(&ctx, self.value_bytes, self.batch_limit());
         self.lake.register_store(&ctx)?;
         for (name, table) in self.lake_tables().await?.iter() {
             if key.allows(name) {
@@ -110,6 +123,28 @@ impl Local {
                 .map_err(|e| Refusal::bad(format!("the parameters do not fit the query: {e}")))?;
         }
         Ok(frame)
+    }
+
+    /// The most bytes one step of a query may make at once: its memory.
+    fn batch_limit(&self) -> usize {
+        usize::try_from(self.memory).unwrap_or(usize::MAX)
+    }
+
+    /// The query running: its physical plan on the leash, its rows in the columns the
+    /// plan announced (`schema` tells the same), and its memory pool.
+    async fn run(&self, key: &Key, query: &Query, leash: &Leash) -> Result<Run, Refusal> {
+        let frame = self.frame(key, query).await?;
+        let schema: SchemaRef = frame.schema().inner().clone();
+        let task = Arc::new(frame.task_ctx());
+        let plan = frame.create_physical_plan().await?;
+        let plan = super::checked::wrap(plan, leash, self.batch_limit())?;
+        let pool = task.memory_pool().clone();
+        let stream = execute_stream(plan, task)?;
+        let announced = schema.clone();
+        let rows = stream
+            .map(move |batch| conform(batch.map_err(Refusal::from)?, &announced))
+            .boxed();
+        Ok(Run { schema, rows, pool })
     }
 
     async fn describe(&self, name: &str, table: &LakeTable) -> Result<TableInfo, Refusal> {
@@ -164,6 +199,46 @@ impl Local {
     }
 }
 
+/// A query running.
+struct Run {
+    schema: SchemaRef,
+    rows: Batches,
+    pool: Arc<dyn MemoryPool>,
+}
+
+/// A batch in the columns announced for it: the plan may know more than the planner
+/// told (a literal's column is never null), and a client holds the server to what it
+/// announced (Flight SQL's ADBC checks the streamed schema against GetFlightInfo's).
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Refusal> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                datafusion::arrow::compute::cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|columns| {
+            RecordBatch::try_new_with_options(
+                schema.clone(),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )
+        });
+    columns.map_err(|e| {
+        Refusal::from(crate::error::Error::internal(format!(
+            "the rows do not fit the columns announced for them: {e}"
+        )))
+    })
+}
+
 /// Columns as `/v1/tables` lists them.
 pub fn columns(schema: &SchemaRef) -> Vec<serde_json::Value> {
     schema
@@ -185,12 +260,15 @@ impl Engine for Local {
         "local"
     }
 
+    /// The page's rows are held until it is answered: they count against the query's
+    /// memory pool and the leash's answer bytes as they are taken.
     async fn page(
         &self,
         key: &Key,
         query: &Query,
         cursor: Option<&str>,
         limit: usize,
+        leash: &Leash,
     ) -> Result<Rows, Refusal> {
         let offset: usize = match cursor {
             Some(text) => text
@@ -198,7 +276,9 @@ impl Engine for Local {
                 .map_err(|_| Refusal::bad("`next` is not a continuation token this server gave"))?,
             None => 0,
         };
-        let (schema, mut stream) = self.stream(key, query, None).await?;
+        let run = self.run(key, query, leash).await?;
+        let mut held = MemoryConsumer::new("answer page").register(&run.pool);
+        let (schema, mut stream) = (run.schema, run.rows);
         let (mut skip, mut want) = (offset, limit);
         let mut batches = Vec::new();
         let more = loop {
@@ -217,10 +297,15 @@ impl Engine for Local {
             if want == 0 {
                 break true;
             }
-            let taken = want.min(batch.num_rows());
+            let rows = batch.num_rows();
+            let taken = want.min(rows);
             want -= taken;
-            batches.push(batch.slice(0, taken));
-            if taken < batch.num_rows() {
+            let batch = batch.slice(0, taken);
+            leash.answer(&batch)?;
+            held.try_grow(super::leash::batch_bytes(&batch))
+                .map_err(Refusal::from)?;
+            batches.push(batch);
+            if taken < rows {
                 break true;
             }
         };
@@ -235,6 +320,7 @@ impl Engine for Local {
         &self,
         key: &Key,
         query: &Query,
+        _leash: &Leash,
     ) -> Result<(SchemaRef, Option<String>), Refusal> {
         Ok((self.frame(key, query).await?.schema().inner().clone(), None))
     }
@@ -245,9 +331,10 @@ impl Engine for Local {
         key: &Key,
         query: &Query,
         _cursor: Option<&str>,
+        leash: &Leash,
     ) -> Result<(SchemaRef, Batches), Refusal> {
-        let stream = self.frame(key, query).await?.execute_stream().await?;
-        Ok((stream.schema(), stream.map_err(Refusal::from).boxed()))
+        let run = self.run(key, query, leash).await?;
+        Ok((run.schema, run.rows))
     }
 
     async fn tables(&self, key: &Key, only: Option<&str>) -> Result<Vec<TableInfo>, Refusal> {

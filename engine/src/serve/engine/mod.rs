@@ -4,6 +4,9 @@
 //! that outgrow one machine.
 
 pub mod athena;
+mod bounded;
+mod checked;
+pub mod leash;
 pub mod local;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -11,6 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+use self::leash::Leash;
 use super::keys::Key;
 use super::refusal::Refusal;
 
@@ -65,10 +69,12 @@ impl TableInfo {
 
 /// What answers the queries of `sluice serve`. The `Service` calls it for every request
 /// of either front end, concurrently, after the key was authenticated and the statement
-/// passed the read-only guard, inside the query's slot and time limit (a call cut short
-/// is dropped: an engine holds nothing across calls that a drop would leak). The engine
-/// makes sure a key reads only its tables, bounds its own memory, and answers a cursor
-/// it gave only for the query it gave it for.
+/// passed the guard, on the query threads, inside the query's slot and time limit (a
+/// call cut short is dropped: an engine holds nothing across calls that a drop would
+/// leak). The engine makes sure a key reads only its tables, bounds its own memory, ends
+/// its work between batches once the `leash` says so, counts the rows it answers
+/// against the leash, and answers a cursor it gave only for the query it gave it for.
+/// The columns `schema` tells are exactly those `stream` and `page` answer with.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
     /// `--engine`'s name for it.
@@ -82,6 +88,7 @@ pub trait Engine: Send + Sync {
         query: &Query,
         cursor: Option<&str>,
         limit: usize,
+        leash: &Leash,
     ) -> Result<Rows, Refusal>;
 
     /// Whether `schema` plans without running the query (a prepared statement then
@@ -97,6 +104,7 @@ pub trait Engine: Send + Sync {
         &self,
         key: &Key,
         query: &Query,
+        leash: &Leash,
     ) -> Result<(SchemaRef, Option<String>), Refusal>;
 
     /// The result's columns and every row of it from `cursor` (none: the first row), as
@@ -106,6 +114,7 @@ pub trait Engine: Send + Sync {
         key: &Key,
         query: &Query,
         cursor: Option<&str>,
+        leash: &Leash,
     ) -> Result<(SchemaRef, Batches), Refusal>;
 
     /// The tables the key sees, sorted by name; with `only`, that one table if the key sees
