@@ -8,8 +8,8 @@
 //! The depth is measured on the parsed statement, stopping as soon as it passes the
 //! limit, so that planning (which recurses over expressions) never meets a tree deeper
 //! than the limit. Parsing itself is safe at any size the statement limit lets through:
-//! the parser's own recursion is bounded (its limit counts parentheses and subqueries),
-//! and it builds chains of operators (`a AND b AND …`) in a loop. A deep chain still
+//! the parser's own recursion is bounded by the same limit (it counts parentheses and
+//! subqueries), and it builds chains of operators (`a AND b AND …`) in a loop. A deep chain still
 //! takes a deep stack to drop, so `check` runs on the query threads (`pool`), whose
 //! stacks are large.
 
@@ -17,7 +17,7 @@ use std::ops::ControlFlow;
 
 use axum::http::StatusCode;
 use datafusion::error::DataFusionError;
-use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Expr, Query, Select, SetExpr, Statement, Visit, Visitor};
 use datafusion::sql::sqlparser::parser::ParserError;
 
@@ -44,7 +44,11 @@ pub fn size(sql: &str, limits: &Limits) -> Result<(), Refusal> {
 pub fn check(sql: &str, limits: &Limits) -> Result<(), Refusal> {
     size(sql, limits)?;
     let refused = |why: String| Refusal::new(StatusCode::BAD_REQUEST, "refused", why);
-    let statements = DFParser::parse_sql(sql).map_err(|e| {
+    let parsed = DFParserBuilder::new(sql)
+        .with_recursion_limit(limits.sql_depth.max(1))
+        .build()
+        .and_then(|mut parser| parser.parse_statements());
+    let statements = parsed.map_err(|e| {
         if matches!(&e, DataFusionError::SQL(parsed, _) if matches!(**parsed, ParserError::RecursionLimitExceeded))
         {
             too_deep(None, limits)
@@ -103,7 +107,7 @@ fn not_allowed(kind: &str) -> String {
 
 fn too_deep(depth: Option<usize>, limits: &Limits) -> Refusal {
     let how = depth.map_or_else(
-        || "deeper than the parser allows (parentheses or subqueries)".to_string(),
+        || "deeper than the limit in parentheses or subqueries".to_string(),
         |d| format!("at least {d} deep"),
     );
     Refusal::new(

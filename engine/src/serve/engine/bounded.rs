@@ -125,19 +125,23 @@ impl Bounded {
         let Some(sizes) = self.sizes(args, rows) else {
             return Ok(());
         };
-        let limit = |what: &str, bytes: i128, most: usize| {
-            DataFusionError::ResourcesExhausted(format!(
-                "{name}(…) would make {what} of {bytes} bytes, more than a query may make at once ({most} bytes)"
-            ))
+        let refuse = |what: String| {
+            DataFusionError::ResourcesExhausted(format!("{name}(…) would make {what}"))
         };
         if let Some(&largest) = sizes.iter().max()
             && largest > self.value_limit as i128
         {
-            return Err(limit("a value", largest, self.value_limit));
+            return Err(refuse(format!(
+                "a value of {largest} bytes, more than one value may hold ({} bytes, --max-page-bytes)",
+                self.value_limit
+            )));
         }
         let total: i128 = sizes.iter().sum();
         if total > self.call_limit as i128 {
-            return Err(limit("values", total, self.call_limit));
+            return Err(refuse(format!(
+                "values of {total} bytes at once, more than a query may make at once ({} bytes, --query-memory)",
+                self.call_limit
+            )));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::execution::cache::cache_manager::{
     CacheManager, CacheManagerConfig, FileMetadataCache,
 };
@@ -27,6 +28,10 @@ use crate::serve::keys::Key;
 use crate::serve::refusal::Refusal;
 use crate::sink::Lake;
 use crate::sink::delta::AsOf;
+
+/// The deepest nesting the session's parser takes (more than any --max-sql-depth
+/// worth setting; the guard refuses deeper statements first).
+const PARSER_DEPTH: usize = 100_000;
 
 /// The lake's tables by name, as listed at one moment.
 type Listing = Arc<Vec<(String, LakeTable)>>;
@@ -84,6 +89,10 @@ impl Local {
     /// A session over the lake with the key's tables only and the per-query memory pool.
     async fn session(&self, key: &Key) -> Result<SessionContext, Refusal> {
         let mut config = SessionConfig::new().with_information_schema(true);
+        // The guard has bounded how deep a statement nests (--max-sql-depth) before any
+        // engine parses it: the parser here takes whatever the guard let through.
+        config.options_mut().sql_parser.recursion_limit =
+            ConfigNonZeroUsize::try_new(PARSER_DEPTH)?;
         // Each partition's sort sets aside this much for merging what it spilled: by
         // default 10 MB a partition, which alone can exceed a small pool. A quarter of
         // the pool, shared by the partitions, leaves the rest to the rows.
@@ -277,7 +286,7 @@ impl Engine for Local {
             None => 0,
         };
         let run = self.run(key, query, leash).await?;
-        let mut held = MemoryConsumer::new("answer page").register(&run.pool);
+        let held = MemoryConsumer::new("answer page").register(&run.pool);
         let (schema, mut stream) = (run.schema, run.rows);
         let (mut skip, mut want) = (offset, limit);
         let mut batches = Vec::new();
