@@ -106,19 +106,12 @@ impl Service {
         Ok((running, leash))
     }
 
-    /// `work`'s outcome by the query's deadline, else `time_limit` (and the work is
-    /// stopped and aborted).
-    async fn answer<T: Send + 'static, F>(
-        &self,
-        key: &Key,
-        query: &Query,
-        answer_bytes: usize,
-        work: impl FnOnce(Arc<dyn Engine>, Key, Query, Leash) -> F,
-    ) -> std::result::Result<T, Refusal>
-    where
-        F: std::future::Future<Output = std::result::Result<T, Refusal>> + Send + 'static,
-    {
-        let (running, leash) = self.start(key, query, answer_bytes, work).await?;
+    /// The outcome of a query `start`ed, by its deadline, else `time_limit` (and the
+    /// work is stopped and aborted).
+    async fn answer<T: Send + 'static>(
+        started: (pool::Running<T>, Leash),
+    ) -> std::result::Result<T, Refusal> {
+        let (running, leash) = started;
         let _stop = StopOnDrop(leash.clone());
         tokio::time::timeout_at(leash.deadline(), running)
             .await
@@ -135,18 +128,20 @@ impl Service {
     ) -> std::result::Result<Rows, Refusal> {
         let started = std::time::Instant::now();
         let cursor = cursor.map(str::to_string);
-        let answered = self
-            .answer(
-                key,
-                query,
-                self.limits.page_bytes,
-                |engine, key, query, leash| async move {
-                    engine
-                        .page(&key, &query, cursor.as_deref(), limit, &leash)
-                        .await
-                },
-            )
-            .await;
+        let started_query = self.start(
+            key,
+            query,
+            self.limits.page_bytes,
+            |engine, key, query, leash| async move {
+                engine
+                    .page(&key, &query, cursor.as_deref(), limit, &leash)
+                    .await
+            },
+        );
+        let answered = match started_query.await {
+            Ok(running) => Self::answer(running).await,
+            Err(refusal) => Err(refusal),
+        };
         let rows = answered
             .as_ref()
             .map(|page| page.batches.iter().map(|b| b.num_rows()).sum::<usize>());
@@ -161,13 +156,15 @@ impl Service {
         key: &Key,
         query: &Query,
     ) -> std::result::Result<(SchemaRef, Option<String>), Refusal> {
-        self.answer(
-            key,
-            query,
-            self.limits.page_bytes,
-            |engine, key, query, leash| async move { engine.schema(&key, &query, &leash).await },
-        )
-        .await
+        let running = self
+            .start(
+                key,
+                query,
+                self.limits.page_bytes,
+                |engine, key, query, leash| async move { engine.schema(&key, &query, &leash).await },
+            )
+            .await?;
+        Self::answer(running).await
     }
 
     /// Every row of the answer as it comes, the query running on the query threads and
