@@ -213,3 +213,17 @@ def test_the_sql_api_reads_the_lake_only_and_listens_on_https_only():
     assert ingress["serve_from_lb"]["referenced_security_group_id"] == "${aws_security_group.serve_lb[0].id}"
     task = resources("serve.tf", "aws_ecs_task_definition")["serve"]
     assert "--keys" not in task["container_definitions"] and "SLUICE_SERVE_KEYS_SECRET" in task["container_definitions"]
+
+
+def test_a_stopping_sql_api_task_drains_within_its_stop_timeout_and_keys_share_the_slots():
+    task = resources("serve.tf", "aws_ecs_task_definition")["serve"]["container_definitions"]
+    locals_ = {k: v for b in parsed()["serve.tf"]["locals"] for k, v in b.items()}
+    drain = int(locals_["serve_drain_seconds"])
+    # `sluice serve --drain` lets requests in flight finish; ECS kills the task only after
+    # stopTimeout, so the drain must end before it.
+    assert '"--drain", "${local.serve_drain_seconds}s"' in task
+    assert "stopTimeout = local.serve_drain_seconds + 10" in task
+    assert 0 < drain and drain + 10 <= 120  # Fargate's largest stop timeout
+    assert '"--max-concurrent-per-key", tostring(var.serve_max_concurrent_per_key)' in task
+    variables = {k: v for b in parsed()["variables.tf"]["variable"] for k, v in b.items()}
+    assert variables["serve_max_concurrent_per_key"]["default"] == 2
