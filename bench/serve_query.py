@@ -146,20 +146,20 @@ class Client:
         return 200, json.loads(data)["rows"]
 
 
-def start_server(lake, *flags):
+def start_server(lake, timeout="120s", concurrent=CONCURRENT, per_key=CONCURRENT):
     keys = os.path.join(CACHE, "keys.yaml")
     with open(keys, "w") as f:
         for key in (KEY, HOSTILE_KEY):
             f.write(f"- {{name: {key}, sha256: {hashlib.sha256(key.encode()).hexdigest()}, tables: ['*']}}\n")
     process = subprocess.Popen(
         [BIN, "--lake", lake, "serve", "--listen", "127.0.0.1:0", "--keys", keys,
-         "--query-memory", f"{QUERY_MEMORY_MIB}MiB", "--max-concurrent", str(CONCURRENT),
-         "--max-concurrent-per-key", str(CONCURRENT), "--query-timeout", "120s", *flags],
+         "--query-memory", f"{QUERY_MEMORY_MIB}MiB", "--max-concurrent", str(concurrent),
+         "--max-concurrent-per-key", str(per_key), "--query-timeout", timeout],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     line = process.stdout.readline()
     if not line.startswith("listening on http://"):
-        sys.exit(f"sluice serve did not start: {line}")
+        sys.exit(f"sluice serve did not start: {line}{process.stderr.read() if process.stderr else ''}")
     return process, line.split()[2]
 
 
@@ -177,10 +177,20 @@ def percentile(xs, p):
 
 
 def duckdb_over(lake):
+    """DuckDB's views of the lake's tables: a Parquet table's folder, or a Delta table's
+    live files (its folder also holds the files older versions read)."""
     con = duckdb.connect()
     for table in ("orders", "customers"):
+        folder = os.path.join(lake, table)
+        if os.path.isdir(os.path.join(folder, "_delta_log")):
+            from deltalake import DeltaTable
+
+            files = ", ".join(f"'{uri}'" for uri in DeltaTable(folder).file_uris())
+            source = f"[{files}]"
+        else:
+            source = f"'{folder}/**/*.parquet'"
         con.execute(
-            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{lake}/{table}/**/*.parquet', "
+            f"CREATE VIEW {table} AS SELECT * FROM read_parquet({source}, "
             "hive_partitioning = true, hive_types_autocast = false)"
         )
     return con
@@ -264,9 +274,8 @@ def hostile_mix(lake, asked):
     """/health and a pruned point query from a good key, quiet and then while
     HOSTILE_CLIENTS clients of another key send WORST again and again (each cut at the
     time limit): p50/p99 of both, and the ratio hostile/quiet."""
-    process, url = start_server(lake, "--query-timeout", f"{HOSTILE_TIMEOUT}s",
-                                "--max-concurrent", str(HOSTILE_CLIENTS + 2),
-                                "--max-concurrent-per-key", str(HOSTILE_CLIENTS))
+    process, url = start_server(lake, timeout=f"{HOSTILE_TIMEOUT}s", concurrent=HOSTILE_CLIENTS + 2,
+                                per_key=HOSTILE_CLIENTS)
     try:
         parsed = urllib.parse.urlparse(url)
         health = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
