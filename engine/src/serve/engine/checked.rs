@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
 };
 use futures::{Future, Stream, StreamExt};
 
-use super::leash::{Leash, batch_bytes};
+use super::leash::Leash;
 
 /// How long a query thread runs a task before the task yields.
 const SLICE: Duration = Duration::from_millis(2);
@@ -192,7 +192,9 @@ impl Stream for Checked {
                 Poll::Pending
             }
             Poll::Ready(Some(Ok(batch))) => {
-                let bytes = batch_bytes(&batch);
+                // The buffers the batch holds, shared or not: what it keeps in memory
+                // (cheaper than measuring its rows, on every operator's every batch).
+                let bytes = batch.get_array_memory_size();
                 if bytes > self.batch_limit {
                     let limit = self.batch_limit;
                     return self.end(DataFusionError::ResourcesExhausted(format!(

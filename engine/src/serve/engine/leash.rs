@@ -85,19 +85,20 @@ impl Leash {
         Ok(())
     }
 
-    /// Counts `batch` into the answer; refuses past the answer's byte limit.
-    pub fn answer(&self, batch: &RecordBatch) -> Result<(), Refusal> {
+    /// Counts `batch` into the answer, and tells its bytes; refuses past the answer's
+    /// byte limit.
+    pub fn answer(&self, batch: &RecordBatch) -> Result<usize, Refusal> {
         let bytes = batch_bytes(batch);
         let total = self.0.answered.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if total > self.0.answer_limit {
             return Err(Refusal::answer_limit(self.0.answer_limit));
         }
-        Ok(())
+        Ok(bytes)
     }
 }
 
 /// The bytes of a batch's rows as Arrow holds them (a slice counts its rows only).
-pub fn batch_bytes(batch: &RecordBatch) -> usize {
+fn batch_bytes(batch: &RecordBatch) -> usize {
     batch
         .columns()
         .iter()

@@ -310,8 +310,7 @@ impl Engine for Local {
             let taken = want.min(rows);
             want -= taken;
             let batch = batch.slice(0, taken);
-            leash.answer(&batch)?;
-            held.try_grow(super::leash::batch_bytes(&batch))
+            held.try_grow(leash.answer(&batch)?)
                 .map_err(Refusal::from)?;
             batches.push(batch);
             if taken < rows {
