@@ -40,6 +40,12 @@ def make_lake(lake):
         pyarrow.table({"id": list(range(900)), "v": [i * 1.5 for i in range(900)], "s": [f"row {i}" for i in range(900)]}),
         lake / "t900" / "part-00000.parquet",
     )
+    # A table and a column named in scripts other than Latin, with a space.
+    (lake / "zoné 日本").mkdir(parents=True)
+    pyarrow.parquet.write_table(
+        pyarrow.table({"ünï": ["ß", "日本語", "🚚", ""], "x": [0.1 + 0.2, 1e-320, -0.0, 1.7976931348623157e308]}),
+        lake / "zoné 日本" / "part-00000.parquet",
+    )
     for day in range(10):
         folder = lake / "points" / f"dt=2024-01-{day + 1:02d}"
         folder.mkdir(parents=True)
@@ -435,3 +441,18 @@ def test_sigterm_under_a_cpu_bound_query_exits_within_the_drain(tmp_path, sluice
     # The drain (2 s) and a moment to stop.
     assert took < 2 + 3, took
     assert code == 0, code
+
+
+def test_unicode_table_and_column_names_and_exact_doubles_over_http_and_flight(server):
+    sql = 'SELECT "ünï", x FROM "zoné 日本" ORDER BY "ünï"'
+    status, page, _ = query(server, sql, key=GOOD)
+    assert status == 200, page
+    expected = sorted(zip(["ß", "日本語", "🚚", ""], [0.1 + 0.2, 1e-320, -0.0, 1.7976931348623157e308]))
+    assert [(r["ünï"], r["x"]) for r in page["rows"]] == expected
+    listed = [t["name"] for t in json.loads(call(server, key=GOOD, path="/v1/tables")[1])["tables"]]
+    assert "zoné 日本" in listed
+    with flight(server, **bearer(GOOD)) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        table = cursor.fetch_arrow_table()
+    assert list(zip(table["ünï"].to_pylist(), table["x"].to_pylist())) == expected
+    assert_alive(server)
