@@ -62,7 +62,7 @@ assert rows == {N}, rows
 """
 
 
-def sluice_workspace():
+def sluice_workspace(extra=""):
     ws = tempfile.mkdtemp(prefix="bench-api-")
     os.makedirs(f"{ws}/jobs")
     with open(f"{ws}/jobs/connections.yaml", "w") as f:
@@ -72,7 +72,8 @@ def sluice_workspace():
 source:
   connection: tags
   fields: {plate: $.vehicle.plate}
-  request:
+  coerce: [amount]
+%s  request:
     path: %s
     params: {limit: "1000"}
     records: $.data
@@ -88,7 +89,7 @@ target:
     - {name: occurred_at, type: timestamp with time zone, nullable: false}
     - {name: plate, type: string}
     - {name: vehicle, type: string}
-""" % PATH)
+""" % (extra, PATH))
     return ws
 
 
@@ -105,8 +106,8 @@ def run_dlt():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def run_sluice():
-    ws = sluice_workspace()
+def run_sluice(extra=""):
+    ws = sluice_workspace(extra)
     try:
         seconds, rss, out = timed([BIN, "run", "--job", "tolls", "--output", "json"], env={
             "SLUICE_JOBS": f"{ws}/jobs", "SLUICE_LAKE": f"{ws}/lake", "SLUICE_STATE": f"{ws}/state",
@@ -122,7 +123,15 @@ def run_sluice():
 # renders them all, so every tool is measured against the same, fast server.
 seconds, _, _ = run_floor()
 print(f"warm-up (the fixture renders every page): {seconds:.1f} s", flush=True)
-results = rounds({"floor (fetch + parse only)": run_floor, "dlt rest_api → parquet": run_dlt, "sluice run": run_sluice}, ROUNDS)
+
+
+def run_sluice_keyed():
+    """The same run with a record key (source.dedup on id): every record looked up."""
+    return run_sluice("  dedup: {key: [id]}\n")
+
+
+results = rounds({"floor (fetch + parse only)": run_floor, "dlt rest_api → parquet": run_dlt, "sluice run": run_sluice,
+                  "sluice run, record key (id)": run_sluice_keyed}, ROUNDS)
 
 
 print(f"\n{N:,} records, pages of 1,000, {ROUNDS} rounds (median):")
@@ -135,3 +144,4 @@ for name, runs in results.items():
     print(f"| {name} | {s:.1f} s | {N / s:,.0f} | {m:.0f} MiB |")
 print(f"\nsluice / dlt: {rate['sluice run'] / rate['dlt rest_api → parquet']:.2f}× the records/s")
 print(f"sluice / the server's floor: {rate['sluice run'] / rate['floor (fetch + parse only)']:.2f}×")
+print(f"the record key's cost: {rate['sluice run'] / rate['sluice run, record key (id)'] - 1:+.1%} of the run's wall")

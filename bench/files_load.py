@@ -71,7 +71,8 @@ SIZE = os.path.getsize(FILE)
 RECORDS = int(open(FILE + ".count").read())
 
 
-RECORD = """  record:
+RECORD = """  coerce: [amount]
+  record:
     - {name: txn_id, type: bigint, nullable: false}
     - {name: booked_at, type: timestamp, nullable: false}
     - {name: amount, type: "decimal(12,2)", nullable: false}
@@ -86,18 +87,18 @@ target:
 """
 
 
-def sluice_workspace(connection):
+def sluice_workspace(connection, extra=""):
     ws = tempfile.mkdtemp(prefix="bench-files-", dir=CACHE)
     os.makedirs(f"{ws}/jobs")
     with open(f"{ws}/jobs/connections.yaml", "w") as f:
         f.write(connection)
     with open(f"{ws}/jobs/bank.yaml", "w") as f:
-        f.write(f"job: bank\nsource:\n  connection: bank\n  files:\n    pattern: {NAME}\n    format: json\n    stable_for: 0s\n" + RECORD)
+        f.write(f"job: bank\nsource:\n  connection: bank\n{extra}  files:\n    pattern: {NAME}\n    format: json\n    stable_for: 0s\n" + RECORD)
     return ws
 
 
-def run_sluice(connection=None, env=None):
-    ws = sluice_workspace(connection or f"bank:\n  kind: folder\n  path: {CACHE}\n")
+def run_sluice(connection=None, env=None, extra=""):
+    ws = sluice_workspace(connection or f"bank:\n  kind: folder\n  path: {CACHE}\n", extra)
     try:
         seconds, rss, out = timed([BIN, "run", "--job", "bank", "--output", "json"], env={
             "SLUICE_JOBS": f"{ws}/jobs", "SLUICE_LAKE": f"{ws}/lake", "SLUICE_STATE": f"{ws}/state",
@@ -130,7 +131,13 @@ def run_duckdb():
         shutil.rmtree(d, ignore_errors=True)
 
 
-results = rounds({"sluice run (folder)": run_sluice, "DuckDB read_json → COPY": run_duckdb}, ROUNDS)
+def run_sluice_keyed():
+    """The same run with a record key (source.dedup on txn_id): every record looked up."""
+    return run_sluice(extra="  dedup: {key: [txn_id]}\n")
+
+
+results = rounds({"sluice run (folder)": run_sluice, "sluice run, record key (txn_id)": run_sluice_keyed,
+                  "DuckDB read_json → COPY": run_duckdb}, ROUNDS)
 
 
 print(f"\n{SIZE / 2**30:.2f} GiB JSON array, {RECORDS:,} records → day-partitioned ZSTD Parquet, {ROUNDS} rounds (median):")
@@ -141,6 +148,7 @@ for name, runs in results.items():
     wall[name] = s
     print(f"| {name} | {s:.1f} s | {SIZE / 2**20 / s:,.0f} | {max(r[1] for r in runs):.0f} MiB |")
 print(f"\nsluice / DuckDB wall: {wall['sluice run (folder)'] / wall['DuckDB read_json → COPY']:.2f}× (below 1 is faster)")
+print(f"the record key's cost: {wall['sluice run, record key (txn_id)'] / wall['sluice run (folder)'] - 1:+.1%} of the run's wall")
 
 if not SFTP:
     print("\n(the SFTP transfer is measured as root only: bench/files starts sshd with a user of its own)")

@@ -50,6 +50,8 @@ pub async fn infer(
             parent: None,
             window: None,
             fields: None,
+            coerce: None,
+            dedup: None,
             files: None,
             collect: None,
         },

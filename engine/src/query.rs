@@ -52,7 +52,8 @@ impl LakeTable {
 /// A DataFusion context with every table of the lake registered under its name (Delta
 /// tables at `as_of`).
 pub async fn lake_context(lake: &Lake, as_of: AsOf) -> Result<SessionContext> {
-    let ctx = SessionContext::new();
+    let mut ctx = SessionContext::new();
+    crate::transform::register_functions(&mut ctx)?;
     lake.register_store(&ctx)?;
     for (name, table) in lake_tables(lake, &ctx, |_| true, as_of).await? {
         ctx.register_table(name.as_str(), table.provider())

@@ -70,6 +70,10 @@ pub struct RunSummary {
     /// query's computed columns) and `target.schema` does not pin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub typeless: Vec<String>,
+    /// A feed with a record key (`source.dedup`): the records it skipped because a
+    /// committed run, or this one, had loaded their key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_duplicates: Option<u64>,
     /// A feed's messages: received, duplicates skipped, quarantined, deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<crate::source::FeedReport>,
@@ -135,6 +139,7 @@ impl RunSummary {
             quality: Vec::new(),
             quarantined: 0,
             typeless: Vec::new(),
+            record_duplicates: None,
             feed: None,
             api: None,
             delta: None,

@@ -167,7 +167,7 @@ fn rest_job(api: &Api, job: &str, request: &str, extra: &str) {
     api.ws.write_job(
         &format!("{job}.yaml"),
         &format!(
-            "job: {job}\nsource:\n  connection: tags\n  fields: {{plate: $.vehicle.plate}}\n{extra}  request:\n{request}\ntarget:\n  table: {job}\n{SCHEMA}"
+            "job: {job}\nsource:\n  connection: tags\n  fields: {{plate: $.vehicle.plate}}\n  coerce: [amount]\n{extra}  request:\n{request}\ntarget:\n  table: {job}\n{SCHEMA}"
         ),
     );
 }

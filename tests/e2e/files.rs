@@ -78,7 +78,7 @@ impl Bank {
         self.ws.write_job(
             &format!("{name}.yaml"),
             &format!(
-                "job: {name}\nsource:\n  connection: bank\n  files:\n    pattern: \"{pattern}\"\n    stable_for: 0s\n{files}  message_columns: [file, line, record]\ntarget:\n  table: {name}\n{SCHEMA}{FILE_COLUMNS}"
+                "job: {name}\nsource:\n  connection: bank\n  coerce: [amount]\n  files:\n    pattern: \"{pattern}\"\n    stable_for: 0s\n{files}  message_columns: [file, line, record]\ntarget:\n  table: {name}\n{SCHEMA}{FILE_COLUMNS}"
             ),
         );
     }
@@ -290,7 +290,7 @@ fn a_growing_file_waits_a_marked_file_loads_and_a_key_logs_in() {
     bank.ws.write_job(
         "bank.yaml",
         &format!(
-            "job: bank\nsource:\n  connection: bank\n  files:\n    pattern: bank_*.json\n    stable_for: 30s\n    done_marker: .done\n    after_load: {{move: processed}}\ntarget:\n  table: bank\n{SCHEMA}"
+            "job: bank\nsource:\n  connection: bank\n  coerce: [amount]\n  files:\n    pattern: bank_*.json\n    stable_for: 30s\n    done_marker: .done\n    after_load: {{move: processed}}\ntarget:\n  table: bank\n{SCHEMA}"
         ),
     );
     // Complete but unmarked; marked but still being written (modified just now).
@@ -644,7 +644,7 @@ async fn files_on_s3_load_and_are_deleted_and_an_sftp_password_comes_from_a_secr
         cloud.ws.write_job(
             &format!("{job}.yaml"),
             &format!(
-                "job: {job}\nsource:\n  connection: {connection}\n  files:\n    pattern: {}\n    stable_for: 0s\n    after_load: {after}\ntarget:\n  table: {job}\n{SCHEMA}",
+                "job: {job}\nsource:\n  connection: {connection}\n  coerce: [amount]\n  files:\n    pattern: {}\n    stable_for: 0s\n    after_load: {after}\ntarget:\n  table: {job}\n{SCHEMA}",
                 if job == "s3_bank" { "in/bank_*" } else { "bank_*.json" }
             ),
         );

@@ -3,6 +3,7 @@ scripts/test starts, boto3 clients pointed at it, and the sluice binary."""
 
 import os
 import re
+import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -24,6 +25,43 @@ def duckdb_with_delta():
     ext = Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "delta.duckdb_extension"
     con.execute(f"LOAD '{ext}'")
     return con
+
+
+class Workspace:
+    """A folder of job rows, a local lake and a local state: sluice with no cloud."""
+
+    def __init__(self, root: Path, sluice_bin: str, env=None, lake=None):
+        self.root, self.bin = root, sluice_bin
+        self.jobs = root / "jobs"
+        self.jobs.mkdir(parents=True, exist_ok=True)
+        self.lake = lake or str(root / "lake")
+        self.env = dict(env or os.environ, SLUICE_LOG_FORMAT="json")
+
+    def args(self, *args):
+        return [self.bin, *args, "--jobs", str(self.jobs), "--lake", self.lake, "--state", str(self.root / "state")]
+
+    def sluice(self, *args, code=0):
+        done = subprocess.run(self.args(*args), env=self.env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == code, f"sluice {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def start(self, *args, failpoint=None):
+        env = dict(self.env, **({"SLUICE_FAILPOINT": failpoint} if failpoint else {}))
+        return subprocess.Popen(self.args(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stopped_at(self, failpoint, *args):
+        """Starts `sluice <args>`, waits until it stops at `failpoint`, kills it with -9."""
+        proc = self.start(*args, failpoint=failpoint)
+        for line in proc.stderr:
+            if f"failpoint {failpoint} reached" in line:
+                break
+        else:
+            pytest.fail(f"never reached {failpoint}: {proc.wait()}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def table(self, name):
+        return str(Path(self.lake) / name)
 
 
 def render(template: str, values: dict) -> str:

@@ -5,10 +5,7 @@ from its PyPI wheel and is loaded by path) and the deltalake package (delta-rs's
 binding). The source is a real PostgreSQL database changed at random between runs.
 """
 
-import os
 import random
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,44 +14,9 @@ import psycopg
 import pytest
 from deltalake import DeltaTable
 
-from conftest import duckdb_with_delta
+from conftest import Workspace, duckdb_with_delta
 
 BUSY = 3
-
-
-class Workspace:
-    def __init__(self, root: Path, sluice_bin: str, env=None, lake=None):
-        self.root, self.bin = root, sluice_bin
-        self.jobs = root / "jobs"
-        self.jobs.mkdir(parents=True, exist_ok=True)
-        self.lake = lake or str(root / "lake")
-        self.env = dict(env or os.environ, SLUICE_LOG_FORMAT="json")
-
-    def args(self, *args):
-        return [self.bin, *args, "--jobs", str(self.jobs), "--lake", self.lake, "--state", str(self.root / "state")]
-
-    def sluice(self, *args, code=0):
-        done = subprocess.run(self.args(*args), env=self.env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == code, f"sluice {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def start(self, *args, failpoint=None):
-        env = dict(self.env, **({"SLUICE_FAILPOINT": failpoint} if failpoint else {}))
-        return subprocess.Popen(self.args(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def stopped_at(self, failpoint, *args):
-        """Starts `sluice <args>`, waits until it stops at `failpoint`, kills it with -9."""
-        proc = self.start(*args, failpoint=failpoint)
-        for line in proc.stderr:
-            if f"failpoint {failpoint} reached" in line:
-                break
-        else:
-            pytest.fail(f"never reached {failpoint}: {proc.wait()}")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-    def table(self, name):
-        return str(Path(self.lake) / name)
 
 
 ORDERS = """

@@ -46,6 +46,18 @@ pub struct Job {
     pub quality: Vec<crate::quality::Rule>,
 }
 
+impl Job {
+    /// A feed's records (`None` for a table).
+    pub fn records(&self) -> Option<&feed::Records> {
+        match &self.from {
+            From::Relation(_) => None,
+            From::Queue(feed) => Some(&feed.records),
+            From::Http(feed) => Some(&feed.records),
+            From::Files(feed) => Some(&feed.records),
+        }
+    }
+}
+
 /// How a table read is split into parts read at once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {

@@ -4,14 +4,39 @@
 use std::time::Duration;
 
 use crate::contract::Column;
+use crate::jsonpath::Path;
 use crate::spec::units::parse_duration;
-use crate::spec::{Dedup, JobSpec, MessageColumn, Mode, OnFail, SourceSpec};
+use crate::spec::{Coerce, Dedup, JobSpec, MessageColumn, Mode, OnFail, SourceSpec};
 
 /// The records a feed yields: the declared fields, then the message columns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Records {
     pub fields: Vec<Column>,
     pub message_columns: Vec<MessageColumn>,
+    /// Per field: whether its JSON text is read as its type (`source.coerce`, and every
+    /// field of a text format).
+    pub coerce: Vec<bool>,
+    /// Fields read from a JSONPath in the record instead of their key (`source.fields`).
+    pub paths: Vec<(String, Path)>,
+    /// The record key a run deduplicates by (`source.dedup`).
+    pub key: Option<RecordKey>,
+}
+
+/// A feed's record key and how long a committed key is remembered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordKey {
+    pub fields: Vec<String>,
+    pub window: Duration,
+}
+
+pub const DEFAULT_KEY_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+impl Records {
+    /// Every field read from text: the records of a format that has no other type.
+    pub fn from_text(mut self) -> Self {
+        self.coerce = vec![true; self.fields.len()];
+        self
+    }
 }
 
 /// A queue feed, compiled.
@@ -33,7 +58,7 @@ pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 pub const DEFAULT_MAX_SECONDS: u64 = 240;
 
 /// The optional source fields, and whether the row gives each.
-fn given(source: &SourceSpec) -> [(&'static str, bool); 17] {
+fn given(source: &SourceSpec) -> [(&'static str, bool); 19] {
     [
         ("table", source.table.is_some()),
         ("query", source.query.is_some()),
@@ -50,6 +75,8 @@ fn given(source: &SourceSpec) -> [(&'static str, bool); 17] {
         ("parent", source.parent.is_some()),
         ("window", source.window.is_some()),
         ("fields", source.fields.is_some()),
+        ("coerce", source.coerce.is_some()),
+        ("dedup", source.dedup.is_some()),
         ("files", source.files.is_some()),
         ("collect", source.collect.is_some()),
     ]
@@ -65,9 +92,17 @@ const TABLE_FIELDS: [&str; 7] = [
     "split",
     "delete_when",
 ];
-const QUEUE_FIELDS: [&str; 4] = ["record", "message_columns", "queue", "collect"];
-const API_FIELDS: [&str; 8] = [
-    "record", "cursor", "lag", "request", "soap", "parent", "window", "fields",
+const QUEUE_FIELDS: [&str; 7] = [
+    "record",
+    "message_columns",
+    "queue",
+    "collect",
+    "fields",
+    "coerce",
+    "dedup",
+];
+const API_FIELDS: [&str; 10] = [
+    "record", "cursor", "lag", "request", "soap", "parent", "window", "fields", "coerce", "dedup",
 ];
 
 /// The fields the row gives that `takes` does not list.
@@ -82,6 +117,9 @@ pub(super) fn foreign(source: &SourceSpec, takes: &[&str]) -> Vec<&'static str> 
 fn kinds_taking(field: &str) -> &'static str {
     if field == "files" {
         return "file feeds (a connection of kind `sftp`, `s3` or `folder`)";
+    }
+    if matches!(field, "fields" | "coerce" | "dedup") {
+        return "feeds (a connection of kind `sqs`, `http`, `sftp`, `s3` or `folder`)";
     }
     if field == "collect" {
         return "the event collector's feeds (a connection of kind `folder`, `s3`, `sftp` or `sqs`)";
@@ -189,7 +227,7 @@ pub fn compile_queue(
         }
     }
     let message_columns = message_columns(source, bad);
-    let fields = record(spec, schema, &message_columns, "a queue job", bad)?;
+    let records = record(spec, schema, message_columns, "a queue job", bad)?;
     let options = source.queue.clone().unwrap_or_default();
     let receivers = options.receivers.map_or(DEFAULT_RECEIVERS, |n| n as usize);
     if !(1..=32).contains(&receivers) {
@@ -235,10 +273,7 @@ pub fn compile_queue(
         );
     }
     Some(QueueFeed {
-        records: Records {
-            fields,
-            message_columns,
-        },
+        records,
         receivers,
         visibility,
         wait,
@@ -262,6 +297,120 @@ fn message_columns(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) -> V
 /// The record's fields: `source.record`, or `target.schema` less the message columns
 /// when there is no transform. `what` names the job in messages ("a queue job").
 pub(super) fn record(
+    spec: &JobSpec,
+    schema: Option<&[Column]>,
+    message_columns: Vec<MessageColumn>,
+    what: &str,
+    bad: &mut impl FnMut(&str, String),
+) -> Option<Records> {
+    let fields = fields(spec, schema, &message_columns, what, bad)?;
+    let source = &spec.source;
+    let mut paths = Vec::new();
+    for (name, path) in source.fields.iter().flatten() {
+        if !fields.iter().any(|f| &f.name == name) {
+            bad(
+                &format!("source.fields.{name}"),
+                format!(
+                    "is not a field of the record (its fields: {})",
+                    field_names(&fields)
+                ),
+            );
+        }
+        match Path::parse(path) {
+            Ok(p) => paths.push((name.clone(), p)),
+            Err(m) => bad(&format!("source.fields.{name}"), m),
+        }
+    }
+    let coerce = match &source.coerce {
+        None | Some(Coerce::All(false)) => vec![false; fields.len()],
+        Some(Coerce::All(true)) => vec![true; fields.len()],
+        Some(Coerce::Fields(names)) => {
+            for (i, name) in names.iter().enumerate() {
+                if !fields.iter().any(|f| &f.name == name) {
+                    bad(
+                        &format!("source.coerce[{i}]"),
+                        format!(
+                            "`{name}` is not a field of the record (its fields: {})",
+                            field_names(&fields)
+                        ),
+                    );
+                }
+            }
+            fields.iter().map(|f| names.contains(&f.name)).collect()
+        }
+    };
+    let key = source
+        .dedup
+        .as_ref()
+        .map(|dedup| record_key(dedup, &fields, bad));
+    Some(Records {
+        fields,
+        message_columns,
+        coerce,
+        paths,
+        key,
+    })
+}
+
+fn record_key(
+    dedup: &crate::spec::RecordDedup,
+    fields: &[Column],
+    bad: &mut impl FnMut(&str, String),
+) -> RecordKey {
+    if dedup.key.is_empty() {
+        bad(
+            "source.dedup.key",
+            "is empty: name the record fields that identify a record, e.g. [device_id, seq]".into(),
+        );
+    }
+    for (i, name) in dedup.key.iter().enumerate() {
+        if !fields.iter().any(|f| &f.name == name) {
+            bad(
+                &format!("source.dedup.key[{i}]"),
+                format!(
+                    "`{name}` is not a field of the record (its fields: {})",
+                    field_names(fields)
+                ),
+            );
+        }
+        if dedup.key[..i].contains(name) {
+            bad(
+                &format!("source.dedup.key[{i}]"),
+                format!("`{name}` is named twice"),
+            );
+        }
+    }
+    let window = match dedup.window.as_deref().map(parse_duration) {
+        None => DEFAULT_KEY_WINDOW,
+        Some(Ok(w)) if (60..=400 * 86_400).contains(&w.as_secs()) => w,
+        Some(Ok(w)) => {
+            bad(
+                "source.dedup.window",
+                format!("{}s is out of range (1m to 400d)", w.as_secs()),
+            );
+            DEFAULT_KEY_WINDOW
+        }
+        Some(Err(m)) => {
+            bad("source.dedup.window", m);
+            DEFAULT_KEY_WINDOW
+        }
+    };
+    RecordKey {
+        fields: dedup.key.clone(),
+        window,
+    }
+}
+
+/// The fields' names, for messages.
+pub(super) fn field_names(fields: &[Column]) -> String {
+    fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn fields(
     spec: &JobSpec,
     schema: Option<&[Column]>,
     message_columns: &[MessageColumn],

@@ -351,7 +351,7 @@ pub fn compile_feed(
         );
         return None;
     };
-    let fields = feed::record(spec, schema, &message_columns, "a file job", bad)?;
+    let records = feed::record(spec, schema, message_columns, "a file job", bad)?;
     let (folder, name) = match files.pattern.trim_start_matches('/').rsplit_once('/') {
         Some((folder, name)) => (folder.to_string(), name.to_string()),
         None => (String::new(), files.pattern.clone()),
@@ -379,6 +379,12 @@ pub fn compile_feed(
         glob::Pattern::default()
     });
     let format = files.format.unwrap_or(FileFormat::Auto);
+    if format == FileFormat::Csv && source.fields.is_some() {
+        bad(
+            "source.fields",
+            "maps fields to JSONPaths in JSON records; a CSV file's fields are its columns, in order".into(),
+        );
+    }
     let records_at = match &files.records {
         None => Vec::new(),
         Some(path) => {
@@ -445,10 +451,7 @@ pub fn compile_feed(
         bad("source.files.max_files", "must be at least 1".into());
     }
     Some(FilesFeed {
-        records: Records {
-            fields,
-            message_columns,
-        },
+        records,
         folder,
         name,
         matcher,
@@ -508,7 +511,17 @@ fn collector_files(table: crate::spec::CollectTable) -> FilesSpec {
 }
 
 fn check_source_fields(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) {
-    for field in feed::foreign(source, &["record", "message_columns", "files", "collect"]) {
+    for field in feed::foreign(
+        source,
+        &[
+            "record",
+            "message_columns",
+            "files",
+            "collect",
+            "fields",
+            "coerce",
+        ],
+    ) {
         bad(
             &format!("source.{field}"),
             format!(

@@ -87,8 +87,6 @@ pub struct HttpFeed {
     pub parent: Option<Parent>,
     /// Incremental jobs: the cursor field and how its window is asked for.
     pub window: Option<ApiWindow>,
-    /// Record fields read from a path instead of their key.
-    pub fields: Vec<(String, Path)>,
 }
 
 /// What a page is asked with.
@@ -461,11 +459,11 @@ pub fn compile_http(
                 .into(),
         );
     }
-    let fields = feed::record(spec, schema, &[], "an API job", bad)?;
+    let records = feed::record(spec, schema, Vec::new(), "an API job", bad)?;
     let window = source
         .cursor
         .as_ref()
-        .and_then(|cursor| api_window(spec, cursor, &fields, bad));
+        .and_then(|cursor| api_window(spec, cursor, &records.fields, bad));
     if source.window.is_some() && source.cursor.is_none() {
         bad(
             "source.window",
@@ -476,22 +474,6 @@ pub fn compile_http(
         && let Err(m) = parse_duration(lag)
     {
         bad("source.lag", m);
-    }
-    let mut mapped = Vec::new();
-    for (name, path) in source.fields.iter().flatten() {
-        if !fields.iter().any(|f| &f.name == name) {
-            bad(
-                &format!("source.fields.{name}"),
-                format!(
-                    "is not a field of the record (its fields: {})",
-                    names(&fields)
-                ),
-            );
-        }
-        match Path::parse(path) {
-            Ok(p) => mapped.push((name.clone(), p)),
-            Err(m) => bad(&format!("source.fields.{name}"), m),
-        }
     }
     let parent = source.parent.as_ref().and_then(|p| {
         let request = request(&p.request, "source.parent.request", &[SINCE, UNTIL], bad);
@@ -567,23 +549,15 @@ pub fn compile_http(
         );
     }
     Some(HttpFeed {
-        records: Records {
-            fields,
-            message_columns: Vec::new(),
+        // SOAP's XML has no types but text: its fields are read from text.
+        records: match call {
+            Call::Soap(_) => records.from_text(),
+            Call::Rest(_) => records,
         },
         call,
         parent,
         window,
-        fields: mapped,
     })
-}
-
-fn names(fields: &[Column]) -> String {
-    fields
-        .iter()
-        .map(|f| f.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn mentions_window(call: &Call) -> bool {
@@ -607,7 +581,7 @@ fn api_window(
             "source.cursor",
             format!(
                 "`{cursor}` is not a field of the record (its fields: {})",
-                names(fields)
+                feed::field_names(fields)
             ),
         );
         return None;

@@ -16,7 +16,7 @@ pub use compile::{
     Address, Connection, Connections, From, Job, Relation, Split, Target, compile,
     compile_connections, is_identifier, mode_name,
 };
-pub use feed::{QueueFeed, Records};
+pub use feed::{QueueFeed, RecordKey, Records};
 pub use http::{HttpConnection, HttpFeed};
 pub use load::{JobSet, LoadedRow, load_dir};
 

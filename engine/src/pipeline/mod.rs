@@ -29,6 +29,7 @@
 //! it removes the files). Step 7 leaves the replaced files to readers of older versions
 //! until `sluice vacuum`.
 
+mod dedup;
 mod delta;
 pub mod maintain;
 mod output;
@@ -273,6 +274,25 @@ async fn attempt(
             batches: budget.batches(),
         },
     );
+    let dedup = match job.records().and_then(|r| r.key.as_ref()) {
+        Some(key) => {
+            // A run that replaces the table (full, snapshot) is deduplicated within itself.
+            let appends = matches!(job.mode, Mode::Incremental | Mode::Merge);
+            let opened = dedup::Dedup::open(&ctx.lake, &job.target.table, key, appends, now).await;
+            match opened {
+                Ok(d) => Some(Arc::new(std::sync::Mutex::new(d))),
+                Err(e) => {
+                    abandon(job, ctx, &mut state, &run_key).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let batches = match &dedup {
+        Some(d) => dedup::filtered(extract.batches, d.clone()),
+        None => extract.batches,
+    };
     let snapshot =
         (job.mode == Mode::Snapshot).then(|| format!("snapshot={}", now.format("%Y-%m-%d")));
     let written = output::write(
@@ -280,7 +300,7 @@ async fn attempt(
         ctx,
         output::Input {
             schema,
-            extract: extract.batches,
+            extract: batches,
             done: extract.done,
             contract,
             budget,
@@ -302,6 +322,15 @@ async fn attempt(
     };
     let nothing_new = consumed.is_empty();
     summary.report(std::mem::take(&mut consumed.report));
+    if let Some(d) = dedup {
+        let saved = save_keys(&d, ctx, &job.target.table, &run_key, summary).await;
+        if nothing_new {
+            // Nothing is committed: neither are its keys (removed with its files below).
+        } else if let Err(e) = saved {
+            abandon(job, ctx, &mut state, &run_key).await;
+            return Err(e);
+        }
+    }
     if nothing_new {
         // A feed that took nothing new: whatever it received was committed before.
         tracing::info!("nothing new in the feed");
@@ -364,6 +393,24 @@ async fn attempt(
     summary.status = RunStatus::Committed;
     tracing::info!(rows = summary.rows, files = summary.files, "committed");
     Ok(Some(contract))
+}
+
+/// Counts the records the key skipped and writes the run's keys beside its files.
+async fn save_keys(
+    dedup: &std::sync::Mutex<dedup::Dedup>,
+    ctx: &Context,
+    table: &str,
+    run_key: &str,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let (skipped, keys) = {
+        let mut d = dedup
+            .lock()
+            .map_err(|_| crate::error::Error::internal("the record-key filter's lock"))?;
+        (d.skipped(), d.take_run())
+    };
+    summary.record_duplicates = Some(skipped);
+    dedup::save(&ctx.lake, table, run_key, keys, Utc::now()).await
 }
 
 /// After the commit: lets the source forget what the run consumed (a queue deletes the

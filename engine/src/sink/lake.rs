@@ -4,6 +4,7 @@
 //! ```text
 //! orders/dt=2024-05-01/part-<run key>-00000.parquet   data (what Athena reads)
 //! _sluice/manifests/orders/<run key>.json             what each committed run wrote
+//! _sluice/keys/orders/<run key>.<unix seconds>.keys    a feed's record keys (source.dedup)
 //! ```
 //! Every data file's name carries the key of the run that wrote it, which is how a failed
 //! attempt's files are found and removed, and how a full reload finds the files it
@@ -177,6 +178,12 @@ impl Lake {
 
     pub fn manifest_path(&self, table: &str, run_key: &str) -> Result<Path> {
         self.path(&format!("_sluice/manifests/{table}/{run_key}.json"))
+    }
+
+    /// Where a feed's committed record keys are (`source.dedup`): one file a run,
+    /// `<run key>.<unix seconds>.keys`.
+    pub fn keys_dir(&self, table: &str) -> Result<Path> {
+        self.path(&format!("_sluice/keys/{table}"))
     }
 
     /// Every object below `prefix`.

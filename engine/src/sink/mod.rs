@@ -44,13 +44,20 @@ pub fn run_key_of(file_name: &str) -> Option<&str> {
         .then_some(key)
 }
 
+/// A record-key file's run key and time (`<run key>.<unix seconds>.keys`).
+pub fn key_file(name: &str) -> Option<(&str, i64)> {
+    let (run_key, rest) = name.split_once('.')?;
+    let seconds = rest.strip_suffix(".keys")?.parse().ok()?;
+    Some((run_key, seconds))
+}
+
 /// The tables a job's runs write: its table, and the table of its quarantined rows.
 pub fn run_tables(table: &str) -> [String; 2] {
     [table.to_string(), crate::quality::quarantine_table(table)]
 }
 
-/// Removes every file a run wrote under `table` (and its quarantine table) and their
-/// manifests. Used for a failed attempt before its retry writes, and for the runs a
+/// Removes every file a run wrote under `table` (and its quarantine table), their
+/// manifests and its record keys. Used for a failed attempt before its retry writes, and for the runs a
 /// rewind takes out. Returns how many data files were removed.
 pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize> {
     let mut removed = 0;
@@ -62,6 +69,17 @@ pub async fn remove_run(lake: &Lake, table: &str, run_key: &str) -> Result<usize
             }
         }
         lake.delete(&lake.manifest_path(&table, run_key)?).await?;
+    }
+    for object in lake.list(&lake.keys_dir(table)?).await? {
+        if object
+            .location
+            .filename()
+            .and_then(key_file)
+            .map(|(k, _)| k)
+            == Some(run_key)
+        {
+            lake.delete(&object.location).await?;
+        }
     }
     Ok(removed)
 }

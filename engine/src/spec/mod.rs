@@ -129,10 +129,24 @@ pub struct SourceSpec {
     /// and what happens to them after the commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<files::FilesSpec>,
-    /// API feeds: record fields taken from a path in the record instead of its key of
-    /// the same name: field → JSONPath, e.g. `{tag_id: $.tag.id}`.
+    /// Feeds whose records are JSON (queue bodies, API pages, JSON and NDJSON files):
+    /// record fields taken from a path in the record instead of its key of the same name:
+    /// field → JSONPath (RFC 9535), e.g. `{tag_id: $.tag.id, lat: $.position.coordinates[1]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<BTreeMap<String, String>>,
+    /// Feeds whose records are JSON: the fields whose JSON text is read as their type.
+    /// Without it a record is typed strictly: a string where a number, a decimal or a
+    /// boolean belongs (`"heading": "090"` for an `int`) does not fit, and the record goes
+    /// to the quarantine table with the field and the value. `true` reads every field's
+    /// text as its type (`"090"` → 90, `"12.50"` → 12.50, `"true"`/`"1"` → true); a list
+    /// names the fields that may come as text. Text formats (CSV files, SOAP's XML) are
+    /// text by nature: their fields are always read from text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coerce: Option<Coerce>,
+    /// Feeds: the record key that makes two records the same business record, so that a
+    /// record re-sent under a new message, page or file is loaded once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<RecordDedup>,
     /// The event collector's feeds (`sluice collect`): which of its tables this job
     /// loads, `events`, `aliases` or `profiles`. With a folder (or S3, SFTP) connection —
     /// the collector's spool — the job loads the spool's sealed segments
@@ -140,6 +154,30 @@ pub struct SourceSpec {
     /// `sqs` connection, the queue the collector sends that table's events to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect: Option<CollectTable>,
+}
+
+/// A feed's record key (`source.dedup`). A record whose key a run committed within
+/// `window`, or that repeats within the run, is skipped and counted
+/// (`record_duplicates` in the run record, the metric `RecordDuplicates`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordDedup {
+    /// The record fields whose values together identify a record, e.g. `[device_id, seq]`
+    /// (a NULL is a value like any other).
+    pub key: Vec<String>,
+    /// How long a committed key is remembered: `7d` (the default), from `1m` to `400d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
+/// Which record fields a feed reads from JSON text (see `source.coerce`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Coerce {
+    /// `true`: every field; `false`: none (the default).
+    All(bool),
+    /// These fields.
+    Fields(Vec<String>),
 }
 
 /// A table of the event collector.

@@ -55,6 +55,9 @@ pub fn run_metrics(run: &RunSummary, now: DateTime<Utc>) -> Vec<Metric> {
         out.push(m("QualityFailedRows", "Count", failed_rows as f64));
         out.push(m("QuarantinedRows", "Count", run.quarantined as f64));
     }
+    if let Some(skipped) = run.record_duplicates {
+        out.push(m("RecordsDuplicate", "Count", skipped as f64));
+    }
     if let Some(feed) = &run.feed {
         out.push(m("MessagesReceived", "Count", feed.received as f64));
         out.push(m("MessagesDuplicate", "Count", feed.duplicates as f64));

@@ -51,6 +51,17 @@ pub fn bounded_runtime(
         .map_err(|e| Error::internal(format!("a memory pool of {bytes} bytes: {e}")))
 }
 
+/// The functions sluice adds to DataFusion's, in transforms, `sluice query` and `serve`:
+/// `to_char`, and the JSON functions of `datafusion-functions-json` (`json_get_str`,
+/// `json_get_int`, `json_get_float`, `json_get_bool`, `json_get_json`, `json_get_array`,
+/// `json_as_text`, `json_contains`, `json_length`, `json_object_keys`, and the operators
+/// `->`, `->>`, `?`) over JSON text columns.
+pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
+    ctx.register_udf(to_char::udf());
+    datafusion_functions_json::register_all(ctx)
+        .map_err(|e| Error::internal(format!("registering the JSON functions: {e}")))
+}
+
 /// Plans `sql` (or, without a transform, the extract itself) over `input`.
 pub async fn plan(
     sql: Option<&str>,
@@ -64,8 +75,8 @@ pub async fn plan(
         .with_target_partitions(1)
         .with_information_schema(false);
     let runtime = bounded_runtime(memory_pool, CacheManagerConfig::default())?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
-    ctx.register_udf(to_char::udf());
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+    register_functions(&mut ctx)?;
     let stream = RecordBatchStreamAdapter::new(
         schema.clone(),
         input.map(|r| r.map_err(datafusion::error::DataFusionError::from)),

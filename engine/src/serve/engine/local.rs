@@ -104,7 +104,8 @@ impl Local {
             .with_file_metadata_cache(Some(self.footers.clone()))
             .with_list_files_cache_limit(0);
         let runtime = crate::transform::bounded_runtime(self.memory, caches)?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        crate::transform::register_functions(&mut ctx)?;
         super::bounded::register(&ctx, self.value_bytes, self.batch_limit());
         self.lake.register_store(&ctx)?;
         for (name, table) in self.lake_tables().await?.iter() {

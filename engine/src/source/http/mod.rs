@@ -25,7 +25,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::records::{self, RecordBuilder, Row, find_key};
+use super::records::{self, RecordBuilder, Row};
 use super::{
     ApiReport, Checkpoint, Consumed, CursorValue, Extract, Poison, RunContext, Source,
     SourceColumn, Window,
@@ -178,7 +178,7 @@ async fn consume(
         if std::mem::take(&mut first) {
             crate::failpoint::reached("received").await;
         }
-        for batch in decoder.page(&page, &feed)? {
+        for batch in decoder.page(&page)? {
             if tx.send(Ok(batch)).await.is_err() {
                 return Err(Error::internal("the run stopped reading the API's batches"));
             }
@@ -368,11 +368,11 @@ impl Decoder {
     }
 
     /// Decodes a page's records; returns the batches that filled.
-    fn page(&mut self, page: &Page, feed: &HttpFeed) -> Result<Vec<RecordBatch>> {
+    fn page(&mut self, page: &Page) -> Result<Vec<RecordBatch>> {
         let mut full = Vec::new();
         for (i, record) in page.records.records(&page.value).into_iter().enumerate() {
             self.report.records += 1;
-            match self.decode(record, page.parent.as_deref(), feed) {
+            match self.decode(record, page.parent.as_deref()) {
                 Ok(Some(row)) => {
                     self.builder.push(&row).map_err(Error::internal)?;
                     if self.builder.is_full() {
@@ -398,26 +398,16 @@ impl Decoder {
         &mut self,
         record: &Value,
         parent: Option<&Map<String, Value>>,
-        feed: &HttpFeed,
     ) -> std::result::Result<Option<Row>, String> {
-        let Value::Object(object) = record else {
+        if !record.is_object() {
             return Err(format!(
                 "the record is {}; a record is a JSON object (check the request's `records` path)",
-                match record {
-                    Value::Array(_) => "an array",
-                    Value::String(_) => "a string",
-                    Value::Number(_) => "a number",
-                    Value::Bool(_) => "a boolean",
-                    _ => "null",
-                }
+                records::kind(record)
             ));
-        };
-        let row = self.builder.decode_with(|name| {
-            if let Some((_, path)) = feed.fields.iter().find(|(f, _)| f == name) {
-                return path.first(record);
-            }
-            find_key(object, name).or_else(|| parent.and_then(|p| p.get(name)))
-        })?;
+        }
+        let row = self
+            .builder
+            .decode_record(record, |name| parent.and_then(|p| p.get(name)))?;
         let Some((index, lake)) = self.cursor else {
             return Ok(Some(row));
         };
