@@ -48,7 +48,7 @@ def run(root, connection, source, env=None):
     (jobs / "connections.yaml").write_text(connection)
     (jobs / "exact.yaml").write_text(f"job: exact\nsource:\n{source}{RECORD}target:\n  table: exact\n")
     started = time.perf_counter()
-    done = subprocess.run([BIN, "run", "exact", "--jobs", str(jobs), "--lake", str(root / "lake"),
+    done = subprocess.run([BIN, "run", "--job", "exact", "--jobs", str(jobs), "--lake", str(root / "lake"),
                            "--state", str(root / "state")], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - started

@@ -69,30 +69,17 @@ def test_files_repeating_records_land_once_across_runs_and_a_kill(tmp_path, slui
     write(drop, "a.ndjson", first)
     sent += first
     if failpoint:
-        ws.stopped_at(failpoint, "run", "pings")
-    ws.sluice("run", "pings")
+        ws.stopped_at(failpoint, "run", "--job", "pings")
+    ws.sluice("run", "--job", "pings")
     second = [ping(f"trück-{d}", s, rng) for d in range(3, 8) for s in range(30, 60)]
     write(drop, "b.ndjson", second)
     sent += second
     if failpoint:
-        ws.stopped_at(failpoint, "run", "pings")
-    ws.sluice("run", "pings")
-    ws.sluice("run", "pings")
+        ws.stopped_at(failpoint, "run", "--job", "pings")
+    ws.sluice("run", "--job", "pings")
+    ws.sluice("run", "--job", "pings")
     assert landed(ws) == expected(sent)
     assert len(landed(ws)) == 5 * 40 + 1 + (5 * 30 - 2 * 10)
-
-
-def test_a_record_key_of_a_full_job_deduplicates_within_the_run_only(tmp_path, sluice_bin):
-    rng = random.Random(8)
-    ws = Workspace(tmp_path, sluice_bin)
-    drop = file_job(ws, tmp_path)
-    text = (ws.jobs / "pings.yaml").read_text()
-    (ws.jobs / "pings.yaml").write_text(text.replace("stable_for: 0s}", "stable_for: 0s, after_load: keep}")
-                                        .replace("target:", "mode: full\ntarget:"))
-    records = [ping("a", s, rng) for s in range(50)]
-    write(drop, "a.ndjson", records + records[:10])
-    ws.sluice("run", "pings")
-    assert landed(ws) == expected(records)
 
 
 class Pages(BaseHTTPRequestHandler):
@@ -116,7 +103,7 @@ class Pages(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_api_repeating_records_across_pages_lands_each_once(tmp_path, sluice_bin):
+def test_an_api_repeating_records_across_pages_lands_each_once_in_every_full_run(tmp_path, sluice_bin):
     rng = random.Random(9)
     Pages.records = [ping(f"dev-{i % 7}", i, rng) for i in range(200)]
     server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
@@ -129,10 +116,14 @@ def test_an_api_repeating_records_across_pages_lands_each_once(tmp_path, sluice_
             "job: pings\nsource:\n  connection: partner\n  request:\n    path: pings\n    records: $.data\n"
             "    paginate: {kind: offset, param: offset, limit_param: limit, limit: 20}\n"
             + PING + "target:\n  table: pings\n")
-        ws.sluice("run", "pings")
+        # A full job replaces the table each run: its key deduplicates within the run,
+        # and the second run's records are not taken for the first one's.
+        for _ in range(2):
+            summary = json.loads(ws.sluice("run", "--job", "pings", "--output", "json"))
+            assert landed(ws) == expected(Pages.records)
+            assert summary["record_duplicates"] > 0, summary
     finally:
         server.shutdown()
-    assert landed(ws) == expected(Pages.records)
 
 
 def test_pings_resent_in_new_messages_land_once(tmp_path, sluice_bin, aws, sluice_env, unique):
@@ -146,13 +137,13 @@ def test_pings_resent_in_new_messages_land_once(tmp_path, sluice_bin, aws, sluic
     (ws.jobs / "connections.yaml").write_text(f"gps:\n  kind: sqs\n  queue_url: {url}\n")
     (ws.jobs / "pings.yaml").write_text(
         "job: pings\nsource:\n  connection: gps\n  queue: {wait: 1s}\n" + PING + "target:\n  table: pings\n")
-    ws.sluice("run", "pings")
+    ws.sluice("run", "--job", "pings")
     # Devices re-send 40 pings, each in a new message, with 20 new ones.
     resent = rng.sample(pings, 40)
     fresh = [ping("new", i, rng) for i in range(20)]
     for r in resent + fresh:
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps(r))
-    summary = json.loads(ws.sluice("run", "pings", "--output", "json"))
+    summary = json.loads(ws.sluice("run", "--job", "pings", "--output", "json"))
     assert summary["record_duplicates"] == 40, summary
     assert landed(ws) == expected(pings + fresh)
 

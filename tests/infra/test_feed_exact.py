@@ -105,7 +105,7 @@ def test_files_land_every_number_exactly(tmp_path, sluice_bin):
     (ws.jobs / "exact.yaml").write_text(
         "job: exact\nsource:\n  connection: drop\n  files: {pattern: in/*.ndjson, stable_for: 0s}\n"
         + RECORD + "target:\n  table: exact\n")
-    ws.sluice("run", "exact")
+    ws.sluice("run", "--job", "exact")
     check_landed(ws.table("exact"), rows)
 
 
@@ -145,7 +145,7 @@ def test_an_api_lands_every_double_and_integer_exactly(tmp_path, sluice_bin):
             "job: exact\nsource:\n  connection: partner\n  request:\n    path: records\n"
             "    records: $.data\n    paginate: {kind: page, param: page}\n"
             + RECORD + "target:\n  table: exact\n")
-        ws.sluice("run", "exact")
+        ws.sluice("run", "--job", "exact")
     finally:
         server.shutdown()
     check_landed(ws.table("exact"), rows)
@@ -168,7 +168,7 @@ def test_a_queue_lands_every_number_exactly_raw_and_through_sns(tmp_path, sluice
     (ws.jobs / "connections.yaml").write_text(f"gps:\n  kind: sqs\n  queue_url: {url}\n")
     (ws.jobs / "exact.yaml").write_text(
         "job: exact\nsource:\n  connection: gps\n  queue: {wait: 1s}\n" + RECORD + "target:\n  table: exact\n")
-    ws.sluice("run", "exact")
+    ws.sluice("run", "--job", "exact")
     check_landed(ws.table("exact"), rows)
 
 
@@ -190,7 +190,7 @@ def test_text_where_a_number_belongs_is_quarantined_unless_the_job_coerces(tmp_p
         + "  record:\n    - {name: id, type: bigint, nullable: false}\n    - {name: heading, type: int}\n"
         "    - {name: fuel, type: \"decimal(5,2)\"}\n    - {name: ok, type: boolean}\n"
         "target:\n  table: typed\n")
-    ws.sluice("run", "typed")
+    ws.sluice("run", "--job", "typed")
     landed = ds.dataset(ws.table("typed"), format="parquet").to_table().sort_by("id").to_pylist()
     quarantined = ds.dataset(ws.table("typed__quarantine"), format="parquet").to_table().to_pylist()
     errors = " | ".join(q["_error"] for q in quarantined)
@@ -225,7 +225,7 @@ def test_json_functions_read_nested_values_in_a_transform_and_in_sluice_query(tm
         "transform: |\n  SELECT id, json_get_str(device, 'id') AS device_id,\n"
         "    json_get_int(device, 'fw', 'major') AS firmware, device->>'id' AS by_operator, lat, lon FROM source\n"
         "target:\n  table: nested\n")
-    ws.sluice("run", "nested")
+    ws.sluice("run", "--job", "nested")
     rows = ds.dataset(ws.table("nested"), format="parquet").to_table().sort_by("id").to_pylist()
     assert [(r["device_id"], r["firmware"], r["by_operator"], r["lat"], r["lon"]) for r in rows] == [
         ("ü-1", 3, "ü-1", 52.520008, 13.404954), ("é-2", 4, "é-2", 51.507222, -0.1275)]

@@ -365,18 +365,20 @@ pub fn compile(
         Some(ConnectionKind::Http) if source.cursor.is_some() => Mode::Incremental,
         _ => Mode::Full,
     });
+    // A feed's merge upserts by record fields (`source.primary_key`).
+    let feed_key = || source.primary_key.clone().unwrap_or_default();
     let table = if kind == Some(ConnectionKind::Http) {
-        feed::check_api_source(source, &mut bad);
+        feed::check_api_source(spec, &mut bad);
         TableRead {
             relation: None,
-            primary_key: Vec::new(),
+            primary_key: feed_key(),
             lag: source.lag.as_deref().and_then(|l| parse_duration(l).ok()),
             split: None,
         }
     } else if is_feed {
         TableRead {
             relation: None,
-            primary_key: Vec::new(),
+            primary_key: feed_key(),
             lag: None,
             split: None,
         }

@@ -105,6 +105,43 @@ const API_FIELDS: [&str; 10] = [
     "record", "cursor", "lag", "request", "soap", "parent", "window", "fields", "coerce", "dedup",
 ];
 
+/// A feed's source fields beyond its kind's: `primary_key` and `cursor` in mode `merge`.
+fn merge_fields(spec: &JobSpec) -> &'static [&'static str] {
+    match spec.mode {
+        Some(Mode::Merge) => &["primary_key", "cursor"],
+        _ => &[],
+    }
+}
+
+/// The fields the row gives that a feed of kind `takes` does not take in its mode.
+pub(super) fn foreign_to_feed(spec: &JobSpec, takes: &[&str]) -> Vec<&'static str> {
+    let takes: Vec<&str> = takes.iter().chain(merge_fields(spec)).copied().collect();
+    foreign(&spec.source, &takes)
+}
+
+/// A feed's mode: `incremental` (it appends what each run consumed) or `merge` (into a
+/// Delta table, by `source.primary_key`, the newest by `source.cursor` winning).
+pub(super) fn check_feed_mode(spec: &JobSpec, what: &str, bad: &mut impl FnMut(&str, String)) {
+    match spec.mode {
+        None | Some(Mode::Incremental) => {}
+        Some(Mode::Merge) => {
+            if spec.source.cursor.is_none() {
+                bad(
+                    "source.cursor",
+                    "missing: a feed's merge names the record field that orders a key's versions (such as updated_at or a version number): the newest record of a key wins".into(),
+                );
+            }
+        }
+        Some(mode) => bad(
+            "mode",
+            format!(
+                "{what} appends what each run consumed (`incremental`, the default for feeds) or upserts it by key (`merge`, into a Delta table), not `{}`",
+                super::mode_name(mode)
+            ),
+        ),
+    }
+}
+
 /// The fields the row gives that `takes` does not list.
 pub(super) fn foreign(source: &SourceSpec, takes: &[&str]) -> Vec<&'static str> {
     given(source)
@@ -146,15 +183,16 @@ pub fn check_table_source(source: &SourceSpec, kind: &str, bad: &mut impl FnMut(
 }
 
 /// An API job must not carry a table's or a queue's fields.
-pub fn check_api_source(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) {
-    for field in foreign(source, &API_FIELDS) {
+pub fn check_api_source(spec: &JobSpec, bad: &mut impl FnMut(&str, String)) {
+    let source = &spec.source;
+    for field in foreign_to_feed(spec, &API_FIELDS) {
         let message = if TABLE_FIELDS.contains(&field) {
             format!(
                 "connection `{}` is an API: it has no {}",
                 source.connection,
                 match field {
                     "primary_key" =>
-                        "key columns to order by (its records come in the API's order)",
+                        "key columns to order by (its records come in the API's order; mode `merge` upserts by them)",
                     "split" => "split (see the connection's rate_limit.concurrency)",
                     "delete_when" => "merge by key (mode `merge` reads database tables)",
                     _ => "table or query (give source.request, or source.soap)",
@@ -179,7 +217,7 @@ pub fn compile_queue(
     bad: &mut impl FnMut(&str, String),
 ) -> Option<QueueFeed> {
     let source = &spec.source;
-    for field in foreign(source, &QUEUE_FIELDS) {
+    for field in foreign_to_feed(spec, &QUEUE_FIELDS) {
         if !TABLE_FIELDS.contains(&field) {
             bad(
                 &format!("source.{field}"),
@@ -199,7 +237,7 @@ pub fn compile_queue(
                 match field {
                     "cursor" | "lag" => "cursor column",
                     "primary_key" =>
-                        "key columns (it deduplicates by message, see source.queue.dedup)",
+                        "key columns (it deduplicates by message, see source.queue.dedup, or by record, see source.dedup; mode `merge` upserts by them)",
                     "split" => "split (see source.queue.receivers)",
                     "delete_when" => "merge by key (mode `merge` reads database tables)",
                     _ => "table or query (declare source.record instead)",
@@ -207,17 +245,7 @@ pub fn compile_queue(
             ),
         );
     }
-    if let Some(mode) = spec.mode
-        && mode != Mode::Incremental
-    {
-        bad(
-            "mode",
-            format!(
-                "a queue job appends what each run consumed: its mode is `incremental` (the default for feeds), not `{}`",
-                super::mode_name(mode)
-            ),
-        );
-    }
+    check_feed_mode(spec, "a queue job", bad);
     for (i, rule) in spec.quality.iter().flatten().enumerate() {
         if rule.on_fail == Some(OnFail::Quarantine) {
             bad(

@@ -9,7 +9,7 @@ use crate::spec::files::{
     AfterLoad, FileCompression, FileFormat, FilesSpec, OnBadFile, OnChangedFile,
 };
 use crate::spec::units::parse_duration;
-use crate::spec::{ConnectionKind, ConnectionSpec, JobSpec, MessageColumn, Mode, SourceSpec};
+use crate::spec::{ConnectionKind, ConnectionSpec, JobSpec, MessageColumn};
 
 use super::feed::{self, Records};
 
@@ -304,18 +304,8 @@ pub fn compile_feed(
     bad: &mut impl FnMut(&str, String),
 ) -> Option<FilesFeed> {
     let source = &spec.source;
-    check_source_fields(source, bad);
-    if let Some(mode) = spec.mode
-        && mode != Mode::Incremental
-    {
-        bad(
-            "mode",
-            format!(
-                "a file job appends the files each run loads: its mode is `incremental` (the default for feeds), not `{}`",
-                super::mode_name(mode)
-            ),
-        );
-    }
+    check_source_fields(spec, bad);
+    feed::check_feed_mode(spec, "a file job", bad);
     let message_columns = source.message_columns.clone().unwrap_or_default();
     for (i, column) in message_columns.iter().enumerate() {
         if !matches!(
@@ -510,9 +500,10 @@ fn collector_files(table: crate::spec::CollectTable) -> FilesSpec {
     }
 }
 
-fn check_source_fields(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) {
-    for field in feed::foreign(
-        source,
+fn check_source_fields(spec: &JobSpec, bad: &mut impl FnMut(&str, String)) {
+    let source = &spec.source;
+    for field in feed::foreign_to_feed(
+        spec,
         &[
             "record",
             "message_columns",
@@ -520,12 +511,13 @@ fn check_source_fields(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) 
             "collect",
             "fields",
             "coerce",
+            "dedup",
         ],
     ) {
         bad(
             &format!("source.{field}"),
             format!(
-                "connection `{}` is a file store: a file job gives `files` (which files and how they are read), `record` and `message_columns`; its progress is the files each run loaded",
+                "connection `{}` is a file store: a file job gives `files` (which files and how they are read), `record` and `message_columns` (and `primary_key` and `cursor` in mode `merge`); its progress is the files each run loaded",
                 source.connection
             ),
         );

@@ -452,10 +452,14 @@ pub fn compile_http(
             "missing: an incremental API job names the record field its window is over (a timestamp, date or growing id)".into(),
         );
     }
-    if spec.mode.is_some_and(|m| m != Mode::Incremental) && source.cursor.is_some() {
+    if spec
+        .mode
+        .is_some_and(|m| !matches!(m, Mode::Incremental | Mode::Merge))
+        && source.cursor.is_some()
+    {
         bad(
             "source.cursor",
-            "is for mode `incremental`: a full or snapshot API job reads everything each run"
+            "is for modes `incremental` and `merge`: a full or snapshot API job reads everything each run"
                 .into(),
         );
     }

@@ -87,6 +87,7 @@ pub async fn plan(job: &Job, ctx: &Context, written: &Written<'_>) -> Result<Pla
                 files,
                 key: &job.primary_key,
                 cursor: job.cursor.as_deref(),
+                newest_wins: job.records().is_some(),
                 delete_when: job.delete_when.as_deref(),
                 read: read.as_ref(),
                 pool: written.budget.pool(),

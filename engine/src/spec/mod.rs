@@ -69,11 +69,12 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// The incremental column (a timestamp, date, integer or text column that grows).
-    /// Required for modes `incremental` and `merge`.
+    /// Required for modes `incremental` and `merge`. A feed's merge: the record field
+    /// that orders a key's versions (the newest wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     /// The columns that identify a row. Orders the extract, so the same window always
-    /// gives the same files.
+    /// gives the same files. A feed's merge: the record fields it upserts by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_key: Option<Vec<String>>,
     /// Rows whose cursor is newer than now minus `lag` wait for the next run, so that

@@ -42,8 +42,12 @@ pub struct MergeInput<'a> {
     /// The run's files (its window's rows).
     pub files: Vec<WrittenFile>,
     pub key: &'a [String],
-    /// Orders a key's rows within the run: the last wins.
+    /// Orders a key's rows within the run: the greatest wins (NULL least); on a tie, the
+    /// greatest by the other columns in order, so that a replay gives the same table.
     pub cursor: Option<&'a str>,
+    /// A feed's merge: a run's row replaces the table's row of its key only if its
+    /// `cursor` is not older (a late or re-sent old version leaves the newer one).
+    pub newest_wins: bool,
     pub delete_when: Option<&'a str>,
     /// The table as the run read it (`None`: there is none yet).
     pub read: Option<&'a DeltaTable>,
@@ -64,6 +68,26 @@ pub struct Merged {
 }
 
 impl MergeInput<'_> {
+    /// The key columns, quoted: `"a", "b"`.
+    fn key_list(&self) -> String {
+        self.key
+            .iter()
+            .map(|k| quote(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Files the run wrote, as a table.
+    fn written(&self, files: &[WrittenFile]) -> Result<DeltaFiles> {
+        DeltaFiles::written(
+            self.lake,
+            &self.target.table,
+            self.schema.clone(),
+            &self.target.partition_by,
+            files,
+        )
+    }
+
     fn output(&self) -> super::Output<'_> {
         super::Output {
             lake: self.lake,
@@ -78,20 +102,9 @@ impl MergeInput<'_> {
 pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     let ctx = super::session(input.lake, input.pool)?;
     let table = &input.target.table;
-    let incoming = DeltaFiles::written(
-        input.lake,
-        table,
-        input.schema.clone(),
-        &input.target.partition_by,
-        &input.files,
-    )?;
+    let incoming = input.written(&input.files)?;
     register(&ctx, "incoming", Arc::new(incoming))?;
-    let keys = input
-        .key
-        .iter()
-        .map(|k| quote(k))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let keys = input.key_list();
     let columns = column_list(&input.schema);
     let repeated = count(
         &ctx,
@@ -111,18 +124,7 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     };
     // The run's distinct keys, when there are rows of the table they may match.
     if existing.is_some() {
-        let run_keys = ctx
-            .sql(&format!("SELECT DISTINCT {keys} FROM incoming"))
-            .await
-            .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
-        let schema = Arc::new(run_keys.schema().as_arrow().clone());
-        let batches = run_keys
-            .collect()
-            .await
-            .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
-        let table = MemTable::try_new(schema, vec![batches])
-            .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
-        register(&ctx, "run_keys", Arc::new(table))?;
+        register_keys(&ctx, "incoming", &keys).await?;
     }
     // Read before the run's files may be written again below.
     let bounds = key_bounds(&ctx, input.key, &input.schema).await?;
@@ -131,10 +133,7 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
         ..Merged::default()
     };
     merged.files = if repeated > 0 || deletes > 0 {
-        let order = input
-            .cursor
-            .map(|c| format!(" ORDER BY {} DESC", quote(c)))
-            .unwrap_or_default();
+        let order = rank_order(&input);
         let keep = input
             .delete_when
             .map(|p| format!(" AND NOT coalesce(({p}), false)"))
@@ -158,6 +157,10 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     let touched = touched_files(&ctx, &existing, input.key, bounds).await?;
     if touched.is_empty() {
         return Ok(merged);
+    }
+    if let (true, Some(cursor)) = (input.newest_wins, input.cursor) {
+        let older = Arc::new(existing.only(|f| touched.contains(&f.path)));
+        merged.files = drop_older(&ctx, &input, cursor, older, merged.files).await?;
     }
     let before: u64 = existing
         .files()
@@ -198,6 +201,88 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
         .map(|f| super::remove(f, now))
         .collect();
     Ok(merged)
+}
+
+/// How a key's rows within the run are ranked: by the cursor, newest first (NULL last),
+/// then by the other columns, greatest first.
+fn rank_order(input: &MergeInput<'_>) -> String {
+    let mut order: Vec<String> = input
+        .cursor
+        .map(|c| format!("{} DESC NULLS LAST", quote(c)))
+        .into_iter()
+        .collect();
+    order.extend(
+        input
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .filter(|n| !input.key.contains(n) && input.cursor != Some(n.as_str()))
+            .map(|n| format!("{} DESC NULLS LAST", quote(n))),
+    );
+    format!(" ORDER BY {}", order.join(", "))
+}
+
+/// A feed's merge: removes the run's rows whose key the table holds with a newer cursor
+/// (`older` is the table's files that hold a run key), and makes `run_keys` the keys
+/// that remain, so that only their table rows are replaced.
+async fn drop_older(
+    ctx: &SessionContext,
+    input: &MergeInput<'_>,
+    cursor: &str,
+    older: Arc<DeltaFiles>,
+    files: Vec<WrittenFile>,
+) -> Result<Vec<WrittenFile>> {
+    register(ctx, "run_rows", Arc::new(input.written(&files)?))?;
+    register(ctx, "table_rows", older)?;
+    let c = quote(cursor);
+    let newer = format!(
+        "{} AND (t.{c} > k.{c} OR (k.{c} IS NULL AND t.{c} IS NOT NULL))",
+        key_match(input.key, "t")
+    );
+    let stale = count(
+        ctx,
+        &format!("SELECT count(*) FROM run_rows k LEFT SEMI JOIN table_rows t ON {newer}"),
+    )
+    .await?;
+    if stale == 0 {
+        deregister(ctx, &["run_rows", "table_rows"])?;
+        return Ok(files);
+    }
+    let columns = input
+        .schema
+        .fields()
+        .iter()
+        .map(|f| format!("k.{}", quote(f.name())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("SELECT {columns} FROM run_rows k LEFT ANTI JOIN table_rows t ON {newer}");
+    let fresh = super::write_sql(ctx, &sql, &input.output(), "n").await?;
+    deregister(ctx, &["run_rows", "table_rows", "run_keys"])?;
+    for file in &files {
+        input.lake.delete(&input.lake.path(&file.path)?).await?;
+    }
+    register(ctx, "kept", Arc::new(input.written(&fresh)?))?;
+    register_keys(ctx, "kept", &input.key_list()).await?;
+    deregister(ctx, &["kept"])?;
+    Ok(fresh)
+}
+
+/// Registers the distinct `keys` of table `from` as `run_keys`, in memory: the build
+/// side of the joins that find and rewrite the table's rows of the run's keys.
+async fn register_keys(ctx: &SessionContext, from: &str, keys: &str) -> Result<()> {
+    let frame = ctx
+        .sql(&format!("SELECT DISTINCT {keys} FROM {from}"))
+        .await
+        .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame
+        .collect()
+        .await
+        .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
+    let table = MemTable::try_new(schema, vec![batches])
+        .map_err(|e| classify_datafusion(e, "the merge's keys"))?;
+    register(ctx, "run_keys", Arc::new(table))
 }
 
 /// The least and greatest of the run's keys, for a key of one integer column.
@@ -303,4 +388,12 @@ fn register(
     ctx.register_table(name, table)
         .map(|_| ())
         .map_err(|e| classify_datafusion(e, "the merge"))
+}
+
+fn deregister(ctx: &SessionContext, names: &[&str]) -> Result<()> {
+    for name in names {
+        ctx.deregister_table(*name)
+            .map_err(|e| classify_datafusion(e, "the merge"))?;
+    }
+    Ok(())
 }
