@@ -25,7 +25,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::records::{self, RecordBuilder, Row};
+use super::records::{self, ExactNumbers, RecordBuilder, Row};
 use super::{
     ApiReport, Checkpoint, Consumed, CursorValue, Extract, Poison, RunContext, Source,
     SourceColumn, Window,
@@ -129,6 +129,8 @@ impl Source for ApiSource {
 pub struct Page {
     /// The page's body (REST) or its records (SOAP, as an array).
     value: Value,
+    /// The texts of its numbers a `Value` does not hold exactly.
+    exact: ExactNumbers,
     /// Where the records are in `value`.
     records: crate::jsonpath::Path,
     /// The parent record's fields, for a child request.
@@ -372,7 +374,7 @@ impl Decoder {
         let mut full = Vec::new();
         for (i, record) in page.records.records(&page.value).into_iter().enumerate() {
             self.report.records += 1;
-            match self.decode(record, page.parent.as_deref()) {
+            match self.decode(record, &page.exact, page.parent.as_deref()) {
                 Ok(Some(row)) => {
                     self.builder.push(&row).map_err(Error::internal)?;
                     if self.builder.is_full() {
@@ -397,6 +399,7 @@ impl Decoder {
     fn decode(
         &mut self,
         record: &Value,
+        exact: &ExactNumbers,
         parent: Option<&Map<String, Value>>,
     ) -> std::result::Result<Option<Row>, String> {
         if !record.is_object() {
@@ -407,7 +410,7 @@ impl Decoder {
         }
         let row = self
             .builder
-            .decode_record(record, |name| parent.and_then(|p| p.get(name)))?;
+            .decode_record(record, exact, |name| parent.and_then(|p| p.get(name)))?;
         let Some((index, lake)) = self.cursor else {
             return Ok(Some(row));
         };

@@ -11,6 +11,7 @@ use super::client::{Body, Call, Client, excerpt, rest_verdict};
 use super::{Page, Pages, Values};
 use crate::error::{Error, Result};
 use crate::job::http::{CursorFrom, Next, Parent, Request, fill};
+use crate::source::records::ExactNumbers;
 
 /// Where the next page is.
 enum Step {
@@ -139,8 +140,10 @@ where
             count,
             read,
         );
+        let exact = ExactNumbers::of(&reply.body, &value);
         each(Page {
             value,
+            exact,
             records: request.records.clone(),
             parent: parent.clone(),
             origin: format!("{} {}", if request.post { "POST" } else { "GET" }, call.url),

@@ -10,6 +10,7 @@ use super::client::{Body, Call, Client, Reply, Verdict, excerpt, rest_verdict};
 use super::{Page, Pages, Values};
 use crate::error::{Error, Result};
 use crate::job::http::{Auth, PAGE_TOKEN, Soap, fill};
+use crate::source::records::ExactNumbers;
 
 /// Walks the operation's pages.
 pub async fn walk(client: &Client, operation: &Soap, values: &Values, pages: &Pages) -> Result<()> {
@@ -87,6 +88,8 @@ pub async fn walk(client: &Client, operation: &Soap, values: &Values, pages: &Pa
         let count = records.len();
         pages
             .send(Ok(Page {
+                // XML is text: its values are read from their text, exactly.
+                exact: ExactNumbers::default(),
                 value: Value::Array(records),
                 records: crate::jsonpath::Path::root(),
                 parent: None,

@@ -4,6 +4,7 @@
 //! body that does not fit is refused as one piece, with the reason.
 
 mod cell;
+mod exact;
 mod slots;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 
 pub use cell::kind;
 use cell::{Cell, Found, decode_field};
+pub use exact::ExactNumbers;
 use slots::{Body, Scratch, Slot, Slots};
 
 use super::batch::{BatchBuilder, ColumnBuilder};
@@ -160,9 +162,10 @@ impl RecordBuilder {
         } else {
             let value: Value =
                 serde_json::from_str(payload).map_err(|e| format!("the body is not JSON: {e}"))?;
+            let exact = ExactNumbers::of(payload.as_bytes(), &value);
             let rows = match &value {
-                Value::Array(items) => items.iter().map(|v| self.decode_value(v)).collect(),
-                other => vec![self.decode_value(other)],
+                Value::Array(items) => items.iter().map(|v| self.decode_value(v, &exact)).collect(),
+                other => vec![self.decode_value(other, &exact)],
             };
             (rows, value.is_array())
         };
@@ -206,7 +209,7 @@ impl RecordBuilder {
         } else {
             let value: Value =
                 serde_json::from_slice(text).map_err(|e| format!("the record is not JSON: {e}"))?;
-            self.decode_value(&value)?
+            self.decode_value(&value, &ExactNumbers::of(text, &value))?
         };
         let meta = self.meta(Origin::File(facts));
         self.push_with(&row, &meta)
@@ -278,6 +281,7 @@ impl RecordBuilder {
     pub fn decode_record<'v>(
         &self,
         record: &'v Value,
+        exact: &ExactNumbers,
         also: impl Fn(&str) -> Option<&'v Value>,
     ) -> std::result::Result<Row, String> {
         let object = record.as_object();
@@ -291,7 +295,11 @@ impl RecordBuilder {
                         .and_then(|o| find_key(o, &field.name))
                         .or_else(|| also(&field.name)),
                 };
-                decode_field(field, value.map(Found::Value), self.coerce[i])
+                let found = value.map(|v| match exact.text(v) {
+                    Some(text) => Found::Number(text),
+                    None => Found::Value(v),
+                });
+                decode_field(field, found, self.coerce[i])
             })
             .collect::<std::result::Result<_, _>>()
             .map(Row)
@@ -303,14 +311,18 @@ impl RecordBuilder {
     }
 
     /// One parsed record of a JSON feed, which must be an object.
-    fn decode_value(&self, value: &Value) -> std::result::Result<Row, String> {
+    fn decode_value(
+        &self,
+        value: &Value,
+        exact: &ExactNumbers,
+    ) -> std::result::Result<Row, String> {
         if !value.is_object() {
             return Err(format!(
                 "the record is {}; a record is a JSON object",
                 kind(value)
             ));
         }
-        self.decode_record(value, |_| None)
+        self.decode_record(value, exact, |_| None)
     }
 
     /// One record's slots, in field order.
@@ -736,6 +748,35 @@ mod tests {
         let batch = b.finish()?;
         assert_eq!(batch.num_rows(), 2);
         assert!(batch.column(0).is_valid(1));
+        Ok(())
+    }
+
+    #[test]
+    fn a_mapped_decimal_keeps_its_digits() -> Result<()> {
+        let mut records = typed(
+            LakeType::Decimal {
+                precision: 38,
+                scale: 10,
+            },
+            false,
+        );
+        records.paths = vec![(
+            "v".into(),
+            Path::parse("$.a.b[1]").map_err(Error::internal)?,
+        )];
+        let mut b = RecordBuilder::new(&records, super::super::BatchSize::rows(8));
+        let digits = "-1234567890123456789012345678.0123456789";
+        let body = format!(r#"{{"a": {{"b": [1, {digits}]}}, "c": "12345678901234567890"}}"#);
+        b.append_json(&format!("[{body}, {body}]"), &facts())
+            .map_err(Error::internal)?;
+        b.append_json_object(body.as_bytes(), &facts_at())
+            .map_err(Error::internal)?;
+        let batch = b.finish()?;
+        let d = batch.column(0).as_any().downcast_ref::<Decimal128Array>();
+        let text: Vec<String> = (0..3)
+            .filter_map(|i| d.map(|d| d.value_as_string(i)))
+            .collect();
+        assert_eq!(text, [digits; 3]);
         Ok(())
     }
 }
