@@ -78,18 +78,23 @@ def boto3_hold(url):
     return time.monotonic() - started - 1.0, len(receipts), None
 
 
-def sluice_drain(url):
+def sluice_drain(url, key=""):
     """`sluice run` until the queue is empty (a run ends at the first empty receive; a
     standard queue may answer one while a few messages are still on their way)."""
     seconds, rows, rss, runs = 0.0, 0, 0, 0
     while depth(url):
-        s, r, m = sluice(url, N)
+        s, r, m = sluice(url, N, key)
         seconds, rows, rss, runs = seconds + s, rows + r, max(rss, m), runs + 1
     print(f"sluice: {runs} run(s)", file=sys.stderr)
     return seconds, rows, rss
 
 
-def sluice(url, max_messages):
+def sluice_keyed(url):
+    """The same drain with a record key (source.dedup on truck and time)."""
+    return sluice_drain(url, "  dedup: {key: [truck_id, recorded_at]}\n")
+
+
+def sluice(url, max_messages, key=""):
     work = tempfile.mkdtemp(prefix="sluice-queue-bench.")
     os.makedirs(f"{work}/jobs")
     with open(f"{work}/jobs/connections.yaml", "w") as f:
@@ -106,7 +111,7 @@ source:
     - {{name: speed_kmh, type: double}}
     - {{name: heading, type: smallint}}
   message_columns: [message_id, received_at]
-  queue:
+{key}  queue:
     wait: 1s
     max_messages: {max_messages}
     max_seconds: 3600
@@ -132,7 +137,7 @@ target:
 def main():
     rows = []
     for name, run in [("boto3 receive/delete loop", boto3_loop), ("boto3 hold, then delete", boto3_hold),
-                      ("sluice run", sluice_drain)]:
+                      ("sluice run", sluice_drain), ("sluice run, record key", sluice_keyed)]:
         url = queue(N)
         seconds, drained, rss = run(url)
         left = depth(url)
@@ -146,6 +151,7 @@ def main():
     for name, n, seconds, rss in rows:
         mib = f"{rss / 2**20:.0f} MiB" if rss else "-"
         print(f"{name:<28} {n:>9} {seconds:>8.2f} {n / seconds:>8.0f} {n / seconds / base:>5.2f}x {mib:>9}")
+    print(f"the record key's cost: {rows[3][2] / rows[2][2] - 1:+.1%} of the drain's wall")
     url = queue(3000)
     seconds, drained, rss = sluice(url, 100_000)
     print(f"\nscheduled run, 3000 messages: {seconds + 2.0:.2f} s wall (with the two final empty polls), peak RSS {rss / 2**20:.0f} MiB, {drained} rows")
