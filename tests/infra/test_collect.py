@@ -111,6 +111,36 @@ def track(message_id, **more):
     return {"type": "track", "messageId": message_id, "anonymousId": "anon-1", "event": "Page Viewed", **more}
 
 
+def test_event_numbers_land_as_sent(collector):
+    """Doubles in their shortest and 17-digit forms, subnormals, -0.0, integers past 64
+    bits and decimals past a double's digits, in properties and in a batch's context."""
+    import random
+    import struct
+    from decimal import Decimal
+
+    rng = random.Random(35)
+    doubles = [0.1, -0.0, 5e-324, 2.2250738585072009e-308, 1.7976931348623157e308, 52.520008]
+    while len(doubles) < 200:
+        v = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if v == v and abs(v) != float("inf"):
+            doubles.append(v)
+    texts = [repr(v) if i % 2 else "%.17g" % v for i, v in enumerate(doubles)]
+    longs = ["123456789012345678901234567890", "-1234567890123456789.0123456789", "0.12345678901234567890123"]
+    props = ", ".join(f'"d{i}": {t}' for i, t in enumerate(texts + longs))
+    body = ('{"batch": [{"type": "track", "messageId": "exact-1", "anonymousId": "a", "event": "E", '
+            f'"properties": {{{props}}}}}], "context": {{"n": {longs[0]}}}}}')
+    collector.start()
+    assert collector.call("/batch", raw=body.encode())[0] == 200
+    collector.stop()
+    [event] = collector.table("events")
+    got = json.loads(event["properties"], parse_float=Decimal, parse_int=int)
+    for i, t in enumerate(texts):
+        assert struct.pack("<d", float(got[f"d{i}"])) == struct.pack("<d", float(t)), f"{t} became {got[f'd{i}']}"
+    for j, t in enumerate(longs):
+        assert Decimal(str(got[f"d{len(texts) + j}"])) == Decimal(t), f"{t} became {got[f'd{len(texts) + j}']}"
+    assert json.loads(event["context"], parse_int=int)["n"] == int(longs[0])
+
+
 def test_events_land_once_with_their_columns_and_corrected_clocks(collector):
     collector.start()
     # The device's clock is an hour ahead: its event of 13:00:00, sent at 13:00:05 by the

@@ -9,10 +9,12 @@
 //! device whose clock is an hour off still lands its events at the right hour. Without
 //! `sentAt` the client's `timestamp` is taken as it is; without either, `receivedAt`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
-use crate::source::records::kind as what;
+use crate::source::records::{ExactNumbers, kind as what};
 
 /// The most bytes one event may take (Segment's limit).
 pub const MAX_EVENT_BYTES: usize = 32 << 10;
@@ -228,6 +230,8 @@ pub fn parse(
             format!("the body is not JSON ({e}); send one JSON object"),
         )
     })?;
+    // Found before the tree is taken apart: its nodes keep their place in it.
+    let exact = ExactNumbers::of(body, &value);
     let Value::Object(object) = value else {
         return Err(Invalid::new(
             "$",
@@ -241,6 +245,7 @@ pub fn parse(
         received,
         extras,
         measure,
+        exact: &exact,
     };
     match kind {
         Some(kind) => {
@@ -257,6 +262,8 @@ struct Facts<'a> {
     extras: &'a Extras,
     /// Whether events may be past `MAX_EVENT_BYTES` (so must be measured).
     measure: bool,
+    /// The body's numbers beyond a double's digits, as sent.
+    exact: &'a ExactNumbers,
 }
 
 fn batch(mut object: Map<String, Value>, facts: &Facts) -> Result<Vec<Event>, Invalid> {
@@ -424,28 +431,31 @@ fn one(
             anonymous.map_or(Value::Null, Value::String),
         );
     }
+    // Numbers keep the text they were sent with (beyond a double's digits too).
+    let exact = facts.exact;
+    let mut numbers = BTreeMap::new();
     if let Some(name) = kind.extras() {
         let object = optional_object(&mut body, name, at)?;
         for column in extras.of(kind) {
-            let value = object
-                .as_ref()
-                .and_then(|o| o.get(column))
-                .cloned()
-                .unwrap_or(Value::Null);
-            line.insert(column.clone(), value);
+            let value = object.as_ref().and_then(|o| o.get(column));
+            if let Some(text) = value.and_then(|v| exact.text(v)) {
+                numbers.insert(column.clone(), text.to_string());
+            }
+            line.insert(column.clone(), value.cloned().unwrap_or(Value::Null));
         }
         line.insert(
             name.into(),
-            object.map_or(Value::Null, |o| Value::String(Value::Object(o).to_string())),
+            object.map_or(Value::Null, |o| {
+                Value::String(exact.object(&o, &BTreeMap::new()))
+            }),
         );
     }
-    let context = match optional_object(&mut body, "context", at)? {
-        Some(own) => Some(own),
-        None => context.cloned(),
-    };
+    let own = optional_object(&mut body, "context", at)?;
     line.insert(
         "context".into(),
-        context.map_or(Value::Null, |c| Value::String(Value::Object(c).to_string())),
+        own.as_ref().or(context).map_or(Value::Null, |c| {
+            Value::String(exact.object(c, &BTreeMap::new()))
+        }),
     );
     if let Some(integrations) = body.get("integrations")
         && !(integrations.is_object() || integrations.is_null())
@@ -470,7 +480,7 @@ fn one(
     Ok(Event {
         kind,
         key: dedup_key(&received.source, &message_id),
-        line: Value::Object(line).to_string().into_bytes(),
+        line: exact.object(&line, &numbers).into_bytes(),
     })
 }
 

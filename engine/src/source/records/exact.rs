@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 /// Significant digits a double gives back exactly, from any decimal text.
 const DOUBLE_DIGITS: usize = 15;
@@ -40,6 +40,60 @@ impl ExactNumbers {
             return None;
         }
         self.texts.get(&address(number)).map(String::as_str)
+    }
+
+    /// `value` as compact JSON text, its long numbers as they were sent.
+    pub fn json(&self, value: &Value) -> String {
+        if self.texts.is_empty() {
+            return value.to_string();
+        }
+        let mut out = String::new();
+        self.write(value, &mut out);
+        out
+    }
+
+    /// An object as compact JSON text, its long numbers as they were sent, and the
+    /// values of the keys `numbers` names written as those texts (numbers copied out of
+    /// the document, which their place no longer tells).
+    pub fn object(&self, map: &Map<String, Value>, numbers: &BTreeMap<String, String>) -> String {
+        if self.texts.is_empty() && numbers.is_empty() {
+            return serde_json::to_string(map).unwrap_or_default();
+        }
+        let mut out = String::from("{");
+        for (i, (key, value)) in map.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&Value::String(key.clone()).to_string());
+            out.push(':');
+            match numbers.get(key) {
+                Some(text) => out.push_str(text),
+                None => self.write(value, &mut out),
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    fn write(&self, value: &Value, out: &mut String) {
+        match value {
+            Value::Number(_) => match self.text(value) {
+                Some(text) => out.push_str(text),
+                None => out.push_str(&value.to_string()),
+            },
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.write(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => out.push_str(&self.object(map, &BTreeMap::new())),
+            other => out.push_str(&other.to_string()),
+        }
     }
 
     fn walk(&mut self, value: &Value, raw: &RawValue) {
@@ -125,6 +179,23 @@ mod tests {
         assert_eq!(at("/data/1/s"), None);
         // A repeated key: the last one, as the tree keeps it.
         assert_eq!(at("/d"), Some("123456789012345678"));
+        let mut numbers = BTreeMap::new();
+        numbers.insert("copied".to_string(), "1.00000000000000000001".to_string());
+        let Some(Value::Object(data)) = value.pointer("/data/0") else {
+            return Err("no record".into());
+        };
+        let mut with = data.clone();
+        with.insert("copied".into(), Value::from(1.0));
+        let written = exact.object(&with, &numbers);
+        assert!(
+            written.contains(r#""copied":1.00000000000000000001"#),
+            "{written}"
+        );
+        // The copy's numbers have lost their place; the document's keep it.
+        assert_eq!(
+            exact.json(&value["data"][0]),
+            r#"{"d":1234567890123456789012345678.0123456789,"n":1.5,"z":1e-18}"#
+        );
         let short = br#"{"a": 1.25}"#;
         let value: Value = serde_json::from_slice(short).map_err(|e| e.to_string())?;
         assert!(ExactNumbers::of(short, &value).texts.is_empty());
