@@ -133,6 +133,22 @@ def test_a_query_answers_in_every_format_with_the_same_rows(server):
     assert json.loads(call(server, f"/v1/query?sql={quoted}&format=json")[2])["rows"] == page["rows"]
 
 
+def test_json_functions_answer_as_duckdb_does(server):
+    sql = ("SELECT json_get_str(j, 'a', 'b') AS s, json_get_int(j, 'n') AS n, json_get_float(j, 'f') AS f, "
+           "json_length(j, 'arr') AS l, j->>'a' AS a FROM (SELECT '{\"a\": {\"b\": \"ü\"}, \"n\": 42, "
+           "\"f\": 0.30000000000000004, \"arr\": [1, 2, 3]}' AS j) t")
+    status, _, body = call(server, "/v1/query", {"sql": sql})
+    assert status == 200, body
+    [row] = json.loads(body)["rows"]
+    con = duckdb_with_delta()
+    expected = con.execute(
+        "SELECT j->'a'->>'b', CAST(j->>'n' AS BIGINT), CAST(j->>'f' AS DOUBLE), json_array_length(j, '$.arr') "
+        "FROM (SELECT '{\"a\": {\"b\": \"ü\"}, \"n\": 42, \"f\": 0.30000000000000004, \"arr\": [1, 2, 3]}'::JSON AS j)"
+    ).fetchone()
+    assert (row["s"], row["n"], row["f"], row["l"]) == expected
+    assert json.loads(row["a"]) == {"b": "ü"}
+
+
 def test_parameters_are_bound_and_pages_follow_their_token(server):
     [(total,)] = reference(server, "SELECT count(*) FROM orders WHERE status = 'delivered'")
     sql = "SELECT id FROM orders WHERE status = $1 ORDER BY id"
