@@ -9,6 +9,7 @@ where a number belongs goes to the quarantine table unless the job coerces it.
 """
 
 import json
+import os
 import random
 import struct
 import threading
@@ -95,13 +96,33 @@ def check_landed(table, rows):
         [(r["id"], bits(r["v"]), Decimal(r["d"]), r["n"]) for r in rows]
 
 
-def test_files_land_every_number_exactly(tmp_path, sluice_bin):
+def file_store(tmp_path, store):
+    """A folder, or the ephemeral OpenSSH server scripts/test starts: the connection, the
+    environment it needs and the folder whose `in/` its files are put in."""
+    if store == "folder":
+        root = tmp_path / "drop"
+        return f"drop:\n  kind: folder\n  path: {root}\n", {}, root
+    if not os.environ.get("SLUICE_TEST_SFTP_PORT"):
+        pytest.fail("SLUICE_TEST_SFTP_* is not set: run scripts/test, which starts an ephemeral sshd")
+    root = Path(os.environ["SLUICE_TEST_SFTP_ROOT"]) / tmp_path.name
+    root.mkdir(mode=0o777)
+    root.chmod(0o777)
+    connection = (f"drop:\n  kind: sftp\n  host: 127.0.0.1\n  port: {os.environ['SLUICE_TEST_SFTP_PORT']}\n"
+                  f"  user: {os.environ['SLUICE_TEST_SFTP_USER']}\n  private_key: \"${{DROP_KEY}}\"\n"
+                  f"  host_key: \"{os.environ['SLUICE_TEST_SFTP_HOST_KEY']}\"\n  path: {tmp_path.name}\n")
+    return connection, {"DROP_KEY": Path(os.environ["SLUICE_TEST_SFTP_KEY"]).read_text()}, root
+
+
+@pytest.mark.parametrize("store", ["folder", "sftp"])
+def test_files_land_every_number_exactly(tmp_path, sluice_bin, store):
     rows = corpus(35, 4000)
-    ws = Workspace(tmp_path, sluice_bin)
-    drop = tmp_path / "drop" / "in"
-    drop.mkdir(parents=True)
+    connection, env, root = file_store(tmp_path, store)
+    ws = Workspace(tmp_path, sluice_bin, env=dict(os.environ, **env))
+    drop = root / "in"
+    drop.mkdir(parents=True, mode=0o777)
     (drop / "pings.ndjson").write_text("".join(record_text(r) + "\n" for r in rows))
-    (ws.jobs / "connections.yaml").write_text(f"drop:\n  kind: folder\n  path: {tmp_path / 'drop'}\n")
+    (drop / "pings.ndjson").chmod(0o666)
+    (ws.jobs / "connections.yaml").write_text(connection)
     (ws.jobs / "exact.yaml").write_text(
         "job: exact\nsource:\n  connection: drop\n  files: {pattern: in/*.ndjson, stable_for: 0s}\n"
         + RECORD + "target:\n  table: exact\n")
