@@ -403,14 +403,17 @@ async fn save_keys(
     run_key: &str,
     summary: &mut RunSummary,
 ) -> Result<()> {
-    let (skipped, keys) = {
+    let (skipped, run) = {
         let mut d = dedup
             .lock()
             .map_err(|_| crate::error::Error::internal("the record-key filter's lock"))?;
         (d.skipped(), d.take_run())
     };
     summary.record_duplicates = Some(skipped);
-    dedup::save(&ctx.lake, table, run_key, keys, Utc::now()).await
+    match run {
+        Some(keys) => keys.save(&ctx.lake, table, run_key, Utc::now()).await,
+        None => Ok(()),
+    }
 }
 
 /// After the commit: lets the source forget what the run consumed (a queue deletes the

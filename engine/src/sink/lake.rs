@@ -233,6 +233,49 @@ impl Lake {
         }
     }
 
+    /// Uploads a local file to `path`, in parts (its size does not count against memory).
+    pub async fn upload(&self, path: &Path, file: &std::path::Path) -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let local = |e: std::io::Error| {
+            Error::external(format!("uploading {} to {path}: {e}", file.display()))
+        };
+        let mut from = tokio::fs::File::open(file).await.map_err(local)?;
+        let mut to = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            path.clone(),
+            self.upload_part(),
+        );
+        let mut buffer = vec![0; 1 << 20];
+        loop {
+            let n = from.read(&mut buffer).await.map_err(local)?;
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buffer[..n]).await.map_err(local)?;
+        }
+        to.shutdown().await.map_err(local)
+    }
+
+    /// Reads an object piece by piece (`None` if it is not there): `each` takes every
+    /// piece in order.
+    pub async fn read_pieces(
+        &self,
+        path: &Path,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<()>> {
+        use futures::StreamExt;
+        let got = match self.store.get(path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(classify_object_store(e, &format!("reading {path}"))),
+        };
+        let mut stream = got.into_stream();
+        while let Some(piece) = stream.next().await {
+            each(&piece.map_err(|e| classify_object_store(e, &format!("reading {path}")))?)?;
+        }
+        Ok(Some(()))
+    }
+
     pub async fn get(&self, path: &Path) -> Result<Option<Vec<u8>>> {
         match self.store.get(path).await {
             Ok(got) => Ok(Some(

@@ -3,8 +3,10 @@
 //! GPS ping in a new SQS message, a partner's record on two pages, a bank's line in two
 //! files.
 //!
-//! The index is in the lake: each committed run's keys (128 bits of a SHA-256 of the key
-//! fields' values, in Arrow's row format so that types and NULLs are told apart) in
+//! The index is in the lake: each committed run's keys (128 bits of SipHash-1-3 of the key
+//! fields' values in Arrow's row format, so that types and NULLs are told apart, keyed
+//! with the table's secret, `_sluice/keys/<table>/secret`, so that nobody who sends
+//! records can make two keys collide) in
 //! `_sluice/keys/<table>/<run key>.<unix seconds>.keys`, written before the commit and
 //! named with the run key, so that a failed attempt's keys are removed with its files
 //! (step 2) and a rewound run's with its data. A run reads the files of the window into
@@ -12,6 +14,9 @@
 
 mod index;
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -20,7 +25,8 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
+use siphasher::sip128::{Hasher128, SipHasher13};
+use std::hash::Hasher;
 
 pub use index::KeySet;
 
@@ -34,10 +40,12 @@ const RUN_HEADROOM: u64 = 1 << 20;
 
 /// The record-key filter of one run.
 pub struct Dedup {
+    /// SipHash's keys.
+    secret: (u64, u64),
     key: RecordKey,
     set: KeySet,
-    /// The run's new keys, in the order they came.
-    run: Vec<u128>,
+    /// The run's new keys, in the order they came, spilled to a local file (taken once).
+    run: Option<RunKeys>,
     skipped: u64,
     /// Whether the run's keys are kept for later runs.
     appends: bool,
@@ -54,6 +62,7 @@ impl Dedup {
         appends: bool,
         now: DateTime<Utc>,
     ) -> Result<Self> {
+        let secret = secret(lake, table).await?;
         let since = now.timestamp() - key.window.as_secs() as i64;
         let mut current = Vec::new();
         let listed = match appends {
@@ -72,18 +81,33 @@ impl Dedup {
             std::env::temp_dir().join(format!("sluice-keys-{}", uuid::Uuid::new_v4().simple()));
         let mut set = KeySet::new(dir, committed + RUN_HEADROOM)?;
         for object in current {
-            let Some(bytes) = lake.get(&object.location).await? else {
-                continue;
-            };
-            if bytes.len() % 16 != 0 {
+            // Pieces need not end on a key: a key cut in two is completed by the next.
+            let mut carry = Vec::with_capacity(16);
+            lake.read_pieces(&object.location, |piece| {
+                let mut piece = piece;
+                if !carry.is_empty() {
+                    let take = (16 - carry.len()).min(piece.len());
+                    carry.extend_from_slice(&piece[..take]);
+                    piece = &piece[take..];
+                    if carry.len() < 16 {
+                        return Ok(());
+                    }
+                    set.add(u128::from_le_bytes(carry[..].try_into().unwrap_or([0; 16])))?;
+                    carry.clear();
+                }
+                let whole = piece.len() / 16 * 16;
+                for chunk in piece[..whole].chunks_exact(16) {
+                    set.add(u128::from_le_bytes(chunk.try_into().unwrap_or([0; 16])))?;
+                }
+                carry.extend_from_slice(&piece[whole..]);
+                Ok(())
+            })
+            .await?;
+            if !carry.is_empty() {
                 return Err(Error::user(format!(
                     "the record-key file {} is not whole ({} bytes, not a multiple of 16): remove it to load its run's records again",
-                    object.location,
-                    bytes.len()
+                    object.location, object.size
                 )));
-            }
-            for chunk in bytes.chunks_exact(16) {
-                set.add(u128::from_le_bytes(chunk.try_into().unwrap_or([0; 16])))?;
             }
         }
         tracing::info!(
@@ -92,9 +116,13 @@ impl Dedup {
             "record keys committed within the window"
         );
         Ok(Self {
+            secret,
             key: key.clone(),
             set,
-            run: Vec::new(),
+            run: Some(RunKeys::create(std::env::temp_dir().join(format!(
+                "sluice-run-keys-{}",
+                uuid::Uuid::new_v4().simple()
+            )))?),
             skipped: 0,
             appends,
         })
@@ -126,11 +154,14 @@ impl Dedup {
             .map_err(|e| Error::internal(format!("the record key: {e}")))?;
         let mut keep = Vec::with_capacity(batch.num_rows());
         for row in rows.iter() {
-            let digest = Sha256::digest(row.as_ref());
-            let key = u128::from_le_bytes(digest[..16].try_into().unwrap_or([0; 16]));
+            let mut hasher = SipHasher13::new_with_keys(self.secret.0, self.secret.1);
+            hasher.write(row.as_ref());
+            let key = hasher.finish128().as_u128();
             let new = self.set.insert(key)?;
             if new {
-                self.run.push(key);
+                if let Some(run) = self.run.as_mut() {
+                    run.push(key)?;
+                }
             } else {
                 self.skipped += 1;
             }
@@ -148,36 +179,101 @@ impl Dedup {
         self.skipped
     }
 
-    /// The run's new keys, to keep for later runs (taken once; none for a run that
-    /// replaces the table).
-    pub fn take_run(&mut self) -> Vec<u128> {
-        match self.appends {
-            true => std::mem::take(&mut self.run),
-            false => Vec::new(),
+    /// The run's new keys, to keep for later runs: none for a run that replaces the
+    /// table, or that loaded no new record.
+    pub fn take_run(&mut self) -> Option<RunKeys> {
+        match self.appends && self.run.as_ref().is_some_and(|r| r.count > 0) {
+            true => self.run.take(),
+            false => None,
         }
     }
 }
 
-/// Writes a run's keys to the lake (before its commit), if it has any.
-pub async fn save(
-    lake: &Lake,
-    table: &str,
-    run_key: &str,
-    keys: Vec<u128>,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    if keys.is_empty() {
-        return Ok(());
+/// The table's key secret: made (a random UUID's 16 bytes) before its first key file,
+/// read after.
+async fn secret(lake: &Lake, table: &str) -> Result<(u64, u64)> {
+    let path = lake.path(&format!("_sluice/keys/{table}/secret"))?;
+    let bytes = match lake.get(&path).await? {
+        Some(bytes) => bytes,
+        None => {
+            if lake
+                .list(&lake.keys_dir(table)?)
+                .await?
+                .iter()
+                .any(|o| o.location.filename().and_then(sink::key_file).is_some())
+            {
+                return Err(Error::user(format!(
+                    "{path} is missing while record-key files are there: they cannot be read without it; remove _sluice/keys/{table} to start the index again"
+                )));
+            }
+            let fresh = uuid::Uuid::new_v4().as_bytes().to_vec();
+            match lake.create(&path, fresh.clone()).await {
+                Ok(()) => fresh,
+                // Another run made it first: take that one.
+                Err(e) => lake.get(&path).await?.ok_or(e)?,
+            }
+        }
+    };
+    match <[u8; 16]>::try_from(bytes.as_slice()) {
+        Ok(b) => {
+            let half = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+            Ok((half(0), half(8)))
+        }
+        Err(_) => Err(Error::user(format!(
+            "{path} is not 16 bytes: remove _sluice/keys/{table} to start the index again"
+        ))),
     }
-    let mut bytes = Vec::with_capacity(keys.len() * 16);
-    for key in &keys {
-        bytes.extend_from_slice(&key.to_le_bytes());
+}
+
+/// A run's new keys, appended to a local file as they come (removed when dropped).
+pub struct RunKeys {
+    path: PathBuf,
+    file: BufWriter<File>,
+    count: u64,
+}
+
+impl RunKeys {
+    fn create(path: PathBuf) -> Result<Self> {
+        let file = File::create(&path).map_err(|e| local(&path, &e))?;
+        Ok(Self {
+            path,
+            file: BufWriter::new(file),
+            count: 0,
+        })
     }
-    let path = lake.path(&format!(
-        "_sluice/keys/{table}/{run_key}.{}.keys",
-        now.timestamp()
-    ))?;
-    lake.create(&path, bytes).await
+
+    fn push(&mut self, key: u128) -> Result<()> {
+        self.count += 1;
+        self.file
+            .write_all(&key.to_le_bytes())
+            .map_err(|e| local(&self.path, &e))
+    }
+
+    /// Writes the keys to the lake, beside the run's files (before its commit).
+    pub async fn save(
+        mut self,
+        lake: &Lake,
+        table: &str,
+        run_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.file.flush().map_err(|e| local(&self.path, &e))?;
+        let path = lake.path(&format!(
+            "_sluice/keys/{table}/{run_key}.{}.keys",
+            now.timestamp()
+        ))?;
+        lake.upload(&path, &self.path).await
+    }
+}
+
+impl Drop for RunKeys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn local(path: &Path, e: &std::io::Error) -> Error {
+    Error::external(format!("the record-key index at {}: {e}", path.display()))
 }
 
 /// Wraps the extract's batches in the run's record-key filter.
