@@ -35,8 +35,10 @@ use crate::job::RecordKey;
 use crate::sink::{self, Lake};
 use crate::transform::BatchStream;
 
-/// Headroom of the index for the run's own keys, beyond the committed ones.
-const RUN_HEADROOM: u64 = 1 << 20;
+/// Headroom of the index's filter for the run's own keys, beyond the committed ones: a
+/// run of up to this many new keys never rebuilds it. Its 16 MB are zeroed pages until a
+/// key touches them.
+const RUN_HEADROOM: u64 = 8 << 20;
 
 /// The record-key filter of one run.
 pub struct Dedup {
