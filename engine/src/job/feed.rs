@@ -408,13 +408,14 @@ fn record_key(
             );
         }
     }
+    let text = dedup.window.as_deref().unwrap_or_default();
     let window = match dedup.window.as_deref().map(parse_duration) {
         None => DEFAULT_KEY_WINDOW,
         Some(Ok(w)) if (60..=400 * 86_400).contains(&w.as_secs()) => w,
-        Some(Ok(w)) => {
+        Some(Ok(_)) => {
             bad(
                 "source.dedup.window",
-                format!("{}s is out of range (1m to 400d)", w.as_secs()),
+                format!("{text} is out of range (1m to 400d)"),
             );
             DEFAULT_KEY_WINDOW
         }

@@ -1,7 +1,7 @@
 //! The set of record keys a run checks against: the keys committed within the window and
 //! the run's own, in bounded memory.
 //!
-//! A key is 128 bits (of a SHA-256). A blocked Bloom filter (16 bits a key, each key's
+//! A key is 128 bits (keyed SipHash-1-3). A blocked Bloom filter (16 bits a key, each key's
 //! bits in one 64-byte block: one cache line a lookup; about 0.1 % false positives)
 //! answers most lookups from memory, and doubles (rebuilt from the keys on disk) when the
 //! keys outgrow it. Every key is also appended to one of 4,096 buckets (by its top bits),
