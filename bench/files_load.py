@@ -87,18 +87,18 @@ target:
 """
 
 
-def sluice_workspace(connection, extra=""):
+def sluice_workspace(connection, extra="", target=""):
     ws = tempfile.mkdtemp(prefix="bench-files-", dir=CACHE)
     os.makedirs(f"{ws}/jobs")
     with open(f"{ws}/jobs/connections.yaml", "w") as f:
         f.write(connection)
     with open(f"{ws}/jobs/bank.yaml", "w") as f:
-        f.write(f"job: bank\nsource:\n  connection: bank\n{extra}  files:\n    pattern: {NAME}\n    format: json\n    stable_for: 0s\n" + RECORD)
+        f.write(f"job: bank\nsource:\n  connection: bank\n{extra}  files:\n    pattern: {NAME}\n    format: json\n    stable_for: 0s\n" + RECORD + target)
     return ws
 
 
-def run_sluice(connection=None, env=None, extra=""):
-    ws = sluice_workspace(connection or f"bank:\n  kind: folder\n  path: {CACHE}\n", extra)
+def run_sluice(connection=None, env=None, extra="", target=""):
+    ws = sluice_workspace(connection or f"bank:\n  kind: folder\n  path: {CACHE}\n", extra, target)
     try:
         seconds, rss, out = timed([BIN, "run", "--job", "bank", "--output", "json"], env={
             "SLUICE_JOBS": f"{ws}/jobs", "SLUICE_LAKE": f"{ws}/lake", "SLUICE_STATE": f"{ws}/state",
@@ -136,7 +136,18 @@ def run_sluice_keyed():
     return run_sluice(extra="  dedup: {key: [txn_id]}\n")
 
 
+def run_sluice_delta():
+    """The run into a Delta table."""
+    return run_sluice(target="  format: delta\n")
+
+
+def run_sluice_merged():
+    """The run merged into a Delta table by key (txn_id, the newest by booked_at)."""
+    return run_sluice(extra="  primary_key: [txn_id]\n  cursor: booked_at\n", target="  format: delta\nmode: merge\n")
+
+
 results = rounds({"sluice run (folder)": run_sluice, "sluice run, record key (txn_id)": run_sluice_keyed,
+                  "sluice run into Delta": run_sluice_delta, "sluice run, merge into Delta (txn_id)": run_sluice_merged,
                   "DuckDB read_json → COPY": run_duckdb}, ROUNDS)
 
 
@@ -149,6 +160,7 @@ for name, runs in results.items():
     print(f"| {name} | {s:.1f} s | {SIZE / 2**20 / s:,.0f} | {max(r[1] for r in runs):.0f} MiB |")
 print(f"\nsluice / DuckDB wall: {wall['sluice run (folder)'] / wall['DuckDB read_json → COPY']:.2f}× (below 1 is faster)")
 print(f"the record key's cost: {wall['sluice run, record key (txn_id)'] / wall['sluice run (folder)'] - 1:+.1%} of the run's wall")
+print(f"the merge by key's cost: {wall['sluice run, merge into Delta (txn_id)'] / wall['sluice run into Delta'] - 1:+.1%} of the Delta run's wall")
 
 if not SFTP:
     print("\n(the SFTP transfer is measured as root only: bench/files starts sshd with a user of its own)")
