@@ -12,10 +12,8 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from decimal import Decimal
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -23,6 +21,7 @@ import duckdb
 import pyarrow.dataset as ds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "infra"))
+from conftest import serving  # noqa: E402
 from test_feed_exact import RECORD, Partner, bits, corpus, record_text  # noqa: E402
 
 BIN, MOTO, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -83,14 +82,10 @@ def main():
               f"   sluice ÷ DuckDB: {seconds / duck:.2f}")
 
         Partner.rows = rows
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Partner)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            seconds, table = run(tmp / "api", f"partner:\n  kind: http\n  base_url: http://127.0.0.1:{server.server_port}\n",
+        with serving(Partner) as port:
+            seconds, table = run(tmp / "api", f"partner:\n  kind: http\n  base_url: http://127.0.0.1:{port}\n",
                                  "  connection: partner\n  request:\n    path: records\n    records: $.data\n"
                                  "    paginate: {kind: page, param: page}\n")
-        finally:
-            server.shutdown()
         report("API (REST pages)", seconds, off(table, rows), N)
 
         session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")

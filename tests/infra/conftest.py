@@ -5,7 +5,10 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import uuid
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -62,6 +65,36 @@ class Workspace:
 
     def table(self, name):
         return str(Path(self.lake) / name)
+
+
+class JsonPages(BaseHTTPRequestHandler):
+    """A partner's API over HTTP, standing in for one: `page(path)` is the JSON body a GET
+    of `path` answers."""
+
+    def page(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def do_GET(self):
+        body = self.page(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def serving(handler):
+    """Serves `handler` on a free loopback port while the block runs; yields the port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
 
 
 def render(template: str, values: dict) -> str:

@@ -5,14 +5,12 @@ point — read back by pyarrow and DuckDB."""
 import json
 import random
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import duckdb
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import Workspace
+from conftest import JsonPages, Workspace, serving
 
 PING = """  dedup: {key: [device, seq], window: 7d}
   record:
@@ -82,36 +80,25 @@ def test_files_repeating_records_land_once_across_runs_and_a_kill(tmp_path, slui
     assert len(landed(ws)) == 5 * 40 + 1 + (5 * 30 - 2 * 10)
 
 
-class Pages(BaseHTTPRequestHandler):
+class Pages(JsonPages):
     """A partner's offset pages over a list that grows at its head while it is read:
     the records pushed down reappear on the next page."""
 
     records = []
 
-    def do_GET(self):
-        offset = int(self.path.split("offset=")[1].split("&")[0])
+    def page(self, path):
+        offset = int(path.split("offset=")[1].split("&")[0])
         shifted = offset - (offset // 20) * 3  # each later page starts 3 records early
         chunk = self.records[max(shifted, 0):max(shifted, 0) + 20] if offset < len(self.records) + 60 else []
-        body = json.dumps({"data": chunk}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        return json.dumps({"data": chunk}).encode()
 
 
 def test_an_api_repeating_records_across_pages_lands_each_once_in_every_full_run(tmp_path, sluice_bin):
     rng = random.Random(9)
     Pages.records = [ping(f"dev-{i % 7}", i, rng) for i in range(200)]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(Pages) as port:
         ws = Workspace(tmp_path, sluice_bin)
-        (ws.jobs / "connections.yaml").write_text(
-            f"partner:\n  kind: http\n  base_url: http://127.0.0.1:{server.server_port}\n")
+        (ws.jobs / "connections.yaml").write_text(f"partner:\n  kind: http\n  base_url: http://127.0.0.1:{port}\n")
         (ws.jobs / "pings.yaml").write_text(
             "job: pings\nsource:\n  connection: partner\n  request:\n    path: pings\n    records: $.data\n"
             "    paginate: {kind: offset, param: offset, limit_param: limit, limit: 20}\n"
@@ -122,8 +109,6 @@ def test_an_api_repeating_records_across_pages_lands_each_once_in_every_full_run
             summary = json.loads(ws.sluice("run", "--job", "pings", "--output", "json"))
             assert landed(ws) == expected(Pages.records)
             assert summary["record_duplicates"] > 0, summary
-    finally:
-        server.shutdown()
 
 
 def test_pings_resent_in_new_messages_land_once(tmp_path, sluice_bin, aws, sluice_env, unique):

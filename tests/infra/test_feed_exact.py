@@ -12,16 +12,14 @@ import json
 import os
 import random
 import struct
-import threading
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import duckdb
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import Workspace
+from conftest import JsonPages, Workspace, serving
 
 RECORD = """  record:
     - {name: id, type: bigint, nullable: false}
@@ -130,42 +128,29 @@ def test_files_land_every_number_exactly(tmp_path, sluice_bin, store):
     check_landed(ws.table("exact"), rows)
 
 
-class Partner(BaseHTTPRequestHandler):
+class Partner(JsonPages):
     """A partner's API: `GET /records?page=N`, 500 records a page, its numbers written as
     the records' texts say."""
 
     rows = []
 
-    def do_GET(self):
-        page = int(self.path.split("page=")[1].split("&")[0])
+    def page(self, path):
+        page = int(path.split("page=")[1].split("&")[0])
         chunk = self.rows[(page - 1) * 500:page * 500]
-        body = ('{"data": [' + ", ".join(record_text(r) for r in chunk) + "]}").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        return ('{"data": [' + ", ".join(record_text(r) for r in chunk) + "]}").encode()
 
 
 def test_an_api_lands_every_number_exactly(tmp_path, sluice_bin):
     rows = corpus(36, 3000)
     Partner.rows = rows
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Partner)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(Partner) as port:
         ws = Workspace(tmp_path, sluice_bin)
-        (ws.jobs / "connections.yaml").write_text(
-            f"partner:\n  kind: http\n  base_url: http://127.0.0.1:{server.server_port}\n")
+        (ws.jobs / "connections.yaml").write_text(f"partner:\n  kind: http\n  base_url: http://127.0.0.1:{port}\n")
         (ws.jobs / "exact.yaml").write_text(
             "job: exact\nsource:\n  connection: partner\n  request:\n    path: records\n"
             "    records: $.data\n    paginate: {kind: page, param: page}\n"
             + RECORD + "target:\n  table: exact\n")
         ws.sluice("run", "--job", "exact")
-    finally:
-        server.shutdown()
     check_landed(ws.table("exact"), rows)
 
 

@@ -45,6 +45,8 @@ pub struct Dedup {
     /// SipHash's keys.
     secret: (u64, u64),
     key: RecordKey,
+    /// The key fields' row format (made for the first batch).
+    converter: Option<RowConverter>,
     set: KeySet,
     /// The run's new keys, in the order they came, spilled to a local file (taken once).
     run: Option<RunKeys>,
@@ -120,6 +122,7 @@ impl Dedup {
         Ok(Self {
             secret,
             key: key.clone(),
+            converter: None,
             set,
             run: Some(RunKeys::create(std::env::temp_dir().join(format!(
                 "sluice-run-keys-{}",
@@ -144,13 +147,21 @@ impl Dedup {
                 })
             })
             .collect::<Result<_>>()?;
-        let converter = RowConverter::new(
-            columns
+        // The batches share one schema: the row format is made once, for the first.
+        if self.converter.is_none() {
+            let fields = columns
                 .iter()
                 .map(|c| SortField::new(c.data_type().clone()))
-                .collect(),
-        )
-        .map_err(|e| Error::internal(format!("the record key: {e}")))?;
+                .collect();
+            self.converter = Some(
+                RowConverter::new(fields)
+                    .map_err(|e| Error::internal(format!("the record key: {e}")))?,
+            );
+        }
+        let converter = self
+            .converter
+            .as_ref()
+            .ok_or_else(|| Error::internal("the record key's row format"))?;
         let rows = converter
             .convert_columns(&columns)
             .map_err(|e| Error::internal(format!("the record key: {e}")))?;
