@@ -5,13 +5,13 @@
 //! bits in one 64-byte block: one cache line a lookup; about 0.1 % false positives)
 //! answers most lookups from memory, and doubles (rebuilt from the keys on disk) when the
 //! keys outgrow it. Every key is also appended to one of 4,096 buckets (by its top bits),
-//! spilled in chunks to one local file; a key the filter may hold is looked up exactly in
-//! its bucket, read into a cache of `CACHE_KEYS` keys. So memory is the filter (2 bytes a
-//! key: 20 MB for 10 million), the buckets' small append buffers (8 MB at most), the
-//! chunks' index (0.125 bytes a key) and the cache (about 32 MB at most), whatever the
-//! number of keys.
+//! spilled in chunks to one local file (written a MiB at a time); a key the filter may
+//! hold is looked up exactly in its bucket, read into a cache of `CACHE_KEYS` keys. So
+//! memory is the filter (2 bytes a key: 20 MB for 10 million), the buckets' small append
+//! buffers (8 MB at most) and the spill's write buffer (1 MiB), the chunks' index (0.125
+//! bytes a key) and the cache (about 32 MB at most), whatever the number of keys.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -28,17 +28,22 @@ const BUCKETS: usize = 4096;
 const BUFFERED: usize = 128;
 /// Keys of loaded buckets kept at once (about 32 bytes each in a set).
 const CACHE_KEYS: usize = 1 << 20;
+/// Bytes of spilled chunks gathered before they are written.
+const SPILL_WRITE: usize = 1 << 20;
 
 /// A set of 128-bit keys, mostly on disk.
 pub struct KeySet {
     dir: PathBuf,
     spill: File,
-    spilled: u64,
-    /// Per bucket: its chunks in the spill file (offset, keys).
+    /// Bytes written to the spill file; the chunks past them are in `unwritten`.
+    written: u64,
+    unwritten: Vec<u8>,
+    /// Per bucket: its chunks in the spill (offset, keys).
     chunks: Vec<Vec<(u64, u32)>>,
     pending: Vec<Vec<u128>>,
     bloom: Vec<[u64; 8]>,
-    cache: HashMap<usize, HashSet<u128>>,
+    /// Per bucket: its keys, when loaded.
+    cache: Vec<Option<HashSet<u128>>>,
     order: VecDeque<usize>,
     cached_keys: usize,
     len: u64,
@@ -60,11 +65,12 @@ impl KeySet {
         Ok(Self {
             dir,
             spill,
-            spilled: 0,
+            written: 0,
+            unwritten: Vec::new(),
             chunks: vec![Vec::new(); BUCKETS],
             pending: vec![Vec::new(); BUCKETS],
             bloom: vec![[0; 8]; blocks_for(expected)],
-            cache: HashMap::new(),
+            cache: vec![None; BUCKETS],
             order: VecDeque::new(),
             cached_keys: 0,
             len: 0,
@@ -93,7 +99,7 @@ impl KeySet {
         }
         self.mark(key);
         let b = bucket_of(key);
-        if let Some(set) = self.cache.get_mut(&b) {
+        if let Some(set) = self.cache[b].as_mut() {
             set.insert(key);
             self.cached_keys += 1;
         }
@@ -140,19 +146,23 @@ impl KeySet {
         Ok(())
     }
 
+    /// Moves bucket `b`'s pending keys to a chunk of the spill.
     fn flush(&mut self, b: usize) -> Result<()> {
         if self.pending[b].is_empty() {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity(self.pending[b].len() * 16);
+        let offset = self.written + self.unwritten.len() as u64;
+        self.chunks[b].push((offset, self.pending[b].len() as u32));
         for key in self.pending[b].drain(..) {
-            bytes.extend_from_slice(&key.to_le_bytes());
+            self.unwritten.extend_from_slice(&key.to_le_bytes());
         }
-        self.spill
-            .write_all_at(&bytes, self.spilled)
-            .map_err(|e| local(&self.dir, &e))?;
-        self.chunks[b].push((self.spilled, (bytes.len() / 16) as u32));
-        self.spilled += bytes.len() as u64;
+        if self.unwritten.len() >= SPILL_WRITE {
+            self.spill
+                .write_all_at(&self.unwritten, self.written)
+                .map_err(|e| local(&self.dir, &e))?;
+            self.written += self.unwritten.len() as u64;
+            self.unwritten.clear();
+        }
         Ok(())
     }
 
@@ -160,12 +170,22 @@ impl KeySet {
     fn read_bucket(&self, b: usize) -> Result<Vec<u128>> {
         let total: u32 = self.chunks[b].iter().map(|c| c.1).sum();
         let mut keys = Vec::with_capacity(total as usize + self.pending[b].len());
-        let mut bytes = Vec::new();
+        let mut read = Vec::new();
         for &(offset, count) in &self.chunks[b] {
-            bytes.resize(count as usize * 16, 0);
-            self.spill
-                .read_exact_at(&mut bytes, offset)
-                .map_err(|e| local(&self.dir, &e))?;
+            let len = count as usize * 16;
+            let bytes = match offset.checked_sub(self.written) {
+                Some(at) => self
+                    .unwritten
+                    .get(at as usize..at as usize + len)
+                    .ok_or_else(|| Error::internal("a key chunk past the spill's buffer"))?,
+                None => {
+                    read.resize(len, 0);
+                    self.spill
+                        .read_exact_at(&mut read, offset)
+                        .map_err(|e| local(&self.dir, &e))?;
+                    &read[..]
+                }
+            };
             keys.extend(
                 bytes
                     .chunks_exact(16)
@@ -179,22 +199,22 @@ impl KeySet {
     /// The bucket `key` falls in, loaded.
     fn bucket(&mut self, key: u128) -> Result<&HashSet<u128>> {
         let b = bucket_of(key);
-        if !self.cache.contains_key(&b) {
+        if self.cache[b].is_none() {
             let set: HashSet<u128> = self.read_bucket(b)?.into_iter().collect();
             self.cached_keys += set.len();
-            self.cache.insert(b, set);
+            self.cache[b] = Some(set);
             self.order.push_back(b);
             // Keep the newest bucket even when it alone passes the cache's size.
             while self.cached_keys > CACHE_KEYS && self.order.len() > 1 {
                 if let Some(old) = self.order.pop_front()
-                    && let Some(set) = self.cache.remove(&old)
+                    && let Some(set) = self.cache[old].take()
                 {
                     self.cached_keys -= set.len();
                 }
             }
         }
-        self.cache
-            .get(&b)
+        self.cache[b]
+            .as_ref()
             .ok_or_else(|| Error::internal("a key bucket that was just loaded"))
     }
 
@@ -207,6 +227,7 @@ impl KeySet {
                 .iter()
                 .map(|p| p.capacity() * 16)
                 .sum::<usize>()
+            + self.unwritten.capacity()
             + self.chunks.iter().map(|c| c.capacity() * 16).sum::<usize>()
             + self.cached_keys * 32
     }

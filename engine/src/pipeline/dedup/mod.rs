@@ -289,15 +289,35 @@ fn local(path: &Path, e: &std::io::Error) -> Error {
     Error::external(format!("the record-key index at {}: {e}", path.display()))
 }
 
-/// Wraps the extract's batches in the run's record-key filter.
+/// Wraps the extract's batches in the run's record-key filter: a stage of its own (a
+/// task, the filter on a blocking thread) that runs while the batches before it are
+/// transformed and written, one batch ahead.
 pub fn filtered(batches: BatchStream, dedup: Arc<Mutex<Dedup>>) -> BatchStream {
-    batches
-        .map(move |batch| {
-            let batch = batch?;
-            dedup
-                .lock()
-                .map_err(|_| Error::internal("the record-key filter's lock"))?
-                .filter(batch)
-        })
-        .boxed()
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(1);
+    tokio::spawn(async move {
+        let mut batches = batches;
+        while let Some(batch) = batches.next().await {
+            let dedup = dedup.clone();
+            let filtered = match batch {
+                Ok(batch) => tokio::task::spawn_blocking(move || {
+                    dedup
+                        .lock()
+                        .map_err(|_| Error::internal("the record-key filter's lock"))?
+                        .filter(batch)
+                })
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(format!("the record-key filter: {e}")))),
+                Err(e) => Err(e),
+            };
+            let failed = filtered.is_err();
+            // The run stopped reading (it failed): the extract is dropped with this task.
+            if tx.send(filtered).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|batch| (batch, rx))
+    })
+    .boxed()
 }

@@ -106,13 +106,6 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     register(&ctx, "incoming", Arc::new(incoming))?;
     let keys = input.key_list();
     let columns = column_list(&input.schema);
-    let repeated = count(
-        &ctx,
-        &format!(
-            "SELECT count(*) FROM (SELECT {keys} FROM incoming GROUP BY {keys} HAVING count(*) > 1)"
-        ),
-    )
-    .await?;
     let deletes = match input.delete_when {
         Some(p) => count(&ctx, &format!("SELECT count(*) FROM incoming WHERE {p}")).await?,
         None => 0,
@@ -127,7 +120,7 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
         register_keys(&ctx, "incoming", &keys).await?;
     }
     // Read before the run's files may be written again below.
-    let bounds = key_bounds(&ctx, input.key, &input.schema).await?;
+    let (repeated, bounds) = repeats(&ctx, &input, existing.is_some()).await?;
     let mut merged = Merged {
         deletes,
         ..Merged::default()
@@ -285,25 +278,42 @@ async fn register_keys(ctx: &SessionContext, from: &str, keys: &str) -> Result<(
     register(ctx, "run_keys", Arc::new(table))
 }
 
-/// The least and greatest of the run's keys, for a key of one integer column.
-async fn key_bounds(
+/// The keys the run holds more than once, in one reading of its key columns; and, for
+/// a key of one integer column when the table has rows (`bounded`), the least and the
+/// greatest of its keys, for [`touched_files`].
+async fn repeats(
     ctx: &SessionContext,
-    key: &[String],
-    schema: &SchemaRef,
-) -> Result<Option<(String, i64, i64)>> {
+    input: &MergeInput<'_>,
+    bounded: bool,
+) -> Result<(u64, Option<(String, i64, i64)>)> {
     use datafusion::arrow::datatypes::DataType as T;
-    let [column] = key else {
-        return Ok(None);
-    };
-    match schema.field_with_name(column).map(|f| f.data_type()) {
-        Ok(T::Int8 | T::Int16 | T::Int32 | T::Int64) => {}
-        _ => return Ok(None),
-    }
-    let q = quote(column);
-    let sql = format!("SELECT CAST(min({q}) AS BIGINT), CAST(max({q}) AS BIGINT) FROM incoming");
-    Ok(match row(ctx, &sql).await?.as_slice() {
-        [Some(lo), Some(hi)] => Some((column.clone(), *lo, *hi)),
+    let keys = input.key_list();
+    let integer = match input.key {
+        [column] if bounded => matches!(
+            input.schema.field_with_name(column).map(|f| f.data_type()),
+            Ok(T::Int8 | T::Int16 | T::Int32 | T::Int64)
+        )
+        .then_some(column),
         _ => None,
+    };
+    let bounds = integer
+        .map(|c| {
+            format!(
+                ", CAST(min({q}) AS BIGINT), CAST(max({q}) AS BIGINT)",
+                q = quote(c)
+            )
+        })
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE sluice_n__ > 1){bounds} FROM (SELECT {keys}, count(*) AS sluice_n__ FROM incoming GROUP BY {keys}) grouped"
+    );
+    Ok(match (row(ctx, &sql).await?.as_slice(), integer) {
+        ([n, Some(lo), Some(hi)], Some(column)) => (
+            n.unwrap_or(0).max(0).unsigned_abs(),
+            Some((column.clone(), *lo, *hi)),
+        ),
+        ([n, ..], _) => (n.unwrap_or(0).max(0).unsigned_abs(), None),
+        ([], _) => (0, None),
     })
 }
 
