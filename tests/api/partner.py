@@ -7,9 +7,14 @@ One process serves, per tenant (each test has its own, under /t/<tenant>/):
   URL, Link header), windowed by `since` / `until` (both inclusive, as partner APIs
   usually are); tags and each tag's transactions (parent/child); injected 500s and 429s
   with Retry-After; data that grows between runs (admin endpoints).
-- SOAP 1.1 (spyne, with a WSDL at /soap?wsdl): GetTransactions(since, until, pageToken)
-  paged by a token, WS-Security UsernameToken (digest or text) checked on every call,
-  client and server faults.
+  OAuth2 tokens live `token_seconds` (default 3600) and the token requests are counted
+  (/admin/stats). Records published late (/admin/late: timestamps already `age_seconds`
+  old when they appear), as partners do.
+- SOAP 1.1 at /soap (spyne, with a WSDL at /soap?wsdl) and SOAP 1.2 at /soap12:
+  GetTransactions(since, until, pageToken) paged by a token, WS-Security UsernameToken
+  (digest or text) checked on every call and its nonce remembered, so that a replayed
+  nonce is refused as WS-Security services do; client and server faults, and a
+  `Server.Busy` (1.2: `Receiver`) fault once when asked (`busy_once`, /admin/busy).
 
 Records are a pure function of their index (so a million cost no memory); records
 added later are kept in a list. Usage: partner.py PORTS_FILE [--port N]
@@ -32,6 +37,7 @@ from werkzeug.serving import make_server
 from spyne import (Application, ComplexModel, DateTime, Fault, Integer, Iterable,
                    ServiceBase, Unicode, rpc)
 from spyne.protocol.soap import Soap11
+from spyne.protocol.soap.soap12 import Soap12
 from spyne.server.wsgi import WsgiApplication
 
 EPOCH = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
@@ -52,8 +58,16 @@ def parse_time(text):
 
 
 class Tenant:
-    def __init__(self, n=0, every_500=0, every_429=0, every_fault=0, step_seconds=60):
+    def __init__(self, n=0, every_500=0, every_429=0, every_fault=0, step_seconds=60,
+                 token_seconds=3600, busy_once=False):
         self.n = n
+        self.token_seconds = token_seconds
+        self.busy_once = busy_once
+        self.token_requests = 0
+        self.soap_calls = 0
+        self.busy_answered = 0
+        self.replays = 0
+        self.nonces = set()
         self.step = step_seconds
         self.added = []
         self.every_500, self.every_429, self.every_fault = every_500, every_429, every_fault
@@ -95,12 +109,35 @@ class Tenant:
                 r["occurred_at"] = iso(now + dt.timedelta(microseconds=k))
                 self.added.append(r)
 
-    def indexes(self, since=None, until=None):
-        """The index range of records with since <= occurred_at <= until."""
+    def add_late(self, n, age_seconds):
+        """Publishes n records now whose timestamps are already age_seconds old, in time
+        order among the others (as a partner that delivers late does)."""
+        with self.lock:
+            at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=age_seconds)
+            for k in range(n):
+                r = self.base(self.total())
+                r["occurred_at"] = iso(at + dt.timedelta(microseconds=k))
+                times = [parse_time(a["occurred_at"]) for a in self.added]
+                self.added.insert(bisect_right(times, parse_time(r["occurred_at"])), r)
+
+    def add_at(self, times):
+        """Publishes one record at each of these instants (RFC 3339), in time order."""
+        with self.lock:
+            for text in times:
+                r = self.base(self.total())
+                r["occurred_at"] = iso(parse_time(text))
+                stamps = [parse_time(a["occurred_at"]) for a in self.added]
+                self.added.insert(bisect_right(stamps, parse_time(r["occurred_at"])), r)
+
+    def indexes(self, since=None, until=None, before=None):
+        """The index range of records with since <= occurred_at <= until, or
+        occurred_at < before (an exclusive upper bound)."""
         total = self.total()
         keys = _Times(self)
         lo = bisect_left(keys, parse_time(since)) if since else 0
         hi = bisect_right(keys, parse_time(until)) if until else total
+        if before:
+            hi = min(hi, bisect_left(keys, parse_time(before)))
         return lo, max(lo, hi)
 
     def chaos(self):
@@ -150,6 +187,32 @@ def add(name):
     return jsonify(total=tenant(name).total())
 
 
+@app.post("/t/<name>/admin/late")
+def late(name):
+    body = request.get_json(force=True)
+    tenant(name).add_late(int(body["n"]), float(body["age_seconds"]))
+    return jsonify(total=tenant(name).total())
+
+
+@app.post("/t/<name>/admin/at")
+def at_times(name):
+    tenant(name).add_at(request.get_json(force=True)["times"])
+    return jsonify(total=tenant(name).total())
+
+
+@app.post("/t/<name>/admin/busy")
+def busy(name):
+    tenant(name).busy_once = True
+    return jsonify(ok=True)
+
+
+@app.get("/t/<name>/admin/stats")
+def stats(name):
+    t = tenant(name)
+    return jsonify(token_requests=t.token_requests, soap_calls=t.soap_calls,
+                   busy_answered=t.busy_answered, replays=t.replays)
+
+
 @app.post("/t/<name>/admin/revoke")
 def revoke(name):
     tenant(name).tokens.clear()
@@ -170,13 +233,15 @@ def log(name):
 @app.post("/t/<name>/oauth/token")
 def token(name):
     t = tenant(name)
+    with t.lock:
+        t.token_requests += 1
     if request.form.get("grant_type") != "client_credentials":
         return jsonify(error="unsupported_grant_type"), 400
     if (request.form.get("client_id"), request.form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
         return jsonify(error="invalid_client"), 401
     value = base64.urlsafe_b64encode(hashlib.sha256(str(len(t.tokens)).encode() + threading.current_thread().name.encode() + str(dt.datetime.now().timestamp()).encode()).digest()).decode()
     t.tokens.add(value)
-    return jsonify(access_token=value, token_type="Bearer", expires_in=3600)
+    return jsonify(access_token=value, token_type="Bearer", expires_in=t.token_seconds)
 
 
 def authorised(t, kind):
@@ -245,7 +310,7 @@ def transactions(name, kind, pager):
 
 def render(t, pager):
     """The page this query asks for, as (payload, headers); (None, None) for no such pager."""
-    lo, hi = t.indexes(request.args.get("since"), request.args.get("until"))
+    lo, hi = t.indexes(request.args.get("since"), request.args.get("until"), request.args.get("before"))
     if pager == "offset":
         offset, limit = int(request.args.get("offset", 0)), int(request.args.get("limit", 100))
         return {"data": page_of(t, lo, hi, offset, limit), "total": hi - lo}, {}
@@ -333,11 +398,22 @@ def soap_tenant(ctx):
     return tenant(args.get("t", "soap"))
 
 
+def utc_iso(t):
+    """An instant spyne parsed, as this fixture writes them (UTC assumed when naive)."""
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return iso(t.astimezone(dt.timezone.utc))
+
+
 class TagService(ServiceBase):
-    @rpc(DateTime, DateTime, Unicode, _returns=TransactionPage)
-    def GetTransactions(ctx, since, until, pageToken):
+    # `since` and `until` are inclusive; `before` is an exclusive upper bound.
+    @rpc(DateTime, DateTime, Unicode, DateTime, _returns=TransactionPage)
+    def GetTransactions(ctx, since, until, pageToken, before):
         t = soap_tenant(ctx)
-        t.log.append({"path": "soap", "args": {"since": str(since), "until": str(until), "pageToken": pageToken}})
+        t.log.append({"path": "soap", "args": {"since": utc_iso(since), "until": utc_iso(until),
+                                               "before": utc_iso(before), "pageToken": pageToken}})
         if pageToken == "bad":
             raise Fault("Client", "pageToken `bad` is not a token this service issued")
         with t.lock:
@@ -345,7 +421,7 @@ class TagService(ServiceBase):
             c = t.calls
         if t.every_fault and c % t.every_fault == 0:
             raise Fault("Server", "the tag ledger is busy, try again")
-        lo, hi = t.indexes(iso(since) if since else None, iso(until) if until else None)
+        lo, hi = t.indexes(utc_iso(since), utc_iso(until), utc_iso(before))
         at = int(pageToken) if pageToken else 0
         size = 50
         rows = page_of(t, lo, hi, at, size)
@@ -360,16 +436,31 @@ class TagService(ServiceBase):
 
 soap_app = WsgiApplication(Application([TagService], tns="urn:tags", name="TagService",
                                        in_protocol=Soap11(validator="lxml"), out_protocol=Soap11()))
+soap12_app = WsgiApplication(Application([TagService], tns="urn:tags", name="TagService",
+                                         in_protocol=Soap12(validator="lxml"), out_protocol=Soap12()))
 
 
-def fault(code, text):
-    body = (f'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><soap:Fault>'
-            f'<faultcode>soap:{code}</faultcode><faultstring>{text}</faultstring></soap:Fault></soap:Body></soap:Envelope>')
+def fault(code, text, v12=False):
+    """A fault envelope: `code` is the SOAP 1.1 code (`Client`, `Server.Busy`); in 1.2 it
+    becomes Sender or Receiver with the rest as a subcode."""
+    if not v12:
+        body = (f'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><soap:Fault>'
+                f'<faultcode>soap:{code}</faultcode><faultstring>{text}</faultstring></soap:Fault></soap:Body></soap:Envelope>')
+        return body.encode()
+    main, _, sub = code.partition(".")
+    value = "Sender" if main == "Client" else "Receiver"
+    subcode = f"<env:Subcode><env:Value>t:{sub}</env:Value></env:Subcode>" if sub else ""
+    body = (f'<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope" xmlns:t="urn:tags"><env:Body><env:Fault>'
+            f'<env:Code><env:Value>env:{value}</env:Value>{subcode}</env:Code>'
+            f'<env:Reason><env:Text xml:lang="en">{text}</env:Text></env:Reason></env:Fault></env:Body></env:Envelope>')
     return body.encode()
 
 
-def ws_security(app):
-    """Checks the UsernameToken of every SOAP call (not the WSDL) before spyne sees it."""
+def ws_security(app, v12=False):
+    """Checks the UsernameToken of every SOAP call (not the WSDL) before spyne sees it,
+    refuses a nonce seen before (a replay), and answers Busy once when the tenant asks."""
+    content_type = "application/soap+xml; charset=utf-8" if v12 else "text/xml; charset=utf-8"
+
     def check(environ, start_response):
         if environ["REQUEST_METHOD"] != "POST":
             return app(environ, start_response)
@@ -378,6 +469,8 @@ def ws_security(app):
         import io
         environ["wsgi.input"] = io.BytesIO(raw)
         problem = None
+        query = environ.get("QUERY_STRING", "")
+        t = tenant(dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("t", "soap"))
         try:
             doc = etree.fromstring(raw)
             token = doc.find(f".//{{{WSSE}}}UsernameToken")
@@ -395,16 +488,31 @@ def ws_security(app):
                     ok = pw is not None and pw.text == SOAP_PASSWORD
                 if user != SOAP_USER or not ok:
                     problem = "the security token could not be authenticated"
+                elif nonce:
+                    with t.lock:
+                        replayed = nonce in t.nonces
+                        t.nonces.add(nonce)
+                        t.replays += replayed
+                    if replayed:
+                        problem = "the nonce was used before: a replayed message"
         except etree.XMLSyntaxError as e:
             problem = f"not XML: {e}"
         if problem:
-            start_response("500 Internal Server Error", [("Content-Type", "text/xml; charset=utf-8")])
-            return [fault("Client", f"FailedAuthentication: {problem}")]
+            start_response("500 Internal Server Error", [("Content-Type", content_type)])
+            return [fault("Client", f"FailedAuthentication: {problem}", v12)]
+        with t.lock:
+            t.soap_calls += 1
+            busy, t.busy_once = t.busy_once, False
+            t.busy_answered += busy
+        if busy:
+            start_response("500 Internal Server Error", [("Content-Type", content_type)])
+            return [fault("Server.Busy", "the tag ledger is busy, try again", v12)]
         return app(environ, start_response)
     return check
 
 
-wsgi = DispatcherMiddleware(app.wsgi_app, {"/soap": ws_security(soap_app)})
+wsgi = DispatcherMiddleware(app.wsgi_app, {"/soap": ws_security(soap_app),
+                                           "/soap12": ws_security(soap12_app, v12=True)})
 
 
 def main():

@@ -17,6 +17,7 @@ mod mysql;
 mod pg_binary;
 mod pg_copy;
 mod pg_split;
+mod placeholder;
 mod postgres;
 pub mod queue;
 pub mod records;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batch::{BatchBuilder, BatchSize};
 pub use cursor::{CursorValue, Window};
+pub use placeholder::{redact, resolve_secret, resolve_url, url_escape};
 pub use types::{LakeType, SourceColumn};
 
 use crate::error::{Error, Result};
@@ -290,89 +292,6 @@ pub async fn open(job: &Job, env: &dyn Fn(&str) -> Option<String>) -> Result<Box
     }
 }
 
-/// Fills `${VAR}` placeholders from the environment. Returns the URL and the values put
-/// in, so that they can be scrubbed from any error message.
-pub fn resolve_url(
-    template: &str,
-    connection: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(String, Vec<String>)> {
-    let mut out = String::with_capacity(template.len());
-    let mut secrets = Vec::new();
-    let mut missing = Vec::new();
-    // Values that land in the user-info (`user:${PW}@host`) are percent-escaped so that a
-    // password may hold `@` or `/`; elsewhere (a host, or the whole URL in one variable)
-    // they are taken as they are.
-    let user_info_end = template
-        .find("://")
-        .and_then(|scheme| template[scheme + 3..].find('@').map(|at| scheme + 3 + at));
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        let in_user_info =
-            user_info_end.is_some_and(|end| template.len() - rest.len() + start < end);
-        out.push_str(&rest[..start]);
-        let Some(len) = rest[start..].find('}') else {
-            return Err(Error::user(format!(
-                "connection `{connection}`: unclosed `${{` in url"
-            )));
-        };
-        let name = &rest[start + 2..start + len];
-        match env(name) {
-            Some(value) => {
-                if in_user_info {
-                    out.push_str(&url_escape(&value));
-                } else {
-                    out.push_str(&value);
-                }
-                if !value.is_empty() {
-                    secrets.push(value);
-                }
-            }
-            None => missing.push(name.to_string()),
-        }
-        rest = &rest[start + len + 1..];
-    }
-    out.push_str(rest);
-    if !missing.is_empty() {
-        return Err(Error::user(format!(
-            "connection `{connection}` needs the environment variable{} {} (its url has ${{…}} placeholders)",
-            if missing.len() == 1 { "" } else { "s" },
-            missing.join(", ")
-        )));
-    }
-    Ok((out, secrets))
-}
-
-/// Percent-escapes the characters that would break a URL's user-info or path, so that a
-/// password such as `p@ss/word` works as a placeholder value.
-pub fn url_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '@' | '/' | ':' | '?' | '#' | '%' | ' ' | '[' | ']' => {
-                out.push_str(&format!("%{:02X}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Removes secret values from an error message.
-pub fn redact(mut err: Error, secrets: &[String]) -> Error {
-    for s in secrets {
-        err.message = err
-            .message
-            .replace(s.as_str(), "***")
-            .replace(&url_escape(s), "***");
-    }
-    if !secrets.is_empty() {
-        // The driver error's own text may hold the URL: keep only our scrubbed message.
-        err.source = None;
-    }
-    err
-}
-
 /// Columns of `columns` by lower-case lake name, for resolving job column references.
 pub fn find_column<'a>(columns: &'a [SourceColumn], name: &str) -> Result<&'a SourceColumn> {
     let by_name: BTreeMap<&str, &SourceColumn> =
@@ -392,31 +311,4 @@ pub fn find_column<'a>(columns: &'a [SourceColumn], name: &str) -> Result<&'a So
                 by_name.keys().copied().collect::<Vec<_>>().join(", ")
             ))
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_resolve_and_redact() {
-        let env = |k: &str| (k == "PW").then(|| "s3cr@t".to_string());
-        let (url, secrets) =
-            resolve_url("postgres://u:${PW}@h/db", "sales", &env).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(url, "postgres://u:s3cr%40t@h/db");
-        let err = redact(Error::external(format!("cannot reach {url}")), &secrets);
-        assert!(!err.message.contains("s3cr"), "{}", err.message);
-        let whole = |k: &str| (k == "URL").then(|| "postgres://u:p@h:5432/db".to_string());
-        let (url, _) = resolve_url("${URL}", "sales", &whole).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            url, "postgres://u:p@h:5432/db",
-            "a whole URL is taken as it is"
-        );
-        let host = |k: &str| (k == "HOST").then(|| "10.0.0.5:5432".to_string());
-        let (url, _) = resolve_url("postgres://u@${HOST}/db", "sales", &host)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(url, "postgres://u@10.0.0.5:5432/db");
-        let missing = resolve_url("postgres://u:${NOPE}@h/db", "sales", &env);
-        assert!(missing.is_err_and(|e| e.message.contains("NOPE")));
-    }
 }

@@ -142,7 +142,7 @@ pub struct RequestSpec {
     pub method: Option<HttpMethod>,
     /// The path, relative to the connection's `base_url` (or an absolute URL), e.g.
     /// `/v2/tags/{tag_id}/transactions`. `{name}` placeholders: a parent's field, the
-    /// window's `{since}` and `{until}`.
+    /// window's `{since}`, `{until}` and `{before}`.
     pub path: String,
     /// Query parameters; values may hold `{name}` placeholders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +258,8 @@ pub struct ParentSpec {
 /// An incremental API job's window `(lo, hi]` over `source.cursor`, and how it is
 /// passed to the API. The run fixes `hi` when it starts (now − `lag`), so that a retry
 /// asks for the same records; records outside the window are dropped as they arrive.
+/// With `lookback`, each run asks again for the recent part of the window already read,
+/// `(lo − lookback, hi]`, for records the partner publishes late.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
@@ -265,10 +267,19 @@ pub struct WindowSpec {
     /// `{since}` placeholder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    /// The query parameter that takes the upper bound (also `{until}`); only for a
-    /// timestamp or date cursor.
+    /// The query parameter that takes the upper bound, inclusive (also `{until}`): the
+    /// API returns records at or before it. Only for a timestamp or date cursor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// The query parameter that takes the upper bound, exclusive (also `{before}`), for
+    /// APIs that return records strictly before it: the first instant after the window
+    /// that the bound's format can write (`until` + 1s for `rfc3339` and `unix`, + 1ms
+    /// for `unix_ms`, the next day for `date`, the next value of a pattern), so that a
+    /// record exactly on the bound is read once — by this run — and not lost. Records
+    /// past the window that it lets through are left for the next run. Only for a
+    /// timestamp or date cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
     /// How bounds are written: `rfc3339` (the default: `2024-05-01T12:00:00Z`),
     /// `unix` (seconds), `unix_ms`, `date` (`2024-05-01`) or a chrono format string
     /// such as `%Y%m%d%H%M%S`.
@@ -282,6 +293,14 @@ pub struct WindowSpec {
     /// for APIs that limit a request's range; a timestamp or date cursor only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// Each run reads again this far before the committed watermark (e.g. `6h`; 1s to
+    /// 400d), so that records the partner publishes later than `lag` after their
+    /// timestamp are still picked up. The records read again that an earlier run
+    /// committed are dropped by the record key, so each lands once: it needs
+    /// `source.dedup` (whose `window` must be longer than the lookback plus the time
+    /// between runs) or mode `merge`. A timestamp or date cursor only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<String>,
 }
 
 /// A SOAP operation: the envelope sent, and where the records and the next page token
@@ -299,8 +318,10 @@ pub struct SoapSpec {
     /// The service's path, relative to `base_url` (default: `base_url` itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// The request envelope, with `{since}`, `{until}` and `{page_token}` placeholders
-    /// (XML-escaped when filled). A `ws_security` connection adds its header to it.
+    /// The request envelope, with `{since}`, `{until}` (the window's upper bound,
+    /// inclusive), `{before}` (the same bound, exclusive: see `source.window.before`) and
+    /// `{page_token}` placeholders (XML-escaped when filled). A `ws_security` connection
+    /// adds its header to it, signed anew for every attempt.
     pub envelope: String,
     /// The path of the record elements from the response's `Body`, by local names, e.g.
     /// `GetTransactionsResponse/GetTransactionsResult/Transaction`. Each element's

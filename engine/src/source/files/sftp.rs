@@ -77,11 +77,15 @@ impl Sftp {
             crate::source::secret::Placeholders::read(spec.secret.as_deref(), name, env).await?;
         let lookup = |key: &str| placeholders.get(key);
         let mut secrets = Vec::new();
+        // Only the password's and the private key's values are secrets: the host and
+        // the user are shown in messages.
         let mut fill = |template: &str, secret: bool| -> Result<String> {
-            let (value, found) = crate::source::resolve_url(template, name, &lookup)?;
-            if secret {
-                secrets.extend(found);
-            }
+            let (value, found) = if secret {
+                crate::source::resolve_secret(template, name, &lookup)?
+            } else {
+                crate::source::resolve_url(template, name, &lookup)?
+            };
+            secrets.extend(found);
             Ok(value)
         };
         let host = fill(&spec.host, false)?;

@@ -3,6 +3,10 @@
 //! (429, 5xx, a server fault, a timeout, a dropped connection) with backoff and jitter,
 //! honouring `Retry-After`, and says what is wrong with the rest — the URL without its
 //! secrets, the status and a short excerpt of the body.
+//!
+//! Every attempt is a new request: its token is the current one (fetched anew after a
+//! 401), and a body that must not be replayed (a WS-Security header's nonce and
+//! timestamp) is made for each attempt ([`Body::PerAttempt`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +20,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::job::http::{Auth, HttpConnection, Retry};
-use crate::source::{ApiReport, redact, resolve_url};
+use crate::source::{ApiReport, redact, resolve_secret, resolve_url};
 
 /// The most a response body may hold: a page larger than this asks for smaller pages.
 const MAX_BODY: usize = 64 << 20;
@@ -34,7 +38,16 @@ pub struct Call {
 
 pub enum Body {
     Json(Value),
-    Text { content_type: String, text: String },
+    Text {
+        content_type: String,
+        text: String,
+    },
+    /// Text made anew for each attempt, retries included: what a server refuses to see
+    /// twice (a WS-Security nonce and `Created`) is never replayed.
+    PerAttempt {
+        content_type: String,
+        make: Box<dyn Fn() -> Result<String> + Send + Sync>,
+    },
 }
 
 /// A successful response.
@@ -80,7 +93,24 @@ enum Credentials {
 
 struct Token {
     value: HeaderValue,
-    expires: Option<Instant>,
+    /// When it is fetched again: before it expires by a margin that scales with its
+    /// lifetime (see [`refresh_margin`]); never for a token without `expires_in`.
+    refresh_at: Option<Instant>,
+}
+
+/// The longest and the shortest margin before a token's expiry at which it is fetched
+/// again.
+const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(30);
+const MIN_REFRESH_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long before its expiry a token of this lifetime is fetched again: a tenth of its
+/// lifetime, between 1 s and 30 s, and never more than half of it — so that an hour's
+/// token is renewed 30 s early, and a 30-second token serves 27 s of requests instead of
+/// none (a fixed 30 s margin would fetch one before every request).
+fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10)
+        .clamp(MIN_REFRESH_MARGIN, MAX_REFRESH_MARGIN)
+        .min(lifetime / 2)
 }
 
 pub struct Client {
@@ -116,12 +146,19 @@ impl Client {
         let lookup = |name: &str| placeholders.get(name);
         let mut secrets: Vec<String> = Vec::new();
         let mut derived: Vec<String> = Vec::new();
-        let mut fill = |template: &str| -> Result<String> {
-            let (value, found) = resolve_url(template, connection, &lookup)?;
+        // Only secrets are scrubbed from messages: a URL's user-info and query, and the
+        // values of secret fields (`secret` true: a header, a token, a key, a password, a
+        // client secret), so that an error still names the host that failed.
+        let mut fill = |template: &str, secret: bool| -> Result<String> {
+            let (value, found) = if secret {
+                resolve_secret(template, connection, &lookup)?
+            } else {
+                resolve_url(template, connection, &lookup)?
+            };
             secrets.extend(found);
             Ok(value)
         };
-        let base_text = fill(&spec.base_url)?;
+        let base_text = fill(&spec.base_url, false)?;
         let mut base = Url::parse(&base_text).map_err(|e| {
             Error::user(format!(
                 "connection `{connection}`: base_url {:?} is not a URL: {e}",
@@ -134,7 +171,8 @@ impl Client {
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &spec.headers {
-            let value = fill(value)?;
+            // A header may carry a key: its placeholders' values are secrets.
+            let value = fill(value, true)?;
             headers.insert(
                 HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| Error::user(format!("connection `{connection}`: header {name:?} is not a header name")))?,
@@ -148,14 +186,14 @@ impl Client {
         let credentials = match &spec.auth {
             None => Credentials::None,
             Some(Auth::Bearer { token }) => {
-                Credentials::Header(reqwest::header::AUTHORIZATION, bearer(&fill(token)?)?)
+                Credentials::Header(reqwest::header::AUTHORIZATION, bearer(&fill(token, true)?)?)
             }
             Some(Auth::ApiKey {
                 name,
                 value,
                 in_query,
             }) => {
-                let value = fill(value)?;
+                let value = fill(value, true)?;
                 if *in_query {
                     Credentials::Query(name.clone(), value)
                 } else {
@@ -171,7 +209,7 @@ impl Client {
             }
             Some(Auth::Basic { username, password }) => {
                 use base64::Engine;
-                let pair = format!("{}:{}", fill(username)?, fill(password)?);
+                let pair = format!("{}:{}", fill(username, false)?, fill(password, true)?);
                 let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
                 derived.push(encoded.clone());
                 Credentials::Header(
@@ -186,15 +224,15 @@ impl Client {
                 scope,
                 audience,
             }) => {
-                let token_url = base.join(&fill(token_url)?).map_err(|e| {
+                let token_url = base.join(&fill(token_url, false)?).map_err(|e| {
                     Error::user(format!(
                         "connection `{connection}`: auth.token_url is not a URL: {e}"
                     ))
                 })?;
                 let mut form = vec![
                     ("grant_type", "client_credentials".to_string()),
-                    ("client_id", fill(client_id)?),
-                    ("client_secret", fill(client_secret)?),
+                    ("client_id", fill(client_id, false)?),
+                    ("client_secret", fill(client_secret, true)?),
                 ];
                 if let Some(scope) = scope {
                     form.push(("scope", scope.clone()));
@@ -207,8 +245,8 @@ impl Client {
             Some(Auth::WsSecurity {
                 username, password, ..
             }) => {
-                fill(username)?;
-                fill(password)?;
+                fill(username, false)?;
+                fill(password, true)?;
                 Credentials::WsSecurity
             }
         };
@@ -218,8 +256,8 @@ impl Client {
                 password,
                 digest,
             }) => Some(Auth::WsSecurity {
-                username: fill(username)?,
-                password: fill(password)?,
+                username: fill(username, false)?,
+                password: fill(password, true)?,
                 digest: *digest,
             }),
             other => other.clone(),
@@ -312,16 +350,18 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = match self.authorization().await {
-                Ok(token) => self.once(call, token, &verdict).await,
-                Err(e) => Outcome::Fail(e),
+            // The token of this attempt: after a 401 or an expiry, a fresh one.
+            let token = match self.authorization().await {
+                Ok(token) => token,
+                Err(e) => return Err(self.redact(e.context(&what))),
             };
+            let outcome = self.once(call, token.clone(), &verdict).await;
             let (reason, after) = match outcome {
                 Outcome::Done(reply) => return Ok(reply),
                 Outcome::Fail(e) => return Err(self.redact(e.context(&what))),
                 Outcome::Reauthenticate(_) if !reauthenticated => {
                     reauthenticated = true;
-                    *self.token.lock().await = None;
+                    self.forget(token.as_ref()).await;
                     tracing::info!(request = %what, "the API refused the token; fetching a new one");
                     attempt -= 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
@@ -407,6 +447,12 @@ impl Client {
             Some(Body::Text { content_type, text }) => request
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(text.clone()),
+            Some(Body::PerAttempt { content_type, make }) => match make() {
+                Ok(text) => request
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(text),
+                Err(e) => return Outcome::Fail(e),
+            },
             None => request,
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -455,14 +501,22 @@ impl Client {
             return Ok(None);
         };
         let mut token = self.token.lock().await;
-        let fresh = token.as_ref().is_some_and(|t| {
-            t.expires
-                .is_none_or(|at| at > Instant::now() + Duration::from_secs(30))
-        });
+        let fresh = token
+            .as_ref()
+            .is_some_and(|t| t.refresh_at.is_none_or(|at| at > Instant::now()));
         if !fresh {
             *token = Some(self.fetch_token(token_url, form).await?);
         }
         Ok(token.as_ref().map(|t| t.value.clone()))
+    }
+
+    /// Drops the refused token, so that the next attempt fetches a new one — unless
+    /// another request has already replaced it.
+    async fn forget(&self, refused: Option<&HeaderValue>) {
+        let mut token = self.token.lock().await;
+        if token.as_ref().map(|t| &t.value) == refused {
+            *token = None;
+        }
     }
 
     async fn fetch_token(&self, url: &Url, form: &[(&'static str, String)]) -> Result<Token> {
@@ -524,16 +578,20 @@ impl Client {
             .get("access_token")
             .and_then(Value::as_str)
             .ok_or_else(|| Error::user(format!("{what}: the answer has no `access_token`")))?;
-        let expires = value
+        // The lifetime as the endpoint states it when the token is fetched: the margin
+        // before its expiry scales with it.
+        let lifetime = value
             .get("expires_in")
             .and_then(|v| {
                 v.as_u64()
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             })
-            .map(|s| Instant::now() + Duration::from_secs(s));
+            .map(Duration::from_secs);
+        let refresh_at =
+            lifetime.and_then(|l| Instant::now().checked_add(l - refresh_margin(l)));
         Ok(Token {
             value: bearer(token)?,
-            expires,
+            refresh_at,
         })
     }
 }
@@ -672,6 +730,17 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO), "a date passed");
+    }
+
+    #[test]
+    fn the_refresh_margin_scales_with_the_tokens_lifetime() {
+        let s = Duration::from_secs;
+        assert_eq!(refresh_margin(s(3600)), s(30), "an hour's token: 30 s early");
+        assert_eq!(refresh_margin(s(300)), s(30));
+        assert_eq!(refresh_margin(s(30)), s(3), "a 30-second token serves 27 s");
+        assert_eq!(refresh_margin(s(5)), s(1), "at least a second");
+        assert_eq!(refresh_margin(s(1)), Duration::from_millis(500), "at most half");
+        assert_eq!(refresh_margin(s(0)), s(0));
     }
 
     #[test]

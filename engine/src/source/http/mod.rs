@@ -9,6 +9,11 @@
 //! the files; a run that fails before its commit leaves it where it was, and its files
 //! are removed, so a rerun asks again and lands each record once.
 //!
+//! A partner may publish a record later than `lag` after its timestamp: with
+//! `window.lookback` a run asks for `(lo − lookback, hi]` and keeps what it gets in that
+//! range, and the record key (`source.dedup`) drops the records an earlier run committed,
+//! so the late ones land, once. The checkpoint is still `hi`.
+//!
 //! One task walks the pages (the paginator needs each page's body) and hands them to
 //! the decoding loop, at most two ahead, so fetching and decoding overlap.
 
@@ -31,7 +36,7 @@ use super::{
     SourceColumn, Window,
 };
 use crate::error::{Error, Result};
-use crate::job::http::{ApiWindow, BoundFormat, Call, HttpFeed, SINCE, UNTIL};
+use crate::job::http::{ApiWindow, BEFORE, BoundFormat, Call, HttpFeed, SINCE, UNTIL};
 use crate::job::{Address, Job};
 use crate::lake_type::LakeType;
 
@@ -157,13 +162,21 @@ async fn consume(
         batch_rows,
         ..
     } = source;
+    // What is asked for and kept: the run's window, reaching back by the lookback.
+    let read = reread(feed.window.as_ref(), &window);
+    if read.lo != window.lo {
+        tracing::info!(
+            from = %read.lo.as_ref().map(ToString::to_string).unwrap_or_default(),
+            "reading again the part of the window the lookback covers"
+        );
+    }
     let (pages_tx, mut pages) = mpsc::channel::<Result<Page>>(2);
     let walker = {
         let client = client.clone();
         let feed = feed.clone();
-        let window = window.clone();
+        let read = read.clone();
         tokio::spawn(async move {
-            let outcome = walk(&client, &feed, &window, &pages_tx).await;
+            let outcome = walk(&client, &feed, &read, &pages_tx).await;
             if let Err(e) = outcome {
                 let _ = pages_tx.send(Err(client.redact(e))).await;
             }
@@ -173,7 +186,7 @@ async fn consume(
         rows: batch_rows,
         bytes: run.batches.per_batch(1),
     };
-    let mut decoder = Decoder::new(&feed, &window, size);
+    let mut decoder = Decoder::new(&feed, &read, size);
     let mut first = true;
     while let Some(page) = pages.recv().await {
         let page = page?;
@@ -225,8 +238,12 @@ async fn walk(client: &Arc<Client>, feed: &HttpFeed, window: &Window, pages: &Pa
         let mut values = Values::new();
         let mut params = Vec::new();
         if let Some(w) = &feed.window {
-            for (name, bound, param) in [(SINCE, &lo, &w.since), (UNTIL, &hi, &w.until)] {
-                let text = bound.as_ref().map(|b| format_bound(b, &w.format));
+            let bounds = [
+                (SINCE, lo.as_ref().map(|b| format_bound(b, &w.format)), &w.since),
+                (UNTIL, hi.as_ref().map(|b| format_bound(b, &w.format)), &w.until),
+                (BEFORE, hi.as_ref().map(|b| format_after(b, &w.format)), &w.before),
+            ];
+            for (name, text, param) in bounds {
                 if let (Some(param), Some(text)) = (param, &text) {
                     params.push((param.clone(), text.clone()));
                 }
@@ -244,6 +261,19 @@ async fn walk(client: &Arc<Client>, feed: &HttpFeed, window: &Window, pages: &Pa
         }
     }
     Ok(())
+}
+
+/// The window a run reads: `(lo, hi]`, its lower bound `lookback` earlier when the job
+/// re-reads for late records (a timestamp or date cursor with a watermark).
+fn reread(api: Option<&ApiWindow>, window: &Window) -> Window {
+    let mut read = window.clone();
+    if let (Some(lookback), Some(lo)) = (api.and_then(|w| w.lookback), window.lo.as_ref())
+        && let Ok(lookback) = chrono::Duration::from_std(lookback)
+        && let Some(at) = instant(lo).and_then(|at| at.checked_sub_signed(lookback))
+    {
+        read.lo = Some(like(lo, at));
+    }
+    read
 }
 
 /// The window's steps: `(lo, hi]` cut into `window.step` lengths when both are known.
@@ -309,6 +339,36 @@ fn format_bound(value: &CursorValue, format: &BoundFormat) -> String {
         BoundFormat::Date => at.format("%Y-%m-%d").to_string(),
         BoundFormat::Pattern(p) => at.format(p).to_string(),
     }
+}
+
+/// An upper bound written as an exclusive one (`{before}`): the first value after it
+/// that the format writes differently — `hi` + 1 ms in `unix_ms`, + 1 s in `rfc3339` or
+/// `unix`, the next day in `date`, the next hour of `%Y%m%d%H`. An API that returns the
+/// records before it returns every record at or before `hi` (and perhaps some after it,
+/// which the window's filter leaves to the next run): none on the bound is lost.
+fn format_after(value: &CursorValue, format: &BoundFormat) -> String {
+    let text = format_bound(value, format);
+    let Some(at) = instant(value) else {
+        return text;
+    };
+    let steps = [
+        chrono::Duration::milliseconds(1),
+        chrono::Duration::seconds(1),
+        chrono::Duration::minutes(1),
+        chrono::Duration::hours(1),
+    ]
+    .into_iter()
+    .chain((1..=366).map(chrono::Duration::days));
+    for step in steps {
+        let Some(next) = at.checked_add_signed(step) else {
+            break;
+        };
+        let after = format_bound(&like(value, next), format);
+        if after != text {
+            return after;
+        }
+    }
+    text
 }
 
 /// `window.start` as a value of the cursor's type (checked when the row compiled).
@@ -458,6 +518,67 @@ mod tests {
     }
 
     #[test]
+    fn an_exclusive_bound_is_the_next_value_the_format_writes() {
+        let at = |text: &str| {
+            CursorValue::TimestampUtc(
+                DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
+            )
+        };
+        let hi = at("2024-05-01T12:34:56Z");
+        assert_eq!(
+            format_after(&hi, &BoundFormat::Rfc3339),
+            "2024-05-01T12:34:57Z"
+        );
+        assert_eq!(format_after(&hi, &BoundFormat::Unix), "1714566897");
+        assert_eq!(format_after(&hi, &BoundFormat::UnixMs), "1714566896001");
+        assert_eq!(format_after(&hi, &BoundFormat::Date), "2024-05-02");
+        assert_eq!(
+            format_after(&hi, &BoundFormat::Pattern("%Y%m%d%H".into())),
+            "2024050113"
+        );
+        let day = CursorValue::Date(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap_or_default());
+        assert_eq!(format_after(&day, &BoundFormat::Rfc3339), "2024-03-01");
+        assert_eq!(
+            format_after(&CursorValue::Int(7), &BoundFormat::Rfc3339),
+            "7"
+        );
+    }
+
+    #[test]
+    fn a_lookback_reads_the_recent_part_of_the_window_again() {
+        let at = |text: &str| {
+            CursorValue::TimestampUtc(
+                DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
+            )
+        };
+        let api = ApiWindow {
+            cursor: "at".into(),
+            lake: LakeType::TimestampUtc,
+            since: Some("from".into()),
+            until: None,
+            before: None,
+            format: BoundFormat::Rfc3339,
+            start: None,
+            step: None,
+            lookback: Some(std::time::Duration::from_secs(7200)),
+        };
+        let window = Window {
+            cursor: Some("at".into()),
+            lo: Some(at("2024-05-01T12:00:00Z")),
+            hi: Some(at("2024-05-01T13:00:00Z")),
+        };
+        let read = reread(Some(&api), &window);
+        assert_eq!(read.lo, Some(at("2024-05-01T10:00:00Z")));
+        assert_eq!(read.hi, window.hi, "the upper bound stays");
+        let first = Window { lo: None, ..window };
+        assert_eq!(reread(Some(&api), &first).lo, None, "a first run reads all");
+    }
+
+    #[test]
     fn a_long_window_is_cut_into_steps() {
         let day = |d: u32| {
             CursorValue::TimestampUtc(
@@ -472,9 +593,11 @@ mod tests {
             lake: LakeType::TimestampUtc,
             since: Some("from".into()),
             until: None,
+            before: None,
             format: BoundFormat::Rfc3339,
             start: None,
             step: Some(std::time::Duration::from_secs(86_400)),
+            lookback: None,
         };
         let window = Window {
             cursor: Some("at".into()),

@@ -2,7 +2,9 @@
 //! a WS-Security UsernameToken), posted; the response's records found by their element
 //! path from the Body, each element's children becoming the record's fields; a `Fault`
 //! classified — the client's (`Client` / `Sender`) is the job's error, the server's
-//! (`Server` / `Receiver`) is retried and then retryable.
+//! (`Server` / `Receiver`) is retried and then retryable. The UsernameToken is signed for
+//! each attempt (a new nonce and `Created`): a retry after `Server.Busy` is not a
+//! replay, which WS-Security services refuse.
 
 use serde_json::{Map, Value};
 
@@ -31,14 +33,6 @@ pub async fn walk(client: &Client, operation: &Soap, values: &Values, pages: &Pa
         let envelope = fill(&operation.envelope, &values, |v| {
             quick_xml::escape::escape(v).into_owned()
         });
-        let envelope = match &client.auth {
-            Some(Auth::WsSecurity {
-                username,
-                password,
-                digest,
-            }) => with_security(&envelope, username, password, *digest)?,
-            _ => envelope,
-        };
         let (content_type, headers) = match (operation.v12, &operation.action) {
             (false, action) => (
                 "text/xml; charset=utf-8".to_string(),
@@ -56,14 +50,28 @@ pub async fn walk(client: &Client, operation: &Soap, values: &Values, pages: &Pa
                 Vec::new(),
             ),
         };
+        let body = match &client.auth {
+            Some(Auth::WsSecurity {
+                username,
+                password,
+                digest,
+            }) => {
+                let (username, password, digest) = (username.clone(), password.clone(), *digest);
+                Body::PerAttempt {
+                    content_type,
+                    make: Box::new(move || with_security(&envelope, &username, &password, digest)),
+                }
+            }
+            _ => Body::Text {
+                content_type,
+                text: envelope,
+            },
+        };
         let call = Call {
             post: true,
             url: url.clone(),
             headers,
-            body: Some(Body::Text {
-                content_type,
-                text: envelope,
-            }),
+            body: Some(body),
         };
         let reply = client.send(&call, verdict).await?;
         let document = parse(&reply.body).map_err(|m| {
@@ -413,6 +421,23 @@ mod tests {
         let out = with_security(bare, "u", "p", false)?;
         assert!(out.contains("<s:Header><wsse:Security"), "{out}");
         assert!(out.contains(">p</wsse:Password>"), "{out}");
+        Ok(())
+    }
+
+    #[test]
+    fn each_attempt_is_signed_anew() -> Result<()> {
+        let env = r#"<s:Envelope xmlns:s="x"><s:Body><Op/></s:Body></s:Envelope>"#;
+        let nonce = |text: &str| {
+            text.split("<wsse:Nonce")
+                .nth(1)
+                .and_then(|rest| rest.split("</wsse:Nonce>").next())
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        let first = with_security(env, "u", "p", true)?;
+        let retry = with_security(env, "u", "p", true)?;
+        assert!(!nonce(&first).is_empty(), "{first}");
+        assert_ne!(nonce(&first), nonce(&retry), "a retry is not a replay");
         Ok(())
     }
 }

@@ -3,7 +3,11 @@
 //! the partner's data exactly, through injected 500s and 429s; incremental runs ask only
 //! for their window; a parent/child listing; SOAP records equal what zeep reads; a run
 //! killed mid-way and rerun lands each record once; wrong credentials are exit 2 with no
-//! secret in any output; an API that keeps failing is exit 75.
+//! secret in any output; an API that keeps failing is exit 75. How partners really
+//! deliver (retries that re-sign, short-lived tokens, late records, exclusive bounds) is
+//! in [`deliveries`].
+
+mod deliveries;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
