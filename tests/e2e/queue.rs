@@ -224,10 +224,10 @@ target:
         let request = match rule {
             Some((pass, fail)) => serde_json::json!({
                 "queue": self.queue_name(), "operation": "ReceiveMessage",
-                "pass": pass, "fail": fail,
+                "pass": pass, "fail": fail
             }),
             None => serde_json::json!({
-                "queue": self.queue_name(), "operation": "ReceiveMessage", "clear": true,
+                "queue": self.queue_name(), "operation": "ReceiveMessage", "clear": true
             }),
         }
         .to_string();
