@@ -252,6 +252,13 @@ impl RunSummary {
         if self.quarantined > 0 {
             notes.push(format!("{} rows quarantined", self.quarantined));
         }
+        if let Some(feed) = self.feed.as_ref().filter(|f| f.receive_failures > 0) {
+            notes.push(format!(
+                "receiving ended early: {} receive call{} failed after retries (the rest waits in the queue for the next run)",
+                feed.receive_failures,
+                if feed.receive_failures == 1 { "" } else { "s" }
+            ));
+        }
         if let Some(files) = &self.source_files {
             let mut note = format!(
                 "from {} file{}",

@@ -5,6 +5,15 @@ does not serve. The front accepts those requests, re-encodes them in the JSON pr
 that moto's CloudWatch does serve (with botocore's own serializer and parser, driven by
 the service model), and answers in CBOR. Everything else goes to moto directly.
 
+The front also passes any other request on to moto as it is, failing the calls a test
+asks it to: a test points one service of the process it runs at the front
+(`AWS_ENDPOINT_URL_SQS`) and arms a fault for its own queue with
+`POST /_sluice/faults {"queue": NAME, "operation": "ReceiveMessage", "pass": N, "fail": M}`:
+of that queue's calls of that operation, the next N reach moto and the M after them are
+answered 500 InternalFailure without reaching it (so a failed receive changes no
+message). `{"queue": NAME, "operation": ..., "clear": true}` disarms it. Either answers
+the rule's counts: `calls` seen, `failed` answered 500.
+
 Usage: python moto_front.py PORT_FILE
 Writes "MOTO_PORT FRONT_PORT" to PORT_FILE once both listen, then serves until killed.
 """
@@ -108,6 +117,55 @@ def sfn_token_per_attempt():
     service._eval_execution = per_attempt
 
 
+def sqs_pending_groups_snapshot():
+    """moto's SQS reads the message groups in flight by iterating the queue's set of
+    in-flight messages while concurrent receives add to it: a receive then fails with
+    "Set changed size during iteration" (a 500), the more likely the more messages a run
+    holds (and a run holds all it received until its commit). Iterating a copy, taken at
+    once, is the whole change; SQS serves concurrent receives without such errors."""
+
+    def pending_message_groups(queue):
+        return {m.group_id for m in list(queue._pending_messages) if m.group_id is not None}
+
+    moto.sqs.models.Queue.pending_message_groups = property(pending_message_groups)
+
+
+FAULTS_PATH = "/_sluice/faults"
+# (queue name, operation) -> {"pass": calls to let through, "fail": calls to fail after
+# them, "calls": calls seen, "failed": calls failed}
+FAULTS = {}
+FAULTS_LOCK = threading.Lock()
+
+
+def arm_fault(request):
+    key = (request["queue"], request["operation"])
+    with FAULTS_LOCK:
+        if request.get("clear"):
+            rule = FAULTS.pop(key, None) or {"calls": 0, "failed": 0}
+        else:
+            rule = FAULTS.setdefault(key, {"calls": 0, "failed": 0})
+            rule["pass"] = int(request.get("pass", 0))
+            rule["fail"] = int(request.get("fail", 0))
+        return {"calls": rule["calls"], "failed": rule["failed"]}
+
+
+def injected_fault(queue, operation):
+    """Whether this call is one to fail (and counts it)."""
+    with FAULTS_LOCK:
+        rule = FAULTS.get((queue, operation))
+        if rule is None:
+            return False
+        rule["calls"] += 1
+        if rule["pass"] > 0:
+            rule["pass"] -= 1
+            return False
+        if rule["fail"] <= 0:
+            return False
+        rule["fail"] -= 1
+        rule["failed"] += 1
+        return True
+
+
 class CloudWatchFront(BaseHTTPRequestHandler):
     moto_port = 0
     protocol_version = "HTTP/1.1"
@@ -119,8 +177,10 @@ class CloudWatchFront(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
+        if self.path == FAULTS_PATH:
+            return self.reply(200, "application/json", json.dumps(arm_fault(json.loads(body))).encode())
         if not self.path.startswith(PREFIX):
-            return self.answer(404, {"__type": "UnknownOperationException", "message": self.path})
+            return self.forward(body)
         operation = MODEL.operation_model(self.path[len(PREFIX):])
         params = cbor2.loads(body) if body else {}
         request = SERIALIZER.serialize_to_request(params, operation)
@@ -145,6 +205,40 @@ class CloudWatchFront(BaseHTTPRequestHandler):
             )
         self.answer(200, parsed)
 
+    def forward(self, body):
+        """Passes a request of another service on to moto (the JSON protocol: the
+        operation in X-Amz-Target, the queue in the body's QueueUrl), unless it is a call
+        a test armed a fault for."""
+        operation = self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
+        try:
+            queue = str(json.loads(body or b"{}").get("QueueUrl", "")).rstrip("/").rsplit("/", 1)[-1]
+        except (ValueError, AttributeError):
+            queue = ""
+        if injected_fault(queue, operation):
+            document = {"__type": "InternalFailure", "message": "failed by the test front (an armed fault)"}
+            return self.reply(500, "application/x-amz-json-1.0", json.dumps(document).encode())
+        skip = {"host", "content-length", "connection", "content-encoding"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        conn = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=60)
+        conn.request("POST", self.path, body=body, headers=headers)
+        reply = conn.getresponse()
+        raw = reply.read()
+        conn.close()
+        self.send_response(reply.status)
+        for name, value in reply.getheaders():
+            if name.lower() not in {"content-length", "transfer-encoding", "connection", "date", "server"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def reply(self, status, content_type, payload):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def answer(self, status, document):
         payload = cbor2.dumps(document, datetime_as_timestamp=True, timezone=timezone.utc)
         self.send_response(status)
@@ -162,6 +256,7 @@ def main():
     os.environ["MOTO_PORT"] = str(moto_port)
     fast_sqs_clock()
     serial_sqs_deletes()
+    sqs_pending_groups_snapshot()
     sfn_task_failure_cause()
     sfn_token_per_attempt()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)

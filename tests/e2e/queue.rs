@@ -2,8 +2,11 @@
 //! record lands once, poison goes to quarantine, the queue ends empty; a run killed at
 //! each point of the protocol and rerun gives each message once; duplicates (an SNS
 //! redelivery, a resent body, a redelivery after a commit) land once; a run slower than
-//! the visibility timeout keeps its messages hidden.
+//! the visibility timeout keeps its messages hidden; a receive that fails mid-run (at the
+//! test front of moto) commits what was received, and a later run the rest, none of it
+//! through the dead-letter queue.
 
+use std::io::{Read, Write};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -135,10 +138,15 @@ target:
 
     /// (visible, in flight) messages.
     async fn depth(&self) -> (u64, u64) {
+        self.depth_of(&self.url).await
+    }
+
+    /// (visible, in flight) messages of the queue at `url`.
+    async fn depth_of(&self, url: &str) -> (u64, u64) {
         let out = self
             .sqs
             .get_queue_attributes()
-            .queue_url(&self.url)
+            .queue_url(url)
             .attribute_names(QueueAttributeName::All)
             .send()
             .await
@@ -152,9 +160,13 @@ target:
     }
 
     async fn arn(&self) -> String {
+        self.arn_of(&self.url).await
+    }
+
+    async fn arn_of(&self, url: &str) -> String {
         self.sqs
             .get_queue_attributes()
-            .queue_url(&self.url)
+            .queue_url(url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
@@ -162,6 +174,80 @@ target:
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .expect("queue arn")
+    }
+
+    /// A dead-letter queue for the feed's queue that takes a message received once and
+    /// not deleted, the next time it would be received (`maxReceiveCount` 1): any message
+    /// a run received and did not commit ends there. Returns its URL.
+    async fn dead_letter_queue(&self) -> String {
+        let name = format!("{}-dlq", self.queue_name());
+        let dlq = self
+            .sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("create the dead-letter queue")
+            .queue_url
+            .expect("queue url");
+        let arn = self.arn_of(&dlq).await;
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(&self.url)
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "1"})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("redrive policy");
+        dlq
+    }
+
+    fn queue_name(&self) -> &str {
+        self.url.rsplit('/').next().expect("a queue name")
+    }
+
+    /// `sluice run` of the job (JSON summary) with SQS reached through moto's test front
+    /// (tests/aws/moto_front.py), which fails the calls a test arms it to.
+    fn run_through_front(&self) -> Run {
+        let mut cmd = self.command(&["run", "--job", "gps_positions", "--output", "json"]);
+        cmd.env("AWS_ENDPOINT_URL_SQS", &self.cloud.cloudwatch_endpoint);
+        Run(cmd.output().expect("run sluice"))
+    }
+
+    /// Arms the front to fail this queue's ReceiveMessage calls: the next `pass` reach
+    /// moto, the `fail` after them are answered 500 (and never reach it); `None` clears
+    /// the rule. Returns the rule's counts so far: (calls, failed).
+    fn receive_fault(&self, rule: Option<(u64, u64)>) -> (u64, u64) {
+        let request = match rule {
+            Some((pass, fail)) => serde_json::json!({
+                "queue": self.queue_name(), "operation": "ReceiveMessage",
+                "pass": pass, "fail": fail
+            }),
+            None => serde_json::json!({
+                "queue": self.queue_name(), "operation": "ReceiveMessage", "clear": true
+            }),
+        }
+        .to_string();
+        let front = &self.cloud.cloudwatch_endpoint;
+        let host = front.trim_start_matches("http://").trim_end_matches('/');
+        let mut stream = std::net::TcpStream::connect(host).expect("connect to the front");
+        write!(
+            stream,
+            "POST /_sluice/faults HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{request}",
+            request.len()
+        )
+        .expect("write to the front");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .expect("read the front's answer");
+        let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        let counts: serde_json::Value = serde_json::from_str(body).expect("the rule's counts");
+        let n = |k: &str| counts[k].as_u64().expect("a count");
+        (n("calls"), n("failed"))
     }
 
     /// Starts a run stopped at failpoint `point`; returns once it is there.
@@ -530,5 +616,75 @@ async fn a_run_that_fails_while_planning_leaves_the_queue_untouched() {
         feed.depth().await,
         (2, 0),
         "nothing was received, so nothing counts toward the dead-letter queue"
+    );
+}
+
+#[tokio::test]
+async fn a_receive_that_fails_mid_run_commits_what_was_received_and_nothing_reaches_the_dlq() {
+    let feed = Feed::new("gps_flaky").await;
+    // One receiver: each call takes the next 10, so the counts below are exact.
+    feed.job("    receivers: 1");
+    let dlq = feed.dead_letter_queue().await;
+    let bodies: Vec<String> = (1..=100).map(|n| position(6, n)).collect();
+    feed.send(&bodies).await;
+
+    // Three receives answer, then every call fails (after the SDK's own retries).
+    feed.receive_fault(Some((3, 1000)));
+    let run = feed.run_through_front();
+    run.assert_code(0);
+    let first: serde_json::Value = serde_json::from_str(run.stdout().trim()).expect("summary");
+    assert_eq!(first["status"], "committed", "{first}");
+    assert_eq!(first["rows"], 30, "{first}");
+    assert_eq!(first["feed"]["received"], 30, "{first}");
+    assert_eq!(first["feed"]["deleted"], 30, "{first}");
+    assert_eq!(first["feed"]["receive_failures"], 1, "{first}");
+    assert!(
+        run.stderr().contains("a receive failed after the SDK's retries"),
+        "a warning in the log: {}",
+        run.stderr()
+    );
+    let (calls, failed) = feed.receive_fault(None);
+    assert_eq!(calls - failed, 3, "receiving ended at the failure");
+    assert!(failed >= 1, "{calls} calls, {failed} failed");
+    assert_eq!(feed.depth().await, (70, 0), "the rest waits, visible");
+
+    // The network is back: the next run takes the rest.
+    let second = feed.run_through_front();
+    second.assert_code(0);
+    let second: serde_json::Value = serde_json::from_str(second.stdout().trim()).expect("summary");
+    assert_eq!(second["rows"], 70, "{second}");
+    assert_eq!(second["feed"]["receive_failures"], 0, "{second}");
+
+    // The very first receive fails: the run fails retryable (75), having taken nothing,
+    // and with no receive call beyond the SDK's attempts at that one.
+    feed.send(&(101..=120).map(|n| position(6, n)).collect::<Vec<_>>())
+        .await;
+    feed.receive_fault(Some((0, 1000)));
+    let failing = feed.run_through_front();
+    failing.assert_code(75);
+    let said = format!("{}{}", failing.stdout(), failing.stderr());
+    assert!(said.contains("nothing was received"), "{said}");
+    let (calls, failed) = feed.receive_fault(None);
+    assert_eq!(calls, failed, "no call after the failure");
+    assert!(calls <= 3, "{calls} calls: the SDK's attempts at one receive");
+    assert_eq!(feed.depth().await, (20, 0), "nothing was taken");
+
+    let third = feed.run_through_front();
+    third.assert_code(0);
+    let third: serde_json::Value = serde_json::from_str(third.stdout().trim()).expect("summary");
+    assert_eq!(third["rows"], 20, "{third}");
+
+    // Drained: an empty queue is up to date after one receive call (the long poll).
+    feed.receive_fault(Some((1000, 0)));
+    let empty = feed.run_through_front();
+    empty.assert_code(0);
+    assert!(empty.stdout().contains("up_to_date"), "{}", empty.stdout());
+    assert_eq!(feed.receive_fault(None), (1, 0), "one receive call");
+
+    assert_eq!(feed.depth().await, (0, 0));
+    assert_eq!(feed.depth_of(&dlq).await, (0, 0), "nothing in the dead-letter queue");
+    assert_eq!(
+        feed.row("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM gps_positions"),
+        ["120", "120", "1", "120"]
     );
 }

@@ -213,6 +213,10 @@ pub struct FeedReport {
     pub quarantined: u64,
     /// Messages deleted from the queue after the commit.
     pub deleted: u64,
+    /// Receive calls that failed after the SDK's retries. The first ended receiving:
+    /// the run committed what it had received, and the rest waits for the next run.
+    #[serde(default)]
+    pub receive_failures: u64,
 }
 
 /// An API feed run's counts.

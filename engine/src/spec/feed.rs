@@ -87,8 +87,10 @@ impl MessageColumn {
 }
 
 /// How a queue job's runs receive. A run ends when the queue is drained (the first
-/// long poll, or two later receives in a row, return nothing), after `max_messages`, or
-/// after `max_seconds`.
+/// long poll returns nothing, or a receiver's two later receives in a row do while no
+/// other receiver is handed messages), after `max_messages`, after `max_seconds`, or
+/// when a receive fails after the SDK's retries: then it commits what it received, and
+/// fails (retryable) only if that was nothing new.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSpec {
