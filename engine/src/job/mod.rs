@@ -7,6 +7,7 @@ pub mod dynamo;
 pub mod feed;
 pub mod files;
 pub mod http;
+pub mod pattern;
 mod load;
 pub mod sync;
 
