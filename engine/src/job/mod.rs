@@ -7,8 +7,8 @@ pub mod dynamo;
 pub mod feed;
 pub mod files;
 pub mod http;
-pub mod pattern;
 mod load;
+pub mod pattern;
 pub mod sync;
 
 use std::fmt;
