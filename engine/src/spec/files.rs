@@ -21,7 +21,8 @@ pub struct FilesSpec {
     pub pattern: Option<String>,
     /// Several patterns loaded by this one job into its one table, each with its own
     /// `format`, `records`, `compression` and `delimiter` (those given here beside
-    /// `patterns` are the default of every entry), e.g. `[{pattern: "statements/**/*.json"},
+    /// `patterns` are the default of every entry they are for: `records` of the JSON
+    /// ones, `delimiter` of the CSV ones), e.g. `[{pattern: "statements/**/*.json"},
     /// {pattern: "statements/**/*.ndjson*", format: ndjson}]`. No file may match two
     /// of them: `jobs validate` names the two and a path both match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
