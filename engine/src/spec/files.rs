@@ -72,7 +72,8 @@ pub struct FilesSpec {
     /// run loaded, every run, so any rewrite is caught. Its cost: each run reads every
     /// loaded file still in scope once more (streamed through SHA-256 at disk or network
     /// speed, nothing kept; from SFTP or S3 that is a download of those files each run),
-    /// on top of reading the new ones; `bench/files identity` measures it.
+    /// on top of reading the new ones; `bench/files` measures it (a second run over an
+    /// unchanged file, against the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
     /// A file that cannot be read as its format (not JSON, a broken gzip stream, a
