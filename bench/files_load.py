@@ -6,7 +6,10 @@ transactions a day over a year —, then in interleaved rounds in the same run:
 - DuckDB: COPY (SELECT …, strftime(booked_at, '%Y-%m-%d') AS dt FROM read_json(file,
   format 'array', columns {…})) TO dir (FORMAT parquet, PARTITION_BY (dt), COMPRESSION
   zstd), with DuckDB's default threads (every core);
-and, with the SFTP server bench/files starts (root), the transfer alone: OpenSSH's
+then a second run over the unchanged file, `identity: listing` (the default: listed,
+nothing read) against `identity: content` (every loaded file read and hashed again): the
+content identity's cost per run; and, with the SFTP server bench/files starts (root),
+the transfer alone: OpenSSH's
 `sftp` client getting the file to this disk (its whole run: connecting and logging in
 included), and sluice's fetch of it (the run's `source_files.fetch_seconds`: the
 transfer alone; sluice too lands the file on this disk before decoding).
@@ -87,13 +90,13 @@ target:
 """
 
 
-def sluice_workspace(connection, extra="", target=""):
+def sluice_workspace(connection, extra="", target="", files=""):
     ws = tempfile.mkdtemp(prefix="bench-files-", dir=CACHE)
     os.makedirs(f"{ws}/jobs")
     with open(f"{ws}/jobs/connections.yaml", "w") as f:
         f.write(connection)
     with open(f"{ws}/jobs/bank.yaml", "w") as f:
-        f.write(f"job: bank\nsource:\n  connection: bank\n{extra}  files:\n    pattern: {NAME}\n    format: json\n    stable_for: 0s\n" + RECORD + target)
+        f.write(f"job: bank\nsource:\n  connection: bank\n{extra}  files:\n    pattern: {NAME}\n    format: json\n    stable_for: 0s\n{files}" + RECORD + target)
     return ws
 
 
@@ -161,6 +164,37 @@ for name, runs in results.items():
 print(f"\nsluice / DuckDB wall: {wall['sluice run (folder)'] / wall['DuckDB read_json → COPY']:.2f}× (below 1 is faster)")
 print(f"the record key's cost: {wall['sluice run, record key (txn_id)'] / wall['sluice run (folder)'] - 1:+.1%} of the run's wall")
 print(f"the merge by key's cost: {wall['sluice run, merge into Delta (txn_id)'] / wall['sluice run into Delta'] - 1:+.1%} of the Delta run's wall")
+
+
+
+def run_again(identity):
+    """Loads the file, then runs the job again over it unchanged; the second run is the
+    one measured: nothing new either way, but under `identity: content` every loaded
+    file still listed is read and hashed once more (the default only lists)."""
+    ws = sluice_workspace(f"bank:\n  kind: folder\n  path: {CACHE}\n", files=f"    identity: {identity}\n")
+    env = {"SLUICE_JOBS": f"{ws}/jobs", "SLUICE_LAKE": f"{ws}/lake", "SLUICE_STATE": f"{ws}/state"}
+    cmd = [BIN, "run", "--job", "bank", "--output", "json"]
+    try:
+        timed(cmd, env=env)
+        seconds, rss, out = timed(cmd, env=env)
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["status"] == "up_to_date", summary
+        return seconds, rss, summary
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+again = rounds({"second run, identity listing (default)": lambda: run_again("listing"),
+                "second run, identity content": lambda: run_again("content")}, ROUNDS)
+listing_s = median([r[0] for r in again["second run, identity listing (default)"]])
+content_s = median([r[0] for r in again["second run, identity content"]])
+print(f"\na second run over the unchanged {SIZE / 2**30:.2f} GiB file ({ROUNDS} rounds, median):")
+print("| identity | wall | peak RSS |\n|---|---|---|")
+for name, runs in again.items():
+    print(f"| {name} | {median([r[0] for r in runs]):.2f} s | {max(r[1] for r in runs):.0f} MiB |")
+print(f"\nidentity content / listing, second run: {content_s / listing_s:.1f}× "
+      f"(re-hashing {SIZE / 2**20 / max(content_s - listing_s, 1e-9):,.0f} MiB/s; "
+      f"{content_s / wall['sluice run (folder)']:.0%} of the loading run's wall)")
 
 if not SFTP:
     print("\n(the SFTP transfer is measured as root only: bench/files starts sshd with a user of its own)")

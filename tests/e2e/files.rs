@@ -17,6 +17,8 @@ use serde_json::Value;
 
 use crate::common::{Run, Workspace, lake_sql};
 
+mod layout;
+
 fn sftp_var(name: &str) -> String {
     std::env::var(format!("SLUICE_TEST_SFTP_{name}")).unwrap_or_else(|_| {
         panic!("SLUICE_TEST_SFTP_{name} is not set: run the tests with scripts/test, which starts an ephemeral sshd")

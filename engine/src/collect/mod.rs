@@ -135,17 +135,30 @@ fn spool_folder(
     let FileStore::Folder(dir) = store else {
         return Err("its connection is not a folder on this machine".into());
     };
-    let name = |k: Kind| format!("{}-00000000000000000001.ndjson", k.table());
+    let [pattern] = feed.patterns.as_slice() else {
+        return Err(format!(
+            "its {} patterns are not the spool's segments of {}",
+            feed.patterns.len(),
+            kind.table()
+        ));
+    };
+    let name = |k: Kind| {
+        format!(
+            "{}/{}-00000000000000000001.ndjson",
+            spool::READY,
+            k.table()
+        )
+    };
     let only_its_own = Kind::ALL
         .iter()
-        .all(|&k| feed.matcher.matches(&name(k)) == (k == kind));
+        .all(|&k| pattern.glob.matches(&name(k)) == (k == kind));
     let moved =
         matches!(&feed.after_load, AfterLoad::Move(to) if to.trim_matches('/') == spool::LOADED);
-    if feed.folder != spool::READY || !only_its_own || feed.format != FileFormat::Ndjson || !moved {
+    let in_ready = pattern.glob.folder() == spool::READY && !pattern.glob.is_deep();
+    if !in_ready || !only_its_own || pattern.format != FileFormat::Ndjson || !moved {
         return Err(format!(
-            "its files `{}/{}` are not the spool's segments of {}",
-            feed.folder,
-            feed.name,
+            "its files `{}` are not the spool's segments of {}",
+            pattern.glob.text(),
             kind.table()
         ));
     }

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use crate::contract::Column;
 use crate::spec::files::{
-    AfterLoad, FileCompression, FileFormat, FilesSpec, OnBadFile, OnChangedFile,
+    AfterLoad, FileCompression, FileFormat, FilesSpec, Identity, OnBadFile, OnChangedFile,
+    PatternSpec,
 };
 use crate::spec::units::parse_duration;
 use crate::spec::{ConnectionKind, ConnectionSpec, JobSpec, MessageColumn};
 
 use super::feed::{self, Records};
+use super::pattern::FilePattern;
 
 /// Where a file feed's files are.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,23 +48,34 @@ pub struct SftpConnection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilesFeed {
     pub records: Records,
-    /// The folder the pattern lists, relative to the store's root (no trailing `/`).
-    pub folder: String,
-    /// The name pattern, as written and compiled.
-    pub name: String,
-    pub matcher: glob::Pattern,
+    /// Which files, and how each is read; no path matches two of them.
+    pub patterns: Vec<Pattern>,
+    pub stable_for: Duration,
+    pub done_marker: Option<String>,
+    pub after_load: AfterLoad,
+    pub on_changed: OnChangedFile,
+    pub identity: Identity,
+    pub on_bad: OnBadFile,
+    pub max_files: usize,
+    pub remember: Duration,
+}
+
+impl FilesFeed {
+    /// The pattern `path` matches, if any (at most one does).
+    pub fn pattern_of(&self, path: &str) -> Option<&Pattern> {
+        self.patterns.iter().find(|p| p.glob.matches(path))
+    }
+}
+
+/// One of a file feed's patterns: which files, and how they are read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pattern {
+    pub glob: FilePattern,
     pub format: FileFormat,
     /// `json`: the object keys leading to the records' array.
     pub records_at: Vec<String>,
     pub compression: FileCompression,
     pub delimiter: u8,
-    pub stable_for: Duration,
-    pub done_marker: Option<String>,
-    pub after_load: AfterLoad,
-    pub on_changed: OnChangedFile,
-    pub on_bad: OnBadFile,
-    pub max_files: usize,
-    pub remember: Duration,
 }
 
 pub const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(60);
@@ -341,71 +354,13 @@ pub fn compile_feed(
         );
         return None;
     };
+    let patterns = compile_patterns(files, bad);
     let records = feed::record(spec, schema, message_columns, "a file job", bad)?;
-    let (folder, name) = match files.pattern.trim_start_matches('/').rsplit_once('/') {
-        Some((folder, name)) => (folder.to_string(), name.to_string()),
-        None => (String::new(), files.pattern.clone()),
-    };
-    if folder.contains(['*', '?', '[']) {
-        bad(
-            "source.files.pattern",
-            format!(
-                "{:?}: the folder part has a wildcard; only the file name may (`incoming/bank_*.json`)",
-                files.pattern
-            ),
-        );
-    }
-    if name.is_empty() {
-        bad(
-            "source.files.pattern",
-            "ends with `/`: give a name pattern after the folder, such as `*.json`".into(),
-        );
-    }
-    let matcher = glob::Pattern::new(&name).unwrap_or_else(|e| {
-        bad(
-            "source.files.pattern",
-            format!("{name:?} is not a name pattern: {e}"),
-        );
-        glob::Pattern::default()
-    });
-    let format = files.format.unwrap_or(FileFormat::Auto);
-    if format == FileFormat::Csv && source.fields.is_some() {
+    if source.fields.is_some() && patterns.iter().any(|p| p.format == FileFormat::Csv) {
         bad(
             "source.fields",
             "maps fields to JSONPaths in JSON records; a CSV file's fields are its columns, in order".into(),
         );
-    }
-    let records_at = match &files.records {
-        None => Vec::new(),
-        Some(path) => {
-            if !matches!(format, FileFormat::Json | FileFormat::Auto) {
-                bad(
-                    "source.files.records",
-                    "is for format `json`: an NDJSON or CSV file's records are its lines".into(),
-                );
-            }
-            match keys(path) {
-                Ok(k) => k,
-                Err(m) => {
-                    bad("source.files.records", m);
-                    Vec::new()
-                }
-            }
-        }
-    };
-    let delimiter = match files.delimiter.as_deref() {
-        None => b',',
-        Some(d) if d.len() == 1 && d != "\n" && d != "\"" => d.as_bytes()[0],
-        Some(d) => {
-            bad(
-                "source.files.delimiter",
-                format!("{d:?} is not one ASCII character (other than a quote or a newline)"),
-            );
-            b','
-        }
-    };
-    if files.delimiter.is_some() && !matches!(format, FileFormat::Csv | FileFormat::Auto) {
-        bad("source.files.delimiter", "is for format `csv`".into());
     }
     let mut duration = |field: &str, text: Option<&String>, default: Duration| match text {
         None => default,
@@ -427,11 +382,16 @@ pub fn compile_feed(
     let after_load = files.after_load.clone().unwrap_or(AfterLoad::Keep);
     if let AfterLoad::Move(to) = &after_load {
         let to = to.trim_matches('/');
-        if to.is_empty() || to == folder || to.split('/').any(|p| p == "..") {
+        let lists_it = patterns.iter().any(|p| p.glob.may_hold(to));
+        if to.is_empty()
+            || lists_it
+            || to.contains(['*', '?', '['])
+            || to.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        {
             bad(
                 "source.files.after_load.move",
                 format!(
-                    "{to:?} is not a folder to move loaded files into: give another folder than the pattern's, such as `processed`"
+                    "{to:?} is not a folder to move loaded files into: give another folder than the pattern's, such as `processed` (not one a pattern lists, or what is moved there would be listed again)"
                 ),
             );
         }
@@ -442,13 +402,7 @@ pub fn compile_feed(
     }
     Some(FilesFeed {
         records,
-        folder,
-        name,
-        matcher,
-        format,
-        records_at,
-        compression: files.compression.unwrap_or(FileCompression::Auto),
-        delimiter,
+        patterns,
         stable_for,
         done_marker: files.done_marker.clone(),
         after_load: match after_load {
@@ -456,9 +410,149 @@ pub fn compile_feed(
             other => other,
         },
         on_changed: files.on_changed_file.unwrap_or(OnChangedFile::Fail),
+        identity: files.identity.unwrap_or_default(),
         on_bad: files.on_bad_file.unwrap_or(OnBadFile::Fail),
         max_files,
         remember,
+    })
+}
+
+/// `pattern` with the format beside it, or each of `patterns` with the defaults beside
+/// it; no path may match two.
+fn compile_patterns(files: &FilesSpec, bad: &mut impl FnMut(&str, String)) -> Vec<Pattern> {
+    let entries: Vec<(String, PatternSpec)> = match (&files.pattern, &files.patterns) {
+        (Some(_), Some(_)) => {
+            bad(
+                "source.files.patterns",
+                "is given beside `pattern`: give `pattern` (one kind of file) or `patterns` (several, each with its format), not both".into(),
+            );
+            return Vec::new();
+        }
+        (None, None) => {
+            bad(
+                "source.files.pattern",
+                "missing: give `pattern: incoming/bank_*.json`, or `patterns: [{pattern: …, format: …}, …]` for several kinds of file".into(),
+            );
+            return Vec::new();
+        }
+        (Some(pattern), None) => vec![(
+            "source.files".to_string(),
+            PatternSpec {
+                pattern: pattern.clone(),
+                format: files.format,
+                records: files.records.clone(),
+                compression: files.compression,
+                delimiter: files.delimiter.clone(),
+            },
+        )],
+        (None, Some(list)) => {
+            if list.is_empty() {
+                bad(
+                    "source.files.patterns",
+                    "is empty: give at least one `{pattern: …}`".into(),
+                );
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, p)| (format!("source.files.patterns[{i}]"), p.clone()))
+                .collect()
+        }
+    };
+    let mut patterns: Vec<Pattern> = Vec::new();
+    let mut at: Vec<String> = Vec::new();
+    for (field, entry) in entries {
+        let Some(pattern) = compile_pattern(files, &field, &entry, bad) else {
+            continue;
+        };
+        for (other, where_) in patterns.iter().zip(&at) {
+            if let Some(path) = other.glob.overlap(&pattern.glob) {
+                bad(
+                    &format!("{field}.pattern"),
+                    format!(
+                        "{:?} and {where_}'s {:?} both match {path:?}: a file must match one pattern, so that how it is read is certain; make them apart (`*.json` and `*.json.gz` are, `*.json*` and `*.json.gz` are not)",
+                        pattern.glob.text(),
+                        other.glob.text(),
+                    ),
+                );
+            }
+        }
+        patterns.push(pattern);
+        at.push(field);
+    }
+    patterns
+}
+
+/// One pattern; a field the entry does not give is taken from beside `patterns`.
+fn compile_pattern(
+    files: &FilesSpec,
+    field: &str,
+    entry: &PatternSpec,
+    bad: &mut impl FnMut(&str, String),
+) -> Option<Pattern> {
+    // Where a setting came from: the entry's own, else the one beside `patterns`.
+    let from = |own: bool, name: &str| {
+        if own {
+            format!("{field}.{name}")
+        } else {
+            format!("source.files.{name}")
+        }
+    };
+    let glob = FilePattern::new(&entry.pattern)
+        .map_err(|m| bad(&format!("{field}.pattern"), m))
+        .ok();
+    let format = entry.format.or(files.format).unwrap_or(FileFormat::Auto);
+    // A setting beside `patterns` is the default of the entries it is for: `records`
+    // of the JSON ones, `delimiter` of the CSV ones.
+    let json = matches!(format, FileFormat::Json | FileFormat::Auto);
+    let csv = matches!(format, FileFormat::Csv | FileFormat::Auto);
+    let records = entry
+        .records
+        .as_ref()
+        .or(files.records.as_ref().filter(|_| json));
+    let records_at = match records {
+        None => Vec::new(),
+        Some(path) => {
+            let at = from(entry.records.is_some(), "records");
+            if !json {
+                bad(
+                    &at,
+                    "is for format `json`: an NDJSON or CSV file's records are its lines".into(),
+                );
+            }
+            keys(path).unwrap_or_else(|m| {
+                bad(&at, m);
+                Vec::new()
+            })
+        }
+    };
+    let delimiter_text = entry
+        .delimiter
+        .as_deref()
+        .or(files.delimiter.as_deref().filter(|_| csv));
+    let delimiter_at = from(entry.delimiter.is_some(), "delimiter");
+    let delimiter = match delimiter_text {
+        None => b',',
+        Some(d) if d.len() == 1 && d != "\n" && d != "\"" => d.as_bytes()[0],
+        Some(d) => {
+            bad(
+                &delimiter_at,
+                format!("{d:?} is not one ASCII character (other than a quote or a newline)"),
+            );
+            b','
+        }
+    };
+    if delimiter_text.is_some() && !csv {
+        bad(&delimiter_at, "is for format `csv`".into());
+    }
+    Some(Pattern {
+        glob: glob?,
+        format,
+        records_at,
+        compression: entry
+            .compression
+            .or(files.compression)
+            .unwrap_or(FileCompression::Auto),
+        delimiter,
     })
 }
 
@@ -491,7 +585,7 @@ fn keys(path: &str) -> Result<Vec<String>, String> {
 fn collector_files(table: crate::spec::CollectTable) -> FilesSpec {
     FilesSpec {
         max_files: Some(2),
-        pattern: format!("ready/{}-*.ndjson", table.name()),
+        pattern: Some(format!("ready/{}-*.ndjson", table.name())),
         format: Some(FileFormat::Ndjson),
         stable_for: Some("0s".into()),
         after_load: Some(AfterLoad::Move("loaded".into())),
@@ -538,6 +632,86 @@ mod tests {
         assert_eq!(keys("$"), Ok(Vec::new()));
         assert!(keys("$.data[*]").is_err());
         assert!(keys("$..x").is_err());
+    }
+
+    /// Compiles a job whose `source.files` is `files`; the feed and every problem.
+    fn compile(files: &str) -> (Option<FilesFeed>, Vec<String>) {
+        let spec: JobSpec = serde_yaml::from_str(&format!(
+            "job: bank\nsource:\n  connection: bank\n  files: {files}\ntarget:\n  table: bank\n  schema: [{{name: id, type: bigint}}]\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let schema = crate::contract::compile(spec.target.schema.as_deref().unwrap_or_default())
+            .unwrap_or_default();
+        let mut problems = Vec::new();
+        let feed = compile_feed(&spec, Some(&schema), &mut |p, m| {
+            problems.push(format!("{p}: {m}"))
+        });
+        (feed, problems)
+    }
+
+    #[test]
+    fn one_pattern_as_before_or_several_each_with_its_format() {
+        let (feed, problems) = compile("{pattern: 'in/*.json', format: ndjson}");
+        assert_eq!(problems, Vec::<String>::new());
+        let feed = feed.unwrap_or_else(|| panic!("no feed"));
+        assert_eq!(feed.patterns.len(), 1);
+        assert_eq!(feed.patterns[0].format, FileFormat::Ndjson);
+        assert_eq!(feed.identity, Identity::Listing);
+
+        let (feed, problems) = compile(
+            "{records: $.transactions, identity: content, patterns: [{pattern: 'st/**/*.json'}, {pattern: 'st/**/*.json.gz', compression: gzip}, {pattern: 'st/*/*.ndjson*', format: ndjson}]}",
+        );
+        let feed = feed.unwrap_or_else(|| panic!("{problems:?}"));
+        assert_eq!(feed.identity, Identity::Content);
+        let json = feed
+            .pattern_of("st/2026/11/a.json")
+            .unwrap_or_else(|| panic!("unmatched"));
+        assert_eq!(json.records_at, ["transactions"]);
+        assert_eq!(json.format, FileFormat::Auto);
+        let gz = feed
+            .pattern_of("st/a.json.gz")
+            .unwrap_or_else(|| panic!("unmatched"));
+        assert_eq!(gz.compression, FileCompression::Gzip);
+        let lines = feed
+            .pattern_of("st/11/a.ndjson.gz")
+            .unwrap_or_else(|| panic!("unmatched"));
+        assert_eq!(lines.format, FileFormat::Ndjson);
+        assert!(lines.records_at.is_empty());
+        assert!(feed.pattern_of("st/11/x/a.ndjson").is_none());
+    }
+
+    #[test]
+    fn overlapping_or_doubled_patterns_are_refused_by_name() {
+        let (_, problems) =
+            compile("{patterns: [{pattern: 'in/*.json*'}, {pattern: 'in/*.json.gz'}]}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("source.files.patterns[1].pattern: ")
+                && p.contains("source.files.patterns[0]")
+                && p.contains("both match \"in/.json.gz\"")),
+            "{problems:?}"
+        );
+        let (_, problems) = compile("{pattern: 'a/*', patterns: [{pattern: 'b/*'}]}");
+        assert!(
+            problems[0].starts_with("source.files.patterns: is given beside `pattern`"),
+            "{problems:?}"
+        );
+        let (_, problems) = compile(
+            "{records: $.x, patterns: [{pattern: 'a/*.json'}, {pattern: 'a/*.csv', format: csv, records: $.y}]}",
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("source.files.patterns[1].records: is for format `json`")),
+            "{problems:?}"
+        );
+        let (_, problems) =
+            compile("{pattern: 'st/**/*.json', after_load: {move: st/processed}}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("source.files.after_load.move: ")),
+            "{problems:?}"
+        );
     }
 
     #[test]

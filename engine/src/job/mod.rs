@@ -8,6 +8,7 @@ pub mod feed;
 pub mod files;
 pub mod http;
 mod load;
+pub mod pattern;
 pub mod sync;
 
 use std::fmt;

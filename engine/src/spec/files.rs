@@ -8,10 +8,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilesSpec {
-    /// The files, relative to the connection's `path`: a folder, then a name pattern
-    /// with `*`, `?` and `[…]`, e.g. `incoming/bank_*.json` (the folder itself has no
-    /// wildcards; its subfolders are not read).
-    pub pattern: String,
+    /// The files, relative to the connection's `path`: folders and a name, matched
+    /// against the whole path. `*` is any run of characters within one folder or name,
+    /// `?` one character, `[…]` one of a class (`[!…]` one not in it), and `**` as a
+    /// folder of its own any number of folders (none included). E.g.
+    /// `incoming/bank_*.json`, `statements/2026/*/*.ndjson.gz` (each month's folder),
+    /// `statements/**/*.json` (at any depth). Only the folder before the first wildcard
+    /// is listed, and only the subfolders that can hold a match are descended into (on
+    /// S3: one listing by that prefix). A folder that does not exist yet holds nothing
+    /// new. Give `pattern` or `patterns`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Several patterns loaded by this one job into its one table, each with its own
+    /// `format`, `records`, `compression` and `delimiter` (those given here beside
+    /// `patterns` are the default of every entry they are for: `records` of the JSON
+    /// ones, `delimiter` of the CSV ones), e.g. `[{pattern: "statements/**/*.json"},
+    /// {pattern: "statements/**/*.ndjson*", format: ndjson}]`. No file may match two
+    /// of them: `jobs validate` names the two and a path both match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patterns: Option<Vec<PatternSpec>>,
     /// How a file's records are written: `json` (one object, an array of objects, or
     /// the objects at `records`), `ndjson` (one object a line), `csv` (a header line,
     /// then one record a line), or `auto` (the default: by the first bytes).
@@ -37,16 +52,30 @@ pub struct FilesSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_marker: Option<String>,
     /// What happens to a file once its rows are committed: `keep` (the default),
-    /// `delete`, or `{move: <folder>}` (relative to the connection's `path`). Never done
-    /// before the commit; an action a crash cut short is finished by the next run.
+    /// `delete`, or `{move: <folder>}` (relative to the connection's `path`; a file keeps
+    /// its path below its pattern's folder, so `statements/**/*.json` moves
+    /// `statements/2026/11/a.json` to `<folder>/2026/11/a.json`; the folder may not be
+    /// one a pattern lists). Never done before the commit; an action a crash cut short
+    /// is finished by the next run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_load: Option<AfterLoad>,
-    /// A loaded file that is listed again with another size, time and content: `fail`
-    /// (the default: the run stops and names it), `skip` (its new content is ignored),
-    /// or `reload` (the rows of the run that loaded it are replaced by a fresh load of
-    /// that run's files, this one's new content included).
+    /// A loaded file that is listed again with other content: `fail` (the default: the
+    /// run stops and names it), `skip` (its new content is ignored), or `reload` (the
+    /// rows of the run that loaded it are replaced by a fresh load of that run's files,
+    /// this one's new content included). Which files are looked at is `identity`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_changed_file: Option<OnChangedFile>,
+    /// How a loaded file that is listed again is told from a changed one: `listing`
+    /// (the default) hashes it only when its size or modification time differs from
+    /// when it was loaded, so a file rewritten in place with the same size and the same
+    /// time is taken as unchanged; `content` hashes every listed file that a remembered
+    /// run loaded, every run, so any rewrite is caught. Its cost: each run reads every
+    /// loaded file still in scope once more (streamed through SHA-256 at disk or network
+    /// speed, nothing kept; from SFTP or S3 that is a download of those files each run),
+    /// on top of reading the new ones; `bench/files` measures it (a second run over an
+    /// unchanged file, against the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
     /// A file that cannot be read as its format (not JSON, a broken gzip stream, a
     /// truncated array): `fail` (the default: the run stops, commits nothing, and names
     /// the file and the byte), or `quarantine` (the file is recorded in the quarantine
@@ -58,11 +87,42 @@ pub struct FilesSpec {
     /// wait for the next run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_files: Option<u32>,
-    /// How long a committed run's files are remembered once none of them is in the
-    /// folder any more: `30d` (the default). A file put back within it is not loaded
-    /// again.
+    /// How long a committed run's files are remembered once none of them is listed
+    /// (at its path, whatever its size, time or content) any more: `30d` (the default).
+    /// A file put back within it is not loaded again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remember: Option<String>,
+}
+
+/// One of `patterns`: which files, and how they are read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatternSpec {
+    /// The files, as `pattern` writes them (`statements/**/*.ndjson.gz`).
+    pub pattern: String,
+    /// As `format`; default: the one given beside `patterns`, else `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<FileFormat>,
+    /// As `records`; default: the one given beside `patterns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<String>,
+    /// As `compression`; default: the one given beside `patterns`, else `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<FileCompression>,
+    /// As `delimiter`; default: the one given beside `patterns`, else `,`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+}
+
+/// How a loaded file listed again is told from a changed one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    /// By its size and modification time; hashed only when one of them differs.
+    #[default]
+    Listing,
+    /// By its content: hashed every run (each loaded file still listed is read again).
+    Content,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -98,7 +158,8 @@ pub enum AfterLoad {
     /// The file (and its marker) is deleted.
     Delete,
     /// The file (and its marker) is moved into this folder, relative to the
-    /// connection's `path`, e.g. `processed/`.
+    /// connection's `path`, e.g. `processed/`, keeping its path below its pattern's
+    /// folder.
     Move(String),
 }
 

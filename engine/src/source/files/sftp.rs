@@ -14,9 +14,10 @@ use russh::client::{self, AuthResult, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate, decode_secret_key};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::StatusCode;
-use tokio::io::AsyncWriteExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::store::{Entry, Local, Spooled, Store, changed_while_fetched, join};
+use super::store::{Entry, Listing, Local, Spooled, Store, changed_while_fetched, join};
 use crate::error::{Error, Result};
 use crate::job::files::SftpConnection;
 use crate::source::redact;
@@ -216,7 +217,14 @@ impl Sftp {
                     StatusCode::NoSuchFile | StatusCode::PermissionDenied
                 ) =>
             {
-                Error::user(format!("{what}: {} ({})", s.error_message, s.status_code))
+                // OpenSSH's message is the status's own name: said once.
+                let code = s.status_code.to_string();
+                let said = s.error_message.trim();
+                if said.is_empty() || said.eq_ignore_ascii_case(&code) {
+                    Error::user(format!("{what}: {code}"))
+                } else {
+                    Error::user(format!("{what}: {said} ({code})"))
+                }
             }
             _ => Error::external(format!("{what}: {e}")),
         };
@@ -234,25 +242,30 @@ fn is_missing(e: &russh_sftp::client::error::Error) -> bool {
 
 #[async_trait]
 impl Store for Sftp {
-    async fn list(&self, folder: &str) -> Result<Vec<Entry>> {
+    async fn list(&self, folder: &str) -> Result<Listing> {
         let dir = self.remote(folder);
         let dir = if dir.is_empty() { ".".to_string() } else { dir };
-        let entries = self
-            .session
-            .read_dir(dir)
-            .await
-            .map_err(|e| self.fail(e, "listing", folder))?;
-        Ok(entries
-            .filter(|e| e.file_type().is_file())
-            .map(|e| {
+        let entries = match self.session.read_dir(dir).await {
+            Ok(entries) => entries,
+            // Not made yet (next month's folder): nothing new.
+            Err(e) if is_missing(&e) => return Ok(Listing::default()),
+            Err(e) => return Err(self.fail(e, "listing", folder)),
+        };
+        let mut listing = Listing::default();
+        for e in entries {
+            let kind = e.file_type();
+            if kind.is_dir() {
+                listing.folders.push(join(folder, &e.file_name()));
+            } else if kind.is_file() {
                 let meta = e.metadata();
-                Entry {
+                listing.files.push(Entry {
                     path: join(folder, &e.file_name()),
                     size: meta.size.unwrap_or(0),
                     modified: i64::from(meta.mtime.unwrap_or(0)),
-                }
-            })
-            .collect())
+                });
+            }
+        }
+        Ok(listing)
     }
 
     async fn fetch(&self, path: &str, size: u64) -> Result<Local> {
@@ -278,6 +291,32 @@ impl Store for Sftp {
         let _ = remote.into_inner().shutdown().await;
         changed_while_fetched(&what, size, written)?;
         Ok(Local::Fetched(spooled))
+    }
+
+    async fn sha256(&self, path: &str) -> Result<(String, u64)> {
+        let mut remote = self
+            .session
+            .open(self.remote(path))
+            .await
+            .map_err(|e| self.fail(e, "opening", path))?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            let n = remote.read(&mut buffer).await.map_err(|e| {
+                redact(
+                    Error::external(format!("reading {}: {e}", self.describe(path))),
+                    &self.secrets,
+                )
+            })?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            hasher.update(&buffer[..n]);
+        }
+        let _ = remote.shutdown().await;
+        Ok((super::read::hex(&hasher.finalize()), bytes))
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
@@ -325,6 +364,11 @@ impl Store for Sftp {
     }
 
     fn describe(&self, path: &str) -> String {
-        format!("{}/{}", self.url, self.remote(path))
+        // An absolute root (`/srv/bank`) follows the host's `/` once, not twice.
+        format!(
+            "{}/{}",
+            self.url,
+            self.remote(path).trim_start_matches('/')
+        )
     }
 }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result, classify_object_store};
@@ -82,15 +83,35 @@ impl Drop for Spooled {
     }
 }
 
+/// What one folder holds, directly.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub files: Vec<Entry>,
+    /// Its subfolders, relative to the store's root.
+    pub folders: Vec<String>,
+}
+
 /// A store of files. Paths are relative to its root.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// The files directly in `folder` (not its subfolders).
-    async fn list(&self, folder: &str) -> Result<Vec<Entry>>;
+    /// The files and subfolders directly in `folder`. A folder that does not exist
+    /// (yet) holds nothing: it is not an error, so a job can be set up before the
+    /// sender makes its folder.
+    async fn list(&self, folder: &str) -> Result<Listing>;
+
+    /// Every file below `folder`, at any depth, when the store lists a whole tree in
+    /// one go cheaper than folder by folder (S3, by prefix); `None`: walk it.
+    async fn list_tree(&self, _folder: &str) -> Result<Option<Vec<Entry>>> {
+        Ok(None)
+    }
 
     /// The file's bytes on this machine; a copy must hold exactly `size` bytes, or the
     /// file changed while it was fetched (retryable).
     async fn fetch(&self, path: &str, size: u64) -> Result<Local>;
+
+    /// The hex SHA-256 of the file's bytes (as stored) and their count, streamed: no
+    /// copy is kept.
+    async fn sha256(&self, path: &str) -> Result<(String, u64)>;
 
     /// Removes a file; one already gone is fine (actions are finished by later runs).
     async fn delete(&self, path: &str) -> Result<()>;
@@ -149,8 +170,19 @@ impl Objects {
         })
     }
 
+    /// The object's path. Parsed, not encoded: a name of any script (`relevés/août.json`)
+    /// is the key or file it names; `Path::from` would percent-encode it.
     fn path(&self, relative: &str) -> Path {
-        Path::from(join(&self.root, relative).as_str())
+        let full = join(&self.root, relative);
+        Path::parse(&full).unwrap_or_else(|_| Path::from(full.as_str()))
+    }
+
+    fn entry(&self, o: &object_store::ObjectMeta) -> Entry {
+        Entry {
+            path: self.relative(&o.location),
+            size: o.size,
+            modified: o.last_modified.timestamp(),
+        }
     }
 
     fn relative(&self, path: &Path) -> String {
@@ -164,23 +196,52 @@ impl Objects {
 
 #[async_trait]
 impl Store for Objects {
-    async fn list(&self, folder: &str) -> Result<Vec<Entry>> {
+    async fn list(&self, folder: &str) -> Result<Listing> {
         let prefix = self.path(folder);
         let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
-        let listed = self
-            .store
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(|e| classify_object_store(e, &format!("listing {}", self.describe(folder))))?;
-        Ok(listed
-            .objects
-            .into_iter()
-            .map(|o| Entry {
-                path: self.relative(&o.location),
-                size: o.size,
-                modified: o.last_modified.timestamp(),
-            })
-            .collect())
+        let listed = match self.store.list_with_delimiter(prefix.as_ref()).await {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Listing::default()),
+            Err(e) => {
+                return Err(classify_object_store(
+                    e,
+                    &format!("listing {}", self.describe(folder)),
+                ));
+            }
+        };
+        Ok(Listing {
+            files: listed.objects.iter().map(|o| self.entry(o)).collect(),
+            folders: listed
+                .common_prefixes
+                .iter()
+                .map(|p| self.relative(p))
+                .collect(),
+        })
+    }
+
+    async fn list_tree(&self, folder: &str) -> Result<Option<Vec<Entry>>> {
+        // A folder is walked folder by folder (only where a match can lie); a bucket
+        // is listed by prefix, a page of 1000 keys a request.
+        if self.local.is_some() {
+            return Ok(None);
+        }
+        let prefix = self.path(folder);
+        let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+        let mut listed = self.store.list(prefix.as_ref());
+        let mut files = Vec::new();
+        while let Some(object) = listed.next().await {
+            match object {
+                Ok(o) => files.push(self.entry(&o)),
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => {
+                    return Err(classify_object_store(
+                        e,
+                        &format!("listing {}", self.describe(folder)),
+                    ));
+                }
+            }
+        }
+        Ok(Some(files))
     }
 
     async fn fetch(&self, path: &str, size: u64) -> Result<Local> {
@@ -208,6 +269,36 @@ impl Store for Objects {
             .map_err(|e| Error::external(format!("writing the copy of {what}: {e}")))?;
         changed_while_fetched(&what, size, written)?;
         Ok(Local::Fetched(spooled))
+    }
+
+    async fn sha256(&self, path: &str) -> Result<(String, u64)> {
+        let what = self.describe(path);
+        if let Some(dir) = &self.local {
+            let file = dir.join(path);
+            return tokio::task::spawn_blocking(move || {
+                let opened = std::fs::File::open(&file)
+                    .map_err(|e| Error::external(format!("reading {what}: {e}")))?;
+                super::read::Hashing::new(opened)
+                    .finish()
+                    .map_err(|e| Error::external(format!("reading {what}: {e}")))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("hashing a file failed: {e}")))?;
+        }
+        let got = self
+            .store
+            .get(&self.path(path))
+            .await
+            .map_err(|e| classify_object_store(e, &format!("reading {what}")))?;
+        let mut stream = got.into_stream();
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify_object_store(e, &format!("reading {what}")))?;
+            bytes += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((super::read::hex(&hasher.finalize()), bytes))
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
