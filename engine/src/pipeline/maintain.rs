@@ -55,14 +55,22 @@ pub async fn vacuum(
 ) -> Result<Vec<String>> {
     let work = maintain::vacuum(&ctx.lake, &job.target.table, retain, dry_run);
     let done = super::holding_lease(job, ctx, &format!("vacuum-{}", op_key()), work).await?;
-    Ok(vec![format!(
-        "{}: {} {} file{} that no version of the last {}h reads",
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut lines = vec![format!(
+        "{}: {verb} {} file{} that no version of the last {}h reads",
         job.target.table,
-        if dry_run { "would remove" } else { "removed" },
         done.deleted,
         if done.deleted == 1 { "" } else { "s" },
         retain.as_secs() / 3600
-    )])
+    )];
+    // A dry run is for deciding: it names every file (as `--help` promises); a real
+    // vacuum names them too, so that what went is on record.
+    lines.extend(
+        done.files
+            .iter()
+            .map(|f| format!("  {verb} {}/{f}", job.target.table)),
+    );
+    Ok(lines)
 }
 
 /// 16 hex digits naming an optimize's files, as a run key names a run's.
