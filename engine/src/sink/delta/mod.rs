@@ -127,8 +127,44 @@ pub async fn open(lake: &Lake, table: &str, as_of: AsOf) -> Result<Option<DeltaT
     match loaded {
         Ok(()) => Ok(Some(delta)),
         Err(DeltaTableError::NotATable(_)) if as_of == AsOf::Latest => Ok(None),
+        Err(e @ (DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. })) => {
+            Err(classify(e, &format!("reading the Delta table {table}")))
+        }
+        // The log is there and readable but has no such version (or none that old): the
+        // user asked for what the table does not have.
+        Err(e) if as_of != AsOf::Latest => Err(not_held(lake, table, as_of, &e).await),
         Err(e) => Err(classify(e, &format!("reading the Delta table {table}"))),
     }
+}
+
+/// The user's error for an `as_of` that `table` does not have, naming the versions it has.
+async fn not_held(lake: &Lake, table: &str, as_of: AsOf, e: &DeltaTableError) -> Error {
+    let asked = match as_of {
+        AsOf::Version(v) => format!("version {v}"),
+        AsOf::Time(t) => format!("a version as of {}", t.to_rfc3339()),
+        AsOf::Latest => "its latest version".to_string(),
+    };
+    let has = match versions(lake, table).await {
+        Ok(Some((first, last))) => format!("its versions are {first} to {last}"),
+        Ok(None) => "its log lists no version".to_string(),
+        Err(listing) => return listing,
+    };
+    Error::user(format!(
+        "the Delta table `{table}` has no {asked}: {has} (--as-of takes one of them, or a time from its first commit on) [{e}]"
+    ))
+}
+
+/// The first and last version the log of `table` holds (`NNN….json` commit files; an
+/// older log may have been cleaned up to a checkpoint).
+async fn versions(lake: &Lake, table: &str) -> Result<Option<(u64, u64)>> {
+    let log = lake.list(&lake.path(&format!("{table}/{LOG_DIR}"))?).await?;
+    Ok(log
+        .iter()
+        .filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok())
+        .fold(None, |range, v| match range {
+            None => Some((v, v)),
+            Some((first, last)) => Some((first.min(v), last.max(v))),
+        }))
 }
 
 /// The last transaction version `app` committed to `table` (0: none).
