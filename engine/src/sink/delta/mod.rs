@@ -149,8 +149,11 @@ async fn not_held(lake: &Lake, table: &str, as_of: AsOf, e: &DeltaTableError) ->
         Ok(None) => "its log lists no version".to_string(),
         Err(listing) => return listing,
     };
+    // delta-rs's words may name the lake's place: logged, not told (a server's clients
+    // see this message).
+    tracing::debug!(table, error = %e, "a version the table does not have");
     Error::user(format!(
-        "the Delta table `{table}` has no {asked}: {has} (--as-of takes one of them, or a time from its first commit on) [{e}]"
+        "the Delta table `{table}` has no {asked}: {has} (time travel reads one of them, or a time from its first commit on)"
     ))
 }
 
