@@ -87,6 +87,7 @@ pub async fn plan(job: &Job, ctx: &Context, written: &Written<'_>) -> Result<Pla
                 files,
                 key: &job.primary_key,
                 cursor: job.cursor.as_deref(),
+                tie_break: job.tie_break.as_deref(),
                 newest_wins: job.records().is_some(),
                 delete_when: job.delete_when.as_deref(),
                 read: read.as_ref(),
@@ -96,6 +97,17 @@ pub async fn plan(job: &Job, ctx: &Context, written: &Written<'_>) -> Result<Pla
             .await?;
             planned.report.matched = merged.matched;
             planned.report.deletes = merged.deletes;
+            planned.report.ties = merged.ties.tied;
+            planned.report.ties_by_rule = merged.ties.by_rule;
+            if merged.ties.tied > 0 {
+                tracing::info!(
+                    job_id = %job.id,
+                    ties = merged.ties.tied,
+                    by_tie_break = merged.ties.tied.saturating_sub(merged.ties.by_rule),
+                    by_rule = merged.ties.by_rule,
+                    "keys with rows of the same cursor value in the run: source.tie_break decided some; the rest went to the delete over an upsert, then to the greatest row by the other columns"
+                );
+            }
             planned.report.rewritten_files = merged.removes.len();
             planned.files = merged.files;
             planned.change = Change::Rewrite(merged.removes);
