@@ -127,7 +127,15 @@ pub async fn open(lake: &Lake, table: &str, as_of: AsOf) -> Result<Option<DeltaT
     match loaded {
         Ok(()) => Ok(Some(delta)),
         Err(DeltaTableError::NotATable(_)) if as_of == AsOf::Latest => Ok(None),
-        Err(e @ (DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. })) => {
+        // Storage trouble stays external; a commit file not found means no such version.
+        Err(e @ (DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. }))
+            if !matches!(
+                &e,
+                DeltaTableError::ObjectStore {
+                    source: object_store::Error::NotFound { .. }
+                }
+            ) =>
+        {
             Err(classify(e, &format!("reading the Delta table {table}")))
         }
         // The log is there and readable but has no such version (or none that old): the
