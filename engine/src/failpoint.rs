@@ -5,7 +5,10 @@
 //!
 //! Points: `received` (a feed received its first messages or page, nothing written), `written`
 //! (files and manifests written, not committed), `committed` (committed, the feed not
-//! acknowledged).
+//! acknowledged); into a Delta table (`crate::table`'s delta module) also `prepared` (the
+//! state the commit makes recorded, the Delta commit not made) and `delta-committed` (in
+//! the log, the state not saved); `optimize-written` (an optimize's files written, not
+//! committed).
 
 use std::time::Duration;
 

@@ -40,6 +40,7 @@ pub async fn infer(
             primary_key: None,
             lag: None,
             delete_when: None,
+            tie_break: None,
             batch_rows: None,
             split: None,
             record: None,

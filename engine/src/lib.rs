@@ -27,5 +27,6 @@ pub mod stdout;
 pub mod stepfn;
 pub mod store;
 pub mod summary;
+pub mod table;
 pub mod telemetry;
 pub mod transform;

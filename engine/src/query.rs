@@ -1,6 +1,7 @@
 //! `sluice query`: ANSI SQL over the lake's tables, the way Athena sees them: a Parquet
 //! table from its Hive layout (partition folders become string columns), a Delta table
-//! from its log (at its latest version, or `--as-of` an earlier one).
+//! from its log (at its latest version, or, for the tables a query names, `--as-of` an
+//! earlier one).
 
 use std::sync::Arc;
 
@@ -49,27 +50,52 @@ impl LakeTable {
     }
 }
 
-/// A DataFusion context with every table of the lake registered under its name (Delta
-/// tables at `as_of`).
-pub async fn lake_context(lake: &Lake, as_of: AsOf) -> Result<SessionContext> {
+/// A DataFusion context with every table of the lake registered under its name: the
+/// Delta tables `sql` names at `as_of`, every other at its latest version (time travel is
+/// asked of the tables a query reads, not of the lake: a table without that version is
+/// an error only when the query reads it).
+pub async fn lake_context(lake: &Lake, sql: &str, as_of: AsOf) -> Result<SessionContext> {
     let mut ctx = SessionContext::new();
     crate::transform::register_functions(&mut ctx)?;
     lake.register_store(&ctx)?;
-    for (name, table) in lake_tables(lake, &ctx, |_| true, as_of).await? {
+    let named = named_tables(&ctx, sql);
+    let version = |name: &str| {
+        if named.iter().any(|n| n == name) {
+            as_of
+        } else {
+            AsOf::Latest
+        }
+    };
+    for (name, table) in lake_tables(lake, &ctx, |_| true, version).await? {
         ctx.register_table(name.as_str(), table.provider())
             .map_err(|e| classify_datafusion(e, &format!("registering lake table {name}")))?;
     }
     Ok(ctx)
 }
 
+/// The tables `sql` reads (its relations, common table expressions excluded), as
+/// DataFusion resolves their names (unquoted names lower-cased). A statement that does
+/// not parse names none: planning it reports the error.
+pub fn named_tables(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let Ok(statement) = state.sql_to_statement(sql, &dialect) else {
+        return Vec::new();
+    };
+    state
+        .resolve_table_references(&statement)
+        .map(|refs| refs.iter().map(|r| r.table().to_string()).collect())
+        .unwrap_or_default()
+}
+
 /// The lake's tables that `wanted` accepts, by name, as they are now (`ctx` must read the
 /// lake: `Lake::register_store`). A Parquet table reads its folder's file list at each
-/// scan; a Delta table is the version `as_of` names.
+/// scan; a Delta table is the version `as_of` gives for its name.
 pub async fn lake_tables(
     lake: &Lake,
     ctx: &SessionContext,
     wanted: impl Fn(&str) -> bool,
-    as_of: AsOf,
+    as_of: impl Fn(&str) -> AsOf,
 ) -> Result<Vec<(String, LakeTable)>> {
     let listing = lake
         .store()
@@ -84,7 +110,7 @@ pub async fn lake_tables(
         if name.starts_with('_') || name.starts_with('.') || !wanted(&name) {
             continue;
         }
-        if let Some(table) = DeltaFiles::open(lake, &name, as_of).await? {
+        if let Some(table) = DeltaFiles::open(lake, &name, as_of(&name)).await? {
             tables.push((name, LakeTable::Delta(Arc::new(table))));
         } else if let Some(table) = table_from_dir(ctx, lake, &name).await? {
             tables.push((name, LakeTable::Parquet(table)));
@@ -134,7 +160,7 @@ async fn table_from_dir(
 /// Runs `sql` over the lake and returns every result batch (query results are for
 /// people: they are expected to be small).
 pub async fn query(lake: &Lake, sql: &str, as_of: AsOf) -> Result<Vec<RecordBatch>> {
-    let ctx = lake_context(lake, as_of).await?;
+    let ctx = lake_context(lake, sql, as_of).await?;
     let frame = ctx
         .sql(sql)
         .await

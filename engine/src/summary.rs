@@ -109,6 +109,14 @@ pub struct DeltaReport {
     /// Merge: files of the table rewritten without the run's keys.
     #[serde(default)]
     pub rewritten_files: usize,
+    /// Merge: keys whose newest rows in the run shared the cursor value (ties).
+    #[serde(default)]
+    pub ties: u64,
+    /// Merge: of those ties, the ones `source.tie_break` did not decide (all of them
+    /// without one): the delete won over an upsert, then the greatest row by the other
+    /// columns in order.
+    #[serde(default)]
+    pub ties_by_rule: u64,
 }
 
 impl RunSummary {
@@ -283,6 +291,14 @@ impl RunSummary {
                 note.push_str(&format!(
                     ": {} rows replaced or deleted, {} deletes, {} files rewritten",
                     delta.matched, delta.deletes, delta.rewritten_files
+                ));
+            }
+            if delta.ties > 0 {
+                note.push_str(&format!(
+                    "; {} keys tied on the cursor: {} decided by source.tie_break, {} by the rule (a delete over an upsert, then the greatest row by the other columns)",
+                    delta.ties,
+                    delta.ties.saturating_sub(delta.ties_by_rule),
+                    delta.ties_by_rule
                 ));
             }
             notes.push(note);

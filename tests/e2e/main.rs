@@ -11,6 +11,7 @@ mod common;
 mod contract;
 mod crash;
 mod delta;
+mod delta_values;
 mod demo;
 mod files;
 mod incremental;

@@ -99,8 +99,10 @@ pub enum Command {
     Query {
         /// The SQL; lake tables are named as their folders (`SELECT * FROM orders`).
         sql: String,
-        /// Reads the Delta tables as of an earlier version (`3`) or time
-        /// (`2024-05-01T12:00:00Z`, `2024-05-01`); Parquet tables are read as they are.
+        /// Reads the Delta tables the query names as of an earlier version (`3`) or time
+        /// (`2024-05-01T12:00:00Z`, `2024-05-01`); other tables, and Parquet tables, are
+        /// read as they are. A table's first load is its version 0; a version a named
+        /// table does not have is an error naming the versions it has.
         #[arg(long)]
         as_of: Option<String>,
     },
@@ -122,7 +124,7 @@ pub enum Command {
         /// How far back time travel must still work: `7d` (the default), `24h`, `0s`.
         #[arg(long, default_value = "7d", value_parser = parse_duration)]
         retain: Duration,
-        /// Lists what would be removed without removing it.
+        /// Lists every file that would be removed, without removing it.
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]

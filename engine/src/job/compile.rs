@@ -41,6 +41,8 @@ pub struct Job {
     pub transform: Option<String>,
     /// Mode `merge`: the SQL predicate over an output row that makes it a delete.
     pub delete_when: Option<String>,
+    /// Mode `merge`: the column that decides a tie of the cursor within a run.
+    pub tie_break: Option<String>,
     pub target: Target,
     /// Data-quality rules, in the order written.
     pub quality: Vec<crate::quality::Rule>,
@@ -445,6 +447,7 @@ pub fn compile(
 
     let format = target.format.unwrap_or_default();
     let delete_when = check_merge(spec, format, &mut bad);
+    let tie_break = check_tie_break(spec, &mut bad);
     if target.table.ends_with(crate::quality::QUARANTINE_SUFFIX) {
         bad(
             "target.table",
@@ -520,6 +523,7 @@ pub fn compile(
             mode,
             transform,
             delete_when,
+            tie_break,
             target: Target {
                 table: target.table.clone(),
                 partition_by,
@@ -706,6 +710,27 @@ fn check_merge(
             None
         }
     }
+}
+
+/// `source.tie_break`: a column name, in mode `merge` with a cursor (it orders what the
+/// cursor leaves tied). Returns it lower-cased, as output columns are.
+fn check_tie_break(spec: &JobSpec, bad: &mut impl FnMut(&str, String)) -> Option<String> {
+    let column = spec.source.tie_break.as_ref()?;
+    if spec.mode != Some(Mode::Merge) || spec.source.cursor.is_none() {
+        bad(
+            "source.tie_break",
+            "only applies to mode `merge` with a source.cursor (it decides between rows of one key with the same cursor)".into(),
+        );
+        return None;
+    }
+    if !is_identifier(column) {
+        bad(
+            "source.tie_break",
+            format!("{column:?} is not a column name (such as change_id)"),
+        );
+        return None;
+    }
+    Some(column.to_lowercase())
 }
 
 /// With `target.schema` given, the partition keys and the columns quality rules name

@@ -58,7 +58,7 @@ pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 pub const DEFAULT_MAX_SECONDS: u64 = 240;
 
 /// The optional source fields, and whether the row gives each.
-fn given(source: &SourceSpec) -> [(&'static str, bool); 19] {
+fn given(source: &SourceSpec) -> [(&'static str, bool); 20] {
     [
         ("table", source.table.is_some()),
         ("query", source.query.is_some()),
@@ -66,6 +66,7 @@ fn given(source: &SourceSpec) -> [(&'static str, bool); 19] {
         ("primary_key", source.primary_key.is_some()),
         ("lag", source.lag.is_some()),
         ("delete_when", source.delete_when.is_some()),
+        ("tie_break", source.tie_break.is_some()),
         ("split", source.split.is_some()),
         ("record", source.record.is_some()),
         ("message_columns", source.message_columns.is_some()),
@@ -83,7 +84,7 @@ fn given(source: &SourceSpec) -> [(&'static str, bool); 19] {
 }
 
 /// The source fields each family of connection takes.
-const TABLE_FIELDS: [&str; 7] = [
+const TABLE_FIELDS: [&str; 8] = [
     "table",
     "query",
     "cursor",
@@ -91,6 +92,7 @@ const TABLE_FIELDS: [&str; 7] = [
     "lag",
     "split",
     "delete_when",
+    "tie_break",
 ];
 const QUEUE_FIELDS: [&str; 7] = [
     "record",
@@ -194,7 +196,7 @@ pub fn check_api_source(spec: &JobSpec, bad: &mut impl FnMut(&str, String)) {
                     "primary_key" =>
                         "key columns to order by (its records come in the API's order; mode `merge` upserts by them)",
                     "split" => "split (see the connection's rate_limit.concurrency)",
-                    "delete_when" => "merge by key (mode `merge` reads database tables)",
+                    "delete_when" | "tie_break" => "merge by key (mode `merge` reads database tables)",
                     _ => "table or query (give source.request, or source.soap)",
                 }
             )
@@ -239,7 +241,7 @@ pub fn compile_queue(
                     "primary_key" =>
                         "key columns (it deduplicates by message, see source.queue.dedup, or by record, see source.dedup; mode `merge` upserts by them)",
                     "split" => "split (see source.queue.receivers)",
-                    "delete_when" => "merge by key (mode `merge` reads database tables)",
+                    "delete_when" | "tie_break" => "merge by key (mode `merge` reads database tables)",
                     _ => "table or query (declare source.record instead)",
                 }
             ),

@@ -368,6 +368,7 @@ const JOB_ORDER: &[&str] = &[
     "primary_key",
     "lag",
     "delete_when",
+    "tie_break",
     "batch_rows",
     "split",
     "parts",

@@ -1,6 +1,7 @@
-//! `sluice optimize` and `sluice vacuum`: maintenance of a job's Delta table under the
-//! job's lease, so that no run of the job commits meanwhile (a run started during it
-//! is refused as busy and retried by its scheduler).
+//! `sluice optimize` and `sluice vacuum`: maintenance of a job's table, as its format
+//! offers it (a Delta table's; a Parquet table refuses both), under the job's lease, so
+//! that no run of the job commits meanwhile (a run started during it is refused as busy
+//! and retried by its scheduler).
 
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use super::Context;
 use crate::budget::MemoryBudget;
 use crate::error::Result;
 use crate::job::Job;
-use crate::sink::delta::maintain;
 use crate::summary::human_bytes;
+use crate::table;
 
 /// Bin-packs the small files of the job's table; returns what it did, line by line.
 pub async fn optimize(job: &Job, ctx: &Context) -> Result<Vec<String>> {
@@ -18,14 +19,7 @@ pub async fn optimize(job: &Job, ctx: &Context) -> Result<Vec<String>> {
         let contract = crate::catalog::current_contract(job, ctx.store.as_ref()).await?;
         let columns = contract.as_ref().map_or(16, Vec::len);
         let budget = MemoryBudget::new(ctx.memory_limit, columns, ctx.lake.upload_part())?;
-        maintain::optimize(
-            &ctx.lake,
-            &job.target,
-            &op_key,
-            budget.pool(),
-            budget.writer(),
-        )
-        .await
+        table::open(&ctx.lake, job).optimize(&op_key, budget).await
     };
     let done = super::holding_lease(job, ctx, &format!("optimize-{op_key}"), work).await?;
     Ok(vec![match done.version {
@@ -53,16 +47,25 @@ pub async fn vacuum(
     retain: Duration,
     dry_run: bool,
 ) -> Result<Vec<String>> {
-    let work = maintain::vacuum(&ctx.lake, &job.target.table, retain, dry_run);
+    let lake_table = table::open(&ctx.lake, job);
+    let work = lake_table.vacuum(retain, dry_run);
     let done = super::holding_lease(job, ctx, &format!("vacuum-{}", op_key()), work).await?;
-    Ok(vec![format!(
-        "{}: {} {} file{} that no version of the last {}h reads",
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut lines = vec![format!(
+        "{}: {verb} {} file{} that no version of the last {}h reads",
         job.target.table,
-        if dry_run { "would remove" } else { "removed" },
         done.deleted,
         if done.deleted == 1 { "" } else { "s" },
         retain.as_secs() / 3600
-    )])
+    )];
+    // A dry run is for deciding: it names every file (as `--help` promises); a real
+    // vacuum names them too, so that what went is on record.
+    lines.extend(
+        done.files
+            .iter()
+            .map(|f| format!("  {verb} {}/{f}", job.target.table)),
+    );
+    Ok(lines)
 }
 
 /// 16 hex digits naming an optimize's files, as a run key names a run's.

@@ -22,15 +22,15 @@
 //!    table, or in the day's snapshot partition). A crash here is finished by the next
 //!    run's step 2b.
 //!
-//! Into a Delta table (`target.format: delta`, see `delta.rs`) step 6 is a Delta commit
-//! between two saves of the state: the pending attempt records the state the commit
+//! Steps 2, 4, 6 and 7 are the table's ([`crate::table`]), in its format: a Parquet
+//! table's commit is the compare-and-set alone; a Delta table's is a Delta commit
+//! between two saves of the state (the pending attempt records the state the commit
 //! makes, the commit carries the job's transaction version, and step 2 asks the log
-//! whether a pending attempt's commit happened (then it takes that state) or not (then
-//! it removes the files). Step 7 leaves the replaced files to readers of older versions
-//! until `sluice vacuum`.
+//! whether a pending attempt's commit happened: then it takes that state, else it
+//! removes the files), and its step 7 leaves the replaced files to readers of older
+//! versions until `sluice vacuum`. The pipeline never asks which format it is.
 
 mod dedup;
-mod delta;
 pub mod maintain;
 mod output;
 pub mod rewind;
@@ -51,8 +51,8 @@ use crate::interrupt::Interrupt;
 use crate::job::{Job, Mode, mode_name};
 use crate::sink::{self, Lake};
 use crate::source::{self, Consumed, Ledger, RunContext, Window};
-use crate::spec::TableFormat;
-use crate::store::{Attempt, CommittedRun, DeltaAttempt, JobState, StateStore, Versioned};
+use crate::store::{Attempt, CommittedRun, JobState, StateStore, Versioned};
+use crate::table::{self, LakeTable, MergeBy, Recovered, Scope};
 
 /// Reads an environment variable (for connection URL placeholders).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -243,21 +243,15 @@ async fn attempt(
     let run_key = run_key(job, &window, &run_id);
     summary.run_key = Some(run_key.clone());
 
-    let delta_txn = match job.target.format {
-        TableFormat::Delta => Some(DeltaAttempt {
-            txn: delta::next_txn(job, ctx).await?,
-            prepared: None,
-        }),
-        TableFormat::Parquet => None,
-    };
-    state.value.pending = Some(Attempt {
-        run_id: run_id.clone(),
-        run_key: run_key.clone(),
-        table: job.target.table.clone(),
-        window: window.clone(),
-        started_at: now,
-        delta: delta_txn,
-    });
+    let lake_table = table::open(&ctx.lake, job);
+    let mut pending = Attempt::new(
+        (run_id.as_str(), run_key.as_str()),
+        &job.target.table,
+        window.clone(),
+        now,
+    );
+    lake_table.begin(&mut pending).await?;
+    state.value.pending = Some(pending);
     state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
 
     let contract =
@@ -282,7 +276,7 @@ async fn attempt(
             match opened {
                 Ok(d) => Some(Arc::new(std::sync::Mutex::new(d))),
                 Err(e) => {
-                    abandon(job, ctx, &mut state, &run_key).await;
+                    abandon(&*lake_table, ctx, (job.id.as_str(), &mut state), &run_key).await;
                     return Err(e);
                 }
             }
@@ -293,8 +287,15 @@ async fn attempt(
         Some(d) => dedup::filtered(extract.batches, d.clone()),
         None => extract.batches,
     };
-    let snapshot =
-        (job.mode == Mode::Snapshot).then(|| format!("snapshot={}", now.format("%Y-%m-%d")));
+    let scope = match job.mode {
+        Mode::Full => Some(Scope::Table),
+        Mode::Snapshot => Some(Scope::snapshot(now)),
+        Mode::Incremental | Mode::Merge => None,
+    };
+    let snapshot = match &scope {
+        Some(s @ Scope::Snapshot(_)) => Some(s.folder()),
+        _ => None,
+    };
     let written = output::write(
         job,
         ctx,
@@ -316,7 +317,7 @@ async fn attempt(
     let (manifest, contract, mut consumed) = match written {
         Ok(m) => m,
         Err(e) => {
-            abandon(job, ctx, &mut state, &run_key).await;
+            abandon(&*lake_table, ctx, (job.id.as_str(), &mut state), &run_key).await;
             return Err(e);
         }
     };
@@ -327,14 +328,14 @@ async fn attempt(
         if nothing_new {
             // Nothing is committed: neither are its keys (removed with its files below).
         } else if let Err(e) = saved {
-            abandon(job, ctx, &mut state, &run_key).await;
+            abandon(&*lake_table, ctx, (job.id.as_str(), &mut state), &run_key).await;
             return Err(e);
         }
     }
     if nothing_new {
         // A feed that took nothing new: whatever it received was committed before.
         tracing::info!("nothing new in the feed");
-        abandon(job, ctx, &mut state, &run_key).await;
+        abandon(&*lake_table, ctx, (job.id.as_str(), &mut state), &run_key).await;
         acknowledge(consumed, summary).await;
         summary.status = RunStatus::UpToDate;
         return Ok(Some(contract));
@@ -361,34 +362,39 @@ async fn attempt(
         &contract,
         job.target.schema.as_deref().map(contract::fingerprint),
     ));
-    match job.target.format {
-        TableFormat::Parquet => {
-            state.value = next;
-            state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+    let run = table::Written {
+        manifest: &manifest,
+        schema: output::lake_schema(&contract),
+        budget,
+    };
+    let staged = match (&scope, job.mode) {
+        (Some(scope), _) => lake_table.replace(run, scope).await,
+        (None, Mode::Merge) => lake_table.merge(run, &MergeBy::of(job)).await,
+        (None, _) => lake_table.append(run).await,
+    };
+    let staged = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            abandon(&*lake_table, ctx, (job.id.as_str(), &mut state), &run_key).await;
+            return Err(e);
         }
-        TableFormat::Delta => {
-            let written = delta::Written {
-                manifest: &manifest,
-                schema: output::lake_schema(&contract),
-                budget,
-                now,
-            };
-            let planned = match delta::plan(job, ctx, &written).await {
-                Ok(p) => p,
-                Err(e) => {
-                    abandon(job, ctx, &mut state, &run_key).await;
-                    return Err(e);
-                }
-            };
-            delta::commit(job, ctx, (&mut state, next), (planned, &written), summary).await?;
-        }
-    }
+    };
+    let commit = table::Commit {
+        store: ctx.store.as_ref(),
+        job_id: &job.id,
+        state: &mut state,
+        next,
+    };
+    staged.commit(commit, summary).await?;
     crate::failpoint::reached("committed").await;
     if !state.value.discard.is_empty() {
         recover(job, ctx, &mut state).await?;
     }
     acknowledge(consumed, summary).await;
-    summary.replaced_files = replace(job, ctx, &run_key, now).await?;
+    summary.replaced_files = match &scope {
+        Some(scope) => lake_table.remove_replaced(scope, &run_key).await?,
+        None => 0,
+    };
     summary.seconds.commit = commit_started.elapsed().as_secs_f64();
     summary.status = RunStatus::Committed;
     tracing::info!(rows = summary.rows, files = summary.files, "committed");
@@ -450,23 +456,29 @@ impl Ledger for ManifestLedger {
 /// Step 2: removes a failed attempt's files (and those a rewind discarded); 2b: finishes
 /// a replacement a crash cut short.
 pub async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) -> Result<()> {
+    let lake_table = table::open(&ctx.lake, job);
     if !state.value.discard.is_empty() {
         for run_key in &state.value.discard {
-            let removed = sink::remove_run(&ctx.lake, &job.target.table, run_key).await?;
+            let removed = lake_table.abandon(run_key).await?;
             tracing::info!(run_key = %run_key, removed, "removed the files of a rewound run");
         }
         state.value.discard.clear();
         state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
     }
     if let Some(attempt) = state.value.pending.clone() {
-        if let Some(committed) = delta::committed_state(job, ctx, &attempt).await? {
-            // Its Delta commit is in the log, its state was not saved: finish it.
-            tracing::warn!(run = %attempt.run_id, "finished the commit of a run that stopped after its Delta commit");
-            state.value = committed;
-        } else {
-            let removed = sink::remove_run(&ctx.lake, &attempt.table, &attempt.run_key).await?;
-            tracing::warn!(failed_run = %attempt.run_id, removed, "removed the files of a failed attempt");
-            state.value.pending = None;
+        match table::of_attempt(&ctx.lake, job, &attempt)
+            .recover(&attempt)
+            .await?
+        {
+            Recovered::Committed(committed) => {
+                // Its commit is in the table, its state was not saved: finish it.
+                tracing::warn!(run = %attempt.run_id, "finished the commit of a run that stopped after its Delta commit");
+                state.value = *committed;
+            }
+            Recovered::Removed(removed) => {
+                tracing::warn!(failed_run = %attempt.run_id, removed, "removed the files of a failed attempt");
+                state.value.pending = None;
+            }
         }
         state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
     }
@@ -474,47 +486,31 @@ pub async fn recover(job: &Job, ctx: &Context, state: &mut Versioned<JobState>) 
         && committed.mode == mode_name(job.mode)
         && job.mode == Mode::Full
     {
-        sink::remove_other_runs(&ctx.lake, &replaced_tables(job), "", &committed.run_key).await?;
+        lake_table
+            .remove_replaced(&Scope::Table, &committed.run_key)
+            .await?;
     }
     Ok(())
 }
 
-/// The tables whose older runs' files a full or snapshot run removes: on Delta only the
-/// quarantine table (plain Parquet); the table's replaced files stay for readers of
-/// older versions until `sluice vacuum`.
-fn replaced_tables(job: &Job) -> Vec<String> {
-    match job.target.format {
-        TableFormat::Parquet => sink::run_tables(&job.target.table).to_vec(),
-        TableFormat::Delta => vec![crate::quality::quarantine_table(&job.target.table)],
-    }
-}
-
 /// After a failure: removes what the attempt wrote, right away if possible. If this fails
 /// too, the pending mark stays and the next run removes the files (step 2).
-async fn abandon(job: &Job, ctx: &Context, state: &mut Versioned<JobState>, run_key: &str) {
-    match sink::remove_run(&ctx.lake, &job.target.table, run_key).await {
+async fn abandon(
+    lake_table: &dyn LakeTable,
+    ctx: &Context,
+    (job_id, state): (&str, &mut Versioned<JobState>),
+    run_key: &str,
+) {
+    match lake_table.abandon(run_key).await {
         Ok(_) => {
             state.value.pending = None;
-            if let Ok(v) = ctx.store.save(&job.id, &state.value, state.version).await {
+            if let Ok(v) = ctx.store.save(job_id, &state.value, state.version).await {
                 state.version = v;
             }
         }
         Err(e) => {
             tracing::warn!(error = %e.report(), "could not remove the failed attempt's files; the next run will")
         }
-    }
-}
-
-/// Step 7: the files a full or snapshot run replaces.
-async fn replace(job: &Job, ctx: &Context, run_key: &str, now: DateTime<Utc>) -> Result<usize> {
-    let tables = replaced_tables(job);
-    match job.mode {
-        Mode::Full => sink::remove_other_runs(&ctx.lake, &tables, "", run_key).await,
-        Mode::Snapshot => {
-            let scope = format!("snapshot={}", now.format("%Y-%m-%d"));
-            sink::remove_other_runs(&ctx.lake, &tables, &scope, run_key).await
-        }
-        Mode::Incremental | Mode::Merge => Ok(0),
     }
 }
 

@@ -23,12 +23,7 @@ pub async fn rewind(job: &Job, ctx: &Context, to: &str, dry_run: bool) -> Result
             crate::job::mode_name(job.mode)
         )));
     }
-    if job.target.format == crate::spec::TableFormat::Delta {
-        return Err(Error::user(format!(
-            "job `{}` writes a Delta table, whose log holds every run's files: taking runs out is not a rewind there (read an earlier version with `sluice query --as-of VERSION`)",
-            job.id
-        )));
-    }
+    crate::table::open(&ctx.lake, job).check_rewind()?;
     if matches!(job.from, crate::job::From::Queue(_)) {
         return Err(Error::user(format!(
             "job `{}` reads a queue: what its runs consumed was deleted from the queue after each commit, so there is nothing to read again (the lake keeps every message once)",

@@ -257,6 +257,7 @@ impl FlightSqlService for Flight {
         let query = Query {
             sql: query.query,
             params: None,
+            as_of: None,
         };
         self.info(key, &query, request.into_inner()).await
     }
@@ -300,6 +301,7 @@ impl FlightSqlService for Flight {
         let query = Query {
             sql: command.query,
             params: None,
+            as_of: None,
         };
         // A query with placeholders may not plan until its parameters are bound, and an
         // engine that cannot plan would have to run it: the columns are then told by

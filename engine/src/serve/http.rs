@@ -142,6 +142,29 @@ struct QueryRequest {
     limit: Option<usize>,
     /// The continuation token of the previous page.
     next: Option<String>,
+    /// Time travel for the Delta tables the query names: a version (`3` or `"3"`) or a
+    /// time (`"2024-05-01T12:00:00Z"`, `"2024-05-01"`).
+    as_of: Option<serde_json::Value>,
+}
+
+/// The request's `as_of`, checked: a version (a whole number, or its digits) or a time.
+fn as_of_text(value: Option<serde_json::Value>) -> std::result::Result<Option<String>, Refusal> {
+    let text = match value {
+        None => return Ok(None),
+        Some(serde_json::Value::Number(n)) if n.is_u64() => n.to_string(),
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => return Err(Refusal::bad(as_of_refused(&other.to_string()))),
+    };
+    match crate::sink::delta::AsOf::parse(&text) {
+        Ok(_) => Ok(Some(text)),
+        Err(_) => Err(Refusal::bad(as_of_refused(&format!("{text:?}")))),
+    }
+}
+
+fn as_of_refused(given: &str) -> String {
+    format!(
+        "as_of is a table version (0, 1, …) or a time (2024-05-01T12:00:00Z or 2024-05-01), not {given}"
+    )
 }
 
 /// What a continuation token holds: the query, the engine's cursor and the page size.
@@ -189,12 +212,11 @@ async fn query_get(
         })?),
         None => None,
     };
-    if let Some(unknown) = request
-        .keys()
-        .find(|k| !["sql", "params", "format", "limit", "next"].contains(&k.as_str()))
-    {
+    if let Some(unknown) = request.keys().find(|k| {
+        !["sql", "params", "format", "limit", "next", "as_of"].contains(&k.as_str())
+    }) {
         return Err(Refusal::bad(format!(
-            "unknown parameter `{unknown}`: the query takes sql, params, format, limit, next"
+            "unknown parameter `{unknown}`: the query takes sql, params, format, limit, next, as_of"
         )));
     }
     let request = QueryRequest {
@@ -203,6 +225,7 @@ async fn query_get(
         format: request.get("format").cloned(),
         limit,
         next: request.get("next").cloned(),
+        as_of: request.get("as_of").cloned().map(serde_json::Value::String),
     };
     answer(&service, &headers, request).await
 }
@@ -267,6 +290,7 @@ async fn answer(service: &Service, headers: &HeaderMap, request: QueryRequest) -
             let query = Query {
                 sql,
                 params: request.params,
+                as_of: as_of_text(request.as_of)?,
             };
             if format == Format::Ndjson && request.limit.is_none() {
                 return Ok(streamed(service.stream(key, &query, None).await?.1));

@@ -90,6 +90,13 @@ pub struct SourceSpec {
     /// table instead of being upserted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_when: Option<String>,
+    /// Mode `merge`: the column that decides between rows of one key with the same
+    /// `cursor` in one run (a sequence or change id, such as the log position): the
+    /// greatest wins, NULL least. A tie it does not decide either goes to the delete
+    /// (`delete_when`) over an upsert, then to the greatest row by the other columns in
+    /// order; without it, that rule decides every tie. The run counts its ties either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie_break: Option<String>,
     /// Rows per Arrow batch read from the source (default 65536, from 1024 to 1048576).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_rows: Option<u32>,

@@ -72,6 +72,26 @@ pub struct Attempt {
     pub delta: Option<DeltaAttempt>,
 }
 
+impl Attempt {
+    /// A new attempt of `run_key` on `table`, reading `window`; what its table's format
+    /// records to settle it is added by its table (`begin`).
+    pub fn new(
+        (run_id, run_key): (&str, &str),
+        table: &str,
+        window: Window,
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            run_id: run_id.to_string(),
+            run_key: run_key.to_string(),
+            table: table.to_string(),
+            window,
+            started_at,
+            delta: None,
+        }
+    }
+}
+
 /// A Delta run's commit as the state store knows it before the log has it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeltaAttempt {

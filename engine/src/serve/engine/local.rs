@@ -28,6 +28,7 @@ use crate::serve::keys::Key;
 use crate::serve::refusal::Refusal;
 use crate::sink::Lake;
 use crate::sink::delta::AsOf;
+use crate::sink::delta::scan::DeltaFiles;
 
 /// The deepest nesting the session's parser takes (more than any --max-sql-depth
 /// worth setting; the guard refuses deeper statements first).
@@ -81,7 +82,7 @@ impl Local {
         let ctx = SessionContext::new();
         self.lake.register_store(&ctx)?;
         let tables =
-            Arc::new(crate::query::lake_tables(&self.lake, &ctx, |_| true, AsOf::Latest).await?);
+            Arc::new(crate::query::lake_tables(&self.lake, &ctx, |_| true, |_| AsOf::Latest).await?);
         *listed = Some((Instant::now(), tables.clone()));
         Ok(tables)
     }
@@ -119,6 +120,9 @@ impl Local {
     /// The query planned over the key's session, its parameters bound.
     async fn frame(&self, key: &Key, query: &Query) -> Result<DataFrame, Refusal> {
         let ctx = self.session(key).await?;
+        if let Some(as_of) = &query.as_of {
+            self.travel(&ctx, key, &query.sql, as_of).await?;
+        }
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -133,6 +137,30 @@ impl Local {
                 .map_err(|e| Refusal::bad(format!("the parameters do not fit the query: {e}")))?;
         }
         Ok(frame)
+    }
+
+    /// Time travel: the Delta tables `sql` names (of those the key sees) registered again
+    /// at `as_of`, the others left at their latest version; a version a named table does
+    /// not have is the client's error, naming the versions it has.
+    async fn travel(
+        &self,
+        ctx: &SessionContext,
+        key: &Key,
+        sql: &str,
+        as_of: &str,
+    ) -> Result<(), Refusal> {
+        let as_of = AsOf::parse(as_of)?;
+        for name in crate::query::named_tables(ctx, sql) {
+            if !key.allows(&name) {
+                continue;
+            }
+            let Some(table) = DeltaFiles::open(&self.lake, &name, as_of).await? else {
+                continue;
+            };
+            ctx.deregister_table(name.as_str())?;
+            ctx.register_table(name.as_str(), Arc::new(table))?;
+        }
+        Ok(())
     }
 
     /// The most bytes one step of a query may make at once: its memory.

@@ -26,6 +26,11 @@ pub struct Query {
     /// Positional (`[…]`) or named (`{…}`) parameters, as JSON values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<serde_json::Value>,
+    /// Time travel: the Delta tables the query names read as of this version (`12`) or
+    /// time (RFC 3339, or a date); checked (`sink::delta::AsOf::parse`) when the request
+    /// is taken. Carried in continuation tokens, so that every page reads one version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
 }
 
 /// Rows as they come, ending early with the refusal that stopped them.

@@ -142,6 +142,9 @@ pub async fn optimize(
 pub struct Vacuumed {
     pub deleted: usize,
     pub dry_run: bool,
+    /// The files removed (or, on a dry run, that would be), relative to the table's
+    /// folder as the store names them, sorted.
+    pub files: Vec<String>,
 }
 
 /// Removes the files of `table` that no version younger than `retain` reads, and files
@@ -168,8 +171,11 @@ pub async fn vacuum(
         .with_dry_run(dry_run)
         .await
         .map_err(|e| classify(e, &format!("vacuuming {table}")))?;
+    let mut files = metrics.files_deleted;
+    files.sort();
     Ok(Vacuumed {
-        deleted: metrics.files_deleted.len(),
+        deleted: files.len(),
         dry_run,
+        files,
     })
 }

@@ -45,6 +45,9 @@ pub struct MergeInput<'a> {
     /// Orders a key's rows within the run: the greatest wins (NULL least); on a tie, the
     /// greatest by the other columns in order, so that a replay gives the same table.
     pub cursor: Option<&'a str>,
+    /// Orders a key's rows the cursor leaves tied (`source.tie_break`): the greatest
+    /// wins, NULL least. What it leaves tied goes to the delete, then to the other columns.
+    pub tie_break: Option<&'a str>,
     /// A feed's merge: a run's row replaces the table's row of its key only if its
     /// `cursor` is not older (a late or re-sent old version leaves the newer one).
     pub newest_wins: bool,
@@ -65,6 +68,18 @@ pub struct Merged {
     pub matched: u64,
     /// Rows of the run that were deletes.
     pub deletes: u64,
+    /// The ties the run resolved.
+    pub ties: Ties,
+}
+
+/// Keys whose newest rows in the run share the cursor value, and how they were decided.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ties {
+    /// Keys with two or more rows at their greatest cursor value.
+    pub tied: u64,
+    /// Of those, the keys `tie_break` did not decide (all of them without one): decided
+    /// by the rule, the delete over an upsert, then the greatest by the other columns.
+    pub by_rule: u64,
 }
 
 impl MergeInput<'_> {
@@ -127,6 +142,7 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     };
     merged.files = if repeated > 0 || deletes > 0 {
         let order = rank_order(&input);
+        merged.ties = ties(&ctx, &input).await?;
         let keep = input
             .delete_when
             .map(|p| format!(" AND NOT coalesce(({p}), false)"))
@@ -197,23 +213,54 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
 }
 
 /// How a key's rows within the run are ranked: by the cursor, newest first (NULL last),
-/// then by the other columns, greatest first.
+/// then by `tie_break`, greatest first (NULL last); a tie of both goes to a delete
+/// (`delete_when` holds) over an upsert, then to the greatest by the other columns in
+/// order, so that a replay gives the same table.
 fn rank_order(input: &MergeInput<'_>) -> String {
+    let ordered = |n: &str| input.cursor == Some(n) || input.tie_break == Some(n);
     let mut order: Vec<String> = input
         .cursor
+        .iter()
+        .chain(input.tie_break.iter())
         .map(|c| format!("{} DESC NULLS LAST", quote(c)))
-        .into_iter()
         .collect();
+    if let Some(p) = input.delete_when {
+        order.push(format!("coalesce(({p}), false) DESC"));
+    }
     order.extend(
         input
             .schema
             .fields()
             .iter()
             .map(|f| f.name())
-            .filter(|n| !input.key.contains(n) && input.cursor != Some(n.as_str()))
+            .filter(|n| !input.key.contains(n) && !ordered(n.as_str()))
             .map(|n| format!("{} DESC NULLS LAST", quote(n))),
     );
     format!(" ORDER BY {}", order.join(", "))
+}
+
+/// Counts the run's ties: keys with more than one row at their newest cursor value, and
+/// those `tie_break` leaves tied too (the rule of `rank_order` decides them).
+async fn ties(ctx: &SessionContext, input: &MergeInput<'_>) -> Result<Ties> {
+    let Some(cursor) = input.cursor else {
+        return Ok(Ties::default());
+    };
+    let keys = input.key_list();
+    let tied_by = |order: String| {
+        format!(
+            "SELECT count(*) FROM (SELECT {keys} FROM (SELECT {keys}, rank() OVER (PARTITION BY {keys} ORDER BY {order}) AS sluice_tie__ FROM incoming) ranked WHERE sluice_tie__ = 1 GROUP BY {keys} HAVING count(*) > 1) tied"
+        )
+    };
+    let by_cursor = format!("{} DESC NULLS LAST", quote(cursor));
+    let tied = count(ctx, &tied_by(by_cursor.clone())).await?;
+    let by_rule = match input.tie_break {
+        Some(column) if tied > 0 => {
+            let order = format!("{by_cursor}, {} DESC NULLS LAST", quote(column));
+            count(ctx, &tied_by(order)).await?
+        }
+        _ => tied,
+    };
+    Ok(Ties { tied, by_rule })
 }
 
 /// A feed's merge: removes the run's rows whose key the table holds with a newer cursor

@@ -127,8 +127,55 @@ pub async fn open(lake: &Lake, table: &str, as_of: AsOf) -> Result<Option<DeltaT
     match loaded {
         Ok(()) => Ok(Some(delta)),
         Err(DeltaTableError::NotATable(_)) if as_of == AsOf::Latest => Ok(None),
+        // Storage trouble stays external; a commit file not found means no such version.
+        Err(e @ (DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. }))
+            if !matches!(
+                &e,
+                DeltaTableError::ObjectStore {
+                    source: object_store::Error::NotFound { .. }
+                }
+            ) =>
+        {
+            Err(classify(e, &format!("reading the Delta table {table}")))
+        }
+        // The log is there and readable but has no such version (or none that old): the
+        // user asked for what the table does not have.
+        Err(e) if as_of != AsOf::Latest => Err(not_held(lake, table, as_of, &e).await),
         Err(e) => Err(classify(e, &format!("reading the Delta table {table}"))),
     }
+}
+
+/// The user's error for an `as_of` that `table` does not have, naming the versions it has.
+async fn not_held(lake: &Lake, table: &str, as_of: AsOf, e: &DeltaTableError) -> Error {
+    let asked = match as_of {
+        AsOf::Version(v) => format!("version {v}"),
+        AsOf::Time(t) => format!("a version as of {}", t.to_rfc3339()),
+        AsOf::Latest => "its latest version".to_string(),
+    };
+    let has = match versions(lake, table).await {
+        Ok(Some((first, last))) => format!("its versions are {first} to {last}"),
+        Ok(None) => "its log lists no version".to_string(),
+        Err(listing) => return listing,
+    };
+    // delta-rs's words may name the lake's place: logged, not told (a server's clients
+    // see this message).
+    tracing::debug!(table, error = %e, "a version the table does not have");
+    Error::user(format!(
+        "the Delta table `{table}` has no {asked}: {has} (time travel reads one of them, or a time from its first commit on)"
+    ))
+}
+
+/// The first and last version the log of `table` holds (`NNN….json` commit files; an
+/// older log may have been cleaned up to a checkpoint).
+async fn versions(lake: &Lake, table: &str) -> Result<Option<(u64, u64)>> {
+    let log = lake.list(&lake.path(&format!("{table}/{LOG_DIR}"))?).await?;
+    Ok(log
+        .iter()
+        .filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok())
+        .fold(None, |range, v| match range {
+            None => Some((v, v)),
+            Some((first, last)) => Some((first.min(v), last.max(v))),
+        }))
 }
 
 /// The last transaction version `app` committed to `table` (0: none).
@@ -293,7 +340,9 @@ pub struct Commit<'a> {
     pub progress: serde_json::Value,
 }
 
-/// Commits a run's files; returns the table version that holds them.
+/// Commits a run's files; returns the table version that holds them. A table's first
+/// commit creates it: version 0 holds the first run's data (no empty version comes
+/// before it, so `--as-of 0` reads the first load).
 pub async fn commit(lake: &Lake, c: Commit<'_>) -> Result<u64> {
     let log = log_store(lake, c.table)?;
     let opened;
@@ -302,7 +351,10 @@ pub async fn commit(lake: &Lake, c: Commit<'_>) -> Result<u64> {
         None => {
             opened = match open(lake, c.table, AsOf::Latest).await? {
                 Some(d) => d,
-                None => create(lake, &c, log.clone()).await?,
+                None => match create(lake, &c, log.clone()).await? {
+                    Created::Holding(version) => return Ok(version),
+                    Created::ByAnother(d) => d,
+                },
             };
             &opened
         }
@@ -372,11 +424,7 @@ pub async fn commit(lake: &Lake, c: Commit<'_>) -> Result<u64> {
         add.data_change = !compact;
         actions.push(Action::Add(add));
     }
-    let mut properties =
-        CommitProperties::default().with_metadata([("sluice".to_string(), c.progress.clone())]);
-    if let Some((app, version)) = &c.txn {
-        properties = properties.with_application_transaction(Transaction::new(app, *version));
-    }
+    let properties = commit_properties(&c);
     let operation = if compact {
         DeltaOperation::Optimize {
             predicate: None,
@@ -488,26 +536,58 @@ pub fn column_list(schema: &Schema) -> String {
         .join(", ")
 }
 
-/// Creates the table (version 0: its schema and partition columns, no data).
-async fn create(lake: &Lake, c: &Commit<'_>, log: LogStoreRef) -> Result<DeltaTable> {
+/// What creating a table did.
+enum Created {
+    /// The table is created, its version 0 holding the commit's files.
+    Holding(u64),
+    /// Another writer created it first: the commit goes over theirs.
+    ByAnother(DeltaTable),
+}
+
+/// Creates the table with the commit's files, progress and transaction in its version 0
+/// (one commit: its schema, partition columns and first data). A commit that removes
+/// files has no table to remove them from: it adds its files the same way.
+async fn create(lake: &Lake, c: &Commit<'_>, log: LogStoreRef) -> Result<Created> {
     let schema = delta_schema(&c.schema)?;
+    let now = Utc::now().timestamp_millis();
+    let adds = c
+        .files
+        .iter()
+        .map(|f| add_action(c.table, f, now).map(Action::Add))
+        .collect::<Result<Vec<_>>>()?;
     let created = CreateBuilder::new()
         .with_log_store(log)
         .with_table_name(c.table)
         .with_columns(schema.fields().cloned())
         .with_partition_columns(c.partition_by.clone())
-        .with_save_mode(SaveMode::Ignore)
+        .with_actions(adds)
+        .with_commit_properties(commit_properties(c))
+        // Never `Ignore`: a table that appeared meanwhile must not swallow these files.
+        .with_save_mode(SaveMode::ErrorIfExists)
         .await;
     match created {
-        Ok(table) => Ok(table),
+        Ok(table) => Ok(Created::Holding(table.version().unwrap_or(0))),
         // Another writer created it first: commit over theirs.
         Err(_) if exists(lake, c.table).await? => open(lake, c.table, AsOf::Latest)
             .await?
+            .map(Created::ByAnother)
             .ok_or_else(|| Error::busy(format!("the Delta table {} vanished", c.table))),
         Err(e) => Err(classify(
             e,
             &format!("creating the Delta table {}", c.table),
         )),
+    }
+}
+
+/// A commit's info (the run's progress under `sluice`) and its application transaction.
+fn commit_properties(c: &Commit<'_>) -> CommitProperties {
+    let properties =
+        CommitProperties::default().with_metadata([("sluice".to_string(), c.progress.clone())]);
+    match &c.txn {
+        Some((app, version)) => {
+            properties.with_application_transaction(Transaction::new(app, *version))
+        }
+        None => properties,
     }
 }
 

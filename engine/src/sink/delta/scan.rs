@@ -220,7 +220,12 @@ impl DeltaFiles {
                 },
             )
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        Ok(PartitionedFile::new(location.to_string(), file.size).with_partition_values(values))
+        // The location as the store names the object: `PartitionedFile::new` would take
+        // it as text and encode it again (`%` as `%25`, `ã` as `%C3%A3`), naming a file
+        // that is not there for any partition value Hive escaping touched.
+        let mut scanned = PartitionedFile::new(location.to_string(), file.size);
+        scanned.object_meta.location = location.clone();
+        Ok(scanned.with_partition_values(values))
     }
 }
 

@@ -73,6 +73,12 @@ impl Athena {
     /// The query as Athena is sent it: its text with `?` for each parameter, and the
     /// parameters' literals; refused when it names a table the key does not see.
     fn bound(&self, key: &Key, query: &Query) -> Result<(String, Vec<String>), Refusal> {
+        if query.as_of.is_some() {
+            // Athena reads a Delta table at its latest version only.
+            return Err(Refusal::bad(
+                "as_of (time travel) is served by the local engine; this server queries Athena, which reads Delta tables at their latest version",
+            ));
+        }
         allowed(&query.sql, key, &self.database)?;
         bind(&query.sql, query.params.as_ref())
     }
