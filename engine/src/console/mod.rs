@@ -52,6 +52,45 @@ pub struct Console {
 }
 
 impl Console {
+    /// A console over a local folder of jobs, a lake and a state store, with `keys`,
+    /// `serve`'s default limits, and "run now" as a child `exe run` (the demo's).
+    pub fn local(
+        keys: ConsoleKeys,
+        places: [String; 3],
+        lake: Lake,
+        store: Arc<dyn StateStore>,
+        exe: std::path::PathBuf,
+    ) -> Result<Self> {
+        let [jobs, lake_at, state] = places;
+        let limits = crate::serve::Limits::default();
+        let engine = crate::serve::engine::local::Local::new(
+            lake.clone(),
+            128 << 20,
+            limits.page_bytes,
+            Duration::from_secs(5),
+        )?;
+        Ok(Self {
+            keys,
+            sessions: auth::Sessions::default(),
+            jobs: view::JobsCache::new(jobs.clone(), Duration::from_secs(5)),
+            store,
+            lake,
+            catalog: None,
+            service: Service::without_keys(Box::new(engine), limits)?,
+            runner: actions::Runner::local(
+                exe,
+                vec![
+                    format!("--jobs={jobs}"),
+                    format!("--lake={lake_at}"),
+                    format!("--state={state}"),
+                ],
+            ),
+            schedules: schedule::Schedules::default(),
+            secure_cookie: false,
+            lease_ttl: crate::pipeline::DEFAULT_LEASE_TTL,
+        })
+    }
+
     /// The context a rewind runs in, as `sluice state rewind` makes it.
     pub fn context(&self) -> crate::pipeline::Context {
         let mut ctx = crate::pipeline::Context::new(self.lake.clone(), self.store.clone());
