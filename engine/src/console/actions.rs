@@ -79,7 +79,7 @@ impl Runner {
                 let trigger = format!("console:{by}");
                 let child = Command::new(exe)
                     .args(places)
-                    .args(["run", "--job", job, "--trigger", &trigger])
+                    .args(["run", "--job", job, "--trigger", trigger.as_str()])
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
@@ -103,8 +103,9 @@ impl Runner {
                 let running = running.clone();
                 let job_id = job.to_string();
                 // The child's end is waited for on a blocking thread (no process reactor
-                // in this runtime); its summary line is what the page shows of it.
-                tokio::task::spawn_blocking(move || {
+                // in this runtime); its summary line is what the page shows of it. The
+                // thread is detached: nothing waits for it.
+                let follow = tokio::task::spawn_blocking(move || {
                     let outcome = match child.wait_with_output() {
                         Ok(out) => format!(
                             "{} (exit {})",
@@ -121,6 +122,7 @@ impl Runner {
                         run.outcome = Some(outcome);
                     }
                 });
+                drop(follow);
                 Ok(format!("started sluice run --job {job} (pid {pid})"))
             }
         }

@@ -244,7 +244,7 @@ mod tests {
 
         let id = sessions.open(Operator { name: "ann".into(), role: Role::Reader });
         let cookie = format!("other=1; {COOKIE}={id}");
-        let ann = viewer(&keys, &sessions, &headers(&[("cookie", &cookie)]))
+        let ann = viewer(&keys, &sessions, &headers(&[("cookie", cookie.as_str())]))
             .ok()
             .flatten()
             .ok_or_else(|| crate::error::Error::internal("no session"))?;
@@ -261,7 +261,7 @@ mod tests {
         let cross = headers(&[("sec-fetch-site", "cross-site")]);
         assert!(same_site(&ann, Some(&csrf), &cross).is_err());
         sessions.close(&id);
-        assert!(viewer(&keys, &sessions, &headers(&[("cookie", &cookie)])).is_ok_and(|v| v.is_none()));
+        assert!(viewer(&keys, &sessions, &headers(&[("cookie", cookie.as_str())])).is_ok_and(|v| v.is_none()));
         Ok(())
     }
 }

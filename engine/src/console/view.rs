@@ -253,7 +253,7 @@ mod tests {
             "source": {"connection": "api", "primary_key": ["id"],
                        "request": {"headers": {"Authorization": "Bearer abc", "X-Api-Key": "k"},
                                    "params": {"token": "t", "page": "1"}}},
-            "target": {"table": "t"},
+            "target": {"table": "tbl"},
             "note": "postgres://u:pw@h/db"
         });
         let shown = redacted(&row).to_string();

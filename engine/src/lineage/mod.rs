@@ -101,14 +101,15 @@ fn event(
     let table = naming::lake_table(lake_url, &job.target.table);
     let mut output_facets = serde_json::Map::new();
     if let Some(columns) = &job.target.schema {
+        let fields: Vec<Value> = columns
+            .iter()
+            .map(|c| json!({"name": c.name, "type": c.lake.athena()}))
+            .collect();
         output_facets.insert(
             "schema".into(),
             facet(
                 "1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
-                json!({"fields": columns
-                    .iter()
-                    .map(|c| json!({"name": c.name, "type": c.lake.athena()}))
-                    .collect::<Vec<_>>()}),
+                json!({ "fields": fields }),
             ),
         );
     }
