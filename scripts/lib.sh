@@ -234,3 +234,20 @@ infra_tools() {
     echo "$ASL_VALIDATOR_VERSION" >"$SLUICE_CACHE/npm/.version"
   fi
 }
+
+# The browser of the console's tests (tests/infra/test_console.py): Debian's chromium and
+# chromium-driver, driven by Selenium from the test venv, and axe-core from npm in
+# $SLUICE_CACHE/npm-axe, which the tests inject into each page. Sets SLUICE_AXE.
+AXE_CORE_VERSION=4.11.1
+browser_tools() {
+  apt_install chromium chromium-driver
+  if [ "$(cat "$SLUICE_CACHE/npm-axe/.version" 2>/dev/null)" != "$AXE_CORE_VERSION" ]; then
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    say "installing axe-core $AXE_CORE_VERSION into $SLUICE_CACHE/npm-axe"
+    mkdir -p "$SLUICE_CACHE/npm-axe"
+    npm install --silent --no-audit --no-fund --prefix "$SLUICE_CACHE/npm-axe" "axe-core@$AXE_CORE_VERSION" >/dev/null \
+      || die "npm install axe-core failed"
+    echo "$AXE_CORE_VERSION" >"$SLUICE_CACHE/npm-axe/.version"
+  fi
+  export SLUICE_AXE="$SLUICE_CACHE/npm-axe/node_modules/axe-core/axe.min.js"
+}

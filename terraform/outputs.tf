@@ -119,3 +119,13 @@ output "collect_queue_urls" {
   description = "The collector's queues by table (with collect_enabled): the queue_url of the connections collector_events, collector_aliases and collector_profiles in the deployed connections.yaml."
   value       = { for table, queue in aws_sqs_queue.collect : table => queue.id }
 }
+
+output "console_load_balancer_dns" {
+  description = "The operators' console (with console_enabled): point the certificate's host name at it; HTTPS on 443 from console_allowed_cidrs."
+  value       = one(aws_lb.console[*].dns_name)
+}
+
+output "console_keys_secret_name" {
+  description = "The secret to fill with the console's keys: a YAML list of {name, sha256, role}."
+  value       = one(aws_secretsmanager_secret.console_keys[*].name)
+}

@@ -616,3 +616,33 @@ variable "collect_schedule_expression" {
     error_message = "collect_schedule_expression must be cron(...) or rate(...)."
   }
 }
+
+# --- The operators' console (console.tf) ---
+
+variable "console_enabled" {
+  description = "Runs `sluice console` (the operators' web page) as an ECS service behind an internal HTTPS load balancer."
+  type        = bool
+  default     = false
+}
+
+variable "console_certificate_arn" {
+  description = "The ACM certificate of the console's host name, for its HTTPS listener (required with console_enabled)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.console_certificate_arn == "" || can(regex("^arn:aws[a-z-]*:acm:", var.console_certificate_arn))
+    error_message = "console_certificate_arn is an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)."
+  }
+}
+
+variable "console_allowed_cidrs" {
+  description = "The operators' networks (CIDRs, over the VPN or a peered VPC) that may reach the console; nothing else can."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.console_allowed_cidrs : can(cidrhost(c, 0))])
+    error_message = "console_allowed_cidrs holds CIDRs, such as 10.20.0.0/16."
+  }
+}

@@ -31,6 +31,7 @@ pub async fn infer(
             "{table} from {connection} (made by sluice schema infer)"
         )),
         enabled: None,
+        freshness: None,
         task_definition: None,
         source: SourceSpec {
             connection: connection.to_string(),

@@ -63,6 +63,15 @@ fn demo_runs_end_to_end_from_a_clean_folder() {
         out.contains("serve --keys") && out.contains("curl -s -H 'Authorization: Bearer "),
         "{out}"
     );
+    // The demo ends with the console: it answered its home page, and says how to open it.
+    assert!(
+        out.contains("8. The operators' console") && out.contains("answered 200 OK: 11 jobs"),
+        "{out}"
+    );
+    assert!(
+        out.contains("console --keys") && out.contains("sign in with the key"),
+        "{out}"
+    );
 
     // The website's events: sent to sluice collect over HTTP, loaded when it stopped; the
     // batch sent twice landed once.

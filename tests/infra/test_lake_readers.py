@@ -204,7 +204,13 @@ def test_duckdb_and_pyarrow_read_what_the_sources_hold(tmp_path, aws, endpoint, 
                 jobs[job["target"]["table"]] = job
     assert len(jobs) == 8
     tables = {t["Name"] for t in glue.get_tables(DatabaseName=database)["TableList"]}
-    assert tables == set(jobs), "Glue holds exactly the jobs' tables"
+    assert tables == set(jobs) | {"_sluice_runs"}, "Glue holds exactly the jobs' tables and the runs table"
+    # Runs as data: one row per run record, under its day, in the table Glue describes.
+    runs = glue.get_table(DatabaseName=database, Name="_sluice_runs")["Table"]
+    assert [k["Name"] for k in runs["PartitionKeys"]] == ["day"]
+    assert runs["Parameters"]["projection.day.range"].endswith(",NOW")
+    run_files = s3.list_objects_v2(Bucket=bucket, Prefix="lake/_sluice_runs/day=").get("Contents", [])
+    assert len(run_files) >= len(jobs)
 
     for table, job in jobs.items():
         meta = glue.get_table(DatabaseName=database, Name=table)["Table"]

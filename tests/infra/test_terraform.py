@@ -227,3 +227,26 @@ def test_a_stopping_sql_api_task_drains_within_its_stop_timeout_and_keys_share_t
     assert '"--max-concurrent-per-key", tostring(var.serve_max_concurrent_per_key)' in task
     variables = {k: v for b in parsed()["variables.tf"]["variable"] for k, v in b.items()}
     assert variables["serve_max_concurrent_per_key"]["default"] == 2
+
+
+def test_the_console_reads_and_only_starts_executions_behind_an_internal_https_balancer():
+    console = policy_statements("console", "console.tf")
+    actions = {a for s in console.values() for a in s["actions"]}
+    writes = sorted(a for a in actions if a.startswith((
+        "s3:Put", "s3:Delete", "glue:Create", "glue:Update", "glue:Delete", "glue:Batch",
+        "dynamodb:Put", "dynamodb:Update", "dynamodb:Delete", "dynamodb:BatchWrite", "states:Stop",
+    )))
+    assert writes == [], writes
+    assert console["RunNow"]["actions"] == ["states:StartExecution"]
+    assert console["RunNow"]["resources"] == ["${aws_sfn_state_machine.run_jobs.arn}"]
+    assert all(r.endswith("/${local.lake_prefix}/*") for r in console["ReadLake"]["resources"])
+    balancer = resources("console.tf", "aws_lb")["console"]
+    assert balancer["internal"] is True and balancer["drop_invalid_header_fields"] is True
+    listener = resources("console.tf", "aws_lb_listener")["console"]
+    assert listener["protocol"] == "HTTPS" and listener["port"] == 443
+    ingress = resources("console.tf", "aws_vpc_security_group_ingress_rule")
+    assert "var.console_allowed_cidrs" in json.dumps(ingress["console_lb_from_operators"])
+    assert ingress["console_from_lb"]["referenced_security_group_id"] == "${aws_security_group.console_lb[0].id}"
+    task = resources("console.tf", "aws_ecs_task_definition")["console"]["container_definitions"]
+    assert "SLUICE_CONSOLE_KEYS_SECRET" in task and "--keys" not in task and "--secure-cookie" in task
+    assert "SLUICE_STATE_MACHINE" in task

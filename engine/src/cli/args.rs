@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::ServeArgs;
+use super::{ConsoleArgs, ServeArgs};
 use crate::telemetry::metrics::MetricsOutput;
 
 /// sluice: copies tables from relational databases into a Parquet data lake, driven by
@@ -54,6 +54,13 @@ pub struct Places {
     /// Catalog; a job's `target.catalog.database` overrides the database) or `none`.
     #[arg(long, global = true, env = "SLUICE_CATALOG", default_value = "none")]
     pub catalog: String,
+
+    /// Where runs send their OpenLineage events (a START and a COMPLETE or FAIL per run):
+    /// an HTTP endpoint (Marquez: `http://HOST:5000/api/v1/lineage`; a bearer token from
+    /// SLUICE_LINEAGE_API_KEY), a file (`file:///path` or a path; one event a line), or
+    /// `none`. The job namespace is SLUICE_LINEAGE_NAMESPACE (default `sluice`).
+    #[arg(long, global = true, env = "SLUICE_LINEAGE")]
+    pub lineage: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +140,10 @@ pub enum Command {
     /// Serves SQL over the lake on HTTP for API keys (read-only; each key sees its tables):
     /// `POST /v1/query`, `GET /v1/query?sql=`, `GET /v1/tables`, `GET /openapi.json`.
     Serve(ServeArgs),
+    /// The operators' web page: every job's health, runs, checkpoint, contract, quality,
+    /// quarantine and lineage, the lake's tables and a query box; operators run jobs
+    /// now and rewind them from it. Keys and roles from --keys.
+    Console(ConsoleArgs),
     /// Takes tracked events over HTTP into the lake (`POST /track`, `/alias`, `/profile`,
     /// `/batch`; `GET /openapi.json`): each answered 200 only once it is on disk, loaded
     /// by the jobs collect_events, collect_aliases and collect_profiles.

@@ -12,8 +12,10 @@ use crate::store;
 use crate::telemetry::metrics::Metrics;
 
 mod args;
+mod console;
 mod serve;
 pub use self::args::*;
+pub use self::console::{ConsoleArgs, build as build_console};
 pub use self::serve::{ServeArgs, ServeEngine};
 
 /// Runs the parsed command; returns the exit class of the worst failure, if any.
@@ -107,6 +109,7 @@ pub async fn execute(cli: Cli) -> Result<Option<ErrorClass>> {
         }
         Command::Executions(command) => executions(command).await,
         Command::Serve(args) => serve::run(places, args).await.map(|()| None),
+        Command::Console(args) => console::run(places, args).await.map(|()| None),
         Command::Collect { args, lease } => {
             let set = job::load(&places.jobs).await?;
             let ctx = context(places, &lease).await?;
@@ -209,6 +212,13 @@ async fn context(places: &Places, lease: &LeaseArgs) -> Result<pipeline::Context
     let mut ctx = pipeline::Context::new(lake, store);
     ctx.lease_ttl = lease.lease_ttl;
     ctx.catalog = crate::catalog::default_database(&places.catalog)?;
+    if let Some(setting) = &places.lineage {
+        ctx.lineage = crate::lineage::Lineage::parse(
+            setting,
+            std::env::var("SLUICE_LINEAGE_NAMESPACE").ok(),
+        )?
+        .map(Arc::new);
+    }
     Ok(ctx)
 }
 

@@ -20,7 +20,7 @@ use crate::sink::Lake;
 use crate::store::LocalStore;
 
 mod servers;
-use self::servers::{collect_events, over_http};
+use self::servers::{collect_events, on_the_console, over_http};
 
 /// The demo's job files, the same as the repository's `jobs/` folder.
 pub const JOB_FILES: [(&str, &str); 12] = [
@@ -164,6 +164,8 @@ pub async fn run(dir: &Path) -> Result<()> {
     crate::outln!("{}", crate::query::render(&batches)?);
     crate::outln!("7. The same lake over HTTP, for a moment (sluice serve):");
     over_http(dir, &lake, &exe).await?;
+    crate::outln!("8. The operators' console, for a moment (sluice console):");
+    on_the_console(dir, &lake, ctx.store.clone(), &exe).await?;
     crate::outln!(
         "Done. Try:\n  {exe} --lake {lake} query \"SELECT dt, count(*) AS orders FROM orders GROUP BY dt ORDER BY dt\"\n  {exe} --lake {lake} query --as-of 1 \"SELECT status, count(*) AS orders FROM orders GROUP BY status\"   # the orders Delta table before the second run\n  {exe} --lake {lake} query \"SELECT counterparty, count(*) AS n, sum(amount) AS eur FROM bank_transactions GROUP BY counterparty\"",
         lake = dir.join("lake").display(),

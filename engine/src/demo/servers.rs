@@ -191,3 +191,70 @@ pub(super) async fn over_http(dir: &Path, lake: &Lake, exe: &str) -> Result<()> 
     );
     Ok(())
 }
+
+/// Starts `sluice console` on a free port for a moment with an operator key made for the
+/// demo, asks its home page as a browser's script would, prints what it saw and the
+/// command (and key) that opens it again, and stops it.
+pub(super) async fn on_the_console(
+    dir: &Path,
+    lake: &Lake,
+    store: std::sync::Arc<dyn crate::store::StateStore>,
+    exe: &str,
+) -> Result<()> {
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let keys_file = dir.join("console-keys.yaml");
+    std::fs::write(
+        &keys_file,
+        format!(
+            "- {{name: demo, sha256: {}, role: operator}}\n",
+            crate::keyfile::sha256_hex(&key)
+        ),
+    )
+    .map_err(|e| Error::user(format!("cannot write {}: {e}", keys_file.display())))?;
+    let keys = crate::console::keys::ConsoleKeys::load(&keys_file)?;
+    let places = [
+        dir.join("jobs").display().to_string(),
+        dir.join("lake").display().to_string(),
+        dir.join("state").display().to_string(),
+    ];
+    let console = crate::console::Console::local(keys, places, lake.clone(), store, exe.into())?;
+    let listener = crate::serve::bind(([127, 0, 0, 1], 0).into()).await?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("the demo console's address: {e}")))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::console::serve(
+        std::sync::Arc::new(console),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let asked = reqwest::Client::new()
+        .get(format!("http://{address}/"))
+        .bearer_auth(&key)
+        .send()
+        .await;
+    let seen = match asked {
+        Ok(reply) => {
+            let status = reply.status();
+            let page = reply.text().await.unwrap_or_default();
+            let healthy = page.matches("badge green").count();
+            let jobs = page.matches("<tr id=\"job-").count();
+            format!("{status}: {jobs} jobs, {healthy} healthy")
+        }
+        Err(e) => format!("(no answer: {e})"),
+    };
+    let _ = stop.send(());
+    server
+        .await
+        .map_err(|e| Error::internal(format!("the demo console: {e}")))??;
+    crate::outln!(
+        "   http://{address}/ answered {seen}\n   Open it again (then sign in with the key {key}):\n   {exe} --jobs {} --lake {} --state {} console --keys {}\n   http://127.0.0.1:8090/",
+        dir.join("jobs").display(),
+        dir.join("lake").display(),
+        dir.join("state").display(),
+        keys_file.display()
+    );
+    Ok(())
+}

@@ -27,6 +27,9 @@ pub struct Job {
     pub id: String,
     pub description: Option<String>,
     pub enabled: bool,
+    /// `freshness`: how old the job's data may get (its last successful run's age)
+    /// before the console shows it stale; `None`: freshness is not watched.
+    pub freshness: Option<Duration>,
     /// Where the row came from (`jobs/orders.yaml`, `dynamodb://jobs/orders`).
     pub origin: String,
     pub connection: Connection,
@@ -336,6 +339,11 @@ pub fn compile(
         );
     }
 
+    let freshness = spec
+        .freshness
+        .as_deref()
+        .and_then(|text| check_freshness(text, &mut bad));
+
     let source = &spec.source;
     let connection = match connections.get(&source.connection) {
         Some(c) => Some(c.clone()),
@@ -512,6 +520,7 @@ pub fn compile(
             id: spec.job.clone(),
             description: spec.description.clone(),
             enabled: spec.enabled.unwrap_or(true),
+            freshness,
             origin: origin.to_string(),
             connection,
             from,
@@ -545,6 +554,31 @@ pub fn compile(
             .into_iter()
             .map(|p| ConfigError::new(origin, p.path, p.message))
             .collect()),
+    }
+}
+
+/// The most and least a `freshness` target may be: under a minute is shorter than any
+/// schedule reports on; over a year is no target.
+const FRESHNESS_RANGE: (Duration, Duration) = (
+    Duration::from_secs(60),
+    Duration::from_secs(366 * 86_400),
+);
+
+/// `freshness` as a duration, or the problem with it.
+fn check_freshness(text: &str, bad: &mut impl FnMut(&str, String)) -> Option<Duration> {
+    match parse_duration(text) {
+        Ok(d) if (FRESHNESS_RANGE.0..=FRESHNESS_RANGE.1).contains(&d) => Some(d),
+        Ok(_) => {
+            bad(
+                "freshness",
+                format!("{text} is out of range: give from 1m to 366d, such as `6h` or `1d`"),
+            );
+            None
+        }
+        Err(m) => {
+            bad("freshness", m);
+            None
+        }
     }
 }
 

@@ -355,6 +355,7 @@ const JOB_ORDER: &[&str] = &[
     "job",
     "description",
     "enabled",
+    "freshness",
     "task_definition",
     "mode",
     "source",

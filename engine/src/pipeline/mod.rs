@@ -74,6 +74,10 @@ pub struct Context {
     pub catalog: Option<String>,
     /// SIGINT / SIGTERM: a run in progress stops uncommitted and releases its lease.
     pub interrupt: Interrupt,
+    /// Where the runs' OpenLineage events go (`None`: nowhere).
+    pub lineage: Option<Arc<crate::lineage::Lineage>>,
+    /// Whether each run's record is also appended to the lake table `_sluice_runs`.
+    pub runs_table: bool,
 }
 
 /// The default memory budget of a run.
@@ -93,6 +97,8 @@ impl Context {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             catalog: None,
             interrupt: Interrupt::never(),
+            lineage: crate::lineage::Lineage::from_env().map(Arc::new),
+            runs_table: true,
         }
     }
 }
@@ -112,6 +118,11 @@ pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
     let mut summary = RunSummary::new(job, &run_id);
     summary.started_at = now;
     summary.trigger = ctx.trigger.clone();
+    if let Some(lineage) = &ctx.lineage {
+        let event =
+            crate::lineage::start_event(&lineage.namespace, job, ctx.lake.url(), &summary);
+        lineage.send(&event).instrument(span.clone()).await;
+    }
     let outcome = leased(job, ctx, now, &mut summary)
         .instrument(span.clone())
         .await;
@@ -126,7 +137,29 @@ pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
     if let Err(e) = ctx.store.record_run(&summary).await {
         span.in_scope(|| tracing::warn!(error = %e.report(), "could not keep the run record"));
     }
+    if ctx.runs_table {
+        runs_as_data(ctx, &summary).instrument(span.clone()).await;
+    }
+    if let Some(lineage) = &ctx.lineage {
+        let event = crate::lineage::end_event(&lineage.namespace, job, ctx.lake.url(), &summary);
+        lineage.send(&event).instrument(span).await;
+    }
     summary
+}
+
+/// Appends the run's record to the lake table `_sluice_runs` and, when runs publish,
+/// keeps that table in the catalog. An audit copy: a failure is a warning (the record is
+/// in the state store), never the run's outcome.
+async fn runs_as_data(ctx: &Context, summary: &RunSummary) {
+    if let Err(e) = crate::runs_table::append(&ctx.lake, summary).await {
+        tracing::warn!(error = %e.report(), table = crate::runs_table::TABLE, "could not append the run record to the runs table");
+        return;
+    }
+    if let Some(database) = &ctx.catalog
+        && let Err(e) = crate::runs_table::publish(&ctx.lake, database).await
+    {
+        tracing::warn!(error = %e.report(), table = crate::runs_table::TABLE, "could not publish the runs table in the Glue catalog");
+    }
 }
 
 /// The source columns read as text for want of a type that `target.schema` leaves

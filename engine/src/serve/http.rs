@@ -231,8 +231,8 @@ async fn query_get(
 }
 
 /// The most bytes a query's body may have: the statement's limit and room for its
-/// parameters.
-fn body_limit(limits: &super::Limits) -> usize {
+/// parameters (the console's forms take the same).
+pub(crate) fn body_limit(limits: &super::Limits) -> usize {
     limits.statement_bytes.saturating_add(1 << 20)
 }
 

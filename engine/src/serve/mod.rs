@@ -55,6 +55,18 @@ impl Service {
         })
     }
 
+    /// A service whose callers are authenticated elsewhere: the console, whose keys and
+    /// roles are its own, asks its queries as a [`Key`] it makes for the operator (every
+    /// table); the guard, the limits and the query threads are the same as `serve`'s.
+    pub fn without_keys(engine: Box<dyn Engine>, limits: Limits) -> Result<Self> {
+        Ok(Self {
+            pool: Pool::new(&limits)?,
+            engine: Arc::from(engine),
+            keys: Keys::none(),
+            limits,
+        })
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -34,6 +34,12 @@ pub struct JobSpec {
     /// runs. Default `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// How old the job's data may get before operators should worry: the age of its last
+    /// successful run, against which `sluice console` colours the job (green within it,
+    /// amber up to twice it, red beyond), e.g. `6h`, `90m`, `1d`. From 1m to 366d.
+    /// Without it, freshness plays no part in the job's health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<String>,
     /// The ECS task definition (family, `family:revision` or ARN) the scheduled runs of
     /// this job use, for a job that needs more CPU or memory than the platform's default
     /// task (the state machine reads it; a run started by hand ignores it).

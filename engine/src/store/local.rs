@@ -98,6 +98,42 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::external(format!("state file {}: {e}", path.display()))
 }
 
+/// How much of a runs file is read at a time, from its end.
+const TAIL_BLOCK: u64 = 64 << 10;
+
+/// The newest `limit` records of a runs file, newest first, read from its end a block at
+/// a time: the last run of a job with a long history costs one block, not the file (the
+/// console asks it of every job on its home page). A line cut short by a crash is
+/// skipped; every complete line is a record.
+fn newest_lines(mut file: File, limit: usize) -> std::io::Result<Vec<RunSummary>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut end = file.seek(SeekFrom::End(0))?;
+    let mut out = Vec::new();
+    // Bytes after the last newline seen, belonging to the line that block ends in.
+    let mut carry: Vec<u8> = Vec::new();
+    while end > 0 && out.len() < limit {
+        let start = end.saturating_sub(TAIL_BLOCK);
+        let mut block = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&carry);
+        // The first piece may be the tail of a line that starts in an earlier block.
+        let mut pieces: Vec<&[u8]> = block.split(|b| *b == b'\n').collect();
+        let first = if start > 0 { pieces.remove(0).to_vec() } else { Vec::new() };
+        for line in pieces.into_iter().rev() {
+            if out.len() == limit {
+                break;
+            }
+            if let Ok(run) = serde_json::from_slice::<RunSummary>(line) {
+                out.push(run);
+            }
+        }
+        carry = first;
+        end = start;
+    }
+    Ok(out)
+}
+
 struct LocalLease {
     _file: File,
 }
@@ -186,18 +222,12 @@ impl StateStore for LocalStore {
 
     async fn runs(&self, job: &str, limit: usize) -> Result<Vec<RunSummary>> {
         let path = self.runs_file(job);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_error(&path, e)),
         };
-        // A line cut short by a crash is skipped; every complete line is a record.
-        Ok(text
-            .lines()
-            .rev()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .take(limit)
-            .collect())
+        newest_lines(file, limit).map_err(|e| io_error(&path, e))
     }
 
     fn describe(&self) -> String {
@@ -249,6 +279,32 @@ mod tests {
                 .await
                 .is_ok()
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn runs_are_read_from_the_end_across_blocks() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal(e.to_string()))?;
+        let store = LocalStore::open(dir.path())?;
+        // Long enough lines that the records span many blocks.
+        for i in 0..400 {
+            let mut run = RunSummary::named("j", "full", "t", &format!("run-{i:04}"));
+            run.error = Some("x".repeat(300 + i % 7));
+            store.record_run(&run).await?;
+        }
+        // A line cut short by a crash at the end is skipped.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("j.runs.jsonl"))
+            .and_then(|mut f| f.write_all(b"{\"job\": \"j\", \"run"))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let ids = |runs: Vec<RunSummary>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+        assert_eq!(ids(store.runs("j", 2).await?), ["run-0399", "run-0398"]);
+        let all = ids(store.runs("j", 1000).await?);
+        assert_eq!(all.len(), 400);
+        assert_eq!(all.last().map(String::as_str), Some("run-0000"));
+        assert!(all.windows(2).all(|w| w[0] > w[1]));
+        assert!(store.runs("none", 5).await?.is_empty());
         Ok(())
     }
 }
