@@ -55,6 +55,7 @@ pub async fn infer(
             dedup: None,
             files: None,
             collect: None,
+            changes: None,
         },
         mode: None,
         transform: None,
