@@ -41,7 +41,9 @@ free_port() {
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 
 # Starts an ephemeral PostgreSQL owned by the `postgres` system user (PostgreSQL refuses
-# to run as root) in a temporary folder on a free port. Sets PG_DIR and PG_URL.
+# to run as root) in a temporary folder on a free port. Sets PG_DIR and PG_URL. Logical
+# decoding is on (change capture): wal_level=logical, slots and senders to spare, and the
+# WAL a slot may keep bounded so that a forgotten test slot cannot fill the disk.
 start_postgres() {
   local bin port
   bin=$(pg_bin); [ -n "$bin" ] || die "PostgreSQL server binaries not found"
@@ -52,7 +54,7 @@ start_postgres() {
   "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
   "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c wal_level=logical -c max_replication_slots=64 -c max_wal_senders=16 -c max_slot_wal_keep_size=2GB" start >/dev/null \
     || { cat "$PG_DIR/server.log" >&2; die "PostgreSQL did not start"; }
   PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
@@ -65,7 +67,9 @@ stop_postgres() {
 }
 
 # Starts an ephemeral MariaDB in a temporary folder on a free port, with a user `sluice`
-# (password `sluice`) allowed to create databases. Sets MY_DIR and MY_URL.
+# (password `sluice`) allowed to create databases. Sets MY_DIR and MY_URL. The row binlog
+# is on (change capture): ROW format, FULL row images and metadata, GTIDs strict, small
+# files so that rotations happen in tests.
 start_mariadb() {
   local port user=()
   MY_DIR=$(mktemp -d /tmp/sluice-my.XXXXXX)
@@ -74,7 +78,10 @@ start_mariadb() {
   mariadb-install-db --no-defaults --datadir="$MY_DIR/data" "${user[@]}" --auth-root-authentication-method=normal \
     --skip-test-db >"$MY_DIR/install.log" 2>&1 || { cat "$MY_DIR/install.log" >&2; die "mariadb-install-db failed"; }
   mariadbd --no-defaults --datadir="$MY_DIR/data" "${user[@]}" --socket="$MY_DIR/sock" --port="$port" \
-    --bind-address=127.0.0.1 --pid-file="$MY_DIR/pid" --log-error="$MY_DIR/server.log" --skip-log-bin \
+    --bind-address=127.0.0.1 --pid-file="$MY_DIR/pid" --log-error="$MY_DIR/server.log" \
+    --log-bin="$MY_DIR/binlog" --server-id=1 --binlog-format=ROW --binlog-row-image=FULL \
+    --binlog-row-metadata=FULL --binlog-checksum=CRC32 --gtid-strict-mode=1 --sync-binlog=0 \
+    --max-binlog-size=16M \
     --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 --max-connections=300 \
     >"$MY_DIR/stdout.log" 2>&1 &
   for _ in $(seq 1 120); do

@@ -5,7 +5,7 @@
 //!
 //! Points: `received` (a feed received its first messages or page, nothing written), `written`
 //! (files and manifests written, not committed), `committed` (committed, the feed not
-//! acknowledged); into a Delta table (`crate::table`'s delta module) also `prepared` (the
+//! acknowledged; change capture: the position saved, the slot not advanced); into a Delta table (`crate::table`'s delta module) also `prepared` (the
 //! state the commit makes recorded, the Delta commit not made) and `delta-committed` (in
 //! the log, the state not saved); `optimize-written` (an optimize's files written, not
 //! committed).

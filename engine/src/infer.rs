@@ -56,6 +56,7 @@ pub async fn infer(
             dedup: None,
             files: None,
             collect: None,
+            changes: None,
         },
         mode: None,
         transform: None,

@@ -86,6 +86,10 @@ pub struct RunSummary {
     /// A Delta table's commit: the version that holds the run, and what a merge did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<DeltaReport>,
+    /// Change capture: what the run read of the log, and how much log the source keeps
+    /// for the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::source::changes::ChangeReport>,
     /// What publishing in the Glue catalog did (absent when the run does not publish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
@@ -151,6 +155,7 @@ impl RunSummary {
             feed: None,
             api: None,
             delta: None,
+            changes: None,
             source_files: None,
             catalog: None,
             error: None,
@@ -166,6 +171,7 @@ impl RunSummary {
             Report::Queue(r) => self.feed = Some(r),
             Report::Api(r) => self.api = Some(r),
             Report::Files(r) => self.source_files = Some(r),
+            Report::Changes(r) => self.changes = Some(r),
         }
     }
 

@@ -6,6 +6,7 @@
 mod api;
 mod aws;
 mod catalog;
+mod changes;
 mod cloud;
 mod common;
 mod contract;

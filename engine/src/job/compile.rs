@@ -55,7 +55,7 @@ impl Job {
     /// A feed's records (`None` for a table).
     pub fn records(&self) -> Option<&feed::Records> {
         match &self.from {
-            From::Relation(_) => None,
+            From::Relation(_) | From::Changes(_) => None,
             From::Queue(feed) => Some(&feed.records),
             From::Http(feed) => Some(&feed.records),
             From::Files(feed) => Some(&feed.records),
@@ -100,6 +100,8 @@ pub enum From {
     Queue(QueueFeed),
     Http(Box<HttpFeed>),
     Files(Box<super::files::FilesFeed>),
+    /// A table's changes, read from the database's log (`source.changes`).
+    Changes(Box<super::changes::ChangeFeed>),
 }
 
 /// A table or query of a database.
@@ -371,6 +373,11 @@ pub fn compile(
     let kind = connection.as_ref().map(|c| c.kind);
     let is_feed = kind.is_some_and(ConnectionKind::is_feed);
     let mode = spec.mode.unwrap_or(match kind {
+        // Changes are applied to a Delta table, appended to a Parquet one.
+        _ if source.changes.is_some() => match spec.target.format {
+            Some(TableFormat::Delta) => Mode::Merge,
+            _ => Mode::Incremental,
+        },
         Some(k) if k == ConnectionKind::Sqs || k.is_files() => Mode::Incremental,
         Some(ConnectionKind::Http) if source.cursor.is_some() => Mode::Incremental,
         _ => Mode::Full,
@@ -392,11 +399,26 @@ pub fn compile(
             lag: None,
             split: None,
         }
+    } else if source.changes.is_some() {
+        let kind = connection.as_ref().map_or("database", |c| c.kind.name());
+        feed::check_table_source(source, kind, &mut bad);
+        check_column_list(
+            "source.primary_key",
+            source.primary_key.as_deref().unwrap_or_default(),
+            &mut bad,
+        );
+        TableRead {
+            relation: None,
+            primary_key: source.primary_key.clone().unwrap_or_default(),
+            lag: None,
+            split: super::changes::split(source),
+        }
     } else {
         let kind = connection.as_ref().map_or("database", |c| c.kind.name());
         feed::check_table_source(source, kind, &mut bad);
         table_read(source, mode, &mut bad)
     };
+    let changes = super::changes::compile(spec, kind, mode, &mut bad);
 
     let batch_rows = source.batch_rows.map_or(DEFAULT_BATCH_ROWS, |n| n as usize);
     if !(1024..=1 << 20).contains(&batch_rows) {
@@ -513,6 +535,7 @@ pub fn compile(
         Some(Address::Files(_)) => super::files::compile_feed(spec, schema.as_deref(), &mut bad)
             .map(|feed| From::Files(Box::new(feed))),
         _ if is_feed => feed::compile_queue(spec, schema.as_deref(), &mut bad).map(From::Queue),
+        _ if spec.source.changes.is_some() => changes.map(|c| From::Changes(Box::new(c))),
         _ => table.relation.map(From::Relation),
     };
     match (problems.is_empty(), connection, from) {

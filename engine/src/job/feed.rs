@@ -58,7 +58,7 @@ pub const DEFAULT_MAX_MESSAGES: u64 = 100_000;
 pub const DEFAULT_MAX_SECONDS: u64 = 240;
 
 /// The optional source fields, and whether the row gives each.
-fn given(source: &SourceSpec) -> [(&'static str, bool); 20] {
+fn given(source: &SourceSpec) -> [(&'static str, bool); 21] {
     [
         ("table", source.table.is_some()),
         ("query", source.query.is_some()),
@@ -80,11 +80,13 @@ fn given(source: &SourceSpec) -> [(&'static str, bool); 20] {
         ("dedup", source.dedup.is_some()),
         ("files", source.files.is_some()),
         ("collect", source.collect.is_some()),
+        ("changes", source.changes.is_some()),
     ]
 }
 
 /// The source fields each family of connection takes.
-const TABLE_FIELDS: [&str; 8] = [
+const TABLE_FIELDS: [&str; 9] = [
+    "changes",
     "table",
     "query",
     "cursor",
@@ -160,6 +162,9 @@ fn kinds_taking(field: &str) -> &'static str {
     if matches!(field, "fields" | "coerce" | "dedup") {
         return "feeds (a connection of kind `sqs`, `http`, `sftp`, `s3` or `folder`)";
     }
+    if field == "changes" {
+        return "database tables (a connection of kind `postgres` or `mysql`)";
+    }
     if field == "collect" {
         return "the event collector's feeds (a connection of kind `folder`, `s3`, `sftp` or `sqs`)";
     }
@@ -197,6 +202,7 @@ pub fn check_api_source(spec: &JobSpec, bad: &mut impl FnMut(&str, String)) {
                         "key columns to order by (its records come in the API's order; mode `merge` upserts by them)",
                     "split" => "split (see the connection's rate_limit.concurrency)",
                     "delete_when" | "tie_break" => "merge by key (mode `merge` reads database tables)",
+                    "changes" => "log to capture changes from (source.changes reads PostgreSQL and MySQL/MariaDB tables)",
                     _ => "table or query (give source.request, or source.soap)",
                 }
             )

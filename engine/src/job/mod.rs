@@ -2,6 +2,7 @@
 //! [`Job`]s. Parse → check shape → deserialize → compile; every step is pure except
 //! reading the files, and every step reports all of its problems at once.
 
+pub mod changes;
 mod compile;
 pub mod dynamo;
 pub mod feed;
@@ -17,6 +18,7 @@ pub use compile::{
     Address, Connection, Connections, From, Job, Relation, Split, Target, compile,
     compile_connections, is_identifier, mode_name,
 };
+pub use changes::{ChangeFeed, ChangeLog};
 pub use feed::{QueueFeed, RecordKey, Records};
 pub use http::{HttpConnection, HttpFeed};
 pub use load::{JobSet, LoadedRow, load_dir};

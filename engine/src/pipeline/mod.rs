@@ -369,6 +369,15 @@ async fn attempt(
         // A feed that took nothing new: whatever it received was committed before.
         tracing::info!("nothing new in the feed");
         abandon(&*lake_table, ctx, (job.id.as_str(), &mut state), &run_key).await;
+        // Change capture that read no change may still have moved its position (over
+        // other tables' WAL): saved alone — no table commit — before the slot follows.
+        if let Some(position) = consumed.checkpoint.changes.take()
+            && state.value.changes.as_ref() != Some(&position)
+        {
+            state.value.changes = Some(position);
+            state.version = ctx.store.save(&job.id, &state.value, state.version).await?;
+            crate::failpoint::reached("committed").await;
+        }
         acknowledge(consumed, summary).await;
         summary.status = RunStatus::UpToDate;
         return Ok(Some(contract));

@@ -10,6 +10,7 @@
 //! Adding a kind is its module and one line in [`open`].
 
 mod batch;
+pub mod changes;
 pub mod cursor;
 pub mod files;
 pub mod http;
@@ -170,6 +171,7 @@ pub enum Report {
     Queue(FeedReport),
     Api(ApiReport),
     Files(files::FilesReport),
+    Changes(changes::ChangeReport),
 }
 
 impl Consumed {
@@ -187,8 +189,15 @@ impl Consumed {
 
     /// A queue run that took nothing new (it may have received what earlier runs
     /// committed): there is nothing to commit, only to acknowledge.
+    /// A change capture run that read no change (its position may still move: it is
+    /// saved without a commit of the table).
     pub fn is_empty(&self) -> bool {
-        matches!(self.report, Report::Queue(_)) && self.keys.is_empty() && self.poison.is_empty()
+        let nothing = match &self.report {
+            Report::Queue(_) => true,
+            Report::Changes(r) => r.rows == 0,
+            _ => false,
+        };
+        nothing && self.keys.is_empty() && self.poison.is_empty()
     }
 }
 
@@ -244,6 +253,9 @@ pub struct Checkpoint {
     pub watermark: Option<CursorValue>,
     /// Feeds: the committed runs whose consumed keys are remembered.
     pub feed: Option<FeedCheckpoint>,
+    /// Change capture: the log position and the order of changes up to which the lake
+    /// holds the table's changes.
+    pub changes: Option<changes::ChangeState>,
 }
 
 /// The committed runs of a feed whose keys are remembered, oldest first: kept for as
@@ -293,6 +305,7 @@ pub async fn open(job: &Job, env: &dyn Fn(&str) -> Option<String>) -> Result<Box
         From::Queue(feed) => queue::open(job, feed, env).await,
         From::Http(feed) => http::open(job, feed, env).await,
         From::Files(feed) => files::open(job, feed, env).await,
+        From::Changes(feed) => changes::open(job, feed, env).await,
     }
 }
 

@@ -126,6 +126,7 @@ impl Source for Tabular {
                 Mode::Full | Mode::Snapshot => run.committed.watermark,
             },
             feed: None,
+            changes: None,
         };
         Extract {
             batches: self.table.extract(columns, window, run.batches),

@@ -5,6 +5,7 @@
 //! turned into a runnable job by `job::compile`, which checks everything the types
 //! cannot.
 
+pub mod changes;
 pub mod feed;
 pub mod files;
 pub mod http;
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use changes::{ChangeSetup, ChangesSpec};
 pub use feed::{Coerce, CollectTable, Dedup, MessageColumn, QueueSpec, RecordDedup};
 
 /// One job: one table (or query) of one source database, or one feed (a queue), copied
@@ -171,6 +173,12 @@ pub struct SourceSpec {
     /// `sqs` connection, the queue the collector sends that table's events to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect: Option<CollectTable>,
+    /// Database tables (PostgreSQL, MySQL/MariaDB): read the table's changes from the
+    /// database's log instead of a cursor window — hard deletes included (see
+    /// [`ChangesSpec`]). Needs `table` and `primary_key`; mode `merge` (Delta) applies
+    /// them, mode `incremental` appends them as a change table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangesSpec>,
 }
 
 /// How a table read is split.

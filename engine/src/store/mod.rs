@@ -26,6 +26,9 @@ pub struct JobState {
     /// The committed runs of a feed whose consumed keys are remembered (feed jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<FeedCheckpoint>,
+    /// The log position and order of changes committed (change capture jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::source::changes::ChangeState>,
     /// An attempt that started writing and has not committed. When a run finds one, that
     /// attempt failed: its files are removed before anything else is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +52,7 @@ impl JobState {
         Checkpoint {
             watermark: self.watermark.clone(),
             feed: self.feed.clone(),
+            changes: self.changes.clone(),
         }
     }
 
@@ -56,6 +60,7 @@ impl JobState {
     pub fn advance(&mut self, checkpoint: Checkpoint) {
         self.watermark = checkpoint.watermark;
         self.feed = checkpoint.feed;
+        self.changes = checkpoint.changes;
     }
 }
 

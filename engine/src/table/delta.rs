@@ -125,6 +125,7 @@ impl LakeTable for Delta<'_> {
             tie_break: by.tie_break,
             newest_wins: by.newest_wins,
             delete_when: by.delete_when,
+            truncate_when: by.truncate_when,
             read: read.as_ref(),
             pool: run.budget.pool(),
             writer: run.budget.writer(),

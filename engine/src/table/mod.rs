@@ -200,17 +200,33 @@ pub struct MergeBy<'a> {
     pub newest_wins: bool,
     /// The SQL predicate over an output row that makes it a delete.
     pub delete_when: Option<&'a str>,
+    /// The SQL predicate over an output row that makes it a truncate (change capture):
+    /// the table's rows and the run's rows ordered before it by `cursor` are dropped.
+    pub truncate_when: Option<&'a str>,
 }
 
 impl<'a> MergeBy<'a> {
     /// The merge a job's row asks for (mode merge).
     pub fn of(job: &'a Job) -> Self {
+        if let crate::job::From::Changes(_) = &job.from {
+            // Change capture: the log's order decides, deletes and truncates included.
+            use crate::job::changes::{DELETE_WHEN, SEQ_COLUMN, TRUNCATE_WHEN};
+            return Self {
+                key: &job.primary_key,
+                cursor: Some(SEQ_COLUMN),
+                tie_break: None,
+                newest_wins: false,
+                delete_when: Some(DELETE_WHEN),
+                truncate_when: Some(TRUNCATE_WHEN),
+            };
+        }
         Self {
             key: &job.primary_key,
             cursor: job.cursor.as_deref(),
             tie_break: job.tie_break.as_deref(),
             newest_wins: job.records().is_some(),
             delete_when: job.delete_when.as_deref(),
+            truncate_when: None,
         }
     }
 }

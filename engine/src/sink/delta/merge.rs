@@ -52,6 +52,9 @@ pub struct MergeInput<'a> {
     /// `cursor` is not older (a late or re-sent old version leaves the newer one).
     pub newest_wins: bool,
     pub delete_when: Option<&'a str>,
+    /// Change capture: the predicate that makes a row a truncate. The run's last
+    /// truncate (by `cursor`) empties the table, and the run's rows before it go too.
+    pub truncate_when: Option<&'a str>,
     /// The table as the run read it (`None`: there is none yet).
     pub read: Option<&'a DeltaTable>,
     /// Bytes the merge's queries may hold.
@@ -121,15 +124,24 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     register(&ctx, "incoming", Arc::new(incoming))?;
     let keys = input.key_list();
     let columns = column_list(&input.schema);
+    let (run_files, truncates) = truncate(&ctx, &input, &columns).await?;
     let deletes = match input.delete_when {
         Some(p) => count(&ctx, &format!("SELECT count(*) FROM incoming WHERE {p}")).await?,
         None => 0,
     };
-    let existing = match input.read {
+    let mut existing = match input.read {
         Some(delta) => Some(DeltaFiles::of(input.lake, table, delta)?)
             .filter(|files| files.files().next().is_some()),
         None => None,
     };
+    // A truncate removes every live file of the table; none of its rows is kept.
+    let mut emptied = Vec::new();
+    let mut truncated_rows = 0;
+    if truncates && let Some(files) = existing.take() {
+        let now = chrono::Utc::now().timestamp_millis();
+        emptied = files.files().map(|f| super::remove(f, now)).collect();
+        truncated_rows = files.files().filter_map(|f| f.rows).sum();
+    }
     // The run's distinct keys, when there are rows of the table they may match.
     if existing.is_some() {
         register_keys(&ctx, "incoming", &keys).await?;
@@ -138,6 +150,8 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     let (repeated, bounds) = repeats(&ctx, &input, existing.is_some()).await?;
     let mut merged = Merged {
         deletes,
+        removes: emptied,
+        matched: truncated_rows,
         ..Merged::default()
     };
     merged.files = if repeated > 0 || deletes > 0 {
@@ -153,12 +167,12 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
         let files = super::write_sql(&ctx, &sql, &input.output(), "u").await?;
         ctx.deregister_table("incoming")
             .map_err(|e| classify_datafusion(e, "the merge"))?;
-        for file in &input.files {
+        for file in &run_files {
             input.lake.delete(&input.lake.path(&file.path)?).await?;
         }
         files
     } else {
-        input.files.clone()
+        run_files
     };
     let Some(existing) = existing else {
         return Ok(merged);
@@ -204,12 +218,44 @@ pub async fn merge(input: MergeInput<'_>) -> Result<Merged> {
     merged.matched = before.saturating_sub(after);
     merged.files.extend(rewritten);
     let now = chrono::Utc::now().timestamp_millis();
-    merged.removes = existing
-        .files()
-        .filter(|f| touched.contains(&f.path))
-        .map(|f| super::remove(f, now))
-        .collect();
+    merged.removes.extend(
+        existing
+            .files()
+            .filter(|f| touched.contains(&f.path))
+            .map(|f| super::remove(f, now)),
+    );
     Ok(merged)
+}
+
+/// Change capture's truncates: when the run holds one, its rows ordered before the last
+/// truncate (by the cursor) and the truncates themselves leave the run's files, which
+/// are written again (as `incoming`); the caller then drops the table's rows. Returns
+/// the run's files and whether the run truncates.
+async fn truncate(
+    ctx: &SessionContext,
+    input: &MergeInput<'_>,
+    columns: &str,
+) -> Result<(Vec<WrittenFile>, bool)> {
+    let (Some(predicate), Some(cursor)) = (input.truncate_when, input.cursor) else {
+        return Ok((input.files.clone(), false));
+    };
+    let c = quote(cursor);
+    let last = row(
+        ctx,
+        &format!("SELECT CAST(max({c}) AS BIGINT) FROM incoming WHERE {predicate}"),
+    )
+    .await?;
+    let Some(Some(at)) = last.first().copied() else {
+        return Ok((input.files.clone(), false));
+    };
+    let sql = format!("SELECT {columns} FROM incoming WHERE {c} > {at}");
+    let files = super::write_sql(ctx, &sql, &input.output(), "t").await?;
+    deregister(ctx, &["incoming"])?;
+    for file in &input.files {
+        input.lake.delete(&input.lake.path(&file.path)?).await?;
+    }
+    register(ctx, "incoming", Arc::new(input.written(&files)?))?;
+    Ok((files, true))
 }
 
 /// How a key's rows within the run are ranked: by the cursor, newest first (NULL last),

@@ -180,6 +180,7 @@ pub(super) async fn consume(
         checkpoint: Checkpoint {
             watermark: None,
             feed: Some(FeedCheckpoint { runs }),
+            changes: None,
         },
         keys,
         poison,

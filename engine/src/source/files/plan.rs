@@ -304,6 +304,7 @@ mod tests {
             ("r-new-gone".to_string(), vec![gone.key()]),
         ]));
         let committed = Checkpoint {
+            changes: None,
             watermark: None,
             feed: Some(FeedCheckpoint {
                 runs: vec![
@@ -361,6 +362,7 @@ mod tests {
             vec![Loaded::of(&entry, hash, false).key()],
         )]));
         let committed = Checkpoint {
+            changes: None,
             watermark: None,
             feed: Some(FeedCheckpoint {
                 runs: vec![("r1".into(), Utc::now().timestamp())],

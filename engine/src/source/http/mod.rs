@@ -226,6 +226,7 @@ async fn consume(
     let mut consumed = Consumed::checkpoint(Checkpoint {
         watermark,
         feed: None,
+        changes: None,
     });
     consumed.poison = decoder.poison;
     consumed.report = super::Report::Api(report);

@@ -235,6 +235,7 @@ async fn consume(
         checkpoint: Checkpoint {
             watermark: None,
             feed: Some(FeedCheckpoint { runs }),
+            changes: None,
         },
         keys: decoder.keys,
         poison: decoder.poison,
