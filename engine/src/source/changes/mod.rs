@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 
 pub use position::{ChangeState, Lsn, Position};
 
-use super::{Source, redact, resolve_url, secret};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::{Acknowledge, Checkpoint, Consumed, Extract, Report, Source, redact, resolve_url, secret};
 use crate::error::{Error, Result};
 use crate::job::{Address, ChangeFeed, ChangeLog, Job};
 
@@ -88,4 +90,30 @@ pub async fn open(
         ChangeLog::Mysql { .. } => mysql::open(job, feed, &url).await,
     };
     opened.map_err(|e| redact(e, &secrets).context(format!("connection `{}`", job.connection.name)))
+}
+
+/// What a run consumed: the new position, committed with its rows.
+pub(crate) fn consumed(
+    state: ChangeState,
+    report: ChangeReport,
+    acknowledge: Option<Box<dyn Acknowledge>>,
+) -> Consumed {
+    let mut consumed = Consumed::checkpoint(Checkpoint {
+        watermark: None,
+        feed: None,
+        changes: Some(state),
+    });
+    consumed.report = Report::Changes(report);
+    consumed.acknowledge = acknowledge;
+    consumed
+}
+
+/// An extract that fails at once (a call out of the contract's order).
+pub(crate) fn failed(what: &'static str) -> Extract {
+    Extract {
+        batches: Box::pin(futures::stream::once(async move {
+            Err::<RecordBatch, Error>(Error::internal(what))
+        })),
+        done: Box::pin(async move { Err::<Consumed, Error>(Error::internal(what)) }),
+    }
 }

@@ -14,13 +14,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::record_batch::RecordBatch;
 use sqlx::Postgres;
 use sqlx::postgres::PgConnectOptions;
 
 use super::columns::{snapshot_rows, with_change_columns};
 use super::position::{ChangeState, Lsn, Position};
-use super::ChangeReport;
+use super::{ChangeReport, consumed, failed};
 use crate::error::{Error, Result, classify_sqlx};
 use crate::job::{ChangeFeed, ChangeLog, Job, Relation};
 use crate::source::batch::BatchBuilder;
@@ -28,7 +27,7 @@ use crate::source::cursor::{CursorValue, Window};
 use crate::source::sql::{Plan, SqlSource};
 use crate::source::table::Table;
 use crate::source::types::{SourceColumn, arrow_schema};
-use crate::source::{Acknowledge, Checkpoint, Consumed, Extract, Ledger, Report, RunContext, Source};
+use crate::source::{Acknowledge, Checkpoint, Extract, Ledger, RunContext, Source};
 use crate::spec::ChangeSetup;
 
 /// Connects for the job's table.
@@ -297,32 +296,6 @@ impl Source for PgChanges {
                 })
             }
         }
-    }
-}
-
-/// What a run consumed: the new position, committed with its rows.
-fn consumed(
-    state: ChangeState,
-    report: ChangeReport,
-    acknowledge: Option<Box<dyn Acknowledge>>,
-) -> Consumed {
-    let mut consumed = Consumed::checkpoint(Checkpoint {
-        watermark: None,
-        feed: None,
-        changes: Some(state),
-    });
-    consumed.report = Report::Changes(report);
-    consumed.acknowledge = acknowledge;
-    consumed
-}
-
-/// An extract that fails at once (a call out of the contract's order).
-fn failed(what: &'static str) -> Extract {
-    Extract {
-        batches: Box::pin(futures::stream::once(async move {
-            Err::<RecordBatch, Error>(Error::internal(what))
-        })),
-        done: Box::pin(async move { Err::<Consumed, Error>(Error::internal(what)) }),
     }
 }
 
