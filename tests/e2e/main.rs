@@ -7,6 +7,7 @@ mod api;
 mod aws;
 mod catalog;
 mod changes;
+mod changes_mariadb;
 mod cloud;
 mod common;
 mod contract;
