@@ -118,8 +118,13 @@ pub async fn read(
             at.file, at.pos
         )));
     }
-    // Close without waiting on a server that is still sending.
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.close()).await;
+    if stopped || ended {
+        // The server may still be sending: the connection is dropped (its driver
+        // disconnects it in the background) rather than drained.
+        drop(stream);
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.close()).await;
+    }
     if builder.rows() > 0 {
         send(&tx, builder.finish()?).await?;
     }
