@@ -19,8 +19,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::catalog::{Partition, TableDef};
 use crate::error::{Error, Result};
@@ -68,7 +68,11 @@ pub fn schema() -> SchemaRef {
                 "timestamp" => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
                 _ => DataType::Utf8,
             };
-            Field::new(*name, data_type, !matches!(*name, "job" | "run_id" | "status"))
+            Field::new(
+                *name,
+                data_type,
+                !matches!(*name, "job" | "run_id" | "status"),
+            )
         })
         .collect();
     Arc::new(Schema::new(fields))

@@ -36,7 +36,11 @@ pub struct ConsoleArgs {
     /// The schedule the jobs run on, for their next start: an EventBridge Scheduler
     /// expression (`cron(0 * * * ? *)`, `rate(1 hour)`) for every job, or
     /// `JOB=EXPRESSION` for one (repeatable; times in UTC).
-    #[arg(long = "schedule", env = "SLUICE_CONSOLE_SCHEDULES", value_delimiter = ';')]
+    #[arg(
+        long = "schedule",
+        env = "SLUICE_CONSOLE_SCHEDULES",
+        value_delimiter = ';'
+    )]
     pub schedules: Vec<String>,
     /// How long the job rows are reused before they are read again (a changed row shows
     /// within it).

@@ -142,13 +142,7 @@ fn spool_folder(
             kind.table()
         ));
     };
-    let name = |k: Kind| {
-        format!(
-            "{}/{}-00000000000000000001.ndjson",
-            spool::READY,
-            k.table()
-        )
-    };
+    let name = |k: Kind| format!("{}/{}-00000000000000000001.ndjson", spool::READY, k.table());
     let only_its_own = Kind::ALL
         .iter()
         .all(|&k| pattern.glob.matches(&name(k)) == (k == kind));

@@ -84,9 +84,7 @@ impl Runner {
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .spawn()
-                    .map_err(|e| {
-                        Error::internal(format!("cannot start {}: {e}", exe.display()))
-                    })?;
+                    .map_err(|e| Error::internal(format!("cannot start {}: {e}", exe.display())))?;
                 let pid = child.id();
                 running
                     .lock()
@@ -110,7 +108,9 @@ impl Runner {
                         Ok(out) => format!(
                             "{} (exit {})",
                             String::from_utf8_lossy(&out.stdout).trim(),
-                            out.status.code().map_or("by signal".into(), |c| c.to_string())
+                            out.status
+                                .code()
+                                .map_or("by signal".into(), |c| c.to_string())
                         ),
                         Err(e) => format!("could not follow the run: {e}"),
                     };
@@ -162,6 +162,11 @@ impl Runner {
 
 /// A rewind of `job` to `to`: what it would do (`dry_run`), or what it did; the lines
 /// `sluice state rewind` prints.
-pub async fn rewind(job: &Job, ctx: &pipeline::Context, to: &str, dry_run: bool) -> Result<Vec<String>> {
+pub async fn rewind(
+    job: &Job,
+    ctx: &pipeline::Context,
+    to: &str,
+    dry_run: bool,
+) -> Result<Vec<String>> {
     pipeline::rewind::rewind(job, ctx, to, dry_run).await
 }

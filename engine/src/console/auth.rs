@@ -72,7 +72,10 @@ impl Sessions {
     /// A new session for `who`: its cookie value.
     pub fn open(&self, who: Operator) -> String {
         let id = token();
-        let mut sessions = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sessions = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
         if sessions.len() >= MAX_SESSIONS
@@ -102,7 +105,10 @@ impl Sessions {
     }
 
     fn find(&self, id: &str) -> Option<Viewer> {
-        let sessions = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sessions = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let session = sessions.get(id).filter(|s| s.expires > Instant::now())?;
         Some(Viewer {
             who: session.who.clone(),
@@ -180,7 +186,9 @@ pub fn same_site(viewer: &Viewer, token: Option<&str>, headers: &HeaderMap) -> R
         Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "csrf",
-            format!("{why}: actions are taken from the console's own pages; reload the page and try again"),
+            format!(
+                "{why}: actions are taken from the console's own pages; reload the page and try again"
+            ),
         ))
     };
     let Via::Session { csrf } = &viewer.via else {
@@ -235,14 +243,32 @@ mod tests {
     fn keys_sessions_and_roles() -> crate::error::Result<()> {
         let keys = keys()?;
         let sessions = Sessions::default();
-        let bearer = viewer(&keys, &sessions, &headers(&[("authorization", "Bearer r-key")]));
-        assert!(bearer.as_ref().is_ok_and(|v| v.as_ref().is_some_and(|v| v.via == Via::Header)));
+        let bearer = viewer(
+            &keys,
+            &sessions,
+            &headers(&[("authorization", "Bearer r-key")]),
+        );
+        assert!(
+            bearer
+                .as_ref()
+                .is_ok_and(|v| v.as_ref().is_some_and(|v| v.via == Via::Header))
+        );
         assert!(viewer(&keys, &sessions, &headers(&[("x-api-key", "nope")])).is_err());
         // A browser's Basic credentials are not taken.
-        assert!(viewer(&keys, &sessions, &headers(&[("authorization", "Basic eDpyLWtleQ==")])).is_err());
+        assert!(
+            viewer(
+                &keys,
+                &sessions,
+                &headers(&[("authorization", "Basic eDpyLWtleQ==")])
+            )
+            .is_err()
+        );
         assert!(viewer(&keys, &sessions, &headers(&[])).is_ok_and(|v| v.is_none()));
 
-        let id = sessions.open(Operator { name: "ann".into(), role: Role::Reader });
+        let id = sessions.open(Operator {
+            name: "ann".into(),
+            role: Role::Reader,
+        });
         let cookie = format!("other=1; {COOKIE}={id}");
         let ann = viewer(&keys, &sessions, &headers(&[("cookie", cookie.as_str())]))
             .ok()
@@ -252,16 +278,25 @@ mod tests {
         let Via::Session { csrf } = ann.via.clone() else {
             return Err(crate::error::Error::internal("not a session"));
         };
-        let page = headers(&[("origin", "http://127.0.0.1:8090"), ("host", "127.0.0.1:8090")]);
+        let page = headers(&[
+            ("origin", "http://127.0.0.1:8090"),
+            ("host", "127.0.0.1:8090"),
+        ]);
         assert!(same_site(&ann, Some(&csrf), &page).is_ok());
         assert!(same_site(&ann, None, &page).is_err_and(|r| r.code == "csrf"));
         assert!(same_site(&ann, Some("forged"), &page).is_err());
-        let evil = headers(&[("origin", "https://evil.example"), ("host", "127.0.0.1:8090")]);
+        let evil = headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:8090"),
+        ]);
         assert!(same_site(&ann, Some(&csrf), &evil).is_err());
         let cross = headers(&[("sec-fetch-site", "cross-site")]);
         assert!(same_site(&ann, Some(&csrf), &cross).is_err());
         sessions.close(&id);
-        assert!(viewer(&keys, &sessions, &headers(&[("cookie", cookie.as_str())])).is_ok_and(|v| v.is_none()));
+        assert!(
+            viewer(&keys, &sessions, &headers(&[("cookie", cookie.as_str())]))
+                .is_ok_and(|v| v.is_none())
+        );
         Ok(())
     }
 }

@@ -66,7 +66,10 @@ pub fn judge(facts: Facts<'_>) -> Health {
         reasons: Vec::new(),
     };
     if !facts.valid {
-        health.worse(Colour::Red, "the job row does not compile: it cannot run".into());
+        health.worse(
+            Colour::Red,
+            "the job row does not compile: it cannot run".into(),
+        );
         return health;
     }
     let Some(last) = facts.last else {
@@ -123,7 +126,10 @@ pub fn judge(facts: Facts<'_>) -> Health {
     if !failed.is_empty() {
         health.worse(
             Colour::Amber,
-            format!("quality rules failed in the last run: {}", failed.join(", ")),
+            format!(
+                "quality rules failed in the last run: {}",
+                failed.join(", ")
+            ),
         );
     }
     if last.quarantined > 0 {
@@ -147,6 +153,7 @@ impl Health {
         self.colour = self.colour.max(colour);
         self.reasons.push(reason);
     }
+}
 
 #[cfg(test)]
 mod tests {
@@ -171,13 +178,22 @@ mod tests {
     #[test]
     fn freshness_turns_amber_then_red() {
         let ok = run(RunStatus::Committed);
-        assert_eq!(judge(facts(Some(&ok), Some(3600), Some(6))).colour, Colour::Green);
+        assert_eq!(
+            judge(facts(Some(&ok), Some(3600), Some(6))).colour,
+            Colour::Green
+        );
         let amber = judge(facts(Some(&ok), Some(7 * 3600), Some(6)));
         assert_eq!(amber.colour, Colour::Amber);
         assert!(amber.reasons[0].contains("past its freshness target of 6h 0m"));
-        assert_eq!(judge(facts(Some(&ok), Some(13 * 3600), Some(6))).colour, Colour::Red);
+        assert_eq!(
+            judge(facts(Some(&ok), Some(13 * 3600), Some(6))).colour,
+            Colour::Red
+        );
         // Without a target, age alone is no warning.
-        assert_eq!(judge(facts(Some(&ok), Some(1_000_000), None)).colour, Colour::Green);
+        assert_eq!(
+            judge(facts(Some(&ok), Some(1_000_000), None)).colour,
+            Colour::Green
+        );
     }
 
     #[test]

@@ -71,14 +71,22 @@ pub fn page(title: &str, who: Option<&Operator>, body: &str) -> String {
             who.role.name()
         );
     }
-    let _ = write!(out, "</header><main id=\"main\"><h1>{}</h1>{body}</main></body></html>", escape(title));
+    let _ = write!(
+        out,
+        "</header><main id=\"main\"><h1>{}</h1>{body}</main></body></html>",
+        escape(title)
+    );
     out
 }
 
 /// An HTML table: `head` (column names) and rows of cells that are already HTML.
 pub fn table(caption: &str, head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut out = String::new();
-    let _ = write!(out, "<table><caption>{}</caption><thead><tr>", escape(caption));
+    let _ = write!(
+        out,
+        "<table><caption>{}</caption><thead><tr>",
+        escape(caption)
+    );
     for h in head {
         let _ = write!(out, "<th scope=\"col\">{}</th>", escape(h));
     }
@@ -117,7 +125,10 @@ mod tests {
             escape(r#"<script>alert("x") & 'y'</script>"#),
             "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
         );
-        assert_eq!(escape("plain text, ünïcode 日本"), "plain text, ünïcode 日本");
+        assert_eq!(
+            escape("plain text, ünïcode 日本"),
+            "plain text, ünïcode 日本"
+        );
         assert_eq!(escape("a\u{0}b\u{1b}c\nd"), "a\u{fffd}b\u{fffd}c\nd");
         assert_eq!(escape("&amp;"), "&amp;amp;");
     }

@@ -123,6 +123,7 @@ impl Console {
         let query = crate::serve::engine::Query {
             sql: format!("SELECT * FROM \"{quarantine}\" LIMIT 20"),
             params: None,
+            as_of: None,
         };
         match self.service.page(&key, &query, None, 20).await {
             Ok(rows) => Some(pages::lake::rows(&rows)),

@@ -51,10 +51,19 @@ pub fn router(console: Arc<Console>) -> Router {
 
 async fn secure(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -74,11 +83,9 @@ impl From<crate::error::Error> for Failure {
     fn from(e: crate::error::Error) -> Self {
         match e.class {
             // A job already running, an action that would overlap a run: say so.
-            crate::error::ErrorClass::Busy => Failure(Refusal::new(
-                StatusCode::CONFLICT,
-                "busy",
-                e.message,
-            )),
+            crate::error::ErrorClass::Busy => {
+                Failure(Refusal::new(StatusCode::CONFLICT, "busy", e.message))
+            }
             _ => Failure(Refusal::from(e)),
         }
     }
@@ -99,19 +106,11 @@ impl IntoResponse for Failure {
 type Answer = Result<Response, Failure>;
 
 fn html(body: String) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
 fn see_other(to: &str) -> Response {
-    (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, to.to_string())],
-    )
-        .into_response()
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
 /// The viewer, or the answer to give instead: sign in (a page) or 401 (a fragment or a
@@ -158,8 +157,14 @@ async fn login_page() -> Response {
 
 async fn login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
     let form = form(&body);
-    let Some(who) = form.get("key").and_then(|k| console.keys.find(k.trim())).cloned() else {
-        let mut answer = html(pages::login(Some("That key is not one of the console's keys.")));
+    let Some(who) = form
+        .get("key")
+        .and_then(|k| console.keys.find(k.trim()))
+        .cloned()
+    else {
+        let mut answer = html(pages::login(Some(
+            "That key is not one of the console's keys.",
+        )));
         *answer.status_mut() = StatusCode::UNAUTHORIZED;
         return answer;
     };
@@ -169,7 +174,11 @@ async fn login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         auth::COOKIE,
         auth::SESSION_LIFE.as_secs(),
-        if console.secure_cookie { "; Secure" } else { "" }
+        if console.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        }
     );
     let mut answer = see_other("/");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -183,7 +192,10 @@ async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap) -> Resp
         console.sessions.close(id);
     }
     let mut answer = see_other("/login");
-    let expired = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", auth::COOKIE);
+    let expired = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        auth::COOKIE
+    );
     if let Ok(value) = HeaderValue::from_str(&expired) {
         answer.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -198,7 +210,9 @@ async fn jobs_table(console: &Console) -> Result<(String, String), Failure> {
     let in_flight = lines.iter().any(|l| l.lease.is_some()) || console.runner.any_running();
     let mut problems = String::new();
     if !set.errors.is_empty() {
-        problems.push_str("<div class=\"problem\" role=\"alert\"><p>Problems outside any job row:</p><ul>");
+        problems.push_str(
+            "<div class=\"problem\" role=\"alert\"><p>Problems outside any job row:</p><ul>",
+        );
         for e in &set.errors {
             problems.push_str(&format!("<li>{}</li>", escape(&e.to_string())));
         }
@@ -210,7 +224,11 @@ async fn jobs_table(console: &Console) -> Result<(String, String), Failure> {
 async fn home_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Answer {
     let viewer = signed_in!(console, headers, true);
     let (problems, table) = jobs_table(&console).await?;
-    Ok(html(page("Jobs", Some(&viewer.who), &format!("{problems}{table}"))))
+    Ok(html(page(
+        "Jobs",
+        Some(&viewer.who),
+        &format!("{problems}{table}"),
+    )))
 }
 
 async fn jobs_fragment(State(console): State<Arc<Console>>, headers: HeaderMap) -> Answer {
@@ -258,9 +276,12 @@ async fn job_page(
         Some(job) => console.quarantine_sample(&viewer, &job.target.table).await,
         None => None,
     };
-    let message = query
-        .contains_key("started")
-        .then(|| format!("A run was started ({}); it appears below when it begins.", console.runner.describe()));
+    let message = query.contains_key("started").then(|| {
+        format!(
+            "A run was started ({}); it appears below when it begins.",
+            console.runner.describe()
+        )
+    });
     let body = job::render(&job::JobPage {
         viewer: &viewer,
         row,
@@ -288,11 +309,21 @@ async fn job_live(
     let runs = console.store.runs(&id, 100).await?;
     let lease = console.store.lease_holder(&id).await.unwrap_or(None);
     let local = console.runner.local_run(&id);
-    Ok(html(job::live(&id, &runs, lease.as_deref(), local.as_ref(), Utc::now())))
+    Ok(html(job::live(
+        &id,
+        &runs,
+        lease.as_deref(),
+        local.as_ref(),
+        Utc::now(),
+    )))
 }
 
 /// The viewer of an action: signed in, an operator, and on this console's own page.
-fn actor(console: &Console, headers: &HeaderMap, form: &HashMap<String, String>) -> Result<Viewer, Response> {
+fn actor(
+    console: &Console,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<Viewer, Response> {
     let viewer = viewer(console, headers, false)?;
     auth::operator(&viewer).map_err(|r| Failure(r).into_response())?;
     auth::same_site(&viewer, form.get("csrf").map(String::as_str), headers)
@@ -315,7 +346,10 @@ async fn run_now(
     row.job.as_ref().map_err(|p| crate::job::config_error(p))?;
     let said = console.runner.run_now(&id, &viewer.who.name).await?;
     tracing::info!(operator = %viewer.who.name, job = %id, "{said}");
-    Ok(see_other(&format!("/jobs/{}?started=1", super::html::path_segment(&id))))
+    Ok(see_other(&format!(
+        "/jobs/{}?started=1",
+        super::html::path_segment(&id)
+    )))
 }
 
 async fn rewind_preview(
@@ -328,14 +362,20 @@ async fn rewind_preview(
     auth::operator(&viewer)?;
     let to = query.get("to").map(|t| t.trim()).unwrap_or("");
     if to.is_empty() {
-        return Err(Failure(Refusal::bad("give the watermark to rewind to (`to`), or `start`")));
+        return Err(Failure(Refusal::bad(
+            "give the watermark to rewind to (`to`), or `start`",
+        )));
     }
     let set = console.jobs.get().await?;
     let row = set.find(&id).ok_or_else(|| not_found(&id))?;
     let job = row.job.as_ref().map_err(|p| crate::job::config_error(p))?;
     let lines = super::actions::rewind(job, &console.context(), to, true).await?;
     let body = job::rewind_confirm(&viewer, &id, to, &lines);
-    Ok(html(page(&format!("Rewind {id}?"), Some(&viewer.who), &body)))
+    Ok(html(page(
+        &format!("Rewind {id}?"),
+        Some(&viewer.who),
+        &body,
+    )))
 }
 
 async fn rewind(
@@ -368,7 +408,11 @@ async fn rewind(
         "</ul><p><a href=\"/jobs/{}\">Back to the job</a></p>",
         super::html::path_segment(&id)
     ));
-    Ok(html(page(&format!("Rewound {id}"), Some(&viewer.who), &body)))
+    Ok(html(page(
+        &format!("Rewound {id}"),
+        Some(&viewer.who),
+        &body,
+    )))
 }
 
 async fn lake_page(
@@ -399,8 +443,13 @@ async fn lake_page(
         let asked = crate::serve::engine::Query {
             sql: sql.to_string(),
             params: None,
+            as_of: None,
         };
-        match console.service.page(&key, &asked, None, lake::QUERY_ROWS).await {
+        match console
+            .service
+            .page(&key, &asked, None, lake::QUERY_ROWS)
+            .await
+        {
             Ok(rows) => body.push_str(&lake::rows(&rows)),
             Err(refusal) => body.push_str(&format!(
                 "<p class=\"problem\" role=\"alert\">{} ({})</p>",

@@ -45,7 +45,9 @@ impl Schedules {
             };
             let schedule = Schedule::parse(expr)?;
             match job {
-                Some(job) => out.per_job.push((job.to_string(), expr.to_string(), schedule)),
+                Some(job) => out
+                    .per_job
+                    .push((job.to_string(), expr.to_string(), schedule)),
                 None => out.default = Some((expr.to_string(), schedule)),
             }
         }
@@ -216,14 +218,26 @@ mod tests {
     #[test]
     fn cron_expressions_give_the_next_start() -> Result<(), String> {
         let hourly = Schedule::parse("cron(0 * * * ? *)")?;
-        assert_eq!(hourly.next_after(at("2024-05-01T10:20:00Z")), Some(at("2024-05-01T11:00:00Z")));
+        assert_eq!(
+            hourly.next_after(at("2024-05-01T10:20:00Z")),
+            Some(at("2024-05-01T11:00:00Z"))
+        );
         let nightly = Schedule::parse("cron(30 2 * * ? *)")?;
-        assert_eq!(nightly.next_after(at("2024-05-01T10:20:00Z")), Some(at("2024-05-02T02:30:00Z")));
+        assert_eq!(
+            nightly.next_after(at("2024-05-01T10:20:00Z")),
+            Some(at("2024-05-02T02:30:00Z"))
+        );
         let sundays = Schedule::parse("cron(30 3 ? * SUN *)")?;
         // 2024-05-01 is a Wednesday.
-        assert_eq!(sundays.next_after(at("2024-05-01T10:20:00Z")), Some(at("2024-05-05T03:30:00Z")));
+        assert_eq!(
+            sundays.next_after(at("2024-05-01T10:20:00Z")),
+            Some(at("2024-05-05T03:30:00Z"))
+        );
         let quarter = Schedule::parse("cron(0/15 8-17 ? * MON-FRI *)")?;
-        assert_eq!(quarter.next_after(at("2024-05-03T17:50:00Z")), Some(at("2024-05-06T08:00:00Z")));
+        assert_eq!(
+            quarter.next_after(at("2024-05-03T17:50:00Z")),
+            Some(at("2024-05-06T08:00:00Z"))
+        );
         assert!(Schedule::parse("cron(0 12 L * ? *)").is_err());
         assert!(Schedule::parse("cron(0 12 * *)").is_err());
         Ok(())
@@ -231,10 +245,19 @@ mod tests {
 
     #[test]
     fn rates_and_per_job_schedules() -> Result<(), String> {
-        let s = Schedules::parse(&["rate(1 hour)".into(), "gps_positions=rate(5 minutes)".into()])?;
+        let s = Schedules::parse(&[
+            "rate(1 hour)".into(),
+            "gps_positions=rate(5 minutes)".into(),
+        ])?;
         let now = at("2024-05-01T10:00:00Z");
-        assert_eq!(s.next("orders", now).and_then(|n| n.1), Some(at("2024-05-01T11:00:00Z")));
-        assert_eq!(s.next("gps_positions", now).map(|n| n.0), Some("rate(5 minutes)".into()));
+        assert_eq!(
+            s.next("orders", now).and_then(|n| n.1),
+            Some(at("2024-05-01T11:00:00Z"))
+        );
+        assert_eq!(
+            s.next("gps_positions", now).map(|n| n.0),
+            Some("rate(5 minutes)".into())
+        );
         assert!(Schedules::default().next("orders", now).is_none());
         Ok(())
     }

@@ -108,9 +108,14 @@ pub async fn lines(
     schedules: &Schedules,
     now: DateTime<Utc>,
 ) -> Vec<JobLine> {
-    let rows: Vec<&LoadedRow> = set.rows.iter().collect();
-    futures::stream::iter(rows)
+    // The futures made first (they start when polled): a stream of them holds no
+    // closure over a borrowed row, which a handler's future could not be sent with.
+    let reads: Vec<_> = set
+        .rows
+        .iter()
         .map(|row| line(row, store, schedules, now))
+        .collect();
+    futures::stream::iter(reads)
         .buffered(READ_AT_ONCE)
         .collect()
         .await

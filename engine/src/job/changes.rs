@@ -47,9 +47,18 @@ pub enum ChangeLog {
 
 /// The source fields a change job may not give, and why.
 const NOT_WITH_CHANGES: [(&str, &str); 4] = [
-    ("query", "a log holds a table's changes, not a query's: give `table`"),
-    ("cursor", "the log orders the changes (`_sluice_seq`): remove `cursor`"),
-    ("lag", "a run reads the changes committed when it starts: remove `lag`"),
+    (
+        "query",
+        "a log holds a table's changes, not a query's: give `table`",
+    ),
+    (
+        "cursor",
+        "the log orders the changes (`_sluice_seq`): remove `cursor`",
+    ),
+    (
+        "lag",
+        "a run reads the changes committed when it starts: remove `lag`",
+    ),
     (
         "delete_when",
         "deletes come from the log (`_sluice_op = 'd'`): remove `delete_when`",
@@ -74,7 +83,10 @@ pub fn compile(
     };
     for (field, why) in NOT_WITH_CHANGES {
         if given(field) {
-            bad(&format!("source.{field}"), format!("not with source.changes: {why}"));
+            bad(
+                &format!("source.{field}"),
+                format!("not with source.changes: {why}"),
+            );
         }
     }
     if !matches!(mode, Mode::Merge | Mode::Incremental) {
@@ -177,7 +189,9 @@ fn table(source: &SourceSpec, bad: &mut impl FnMut(&str, String)) -> Option<Rela
         _ => {
             bad(
                 "source.table",
-                format!("{text:?} is not a table name such as `orders` or `sales.orders` (letters, digits, `_`)"),
+                format!(
+                    "{text:?} is not a table name such as `orders` or `sales.orders` (letters, digits, `_`)"
+                ),
             );
             None
         }
@@ -225,9 +239,9 @@ fn postgres_log(spec: &JobSpec, bad: &mut impl FnMut(&str, String)) -> ChangeLog
 
 /// A server id from the job's id, stable across runs: 7000 plus a hash below 1000000.
 fn default_server_id(job: &str) -> u32 {
-    let hash = job
-        .bytes()
-        .fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
+    let hash = job.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    });
     7000 + hash % 1_000_000
 }
 

@@ -582,10 +582,8 @@ pub fn compile(
 
 /// The most and least a `freshness` target may be: under a minute is shorter than any
 /// schedule reports on; over a year is no target.
-const FRESHNESS_RANGE: (Duration, Duration) = (
-    Duration::from_secs(60),
-    Duration::from_secs(366 * 86_400),
-);
+const FRESHNESS_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(366 * 86_400));
 
 /// `freshness` as a duration, or the problem with it.
 fn check_freshness(text: &str, bad: &mut impl FnMut(&str, String)) -> Option<Duration> {

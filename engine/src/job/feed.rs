@@ -201,8 +201,10 @@ pub fn check_api_source(spec: &JobSpec, bad: &mut impl FnMut(&str, String)) {
                     "primary_key" =>
                         "key columns to order by (its records come in the API's order; mode `merge` upserts by them)",
                     "split" => "split (see the connection's rate_limit.concurrency)",
-                    "delete_when" | "tie_break" => "merge by key (mode `merge` reads database tables)",
-                    "changes" => "log to capture changes from (source.changes reads PostgreSQL and MySQL/MariaDB tables)",
+                    "delete_when" | "tie_break" =>
+                        "merge by key (mode `merge` reads database tables)",
+                    "changes" =>
+                        "log to capture changes from (source.changes reads PostgreSQL and MySQL/MariaDB tables)",
                     _ => "table or query (give source.request, or source.soap)",
                 }
             )
@@ -247,7 +249,8 @@ pub fn compile_queue(
                     "primary_key" =>
                         "key columns (it deduplicates by message, see source.queue.dedup, or by record, see source.dedup; mode `merge` upserts by them)",
                     "split" => "split (see source.queue.receivers)",
-                    "delete_when" | "tie_break" => "merge by key (mode `merge` reads database tables)",
+                    "delete_when" | "tie_break" =>
+                        "merge by key (mode `merge` reads database tables)",
                     _ => "table or query (declare source.record instead)",
                 }
             ),

@@ -685,9 +685,11 @@ mod tests {
         let (_, problems) =
             compile("{patterns: [{pattern: 'in/*.json*'}, {pattern: 'in/*.json.gz'}]}");
         assert!(
-            problems.iter().any(|p| p.starts_with("source.files.patterns[1].pattern: ")
-                && p.contains("source.files.patterns[0]")
-                && p.contains("both match \"in/.json.gz\"")),
+            problems
+                .iter()
+                .any(|p| p.starts_with("source.files.patterns[1].pattern: ")
+                    && p.contains("source.files.patterns[0]")
+                    && p.contains("both match \"in/.json.gz\"")),
             "{problems:?}"
         );
         let (_, problems) = compile("{pattern: 'a/*', patterns: [{pattern: 'b/*'}]}");
@@ -704,8 +706,7 @@ mod tests {
                 .any(|p| p.starts_with("source.files.patterns[1].records: is for format `json`")),
             "{problems:?}"
         );
-        let (_, problems) =
-            compile("{pattern: 'st/**/*.json', after_load: {move: st/processed}}");
+        let (_, problems) = compile("{pattern: 'st/**/*.json', after_load: {move: st/processed}}");
         assert!(
             problems
                 .iter()

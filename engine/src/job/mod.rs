@@ -14,11 +14,11 @@ pub mod sync;
 
 use std::fmt;
 
+pub use changes::{ChangeFeed, ChangeLog};
 pub use compile::{
     Address, Connection, Connections, From, Job, Relation, Split, Target, compile,
     compile_connections, is_identifier, mode_name,
 };
-pub use changes::{ChangeFeed, ChangeLog};
 pub use feed::{QueueFeed, RecordKey, Records};
 pub use http::{HttpConnection, HttpFeed};
 pub use load::{JobSet, LoadedRow, load_dir};

@@ -95,7 +95,9 @@ impl FilePattern {
     pub fn new(text: &str) -> Result<FilePattern, String> {
         let text = text.trim_start_matches('/');
         if text.is_empty() {
-            return Err("is empty: give a folder and a name pattern, such as `incoming/bank_*.json`".into());
+            return Err(
+                "is empty: give a folder and a name pattern, such as `incoming/bank_*.json`".into(),
+            );
         }
         if text.ends_with('/') {
             return Err(format!(
@@ -182,7 +184,8 @@ impl FilePattern {
 
     /// A path both patterns match, if there is one (the shortest).
     pub fn overlap(&self, other: &FilePattern) -> Option<String> {
-        let start: Vec<(State, State)> = pairs(&self.closure((0, false)), &other.closure((0, false)));
+        let start: Vec<(State, State)> =
+            pairs(&self.closure((0, false)), &other.closure((0, false)));
         let accept = ((self.steps.len(), false), (other.steps.len(), false));
         let mut came: BTreeMap<(State, State), Option<((State, State), char)>> = BTreeMap::new();
         let mut queue = VecDeque::new();
@@ -287,9 +290,7 @@ fn shared(a: &Label<'_>, b: &Label<'_>) -> Option<char> {
     a.candidates(&mut candidates);
     b.candidates(&mut candidates);
     candidates.extend(['x', 'a', '0', '_', '-', '.', 'Z', '~', 'é']);
-    candidates
-        .into_iter()
-        .find(|&c| a.admits(c) && b.admits(c))
+    candidates.into_iter().find(|&c| a.admits(c) && b.admits(c))
 }
 
 /// One folder's or name's wildcards and characters.
@@ -427,7 +428,10 @@ mod tests {
 
         assert_eq!(pattern("a/*.json").overlap(&pattern("a/*.json.gz")), None);
         assert_eq!(pattern("a/*.json").overlap(&pattern("b/*.json")), None);
-        assert_eq!(pattern("**/*.ndjson").overlap(&pattern("**/*.ndjson.gz")), None);
+        assert_eq!(
+            pattern("**/*.ndjson").overlap(&pattern("**/*.ndjson.gz")),
+            None
+        );
         assert_eq!(
             pattern("a/*.json").overlap(&pattern("a/x*")),
             Some("a/x.json".into())

@@ -53,7 +53,14 @@ fn facet(schema: &str, fields: Value) -> Value {
 
 /// The START event of `summary`'s run (its counts are not known yet).
 pub fn start_event(namespace: &str, job: &Job, lake_url: &str, summary: &RunSummary) -> Value {
-    event("START", summary.started_at, namespace, job, lake_url, summary)
+    event(
+        "START",
+        summary.started_at,
+        namespace,
+        job,
+        lake_url,
+        summary,
+    )
 }
 
 /// The COMPLETE (committed or up to date) or FAIL event of a finished run.
@@ -113,7 +120,8 @@ fn event(
             ),
         );
     }
-    let mut output = json!({"namespace": table.namespace, "name": table.name, "facets": output_facets});
+    let mut output =
+        json!({"namespace": table.namespace, "name": table.name, "facets": output_facets});
     if ended {
         input["inputFacets"] = json!({"inputStatistics": facet(
             "1-0-0/InputStatisticsInputDatasetFacet.json#/$defs/InputStatisticsInputDatasetFacet",
@@ -162,6 +170,10 @@ mod tests {
         let f = facet("x.json", json!({"a": 1}));
         assert_eq!(f["a"], 1);
         assert_eq!(f["_producer"], PRODUCER);
-        assert!(f["_schemaURL"].as_str().is_some_and(|s| s.ends_with("/x.json")));
+        assert!(
+            f["_schemaURL"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("/x.json"))
+        );
     }
 }

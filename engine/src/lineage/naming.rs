@@ -55,7 +55,10 @@ pub fn source(job: &Job) -> Dataset {
             let patterns: Vec<&str> = feed.patterns.iter().map(|p| p.glob.text()).collect();
             files(store, &patterns.join(","))
         }
-        _ => Dataset::new(format!("{}://{}", kind.name(), job.connection.name), job.id.clone()),
+        _ => Dataset::new(
+            format!("{}://{}", kind.name(), job.connection.name),
+            job.id.clone(),
+        ),
     }
 }
 
@@ -105,10 +108,9 @@ fn database(kind: ConnectionKind, url: &str, relation: &Relation) -> Dataset {
         _ => {
             let port = default_port(authority, 5432);
             let name = match relation {
-                Relation::Table { schema, name } => format!(
-                    "{path}.{}.{name}",
-                    schema.as_deref().unwrap_or("public")
-                ),
+                Relation::Table { schema, name } => {
+                    format!("{path}.{}.{name}", schema.as_deref().unwrap_or("public"))
+                }
                 Relation::Query(_) => format!("{path}.query"),
             };
             Dataset::new(format!("postgres://{port}"), name)
@@ -228,13 +230,19 @@ mod tests {
             "postgres://etl:${PASSWORD}@10.0.0.5/sales?sslmode=require",
             &table(Some("shop"), "orders"),
         );
-        assert_eq!(pg, Dataset::new("postgres://10.0.0.5:5432", "sales.shop.orders"));
+        assert_eq!(
+            pg,
+            Dataset::new("postgres://10.0.0.5:5432", "sales.shop.orders")
+        );
         let pg = database(
             ConnectionKind::Postgres,
             "postgres://db.internal:6543/sales",
             &table(None, "orders"),
         );
-        assert_eq!(pg.label(), "postgres://db.internal:6543/sales.public.orders");
+        assert_eq!(
+            pg.label(),
+            "postgres://db.internal:6543/sales.public.orders"
+        );
         let my = database(
             ConnectionKind::Mysql,
             "mysql://u:secret@db:3307/shop",
@@ -254,11 +262,17 @@ mod tests {
     fn queues_files_and_apis_follow_the_conventions() {
         assert_eq!(
             queue("https://sqs.eu-west-1.amazonaws.com/123456789012/gps-positions"),
-            Dataset::new("sqs://sqs.eu-west-1.amazonaws.com/123456789012", "gps-positions")
+            Dataset::new(
+                "sqs://sqs.eu-west-1.amazonaws.com/123456789012",
+                "gps-positions"
+            )
         );
         assert_eq!(
             split_url("https://user:pw@api.tags.example/v2"),
-            ("https://api.tags.example:443".to_string(), "/v2".to_string())
+            (
+                "https://api.tags.example:443".to_string(),
+                "/v2".to_string()
+            )
         );
         assert_eq!(join_path("/v2", "/tags"), "/v2/tags");
         assert_eq!(join_path("", "incoming/*.json"), "/incoming/*.json");

@@ -119,8 +119,7 @@ pub async fn run_job(job: &Job, ctx: &Context) -> RunSummary {
     summary.started_at = now;
     summary.trigger = ctx.trigger.clone();
     if let Some(lineage) = &ctx.lineage {
-        let event =
-            crate::lineage::start_event(&lineage.namespace, job, ctx.lake.url(), &summary);
+        let event = crate::lineage::start_event(&lineage.namespace, job, ctx.lake.url(), &summary);
         lineage.send(&event).instrument(span.clone()).await;
     }
     let outcome = leased(job, ctx, now, &mut summary)

@@ -212,9 +212,10 @@ async fn query_get(
         })?),
         None => None,
     };
-    if let Some(unknown) = request.keys().find(|k| {
-        !["sql", "params", "format", "limit", "next", "as_of"].contains(&k.as_str())
-    }) {
+    if let Some(unknown) = request
+        .keys()
+        .find(|k| !["sql", "params", "format", "limit", "next", "as_of"].contains(&k.as_str()))
+    {
         return Err(Refusal::bad(format!(
             "unknown parameter `{unknown}`: the query takes sql, params, format, limit, next, as_of"
         )));

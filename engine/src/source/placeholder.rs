@@ -266,8 +266,7 @@ mod tests {
         let err = redact(Error::external(format!("cannot reach {url}")), &secrets);
         assert!(err.message.contains("db.internal"), "{}", err.message);
         assert!(!err.message.contains("ss-word"), "{}", err.message);
-        let (_, secrets) =
-            resolve_secret("${PW}", "sales", &env).unwrap_or_else(|e| panic!("{e}"));
+        let (_, secrets) = resolve_secret("${PW}", "sales", &env).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(secrets, ["pw-value"], "a secret field's value is a secret");
     }
 }

@@ -119,7 +119,11 @@ fn newest_lines(mut file: File, limit: usize) -> std::io::Result<Vec<RunSummary>
         block.extend_from_slice(&carry);
         // The first piece may be the tail of a line that starts in an earlier block.
         let mut pieces: Vec<&[u8]> = block.split(|b| *b == b'\n').collect();
-        let first = if start > 0 { pieces.remove(0).to_vec() } else { Vec::new() };
+        let first = if start > 0 {
+            pieces.remove(0).to_vec()
+        } else {
+            Vec::new()
+        };
         for line in pieces.into_iter().rev() {
             if out.len() == limit {
                 break;

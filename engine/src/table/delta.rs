@@ -54,8 +54,13 @@ impl<'a> Delta<'a> {
     async fn read(&self, run: &Written<'_>, replaces: bool) -> Result<Option<DeltaTable>> {
         let table = self.table();
         let read = delta::open(self.lake, table, AsOf::Latest).await?;
-        delta::check_new_table(self.lake, (table, read.as_ref()), &run.manifest.files, replaces)
-            .await?;
+        delta::check_new_table(
+            self.lake,
+            (table, read.as_ref()),
+            &run.manifest.files,
+            replaces,
+        )
+        .await?;
         delta::check_schema((table, read.as_ref()), &run.schema, replaces)?;
         Ok(read)
     }

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{
-    Commit, LakeTable, MergeBy, Optimized, Recovered, Scope, Staged, Vacuumed, Written,
-};
+use super::{Commit, LakeTable, MergeBy, Optimized, Recovered, Scope, Staged, Vacuumed, Written};
 use crate::budget::MemoryBudget;
 use crate::error::{Error, Result};
 use crate::job::Job;

@@ -63,11 +63,7 @@ pub fn run_metrics(run: &RunSummary, now: DateTime<Utc>) -> Vec<Metric> {
         out.push(m("MessagesDuplicate", "Count", feed.duplicates as f64));
         out.push(m("MessagesQuarantined", "Count", feed.quarantined as f64));
         out.push(m("MessagesDeleted", "Count", feed.deleted as f64));
-        out.push(m(
-            "ReceiveFailures",
-            "Count",
-            feed.receive_failures as f64,
-        ));
+        out.push(m("ReceiveFailures", "Count", feed.receive_failures as f64));
     }
     if let Some(api) = &run.api {
         out.push(m("ApiRequests", "Count", api.requests as f64));

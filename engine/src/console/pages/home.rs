@@ -45,7 +45,12 @@ pub fn jobs_table(lines: &[JobLine], now: DateTime<Utc>, in_flight: bool) -> Str
                     human_bytes(run.bytes),
                 )
             }
-            None => (String::from("never ran"), String::new(), "—".into(), "—".into()),
+            None => (
+                String::from("never ran"),
+                String::new(),
+                "—".into(),
+                "—".into(),
+            ),
         };
         let freshness = match (line.data_age, line.freshness) {
             (Some(a), Some(t)) => format!("{} / {}", age(a), age(t.as_secs() as i64)),
@@ -73,7 +78,10 @@ pub fn jobs_table(lines: &[JobLine], now: DateTime<Utc>, in_flight: bool) -> Str
             reasons = if line.health.colour == super::super::health::Colour::Green {
                 String::new()
             } else {
-                format!(" <small>{}</small>", escape(&line.health.reasons.join("; ")))
+                format!(
+                    " <small>{}</small>",
+                    escape(&line.health.reasons.join("; "))
+                )
             },
             kind = escape(line.kind),
             table = line

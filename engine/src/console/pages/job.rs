@@ -40,7 +40,11 @@ pub fn render(p: &JobPage<'_>) -> String {
     let mut out = String::new();
     let id = p.row.id.as_deref().unwrap_or("(row without a job id)");
     if let Some(message) = &p.message {
-        let _ = write!(out, "<p class=\"note\" role=\"status\">{}</p>", escape(message));
+        let _ = write!(
+            out,
+            "<p class=\"note\" role=\"status\">{}</p>",
+            escape(message)
+        );
     }
     let _ = write!(
         out,
@@ -77,7 +81,13 @@ pub fn render(p: &JobPage<'_>) -> String {
     if p.row.job.is_ok() && p.viewer.who.role >= Role::Operator {
         actions(&mut out, p.viewer, id);
     }
-    out.push_str(&live(id, p.runs, p.lease.as_deref(), p.local.as_ref(), p.now));
+    out.push_str(&live(
+        id,
+        p.runs,
+        p.lease.as_deref(),
+        p.local.as_ref(),
+        p.now,
+    ));
     out.push_str(&chart(p.runs));
     if let Some(state) = p.state {
         checkpoint(&mut out, state);
@@ -131,7 +141,12 @@ pub fn live(
         out.push_str("<section id=\"live\" aria-live=\"polite\">");
     }
     if let Some(holder) = lease {
-        let _ = write!(out, "<p>{} held by {}</p>", badge("running", "running"), escape(holder));
+        let _ = write!(
+            out,
+            "<p>{} held by {}</p>",
+            badge("running", "running"),
+            escape(holder)
+        );
     }
     if let Some(run) = local {
         let _ = write!(
@@ -158,8 +173,23 @@ pub fn live(
         ]
     });
     out.push_str(&table(
-        &format!("Runs (newest first, {} ago at the latest)", runs.first().map_or("—".into(), |r| age((now - r.started_at).num_seconds()))),
-        &["Started (UTC)", "Run", "Status", "Trigger", "Rows", "Bytes", "Files", "Duration", "Window", "Error"],
+        &format!(
+            "Runs (newest first, {} ago at the latest)",
+            runs.first()
+                .map_or("—".into(), |r| age((now - r.started_at).num_seconds()))
+        ),
+        &[
+            "Started (UTC)",
+            "Run",
+            "Status",
+            "Trigger",
+            "Rows",
+            "Bytes",
+            "Files",
+            "Duration",
+            "Window",
+            "Error",
+        ],
         rows,
     ));
     out.push_str("</section>");
@@ -223,12 +253,20 @@ fn checkpoint(out: &mut String, state: &JobState) {
     out.push_str("<h2>Checkpoint</h2><ul>");
     match &state.watermark {
         Some(w) => {
-            let _ = write!(out, "<li>Watermark: <code>{}</code></li>", escape(&w.to_string()));
+            let _ = write!(
+                out,
+                "<li>Watermark: <code>{}</code></li>",
+                escape(&w.to_string())
+            );
         }
         None => out.push_str("<li>No watermark</li>"),
     }
     if let Some(feed) = &state.feed {
-        let _ = write!(out, "<li>Feed: {} committed runs remembered</li>", feed.runs.len());
+        let _ = write!(
+            out,
+            "<li>Feed: {} committed runs remembered</li>",
+            feed.runs.len()
+        );
     }
     if let Some(c) = &state.committed {
         let _ = write!(
@@ -257,7 +295,12 @@ fn checkpoint(out: &mut String, state: &JobState) {
                 vec![
                     escape(&c.name),
                     escape(&c.data_type),
-                    if c.nullable.unwrap_or(true) { "yes" } else { "no" }.to_string(),
+                    if c.nullable.unwrap_or(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_string(),
                 ]
             }),
         ));
@@ -268,17 +311,17 @@ fn drift_and_quality(out: &mut String, runs: &[RunSummary]) {
     let drift: Vec<Vec<String>> = runs
         .iter()
         .flat_map(|r| {
-            r.schema_changes.iter().map(move |d| {
-                vec![
-                    escape(&r.run_id),
-                    escape(&d.to_string()),
-                    escape(&d.action),
-                ]
-            })
+            r.schema_changes
+                .iter()
+                .map(move |d| vec![escape(&r.run_id), escape(&d.to_string()), escape(&d.action)])
         })
         .collect();
     if !drift.is_empty() {
-        out.push_str(&table("Schema drift", &["Run", "Change", "What the run did"], drift));
+        out.push_str(&table(
+            "Schema drift",
+            &["Run", "Change", "What the run did"],
+            drift,
+        ));
     }
     if let Some(last) = runs.first().filter(|r| !r.quality.is_empty()) {
         out.push_str(&table(

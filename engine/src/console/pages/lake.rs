@@ -17,7 +17,15 @@ pub const QUERY_ROWS: usize = 200;
 pub fn tables(list: &[(TableInfo, Option<String>)]) -> String {
     table(
         "Tables",
-        &["Table", "Partition columns", "Partitions", "Files", "Bytes", "Delta version", "Quarantine of"],
+        &[
+            "Table",
+            "Partition columns",
+            "Partitions",
+            "Files",
+            "Bytes",
+            "Delta version",
+            "Quarantine of",
+        ],
         list.iter().map(|(t, version)| {
             let n = |v: Option<usize>| v.map_or("—".to_string(), |v| v.to_string());
             vec![
@@ -45,7 +53,12 @@ pub fn query_box(sql: &str) -> String {
 /// An answer's rows as an HTML table, every value escaped.
 pub fn rows(rows: &Rows) -> String {
     let options = FormatOptions::default().with_null("NULL");
-    let head: Vec<String> = rows.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let head: Vec<String> = rows
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let head_refs: Vec<&str> = head.iter().map(String::as_str).collect();
     let mut body: Vec<Vec<String>> = Vec::new();
     for batch in &rows.batches {
@@ -70,7 +83,10 @@ pub fn rows(rows: &Rows) -> String {
     let shown = body.len();
     out.push_str(&table(&format!("{shown} rows"), &head_refs, body));
     if rows.next.is_some() {
-        let _ = write!(out, "<p class=\"note\">Only the first {shown} rows are shown.</p>");
+        let _ = write!(
+            out,
+            "<p class=\"note\">Only the first {shown} rows are shown.</p>"
+        );
     }
     out
 }

@@ -13,7 +13,11 @@ use super::html::{escape, page};
 pub fn login(problem: Option<&str>) -> String {
     let mut body = String::new();
     if let Some(problem) = problem {
-        let _ = write!(body, "<p class=\"problem\" role=\"alert\">{}</p>", escape(problem));
+        let _ = write!(
+            body,
+            "<p class=\"problem\" role=\"alert\">{}</p>",
+            escape(problem)
+        );
     }
     body.push_str(
         "<form method=\"post\" action=\"/login\"><label for=\"key\">Console key</label>\

@@ -209,7 +209,6 @@ pub const BEFORE: &str = "before";
 /// The placeholder a SOAP envelope's page token fills.
 pub const PAGE_TOKEN: &str = "page_token";
 
-
 /// Compiles an API job's source. `schema` is `target.schema`, which stands in for the
 /// record when there is no transform.
 pub fn compile_http(
@@ -355,4 +354,3 @@ fn mentions_window(call: &Call) -> bool {
         .iter()
         .any(|p| [SINCE, UNTIL, BEFORE].contains(p))
 }
-

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    BEFORE, CursorFrom, DEFAULT_MAX_PAGES, Next, PAGE_TOKEN, Paginate, Request, SINCE, Soap,
-    UNTIL,
+    BEFORE, CursorFrom, DEFAULT_MAX_PAGES, Next, PAGE_TOKEN, Paginate, Request, SINCE, Soap, UNTIL,
 };
 use crate::jsonpath::Path;
 use crate::spec::http::{
@@ -361,4 +360,3 @@ mod tests {
         );
     }
 }
-

@@ -9,9 +9,9 @@ use crate::contract::Column;
 use crate::job::RecordKey;
 use crate::job::feed;
 use crate::lake_type::LakeType;
-use crate::spec::{JobSpec, Mode};
 use crate::spec::http::WindowSpec;
 use crate::spec::units::parse_duration;
+use crate::spec::{JobSpec, Mode};
 
 /// The longest `lookback`: the longest a record key is remembered (`source.dedup.window`).
 const MAX_LOOKBACK: Duration = Duration::from_secs(400 * 86_400);
@@ -86,20 +86,23 @@ pub(super) fn api_window(
             None
         }
     });
-    let lookback = w.lookback.as_ref().and_then(|text| match parse_duration(text) {
-        Ok(d) if d >= Duration::from_secs(1) && d <= MAX_LOOKBACK => Some(d),
-        Ok(_) => {
-            bad(
-                "source.window.lookback",
-                format!("{text} is out of range (1s to 400d)"),
-            );
-            None
-        }
-        Err(m) => {
-            bad("source.window.lookback", m);
-            None
-        }
-    });
+    let lookback = w
+        .lookback
+        .as_ref()
+        .and_then(|text| match parse_duration(text) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= MAX_LOOKBACK => Some(d),
+            Ok(_) => {
+                bad(
+                    "source.window.lookback",
+                    format!("{text} is out of range (1s to 400d)"),
+                );
+                None
+            }
+            Err(m) => {
+                bad("source.window.lookback", m);
+                None
+            }
+        });
     if let Some(start) = &w.start {
         let ok = match field.lake {
             LakeType::Date => chrono::NaiveDate::parse_from_str(start, "%Y-%m-%d").is_ok(),
@@ -202,4 +205,3 @@ fn bound_format(w: &WindowSpec, bad: &mut impl FnMut(&str, String)) -> BoundForm
         }
     }
 }
-

@@ -81,8 +81,9 @@ impl Local {
         }
         let ctx = SessionContext::new();
         self.lake.register_store(&ctx)?;
-        let tables =
-            Arc::new(crate::query::lake_tables(&self.lake, &ctx, |_| true, |_| AsOf::Latest).await?);
+        let tables = Arc::new(
+            crate::query::lake_tables(&self.lake, &ctx, |_| true, |_| AsOf::Latest).await?,
+        );
         *listed = Some((Instant::now(), tables.clone()));
         Ok(tables)
     }

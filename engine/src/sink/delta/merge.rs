@@ -418,31 +418,36 @@ async fn touched_files(
     key: &[String],
     bounds: Option<(String, i64, i64)>,
 ) -> Result<BTreeSet<String>> {
-    let candidates = existing.each_file().filter(|(f, _)| {
-        match (&bounds, bounds.as_ref().and_then(|(c, _, _)| f.bounds(c))) {
-            (Some((_, lo, hi)), Some((min, max))) => max >= *lo && min <= *hi,
-            _ => true,
-        }
-    });
-    let found = futures::stream::iter(candidates.enumerate().map(|(i, (live, file))| {
-        let ctx = ctx.clone();
-        let path = live.path.clone();
-        async move {
-            let name = format!("file_{i}");
-            register(&ctx, &name, Arc::new(file))?;
-            let sql = format!(
-                "SELECT count(*) FROM run_keys k RIGHT SEMI JOIN {name} t ON {}",
-                key_match(key, "t")
-            );
-            let n = count(&ctx, &sql).await;
-            ctx.deregister_table(name.as_str())
-                .map_err(|e| classify_datafusion(e, "the merge"))?;
-            Ok::<_, Error>((n? > 0).then_some(path))
-        }
-    }))
-    .buffer_unordered(2)
-    .try_collect::<Vec<_>>()
-    .await?;
+    // Owned, so that the reads below hold no borrow of the table across an await.
+    let candidates: Vec<(String, DeltaFiles)> = existing
+        .each_file()
+        .filter(
+            |(f, _)| match (&bounds, bounds.as_ref().and_then(|(c, _, _)| f.bounds(c))) {
+                (Some((_, lo, hi)), Some((min, max))) => max >= *lo && min <= *hi,
+                _ => true,
+            },
+        )
+        .map(|(live, file)| (live.path.clone(), file))
+        .collect();
+    let found =
+        futures::stream::iter(candidates.into_iter().enumerate().map(|(i, (path, file))| {
+            let ctx = ctx.clone();
+            async move {
+                let name = format!("file_{i}");
+                register(&ctx, &name, Arc::new(file))?;
+                let sql = format!(
+                    "SELECT count(*) FROM run_keys k RIGHT SEMI JOIN {name} t ON {}",
+                    key_match(key, "t")
+                );
+                let n = count(&ctx, &sql).await;
+                ctx.deregister_table(name.as_str())
+                    .map_err(|e| classify_datafusion(e, "the merge"))?;
+                Ok::<_, Error>((n? > 0).then_some(path))
+            }
+        }))
+        .buffer_unordered(2)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(found.into_iter().flatten().collect())
 }
 

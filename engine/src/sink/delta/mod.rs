@@ -168,10 +168,18 @@ async fn not_held(lake: &Lake, table: &str, as_of: AsOf, e: &DeltaTableError) ->
 /// The first and last version the log of `table` holds (`NNN….json` commit files; an
 /// older log may have been cleaned up to a checkpoint).
 async fn versions(lake: &Lake, table: &str) -> Result<Option<(u64, u64)>> {
-    let log = lake.list(&lake.path(&format!("{table}/{LOG_DIR}"))?).await?;
+    let log = lake
+        .list(&lake.path(&format!("{table}/{LOG_DIR}"))?)
+        .await?;
     Ok(log
         .iter()
-        .filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok())
+        .filter_map(|o| {
+            o.location
+                .filename()?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+        })
         .fold(None, |range, v| match range {
             None => Some((v, v)),
             Some((first, last)) => Some((first.min(v), last.max(v))),

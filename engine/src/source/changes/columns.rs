@@ -136,7 +136,13 @@ mod tests {
             false,
         )];
         assert!(with_change_columns(table).is_err());
-        let table = vec![SourceColumn::new("id", "INT4", Read::I32, LakeType::Int32, false)];
+        let table = vec![SourceColumn::new(
+            "id",
+            "INT4",
+            Read::I32,
+            LakeType::Int32,
+            false,
+        )];
         assert_eq!(with_change_columns(table).map(|c| c.len()).unwrap_or(0), 5);
     }
 }

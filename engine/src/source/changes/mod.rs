@@ -33,7 +33,9 @@ pub use position::{ChangeState, Lsn, Position};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{Acknowledge, Checkpoint, Consumed, Extract, Report, Source, redact, resolve_url, secret};
+use super::{
+    Acknowledge, Checkpoint, Consumed, Extract, Report, Source, redact, resolve_url, secret,
+};
 use crate::error::{Error, Result};
 use crate::job::{Address, ChangeFeed, ChangeLog, Job};
 

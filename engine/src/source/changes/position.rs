@@ -47,8 +47,12 @@ impl std::fmt::Display for Position {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Position::Postgres { lsn, .. } => f.write_str(lsn),
-            Position::Mysql { file, pos, gtid, .. } if gtid.is_empty() => write!(f, "{file}:{pos}"),
-            Position::Mysql { file, pos, gtid, .. } => write!(f, "{file}:{pos} ({gtid})"),
+            Position::Mysql {
+                file, pos, gtid, ..
+            } if gtid.is_empty() => write!(f, "{file}:{pos}"),
+            Position::Mysql {
+                file, pos, gtid, ..
+            } => write!(f, "{file}:{pos} ({gtid})"),
         }
     }
 }

@@ -85,12 +85,19 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             std::fs::write(&path, "{}").unwrap_or_else(|e| panic!("{e}"));
         }
-        let store = super::super::store::Objects::folder(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let paths = |entries: Vec<Entry>| -> Vec<String> { entries.into_iter().map(|e| e.path).collect() };
+        let store =
+            super::super::store::Objects::folder(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let paths =
+            |entries: Vec<Entry>| -> Vec<String> { entries.into_iter().map(|e| e.path).collect() };
 
-        let month = list(&store, &[pattern("st/2026/*/*.json")]).await.unwrap_or_else(|e| panic!("{e}"));
+        let month = list(&store, &[pattern("st/2026/*/*.json")])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         // The month folders' files (b too: a neighbour), not 2025's, not deeper ones.
-        assert_eq!(paths(month), ["st/2026/11/a.json", "st/2026/11/b.ndjson.gz"]);
+        assert_eq!(
+            paths(month),
+            ["st/2026/11/a.json", "st/2026/11/b.ndjson.gz"]
+        );
 
         let deep = list(&store, &[pattern("st/**/*.json"), pattern("st/*.json")])
             .await
@@ -106,9 +113,12 @@ mod tests {
             ]
         );
 
-        let missing = list(&store, &[pattern("st/2027/*/*.json"), pattern("none/*.json")])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let missing = list(
+            &store,
+            &[pattern("st/2027/*/*.json"), pattern("none/*.json")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(missing.is_empty());
     }
 }

@@ -355,7 +355,10 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .files;
-        let entry = listed.first().cloned().unwrap_or_else(|| panic!("not listed"));
+        let entry = listed
+            .first()
+            .cloned()
+            .unwrap_or_else(|| panic!("not listed"));
         let hash = Hashing::new(&b"[]"[..]).finish().unwrap_or_default();
         let ledger = Manifests(BTreeMap::from([(
             "r1".to_string(),

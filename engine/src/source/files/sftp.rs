@@ -365,10 +365,6 @@ impl Store for Sftp {
 
     fn describe(&self, path: &str) -> String {
         // An absolute root (`/srv/bank`) follows the host's `/` once, not twice.
-        format!(
-            "{}/{}",
-            self.url,
-            self.remote(path).trim_start_matches('/')
-        )
+        format!("{}/{}", self.url, self.remote(path).trim_start_matches('/'))
     }
 }

@@ -587,8 +587,7 @@ impl Client {
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             })
             .map(Duration::from_secs);
-        let refresh_at =
-            lifetime.and_then(|l| Instant::now().checked_add(l - refresh_margin(l)));
+        let refresh_at = lifetime.and_then(|l| Instant::now().checked_add(l - refresh_margin(l)));
         Ok(Token {
             value: bearer(token)?,
             refresh_at,
@@ -735,11 +734,19 @@ mod tests {
     #[test]
     fn the_refresh_margin_scales_with_the_tokens_lifetime() {
         let s = Duration::from_secs;
-        assert_eq!(refresh_margin(s(3600)), s(30), "an hour's token: 30 s early");
+        assert_eq!(
+            refresh_margin(s(3600)),
+            s(30),
+            "an hour's token: 30 s early"
+        );
         assert_eq!(refresh_margin(s(300)), s(30));
         assert_eq!(refresh_margin(s(30)), s(3), "a 30-second token serves 27 s");
         assert_eq!(refresh_margin(s(5)), s(1), "at least a second");
-        assert_eq!(refresh_margin(s(1)), Duration::from_millis(500), "at most half");
+        assert_eq!(
+            refresh_margin(s(1)),
+            Duration::from_millis(500),
+            "at most half"
+        );
         assert_eq!(refresh_margin(s(0)), s(0));
     }
 

@@ -240,9 +240,21 @@ async fn walk(client: &Arc<Client>, feed: &HttpFeed, window: &Window, pages: &Pa
         let mut params = Vec::new();
         if let Some(w) = &feed.window {
             let bounds = [
-                (SINCE, lo.as_ref().map(|b| format_bound(b, &w.format)), &w.since),
-                (UNTIL, hi.as_ref().map(|b| format_bound(b, &w.format)), &w.until),
-                (BEFORE, hi.as_ref().map(|b| format_after(b, &w.format)), &w.before),
+                (
+                    SINCE,
+                    lo.as_ref().map(|b| format_bound(b, &w.format)),
+                    &w.since,
+                ),
+                (
+                    UNTIL,
+                    hi.as_ref().map(|b| format_bound(b, &w.format)),
+                    &w.until,
+                ),
+                (
+                    BEFORE,
+                    hi.as_ref().map(|b| format_after(b, &w.format)),
+                    &w.before,
+                ),
             ];
             for (name, text, param) in bounds {
                 if let (Some(param), Some(text)) = (param, &text) {

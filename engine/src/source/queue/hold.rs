@@ -205,4 +205,3 @@ impl Acknowledge for Delete {
         }
     }
 }
-

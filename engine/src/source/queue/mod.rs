@@ -49,8 +49,8 @@ use self::hold::{Delete, Holding, Keeper};
 use self::receive::{Budget, Drain, Received, Receiver, Start};
 use super::records::{self, RecordBuilder};
 use super::{
-    Acknowledge, Checkpoint, Consumed, Extract, FeedCheckpoint, Ledger, Report, RunContext,
-    Source, SourceColumn, Window, resolve_url,
+    Acknowledge, Checkpoint, Consumed, Extract, FeedCheckpoint, Ledger, Report, RunContext, Source,
+    SourceColumn, Window, resolve_url,
 };
 use crate::aws::classify_sdk;
 use crate::error::{Error, Result};

@@ -23,7 +23,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
 use tokio::sync::mpsc::Sender;
 
-use super::gtid::{BinlogPos, COMPRESSED_EVENTS, GTID_EVENT, GTID_LIST_EVENT, GtidEvent, gtid_event, gtid_list};
+use super::gtid::{
+    BinlogPos, COMPRESSED_EVENTS, GTID_EVENT, GTID_LIST_EVENT, GtidEvent, gtid_event, gtid_list,
+};
 use super::shape::{Expect, Shape, Statement, shape, statement_on};
 use super::value;
 use crate::error::{Error, ErrorClass, Result};
@@ -190,7 +192,9 @@ fn classify(e: mysql_async::Error, read: &BinlogRead, doing: &str) -> Error {
                 s.message
             ));
         }
-        mysql_async::Error::Server(s) if matches!(s.code, 1040 | 1205 | 1213) => ErrorClass::External,
+        mysql_async::Error::Server(s) if matches!(s.code, 1040 | 1205 | 1213) => {
+            ErrorClass::External
+        }
         mysql_async::Error::Server(_) | mysql_async::Error::Url(_) => ErrorClass::User,
         _ => ErrorClass::External,
     };
@@ -253,7 +257,8 @@ impl<'a> Decoder<'a> {
             let event = gtid_event(header.server_id(), event.data()).map_err(bad)?;
             self.group = Some(Group {
                 event,
-                commit_at: DateTime::from_timestamp(i64::from(header.timestamp()), 0).unwrap_or_default(),
+                commit_at: DateTime::from_timestamp(i64::from(header.timestamp()), 0)
+                    .unwrap_or_default(),
                 gtid: event.gtid.to_string(),
             });
             return Ok(Step::Inside);
@@ -289,7 +294,8 @@ impl<'a> Decoder<'a> {
                         known: &read.known,
                         key: &read.key,
                     };
-                    self.shapes.insert(t.table_id(), Arc::new(shape(&t, &expect)?));
+                    self.shapes
+                        .insert(t.table_id(), Arc::new(shape(&t, &expect)?));
                 }
                 Ok(Step::Inside)
             }
@@ -338,14 +344,22 @@ impl<'a> Decoder<'a> {
         report: &mut ChangeReport,
     ) -> Result<Step> {
         let sql = q.query();
-        let word = sql.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+        let word = sql
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         match word.as_str() {
             "BEGIN" | "XA" => return Ok(Step::Inside),
             "COMMIT" | "ROLLBACK" => return Ok(self.commit(at)),
             _ => {}
         }
         let read = self.read;
-        let on = statement_on(&sql, &q.schema(), (read.table.0.as_str(), read.table.1.as_str()));
+        let on = statement_on(
+            &sql,
+            &q.schema(),
+            (read.table.0.as_str(), read.table.1.as_str()),
+        );
         match on {
             Some(Statement::Truncate) => {
                 report.truncates += 1;
@@ -391,7 +405,8 @@ impl<'a> Decoder<'a> {
             )));
         }
         for row in data.rows(tme) {
-            let (before, after) = row.map_err(|e| Error::internal(format!("decoding a binlog row: {e}")))?;
+            let (before, after) =
+                row.map_err(|e| Error::internal(format!("decoding a binlog row: {e}")))?;
             match (before, after) {
                 (None, Some(new)) => {
                     report.inserts += 1;
@@ -399,7 +414,10 @@ impl<'a> Decoder<'a> {
                 }
                 (Some(old), Some(new)) => {
                     report.updates += 1;
-                    let moved = shape.key_places.iter().any(|k| old.as_ref(*k) != new.as_ref(*k));
+                    let moved = shape
+                        .key_places
+                        .iter()
+                        .any(|k| old.as_ref(*k) != new.as_ref(*k));
                     if moved {
                         self.row(builder, Op::Delete, Some(&old), &shape)?;
                     }
@@ -445,7 +463,9 @@ impl<'a> Decoder<'a> {
         let at = columns.len();
         builder
             .append_with(|builders| {
-                for ((column, place), b) in columns.iter().zip(&shape.places).zip(builders.iter_mut()) {
+                for ((column, place), b) in
+                    columns.iter().zip(&shape.places).zip(builders.iter_mut())
+                {
                     match (row, place) {
                         (Some(row), Some(i)) => {
                             let map = shape.columns.get(*i).ok_or("a column past the table map")?;

@@ -5,7 +5,9 @@
 //! same server, its binlog not purged, the same history).
 
 use sqlx::mysql::MySqlRow;
-use sqlx::{MySqlConnection, Row};
+// Statements without parameters go as text (COM_QUERY): SHOW and START TRANSACTION are
+// not all preparable.
+use sqlx::{Executor, MySqlConnection, Row};
 
 use super::gtid::{BinlogPos, GtidState};
 use crate::error::{Error, Result, classify_sqlx};
@@ -78,12 +80,12 @@ pub async fn server_id(conn: &mut MySqlConnection) -> Result<u64> {
 /// a lock): the snapshot read in this transaction holds every change before it and
 /// none after, so the stream goes on exactly from there.
 pub async fn snapshot_at(conn: &mut MySqlConnection) -> Result<BinlogPos> {
-    sqlx::raw_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        .execute(&mut *conn)
+    (&mut *conn)
+        .execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         .await
         .map_err(|e| classify_sqlx(e, "starting the snapshot's transaction"))?;
-    let rows = sqlx::raw_sql("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        .fetch_all(&mut *conn)
+    let rows = (&mut *conn)
+        .fetch_all("SHOW STATUS LIKE 'binlog_snapshot_%'")
         .await
         .map_err(|e| classify_sqlx(e, "reading the snapshot's binlog position"))?;
     let (mut file, mut pos) = (None, None);
@@ -106,12 +108,14 @@ pub async fn snapshot_at(conn: &mut MySqlConnection) -> Result<BinlogPos> {
 /// The end of the binlog now (the run reads up to it), with the GTID state there.
 pub async fn end(conn: &mut MySqlConnection) -> Result<BinlogPos> {
     let doing = "reading the binlog's end (SHOW MASTER STATUS: the user needs `GRANT BINLOG MONITOR, REPLICATION SLAVE, SELECT ON *.* TO …;`)";
-    let rows = sqlx::raw_sql("SHOW MASTER STATUS")
-        .fetch_all(&mut *conn)
+    let rows = (&mut *conn)
+        .fetch_all("SHOW MASTER STATUS")
         .await
         .map_err(|e| classify_sqlx(e, doing))?;
     let Some(row) = rows.first() else {
-        return Err(Error::user("SHOW MASTER STATUS is empty: the binary log is off (start the server with `log-bin`)"));
+        return Err(Error::user(
+            "SHOW MASTER STATUS is empty: the binary log is off (start the server with `log-bin`)",
+        ));
     };
     let file = text(row, 0)?;
     let pos: u64 = text(row, 1)?
@@ -153,8 +157,7 @@ pub async fn resume(
             reset(job, &shown)
         )));
     }
-    let rows = sqlx::raw_sql("SHOW BINARY LOGS")
-        .fetch_all(&mut *conn)
+    let rows = (&mut *conn).fetch_all("SHOW BINARY LOGS")
         .await
         .map_err(|e| classify_sqlx(e, "listing the binary logs (SHOW BINARY LOGS: the user needs `GRANT BINLOG MONITOR ON *.* TO …;`)"))?;
     let mut files = Vec::new();

@@ -46,9 +46,12 @@ impl GtidState {
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let bad = || format!("{part:?} is not a MariaDB GTID (domain-server-sequence)");
             let mut numbers = part.split('-');
-            let (Some(d), Some(s), Some(n), None) =
-                (numbers.next(), numbers.next(), numbers.next(), numbers.next())
-            else {
+            let (Some(d), Some(s), Some(n), None) = (
+                numbers.next(),
+                numbers.next(),
+                numbers.next(),
+                numbers.next(),
+            ) else {
                 return Err(bad());
             };
             let gtid = Gtid {
@@ -73,7 +76,11 @@ impl GtidState {
     /// A GTID the binlog says was before here (a GTID list): kept when it is newer than
     /// what the state knows of its domain (sequence numbers grow within a domain).
     pub fn merge(&mut self, gtid: Gtid) {
-        if self.0.get(&gtid.domain).is_none_or(|known| known.seq < gtid.seq) {
+        if self
+            .0
+            .get(&gtid.domain)
+            .is_none_or(|known| known.seq < gtid.seq)
+        {
             self.0.insert(gtid.domain, gtid);
         }
     }
@@ -207,9 +214,17 @@ mod tests {
         assert!(!now.covers(&GtidState::parse("0-1-10")?));
         assert!(!now.covers(&GtidState::parse("2-1-1")?));
         let mut merged = now.clone();
-        merged.merge(Gtid { domain: 0, server: 3, seq: 4 });
+        merged.merge(Gtid {
+            domain: 0,
+            server: 3,
+            seq: 4,
+        });
         assert_eq!(merged, now);
-        merged.merge(Gtid { domain: 2, server: 3, seq: 4 });
+        merged.merge(Gtid {
+            domain: 2,
+            server: 3,
+            seq: 4,
+        });
         assert_eq!(merged.to_string(), "0-1-9,1-2-3,2-3-4");
         Ok(())
     }

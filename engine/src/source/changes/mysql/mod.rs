@@ -139,19 +139,40 @@ impl Source for MyChanges {
                 .await
                 .map_err(|e| classify_sqlx(e, "reading the connection's database"))?
                 .ok_or_else(|| {
-                    Error::user("the connection names no database: give source.table as `database.table`")
+                    Error::user(
+                        "the connection names no database: give source.table as `database.table`",
+                    )
                 })?,
         };
         let server = check::server_id(conn).await?;
         let mut report = ChangeReport::default();
         let (phase, seq, known) = match &committed.changes {
-            None if self.snapshot => (Phase::Snapshot { at: check::snapshot_at(conn).await? }, 0, Vec::new()),
+            None if self.snapshot => (
+                Phase::Snapshot {
+                    at: check::snapshot_at(conn).await?,
+                },
+                0,
+                Vec::new(),
+            ),
             None => {
                 let from = check::end(conn).await?;
-                (Phase::Stream { from: from.clone(), end: from }, 0, Vec::new())
+                (
+                    Phase::Stream {
+                        from: from.clone(),
+                        end: from,
+                    },
+                    0,
+                    Vec::new(),
+                )
             }
             Some(state) => {
-                let Position::Mysql { file, pos, gtid, server_id } = &state.position else {
+                let Position::Mysql {
+                    file,
+                    pos,
+                    gtid,
+                    server_id,
+                } = &state.position
+                else {
                     return Err(Error::user(format!(
                         "job `{}` holds a PostgreSQL position but reads MariaDB now: remove its state and lake table to copy the table again",
                         self.job_id
@@ -159,11 +180,20 @@ impl Source for MyChanges {
                 };
                 let gtid = GtidState::parse(gtid)
                     .map_err(|m| Error::internal(format!("the job's stored position: {m}")))?;
-                let from = BinlogPos { file: file.clone(), pos: *pos, gtid };
+                let from = BinlogPos {
+                    file: file.clone(),
+                    pos: *pos,
+                    gtid,
+                };
                 let behind = check::resume(conn, &self.job_id, (&from, *server_id), server).await?;
                 report.retained_bytes = Some(behind);
-                check::columns(conn, (schema.as_str(), name.as_str()), &state.columns, &self.table_columns)
-                    .await?;
+                check::columns(
+                    conn,
+                    (schema.as_str(), name.as_str()),
+                    &state.columns,
+                    &self.table_columns,
+                )
+                .await?;
                 let end = check::end(conn).await?;
                 let known = state.columns.iter().map(|(c, _)| c.clone()).collect();
                 (Phase::Stream { from, end }, state.seq, known)
@@ -225,8 +255,12 @@ impl Source for MyChanges {
                 let schema = arrow_schema(&columns);
                 let source: Box<dyn Table> = Box::new(this.source);
                 let rows = source.extract(this.table_columns, Window::everything(), run.batches);
-                let batches =
-                    snapshot_rows(rows, schema, (Utc::now(), row_position(&at)), last_seq.clone());
+                let batches = snapshot_rows(
+                    rows,
+                    schema,
+                    (Utc::now(), row_position(&at)),
+                    last_seq.clone(),
+                );
                 let done = async move {
                     let seq = last_seq.load(Ordering::SeqCst);
                     report.snapshot = true;
@@ -292,13 +326,22 @@ fn binlog_options(url: &str) -> Result<mysql_async::Opts> {
     let parsed = url::Url::parse(&url).map_err(|e| bad(e.to_string()))?;
     let params: HashMap<String, String> = parsed
         .query_pairs()
-        .map(|(k, v)| (k.to_ascii_lowercase().replace('_', "-"), v.to_ascii_lowercase()))
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase().replace('_', "-"),
+                v.to_ascii_lowercase(),
+            )
+        })
         .collect();
     let mut bare = parsed.clone();
     bare.set_query(None);
     bare.set_fragment(None);
     let opts = mysql_async::Opts::from_url(bare.as_str()).map_err(|e| bad(e.to_string()))?;
-    let ssl = match params.get("ssl-mode").or_else(|| params.get("sslmode")).map(String::as_str) {
+    let ssl = match params
+        .get("ssl-mode")
+        .or_else(|| params.get("sslmode"))
+        .map(String::as_str)
+    {
         None | Some("disabled" | "preferred") => None,
         Some("required") => Some(
             mysql_async::SslOpts::default()

@@ -35,7 +35,9 @@ pub fn append(
     b: &mut ColumnBuilder,
 ) -> Result<(), String> {
     let value = match value {
-        None => return Err("the row image lacks the column (binlog_row_image must be FULL)".into()),
+        None => {
+            return Err("the row image lacks the column (binlog_row_image must be FULL)".into());
+        }
         Some(BinlogValue::Value(v)) => v,
         Some(BinlogValue::Jsonb(_) | BinlogValue::JsonDiff(_)) => {
             return Err("MySQL's binary JSON is not read (MariaDB logs JSON as text)".into());
@@ -59,7 +61,8 @@ pub fn append(
         },
         Read::Decimal => {
             let text = text(value, map, column)?;
-            let v = BigDecimal::from_str(&text).map_err(|_| format!("{text:?} is not a decimal number"))?;
+            let v = BigDecimal::from_str(&text)
+                .map_err(|_| format!("{text:?} is not a decimal number"))?;
             fit(b.decimal(&v))
         }
         Read::Text => fit(b.text(&text(value, map, column)?)),
@@ -126,7 +129,10 @@ fn text(value: &Value, map: &MapColumn, column: &SourceColumn) -> Result<String,
                 .labels
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| bits.get(i / 8).is_some_and(|byte| byte & (1 << (i % 8)) != 0))
+                .filter(|(i, _)| {
+                    bits.get(i / 8)
+                        .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
+                })
                 .map(|(_, label)| label.as_str())
                 .collect();
             Ok(chosen.join(","))
@@ -163,7 +169,9 @@ fn digits(map: &MapColumn) -> usize {
     match map.kind {
         ColumnType::MYSQL_TYPE_TIME2
         | ColumnType::MYSQL_TYPE_DATETIME2
-        | ColumnType::MYSQL_TYPE_TIMESTAMP2 => map.meta.first().map_or(0, |d| usize::from(*d).min(6)),
+        | ColumnType::MYSQL_TYPE_TIMESTAMP2 => {
+            map.meta.first().map_or(0, |d| usize::from(*d).min(6))
+        }
         _ => 0,
     }
 }
@@ -200,8 +208,10 @@ fn padded(bytes: &[u8], map: &MapColumn, column: &SourceColumn) -> Vec<u8> {
 
 fn date(value: &Value) -> Result<NaiveDate, String> {
     match value {
-        Value::Date(y, m, d, ..) => NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*m), u32::from(*d))
-            .ok_or_else(|| format!("{y:04}-{m:02}-{d:02} is not a date")),
+        Value::Date(y, m, d, ..) => {
+            NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*m), u32::from(*d))
+                .ok_or_else(|| format!("{y:04}-{m:02}-{d:02} is not a date"))
+        }
         other => Err(format!("{other:?} is not a date")),
     }
 }
@@ -225,7 +235,10 @@ fn epoch_micros(value: &Value) -> Result<i64, String> {
             let text = std::str::from_utf8(text).map_err(|_| bad())?;
             let (seconds, micros) = text.split_once('.').unwrap_or((text, "0"));
             let seconds: i64 = seconds.parse().map_err(|_| bad())?;
-            let micros: i64 = format!("{micros:0<6}").get(..6).and_then(|m| m.parse().ok()).ok_or_else(bad)?;
+            let micros: i64 = format!("{micros:0<6}")
+                .get(..6)
+                .and_then(|m| m.parse().ok())
+                .ok_or_else(bad)?;
             seconds
                 .checked_mul(1_000_000)
                 .and_then(|s| s.checked_add(micros))
@@ -264,13 +277,19 @@ mod tests {
         let time = Value::Time(true, 1, 2, 3, 4, 567_000);
         assert_eq!(text(&time, &t, &column("TIME"))?, "-26:03:04.567");
         let t0 = map(ColumnType::MYSQL_TYPE_TIME2, &[0], &[]);
-        assert_eq!(text(&Value::Time(false, 0, 9, 0, 0, 0), &t0, &column("TIME"))?, "09:00:00");
+        assert_eq!(
+            text(&Value::Time(false, 0, 9, 0, 0, 0), &t0, &column("TIME"))?,
+            "09:00:00"
+        );
         Ok(())
     }
 
     #[test]
     fn timestamps_binary_and_unsigned_values() -> Result<(), String> {
-        assert_eq!(epoch_micros(&Value::Bytes(b"10.000123".to_vec()))?, 10_000_123);
+        assert_eq!(
+            epoch_micros(&Value::Bytes(b"10.000123".to_vec()))?,
+            10_000_123
+        );
         assert_eq!(epoch_micros(&Value::Bytes(b"10.5".to_vec()))?, 10_500_000);
         assert_eq!(epoch_micros(&Value::Bytes(b"10".to_vec()))?, 10_000_000);
         let binary = SourceColumn::new("c", "BINARY", Read::Bytes, LakeType::Binary, false);
@@ -279,8 +298,14 @@ mod tests {
         let tiny = map(ColumnType::MYSQL_TYPE_TINY, &[], &[]);
         assert_eq!(unsigned(&Value::Int(-56), Read::U8, &tiny)?, 200);
         let year = map(ColumnType::MYSQL_TYPE_YEAR, &[], &[]);
-        assert_eq!(unsigned(&Value::Bytes(b"1900".to_vec()), Read::U16, &year)?, 0);
-        assert_eq!(unsigned(&Value::Bytes(b"2024".to_vec()), Read::U16, &year)?, 2024);
+        assert_eq!(
+            unsigned(&Value::Bytes(b"1900".to_vec()), Read::U16, &year)?,
+            0
+        );
+        assert_eq!(
+            unsigned(&Value::Bytes(b"2024".to_vec()), Read::U16, &year)?,
+            2024
+        );
         Ok(())
     }
 }

@@ -79,7 +79,11 @@ pub async fn publication(
     if !create {
         return Err(Error::user(format!(
             "publication `{name}` {} table {schema}.{table} (source.changes.setup is `check`): run `{statement};` as the table's owner",
-            if exists { "does not hold" } else { "does not exist for" }
+            if exists {
+                "does not hold"
+            } else {
+                "does not exist for"
+            }
         )));
     }
     sqlx::query(&statement)
@@ -105,7 +109,13 @@ pub struct Slot {
 
 /// The slot `name`, if the server has it.
 pub async fn slot(conn: &mut PgConnection, name: &str) -> Result<Option<Slot>> {
-    type Row = (Option<String>, Option<String>, Option<i64>, Option<String>, bool);
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        bool,
+    );
     let row: Option<Row> = sqlx::query_as(
         "SELECT confirmed_flush_lsn::text, wal_status::text, \
                 pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8, plugin::text, \
@@ -120,7 +130,11 @@ pub async fn slot(conn: &mut PgConnection, name: &str) -> Result<Option<Slot>> {
         return Ok(None);
     };
     Ok(Some(Slot {
-        confirmed: confirmed.as_deref().map(Lsn::parse).transpose()?.unwrap_or_default(),
+        confirmed: confirmed
+            .as_deref()
+            .map(Lsn::parse)
+            .transpose()?
+            .unwrap_or_default(),
         wal_status,
         retained,
         plugin: plugin.unwrap_or_default(),

@@ -121,8 +121,7 @@ impl Source for PgChanges {
         let mut report = ChangeReport::default();
         let (phase, seq) = match &committed.changes {
             None => {
-                check::publication(conn, &self.publication, (&schema, &name), self.create)
-                    .await?;
+                check::publication(conn, &self.publication, (&schema, &name), self.create).await?;
                 let start = match slot {
                     Some(slot) if slot.plugin == "pgoutput" && slot.same_database => {
                         // Made by a run that died before its first commit: the copy

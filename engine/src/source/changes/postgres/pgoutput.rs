@@ -313,7 +313,10 @@ mod tests {
         let Message::Relation(r) = parse(&relation)? else {
             return Err("not a relation".into());
         };
-        assert_eq!((r.id, r.name.as_str(), r.columns.len()), (16384, "orders", 2));
+        assert_eq!(
+            (r.id, r.name.as_str(), r.columns.len()),
+            (16384, "orders", 2)
+        );
         assert!(r.columns[0].key && !r.columns[1].key);
 
         let mut update = vec![b'U'];
@@ -322,13 +325,17 @@ mod tests {
         update.extend(tuple(&[Some("1"), Some("old")]));
         update.push(b'N');
         let mut new = tuple(&[Some("1"), None]);
-        new[new.len() - 1] = b'u';
+        let last = new.len() - 1;
+        new[last] = b'u';
         update.extend(new);
         assert_eq!(
             parse(&update)?,
             Message::Update {
                 relation: 16384,
-                old: Some(vec![Value::Text(b"1".to_vec()), Value::Text(b"old".to_vec())]),
+                old: Some(vec![
+                    Value::Text(b"1".to_vec()),
+                    Value::Text(b"old".to_vec())
+                ]),
                 new: vec![Value::Text(b"1".to_vec()), Value::Unchanged],
             }
         );

@@ -15,9 +15,9 @@ use super::pgoutput::{self, Message, Relation, Tuple, Value};
 use super::text;
 use crate::error::{Error, Result, classify_sqlx};
 use crate::source::batch::BatchBuilder;
+use crate::source::changes::ChangeReport;
 use crate::source::changes::columns::{Op, append_change};
 use crate::source::changes::position::Lsn;
-use crate::source::changes::ChangeReport;
 use crate::source::types::SourceColumn;
 
 /// What one stream run reads.
@@ -68,9 +68,8 @@ pub async fn read(
             .map_err(|e| classify_sqlx(e, "reading the replication slot's changes"))?
         {
             messages += 1;
-            let message = pgoutput::parse(&data).map_err(|m| {
-                Error::internal(format!("decoding slot `{}`: {m}", read.slot))
-            })?;
+            let message = pgoutput::parse(&data)
+                .map_err(|m| Error::internal(format!("decoding slot `{}`: {m}", read.slot)))?;
             decoder.take(message, &mut builder, report)?;
             if builder.is_full() {
                 send(&tx, builder.finish()?).await?;
@@ -170,7 +169,9 @@ impl<'a> Decoder<'a> {
                 report.deletes += 1;
                 self.row(builder, Op::Delete, &old, None)?;
             }
-            Message::Truncate { relations } if self.target.is_some_and(|t| relations.contains(&t)) => {
+            Message::Truncate { relations }
+                if self.target.is_some_and(|t| relations.contains(&t)) =>
+            {
                 report.truncates += 1;
                 // Every column NULL: a truncate has no row.
                 let places =
@@ -233,12 +234,14 @@ impl<'a> Decoder<'a> {
 
     /// Whether an update's old row has another key than its new one.
     fn key_moved(&self, old: &Tuple, new: &Tuple) -> bool {
-        self.key_places.iter().any(|i| match (old.get(*i), new.get(*i)) {
-            (Some(Value::Text(a)), Some(Value::Text(b))) => a != b,
-            (Some(Value::Null), Some(Value::Null)) => false,
-            (Some(Value::Unchanged), _) | (_, Some(Value::Unchanged)) => false,
-            _ => true,
-        })
+        self.key_places
+            .iter()
+            .any(|i| match (old.get(*i), new.get(*i)) {
+                (Some(Value::Text(a)), Some(Value::Text(b))) => a != b,
+                (Some(Value::Null), Some(Value::Null)) => false,
+                (Some(Value::Unchanged), _) | (_, Some(Value::Unchanged)) => false,
+                _ => true,
+            })
     }
 
     /// Appends one change row: the tuple's values by place, an unchanged TOASTed value

@@ -28,15 +28,20 @@ pub fn append(text: &[u8], read: Read, b: &mut ColumnBuilder) -> Result<(), Stri
         Read::I8 | Read::I16 | Read::I32 | Read::I64 => {
             b.int(text.parse::<i64>().map_err(|_| bad("an integer"))?)
         }
-        Read::U8 | Read::U16 | Read::U32 | Read::U64 => {
-            b.uint(text.parse::<u64>().map_err(|_| bad("an unsigned integer"))?)
-        }
+        Read::U8 | Read::U16 | Read::U32 | Read::U64 => b.uint(
+            text.parse::<u64>()
+                .map_err(|_| bad("an unsigned integer"))?,
+        ),
         Read::F32 | Read::F64 => b.float(float(text).ok_or_else(|| bad("a number"))?),
-        Read::Decimal => b.decimal(&BigDecimal::from_str(text).map_err(|_| bad("a decimal number"))?),
+        Read::Decimal => {
+            b.decimal(&BigDecimal::from_str(text).map_err(|_| bad("a decimal number"))?)
+        }
         Read::Text => b.text(text),
         Read::Date => b.date(date(text).ok_or_else(|| bad("a date"))?),
         Read::DateTime => b.datetime(timestamp(text).ok_or_else(|| bad("a timestamp"))?),
-        Read::DateTimeUtc => b.datetime_utc(timestamptz(text).ok_or_else(|| bad("a timestamp with time zone"))?),
+        Read::DateTimeUtc => {
+            b.datetime_utc(timestamptz(text).ok_or_else(|| bad("a timestamp with time zone"))?)
+        }
         Read::Bytes => Ok(()),
     };
     fit.map_err(|m| m.0)
