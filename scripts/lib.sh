@@ -120,6 +120,14 @@ test_venv() {
   pinned_venv "$TEST_VENV" scripts/requirements-test.txt
 }
 
+# The docs site's tools (scripts/requirements-docs.txt: mkdocs, mkdocs-material) in their
+# own venv under the cache, apart from the test venv so that their pins never meet. Sets
+# DOCS_VENV.
+docs_venv() {
+  DOCS_VENV="$SLUICE_CACHE/docs-venv"
+  pinned_venv "$DOCS_VENV" scripts/requirements-docs.txt
+}
+
 # Starts moto in server mode with the CloudWatch CBOR front (tests/aws/moto_front.py) on
 # free loopback ports. Sets MOTO_DIR, MOTO_URL and MOTO_CLOUDWATCH_URL.
 start_moto() {

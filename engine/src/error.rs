@@ -29,8 +29,8 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// The process exit code for this class. Documented in the README; the state machine
-    /// matches on these numbers.
+    /// The process exit code for this class. Documented in docs/reference/exit-codes.md
+    /// (generated from this file); the state machine matches on these numbers.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorClass::User => 2,

@@ -21,11 +21,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import chromium
 
 READER_KEY = "reader-key-0123456789abcdef"
 OPERATOR_KEY = "operator-key-0123456789abcdef"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def sha(text):
@@ -101,23 +100,6 @@ def console(demo, sluice_bin, sluice_env):
                 "--schedule", "cron(0 * * * ? *)")
     yield c
     c.stop()
-
-
-def chromium(javascript=True):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.path.exists(path):
-            pytest.fail(f"{path} is missing: scripts/test installs Debian's chromium and chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    if not javascript:
-        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 @pytest.fixture

@@ -8,8 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use super::{ConsoleArgs, ServeArgs};
 use crate::telemetry::metrics::MetricsOutput;
 
-/// sluice: copies tables from relational databases into a Parquet data lake, driven by
-/// job rows.
+/// sluice: an ETL engine driven by job rows. It loads a lake of Parquet or Delta Lake
+/// tables (queried by Athena, DuckDB or `sluice query`) from database tables and their
+/// change capture (PostgreSQL, MySQL/MariaDB logs), feeds (an SQS queue, a partner's REST or
+/// SOAP API, files on SFTP, S3 or a folder) and tracked events (`collect`); it serves SQL
+/// over the lake (`serve`) and an operators' console (`console`).
 ///
 /// Exit codes: 0 ok; 2 the job row, SQL, schema or data is wrong (not retryable);
 /// 3 the job is already running (retry later); 75 a database, network or storage failure

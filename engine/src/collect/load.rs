@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::spool::{Gauges, READY, Settings, files};
+use super::segments::{READY, Settings, files};
+use super::spool::Gauges;
 use crate::error::ErrorClass;
 
 /// The longest pause between failed loads.

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod load;
 pub mod queue;
 pub mod replay;
+pub mod segments;
 pub mod spool;
 pub mod stats;
 pub mod store;
@@ -142,13 +143,19 @@ fn spool_folder(
             kind.table()
         ));
     };
-    let name = |k: Kind| format!("{}/{}-00000000000000000001.ndjson", spool::READY, k.table());
+    let name = |k: Kind| {
+        format!(
+            "{}/{}-00000000000000000001.ndjson",
+            segments::READY,
+            k.table()
+        )
+    };
     let only_its_own = Kind::ALL
         .iter()
         .all(|&k| pattern.glob.matches(&name(k)) == (k == kind));
     let moved =
-        matches!(&feed.after_load, AfterLoad::Move(to) if to.trim_matches('/') == spool::LOADED);
-    let in_ready = pattern.glob.folder() == spool::READY && !pattern.glob.is_deep();
+        matches!(&feed.after_load, AfterLoad::Move(to) if to.trim_matches('/') == segments::LOADED);
+    let in_ready = pattern.glob.folder() == segments::READY && !pattern.glob.is_deep();
     if !in_ready || !only_its_own || pattern.format != FileFormat::Ndjson || !moved {
         return Err(format!(
             "its files `{}` are not the spool's segments of {}",
@@ -282,7 +289,7 @@ pub async fn collect(
             "--rate-limit must be a positive number of events per second",
         ));
     }
-    let settings = spool::Settings {
+    let settings = segments::Settings {
         flush_bytes: args.flush_size,
         flush_age: args.flush_interval,
         max_buffer: args.max_buffer,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::body::dedup_key;
 use super::dedup::Seen;
-use super::spool::{LOADED, READY, Settings, files, io};
+use super::segments::{LOADED, READY, Settings, files, io};
 use crate::error::Result;
 
 /// The fields of a spooled line that identify it.

@@ -24,34 +24,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::body::{Event, Kind};
 use super::dedup::Seen;
+use super::segments::{LOADED, OPEN, READY, Settings, folder_bytes, io, recover, seal, sync_dir};
 use super::store::{Appended, Refused, Store};
 use crate::error::{Error, Result};
 
-pub const OPEN: &str = "open";
-pub const READY: &str = "ready";
-pub const LOADED: &str = "loaded";
 /// Requests waiting for the appender at most; more are answered 503 at once.
 const QUEUE: usize = 4096;
 /// A group's bytes at most (the requests after it wait for the next flush).
 const GROUP_BYTES: usize = 8 << 20;
-
-/// The spool's settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Seal a segment at this size …
-    pub flush_bytes: u64,
-    /// … or this age.
-    pub flush_age: Duration,
-    /// Bytes in `open/` and `ready/` together at most: past it requests get 503 until
-    /// the jobs have loaded some.
-    pub max_buffer: u64,
-    pub dedup_window: Duration,
-    pub dedup_capacity: usize,
-}
 
 /// What the appender, the loader and the server share.
 #[derive(Debug, Default)]
@@ -376,77 +360,11 @@ fn group_bytes(append: &Append) -> usize {
     append.events.iter().map(|e| e.line.len() + 1).sum()
 }
 
-/// Moves a flushed segment from `open/` into `ready/` (an empty one is removed).
-fn seal(dir: &Path, path: &Path) -> Result<()> {
-    let len = std::fs::metadata(path).map_err(|e| io(e, path))?.len();
-    if len == 0 {
-        std::fs::remove_file(path).map_err(|e| io(e, path))?;
-        return Ok(());
-    }
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::internal(format!("segment {} has no name", path.display())))?;
-    let target = dir.join(READY).join(name);
-    std::fs::rename(path, &target).map_err(|e| io(e, &target))?;
-    sync_dir(&dir.join(READY))?;
-    sync_dir(&dir.join(OPEN))
-}
-
-/// Cuts every segment a crash left in `open/` back to its last whole line and seals it.
-fn recover(dir: &Path) -> Result<()> {
-    for path in files(&dir.join(OPEN))? {
-        let bytes = std::fs::read(&path).map_err(|e| io(e, &path))?;
-        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if whole < bytes.len() {
-            tracing::warn!(
-                segment = %path.display(),
-                cut = bytes.len() - whole,
-                "a segment ended in a line cut short by a crash (never acknowledged): cut off"
-            );
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| io(e, &path))?;
-            file.set_len(whole as u64).map_err(|e| io(e, &path))?;
-            file.sync_all().map_err(|e| io(e, &path))?;
-        }
-        seal(dir, &path)?;
-    }
-    Ok(())
-}
-
-/// The files in a folder, in name order.
-pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| io(e, dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-/// The bytes of the files in a folder.
-pub fn folder_bytes(dir: &Path) -> Result<u64> {
-    Ok(files(dir)?
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum())
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(e, dir))
-}
-
-pub fn io(e: std::io::Error, path: &Path) -> Error {
-    Error::external(format!("the spool at {}: {e}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::super::segments::files;
     use super::*;
 
     fn settings(flush_bytes: u64) -> Settings {

@@ -3,7 +3,8 @@
 //! binlog_format, the slot, the publication) is checked by the run, which says what to
 //! change.
 
-use super::compile::{Relation, Split, is_identifier, mode_name};
+use super::check::{is_identifier, mode_name};
+use super::table::{Relation, Split};
 use crate::spec::{ChangeSetup, ConnectionKind, JobSpec, Mode, SourceSpec};
 
 /// The change columns every change row carries, after the table's columns.

@@ -140,7 +140,7 @@ pub(super) fn check_feed_mode(spec: &JobSpec, what: &str, bad: &mut impl FnMut(&
             "mode",
             format!(
                 "{what} appends what each run consumed (`incremental`, the default for feeds) or upserts it by key (`merge`, into a Delta table), not `{}`",
-                super::mode_name(mode)
+                super::check::mode_name(mode)
             ),
         ),
     }

@@ -146,7 +146,7 @@ pub fn compile_connection(
         ("url", spec.url.is_some()),
         ("queue_url", spec.queue_url.is_some()),
     ];
-    for (field, given) in others.into_iter().chain(super::compile::api_fields(spec)) {
+    for (field, given) in others.into_iter().chain(super::http::api_fields(spec)) {
         if given {
             problem(
                 field,
@@ -179,7 +179,7 @@ pub fn compile_connection(
                 );
                 String::new()
             });
-            if let Err(p) = super::compile::check_placeholders(&bucket) {
+            if let Err(p) = super::check::check_placeholders(&bucket) {
                 problem("bucket", p);
             } else if bucket.contains('/') || bucket.starts_with("s3:") {
                 problem(
@@ -222,7 +222,7 @@ fn sftp(
             String::new()
         }
         Some(v) => {
-            if let Err(p) = super::compile::check_placeholders(v) {
+            if let Err(p) = super::check::check_placeholders(v) {
                 problem(field, p);
             }
             v.clone()
@@ -240,7 +240,7 @@ fn sftp(
                     field.to_ascii_uppercase()
                 ),
             );
-        } else if let Err(p) = super::compile::check_placeholders(v) {
+        } else if let Err(p) = super::check::check_placeholders(v) {
             problem(field, p);
         }
         Some(v.clone())

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::compile::{Connections, Job, compile, compile_connections};
 use super::{ConfigError, connections_schema, job_schema, parse_row};
+use super::{Connections, Job, compile, compile_connections};
 use crate::error::{Error, Result};
 use crate::spec::{ConnectionsSpec, JobSpec};
 

@@ -3,7 +3,10 @@
 //! reading the files, and every step reports all of its problems at once.
 
 pub mod changes;
+mod check;
 mod compile;
+mod compiled;
+mod connection;
 pub mod dynamo;
 pub mod feed;
 pub mod files;
@@ -11,17 +14,19 @@ pub mod http;
 mod load;
 pub mod pattern;
 pub mod sync;
+mod table;
 
 use std::fmt;
 
 pub use changes::{ChangeFeed, ChangeLog};
-pub use compile::{
-    Address, Connection, Connections, From, Job, Relation, Split, Target, compile,
-    compile_connections, is_identifier, mode_name,
-};
+pub use check::{is_identifier, mode_name};
+pub use compile::compile;
+pub use compiled::{Address, Connection, Connections, From, Job, Target};
+pub use connection::compile_connections;
 pub use feed::{QueueFeed, RecordKey, Records};
 pub use http::{HttpConnection, HttpFeed};
 pub use load::{JobSet, LoadedRow, load_dir};
+pub use table::{Relation, Split};
 
 /// Loads the job rows named by `--jobs`: a folder of YAML files, or `dynamodb://TABLE`.
 pub async fn load(location: &str) -> crate::error::Result<JobSet> {

@@ -12,6 +12,7 @@
 mod batch;
 pub mod changes;
 pub mod cursor;
+mod database;
 pub mod files;
 pub mod http;
 mod mysql;
@@ -301,7 +302,7 @@ impl Constraint {
 /// Connects to the job's source.
 pub async fn open(job: &Job, env: &dyn Fn(&str) -> Option<String>) -> Result<Box<dyn Source>> {
     match &job.from {
-        From::Relation(relation) => table::open(job, relation, env).await,
+        From::Relation(relation) => database::open(job, relation, env).await,
         From::Queue(feed) => queue::open(job, feed, env).await,
         From::Http(feed) => http::open(job, feed, env).await,
         From::Files(feed) => files::open(job, feed, env).await,

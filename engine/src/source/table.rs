@@ -1,6 +1,6 @@
 //! Tables: a relation of a database, read over a cursor window. Each database is its own
-//! module behind [`Table`]; [`Tabular`] turns any of them into a [`Source`], whose plan
-//! is the window and whose checkpoint is the watermark.
+//! module behind [`Table`] (connected by `database`); [`Tabular`] turns any of
+//! them into a [`Source`], whose plan is the window and whose checkpoint is the watermark.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,11 +9,11 @@ use futures::stream::BoxStream;
 
 use super::{
     Checkpoint, Constraint, Consumed, CursorValue, Extract, RunContext, Source, SourceColumn,
-    Window, cursor, find_column, mysql, postgres, redact, resolve_url, secret, sql, sqlite,
+    Window, cursor, find_column,
 };
 use crate::budget::Batches;
 use crate::error::{Error, Result};
-use crate::job::{Address, ConnectionKind, Job, Mode, Relation};
+use crate::job::{Job, Mode};
 
 /// A connected database, for one job's relation.
 ///
@@ -44,47 +44,8 @@ pub trait Table: Send {
     ) -> BoxStream<'static, Result<RecordBatch>>;
 }
 
-/// Connects to the job's database.
-pub async fn open(
-    job: &Job,
-    relation: &Relation,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Box<dyn Source>> {
-    let (url, secrets) = match &job.connection.address {
-        Address::Url(template) => resolve_url(template, &job.connection.name, env)?,
-        Address::Secret(id) => secret::connection_url(id, job.connection.kind)
-            .await
-            .map_err(|e| e.context(format!("connection `{}`", job.connection.name)))?,
-        Address::Http(_) | Address::Files(_) => {
-            return Err(Error::internal("a feed's connection read as a table"));
-        }
-    };
-    let plan = sql::Plan::new(job, relation);
-    let table: Result<Box<dyn Table>> = match job.connection.kind {
-        ConnectionKind::Postgres => postgres::connect(&url, plan)
-            .await
-            .map(|s| Box::new(s) as Box<dyn Table>),
-        ConnectionKind::Mysql => mysql::connect(&url, plan)
-            .await
-            .map(|s| Box::new(s) as Box<dyn Table>),
-        ConnectionKind::Sqlite => sqlite::connect(&url, job.connection.base_dir.as_deref(), plan)
-            .await
-            .map(|s| Box::new(s) as Box<dyn Table>),
-        _ => Err(Error::internal("a feed's connection read as a table")),
-    };
-    let table = table.map_err(|e| {
-        redact(e, &secrets).context(format!("connection `{}`", job.connection.name))
-    })?;
-    Ok(Box::new(Tabular {
-        table,
-        mode: job.mode,
-        cursor: job.cursor.clone(),
-        lag: job.lag,
-    }))
-}
-
 /// A table as a source.
-struct Tabular {
+pub(super) struct Tabular {
     table: Box<dyn Table>,
     mode: Mode,
     cursor: Option<String>,
@@ -136,6 +97,16 @@ impl Source for Tabular {
 }
 
 impl Tabular {
+    /// The job's `table` as its source.
+    pub(super) fn new(table: Box<dyn Table>, job: &Job) -> Self {
+        Self {
+            table,
+            mode: job.mode,
+            cursor: job.cursor.clone(),
+            lag: job.lag,
+        }
+    }
+
     /// Fixes `(lo, hi]`, or `None` when there is nothing new.
     async fn window(
         &mut self,

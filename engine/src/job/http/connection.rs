@@ -36,7 +36,7 @@ pub fn compile_connection(
         String::new()
     });
     if !base_url.is_empty() {
-        if let Err(p) = crate::job::compile::check_placeholders(&base_url) {
+        if let Err(p) = crate::job::check::check_placeholders(&base_url) {
             problem("base_url", p);
         } else if !(base_url.starts_with("https://")
             || base_url.starts_with("http://")
@@ -60,7 +60,7 @@ pub fn compile_connection(
                 "is not an HTTP header name (letters, digits and `-`)".into(),
             );
         }
-        if let Err(p) = crate::job::compile::check_placeholders(value) {
+        if let Err(p) = crate::job::check::check_placeholders(value) {
             problem(&format!("headers.{name}"), p);
         }
         headers.push((name.clone(), value.clone()));
@@ -219,7 +219,7 @@ fn compile_auth(spec: &AuthSpec, problem: &mut impl FnMut(&str, String)) -> Opti
     .into_iter()
     .flatten()
     {
-        if let Err(p) = crate::job::compile::check_placeholders(value) {
+        if let Err(p) = crate::job::check::check_placeholders(value) {
             problem(kind.name(), p);
             complete = false;
         }
@@ -253,4 +253,18 @@ fn compile_auth(spec: &AuthSpec, problem: &mut impl FnMut(&str, String)) -> Opti
             digest: spec.password_type != Some(PasswordType::Text),
         },
     })
+}
+
+/// The connection fields only APIs take, and whether the row gives each.
+pub fn api_fields(spec: &ConnectionSpec) -> [(&'static str, bool); 8] {
+    [
+        ("base_url", spec.base_url.is_some()),
+        ("auth", spec.auth.is_some()),
+        ("headers", spec.headers.is_some()),
+        ("timeout", spec.timeout.is_some()),
+        ("connect_timeout", spec.connect_timeout.is_some()),
+        ("rate_limit", spec.rate_limit.is_some()),
+        ("retry", spec.retry.is_some()),
+        ("ca_bundle", spec.ca_bundle.is_some()),
+    ]
 }

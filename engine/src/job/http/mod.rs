@@ -20,7 +20,7 @@ use crate::spec::JobSpec;
 use crate::spec::Mode;
 use crate::spec::units::parse_duration;
 
-pub use connection::compile_connection;
+pub use connection::{api_fields, compile_connection};
 pub use request::{fill, placeholders};
 use request::{request, soap};
 use window::{api_window, check_lookback};

@@ -48,6 +48,32 @@ impl Cut {
     }
 }
 
+/// An execution error: a cut leash is its refusal, past the memory pool is 413, the rest as
+/// classified. It lives beside `Cut` so that the refusals need not know the engine.
+impl From<datafusion::error::DataFusionError> for Refusal {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        if let datafusion::error::DataFusionError::External(cause) = e.find_root()
+            && let Some(cut) = cause.downcast_ref::<Cut>()
+        {
+            return cut.refusal();
+        }
+        if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ) {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "memory_limit",
+                format!(
+                    "the query needs more memory than a query may take ({}); aggregate or filter more, or page a plain SELECT",
+                    e.find_root()
+                ),
+            );
+        }
+        Self::from(crate::error::classify_datafusion(e, "query"))
+    }
+}
+
 impl Leash {
     /// A leash for a query admitted now, that may run for `time` and answer `answer_limit`
     /// bytes.

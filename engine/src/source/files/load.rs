@@ -9,10 +9,11 @@ use chrono::Utc;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
+use super::after_load;
 use super::identity::Loaded;
 use super::plan::Plan;
 use super::read::{self, Failure, Format, Hashing};
-use super::store::{self, Entry, Local, Store, join};
+use super::store::{self, Entry, Local, Store};
 use super::{FileSource, decode};
 use crate::error::{Error, Result};
 use crate::job::files::FilesFeed;
@@ -20,57 +21,6 @@ use crate::source::{
     Acknowledge, BatchSize, Checkpoint, Consumed, FeedCheckpoint, Poison, Report, RunContext,
 };
 use crate::spec::files::{AfterLoad, FileFormat, OnBadFile};
-
-/// `after_load` for `files` (and their markers); returns how many files it moved or
-/// deleted.
-pub(super) async fn after_load(
-    store: &dyn Store,
-    feed: &FilesFeed,
-    files: &[Entry],
-) -> Result<u64> {
-    let mut done = 0;
-    for entry in files {
-        match &feed.after_load {
-            AfterLoad::Keep => continue,
-            AfterLoad::Delete => {
-                store.delete(&entry.path).await?;
-                if let Some(marker) = &feed.done_marker {
-                    store.delete(&format!("{}{marker}", entry.path)).await?;
-                }
-            }
-            AfterLoad::Move(to) => {
-                let target = join(to, below_folder(feed, &entry.path));
-                store.rename(&entry.path, &target).await?;
-                if let Some(marker) = &feed.done_marker {
-                    // A marker already moved (or never made) is not missing.
-                    let _ = store
-                        .rename(
-                            &format!("{}{marker}", entry.path),
-                            &format!("{target}{marker}"),
-                        )
-                        .await;
-                }
-            }
-        }
-        done += 1;
-    }
-    Ok(done)
-}
-
-/// A file's path below its pattern's folder (`2026/11/a.json` for
-/// `statements/2026/11/a.json` and `statements/**/*.json`): where `move` puts it, so
-/// that the same name in two months' folders is two files there too.
-fn below_folder<'a>(feed: &FilesFeed, path: &'a str) -> &'a str {
-    let folder = feed.pattern_of(path).map(|p| p.glob.folder());
-    match folder.as_deref() {
-        Some("") => path,
-        Some(folder) => path
-            .strip_prefix(folder)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .unwrap_or(path),
-        None => path.rsplit('/').next().unwrap_or(path),
-    }
-}
 
 /// One file on its way from the fetcher to the decoder.
 struct Fetched {
@@ -331,6 +281,6 @@ struct AfterCommit {
 #[async_trait]
 impl Acknowledge for AfterCommit {
     async fn acknowledge(self: Box<Self>) -> Result<u64> {
-        after_load(self.store.as_ref(), &self.feed, &self.loaded).await
+        after_load::apply(self.store.as_ref(), &self.feed, &self.loaded).await
     }
 }

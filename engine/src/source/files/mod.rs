@@ -31,6 +31,7 @@
 //! one at a time, into batches. The run's files and its checkpoint commit together;
 //! after the commit `after_load` moves or deletes what the run loaded.
 
+mod after_load;
 mod decode;
 mod identity;
 mod listing;

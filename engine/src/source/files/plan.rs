@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::identity::Loaded;
 use super::store::{Entry, Store};
-use super::{FilesReport, listing, load};
+use super::{FilesReport, after_load, listing};
 use crate::error::{Error, Result};
 use crate::job::files::FilesFeed;
 use crate::source::{Checkpoint, Ledger};
@@ -133,7 +133,7 @@ pub(super) async fn plan(
         }
     }
     // Actions a crash cut short are finished before anything else.
-    report.after_load += load::after_load(store, feed, &unfinished).await?;
+    report.after_load += after_load::apply(store, feed, &unfinished).await?;
 
     let mut replaces = BTreeSet::new();
     let mut refused = Vec::new();
