@@ -69,7 +69,10 @@ async fn source_rows(url: &str) -> Vec<(i32, Option<String>, Option<i32>)> {
 async fn assert_converged(ws: &Workspace, url: &str, table: &str) {
     let lake = lake_rows(ws, table);
     let source = source_rows(url).await;
-    let n = lake_sql(ws, &format!("SELECT count(*) AS n, count(DISTINCT id) AS k FROM {table}"));
+    let n = lake_sql(
+        ws,
+        &format!("SELECT count(*) AS n, count(DISTINCT id) AS k FROM {table}"),
+    );
     assert!(
         n.contains(&format!("| {} ", source.len())),
         "lake {n} vs source {} rows",
@@ -84,7 +87,10 @@ async fn assert_converged(ws: &Workspace, url: &str, table: &str) {
         let found = found.unwrap_or_else(|| panic!("id {id} missing from the lake:\n{lake}"));
         assert!(found.contains(&note), "id {id}: {found} vs note {note}");
         if let Some(big) = big {
-            assert!(found.contains(&big.to_string()), "id {id}: {found} vs big {big}");
+            assert!(
+                found.contains(&big.to_string()),
+                "id {id}: {found} vs big {big}"
+            );
         }
     }
 }
@@ -128,20 +134,32 @@ async fn postgres_changes_snapshot_updates_deletes_toast_and_truncate() {
 
     // Nothing new for this table (only WAL of another): no commit, the slot moves on.
     let before = confirmed(&url, "sluice_orders_changes").await;
-    exec(&url, "CREATE TABLE other (x int); INSERT INTO other SELECT generate_series(1, 1000);").await;
+    exec(
+        &url,
+        "CREATE TABLE other (x int); INSERT INTO other SELECT generate_series(1, 1000);",
+    )
+    .await;
     let idle = ws.run_ok("orders_changes");
     assert_eq!(idle["status"], "up_to_date", "{idle}");
     let after = confirmed(&url, "sluice_orders_changes").await;
     assert_ne!(before, after, "an idle table's slot must advance");
 
     // A truncate empties the table; the rows after it stay.
-    exec(&url, "TRUNCATE orders; INSERT INTO orders VALUES (7, 'after', 'x');").await;
+    exec(
+        &url,
+        "TRUNCATE orders; INSERT INTO orders VALUES (7, 'after', 'x');",
+    )
+    .await;
     let truncated = ws.run_ok("orders_changes");
     assert_eq!(truncated["changes"]["truncates"], 1, "{truncated}");
     assert_converged(&ws, &url, "orders_changes").await;
 
     // ADD COLUMN without a default is followed (evolve); a dropped column is refused.
-    exec(&url, "ALTER TABLE orders ADD COLUMN extra int; UPDATE orders SET extra = 5;").await;
+    exec(
+        &url,
+        "ALTER TABLE orders ADD COLUMN extra int; UPDATE orders SET extra = 5;",
+    )
+    .await;
     let added = ws.run_ok("orders_changes");
     assert_eq!(added["status"], "committed", "{added}");
     let extra = lake_sql(&ws, "SELECT extra FROM orders_changes");
@@ -165,7 +183,11 @@ async fn postgres_changes_survive_a_kill_between_commit_and_slot_advance() {
     let ws = Workspace::new();
     job(&ws, &url, "kill_changes", "orders");
     ws.run_ok("kill_changes");
-    exec(&url, "UPDATE orders SET note = 'u' WHERE id <= 20; DELETE FROM orders WHERE id > 45;").await;
+    exec(
+        &url,
+        "UPDATE orders SET note = 'u' WHERE id <= 20; DELETE FROM orders WHERE id > 45;",
+    )
+    .await;
     let slot_before = confirmed(&url, "sluice_kill_changes").await;
 
     // Killed after the commit, before the slot moved: the next run advances the slot
@@ -181,7 +203,11 @@ async fn postgres_changes_survive_a_kill_between_commit_and_slot_advance() {
     assert_converged(&ws, &url, "kill_changes").await;
 
     // Killed before the commit: nothing of it stands, the rerun applies it once.
-    exec(&url, "INSERT INTO orders VALUES (200, 'late', NULL); DELETE FROM orders WHERE id = 1;").await;
+    exec(
+        &url,
+        "INSERT INTO orders VALUES (200, 'late', NULL); DELETE FROM orders WHERE id = 1;",
+    )
+    .await;
     let mut child = start_at_failpoint(ws.command(&["run", "--job", "kill_changes"]), "written");
     child.kill().expect("kill -9");
     let _ = child.wait();
@@ -216,7 +242,11 @@ async fn postgres_changes_refuse_what_they_cannot_read() {
     exec(&url, "ALTER TABLE orders REPLICA IDENTITY FULL;").await;
     ws.run_ok("refused_changes");
     exec(&url, "INSERT INTO orders VALUES (2, 'b', NULL);").await;
-    exec(&url, "SELECT pg_drop_replication_slot('sluice_refused_changes');").await;
+    exec(
+        &url,
+        "SELECT pg_drop_replication_slot('sluice_refused_changes');",
+    )
+    .await;
     let lost = ws.sluice(&["run", "--job", "refused_changes"]);
     lost.assert_code(2);
     assert!(lost.stderr().contains("is gone"), "{}", lost.stderr());
@@ -231,7 +261,12 @@ async fn postgres_changes_refuse_what_they_cannot_read() {
     let invalid = ws.sluice(&["jobs", "validate"]);
     invalid.assert_code(2);
     let out = format!("{}{}", invalid.stdout(), invalid.stderr());
-    for field in ["source.cursor", "source.changes.server_id", "mode", "source.primary_key"] {
+    for field in [
+        "source.cursor",
+        "source.changes.server_id",
+        "mode",
+        "source.primary_key",
+    ] {
         assert!(out.contains(field), "{field} not named:\n{out}");
     }
 }

@@ -54,7 +54,10 @@ async fn source_rows(url: &str) -> Vec<(i32, Vec<String>)> {
 /// The lake equals the source: the same ids, no duplicates, and each row's values.
 async fn assert_converged(ws: &Workspace, url: &str, table: &str) {
     let source = source_rows(url).await;
-    let n = lake_sql(ws, &format!("SELECT count(*) AS n, count(DISTINCT id) AS k FROM {table}"));
+    let n = lake_sql(
+        ws,
+        &format!("SELECT count(*) AS n, count(DISTINCT id) AS k FROM {table}"),
+    );
     assert!(
         n.contains(&format!("| {} ", source.len())),
         "lake {n} vs source {} rows",
@@ -67,7 +70,11 @@ async fn assert_converged(ws: &Workspace, url: &str, table: &str) {
     for (id, values) in source {
         let found = lake
             .lines()
-            .find(|l| l.trim_start_matches('|').trim_start().starts_with(&format!("{id} ")))
+            .find(|l| {
+                l.trim_start_matches('|')
+                    .trim_start()
+                    .starts_with(&format!("{id} "))
+            })
             .unwrap_or_else(|| panic!("id {id} missing from the lake:\n{lake}"));
         for v in values {
             assert!(found.contains(&v), "id {id}: {found} lacks {v:?}");
@@ -114,20 +121,36 @@ async fn mariadb_changes_snapshot_updates_deletes_and_truncate() {
     assert_converged(&ws, &url, "my_orders").await;
 
     // Nothing new for this table: no commit.
-    exec(&url, "CREATE TABLE other (x INT); INSERT INTO other VALUES (1), (2);").await;
+    exec(
+        &url,
+        "CREATE TABLE other (x INT); INSERT INTO other VALUES (1), (2);",
+    )
+    .await;
     let idle = ws.run_ok("my_orders");
     assert_eq!(idle["status"], "up_to_date", "{idle}");
 
     // A truncate empties the table; the rows after it stay.
-    exec(&url, "TRUNCATE TABLE orders; INSERT INTO orders (id, note) VALUES (7, 'after');").await;
+    exec(
+        &url,
+        "TRUNCATE TABLE orders; INSERT INTO orders (id, note) VALUES (7, 'after');",
+    )
+    .await;
     let truncated = ws.run_ok("my_orders");
     assert_eq!(truncated["changes"]["truncates"], 1, "{truncated}");
     assert_converged(&ws, &url, "my_orders").await;
 
     // ADD COLUMN (NULL, no default) is followed; a dropped column is refused.
-    exec(&url, "ALTER TABLE orders ADD COLUMN extra INT NULL; UPDATE orders SET extra = 5;").await;
+    exec(
+        &url,
+        "ALTER TABLE orders ADD COLUMN extra INT NULL; UPDATE orders SET extra = 5;",
+    )
+    .await;
     let added = ws.run_ok("my_orders");
-    let added = if added["status"] == "committed" { added } else { ws.run_ok("my_orders") };
+    let added = if added["status"] == "committed" {
+        added
+    } else {
+        ws.run_ok("my_orders")
+    };
     assert_eq!(added["status"], "committed", "{added}");
     let extra = lake_sql(&ws, "SELECT extra FROM my_orders");
     assert!(extra.contains("| 5 "), "{extra}");
@@ -142,14 +165,22 @@ async fn mariadb_changes_survive_kills_before_and_after_the_commit() {
     let _only = BINLOG.lock().await;
     let url = mysql_db("sluice_my_changes_kill").await;
     exec(&url, TABLE).await;
-    exec(&url, "INSERT INTO orders (id, note) SELECT seq, 'new' FROM seq_1_to_50").await;
+    exec(
+        &url,
+        "INSERT INTO orders (id, note) SELECT seq, 'new' FROM seq_1_to_50",
+    )
+    .await;
     let ws = Workspace::new();
     job(&ws, &url, "my_kill");
     ws.run_ok("my_kill");
 
     // Killed after the commit: the position is committed with the rows; the next run
     // reads nothing twice.
-    exec(&url, "UPDATE orders SET note = 'u' WHERE id <= 20; DELETE FROM orders WHERE id > 45;").await;
+    exec(
+        &url,
+        "UPDATE orders SET note = 'u' WHERE id <= 20; DELETE FROM orders WHERE id > 45;",
+    )
+    .await;
     let mut child = start_at_failpoint(ws.command(&["run", "--job", "my_kill"]), "committed");
     child.kill().expect("kill -9");
     let _ = child.wait();
@@ -159,7 +190,11 @@ async fn mariadb_changes_survive_kills_before_and_after_the_commit() {
     assert_converged(&ws, &url, "my_kill").await;
 
     // Killed before the commit: nothing of it stands, the rerun applies it once.
-    exec(&url, "INSERT INTO orders (id, note) VALUES (200, 'late'); DELETE FROM orders WHERE id = 1;").await;
+    exec(
+        &url,
+        "INSERT INTO orders (id, note) VALUES (200, 'late'); DELETE FROM orders WHERE id = 1;",
+    )
+    .await;
     let mut child = start_at_failpoint(ws.command(&["run", "--job", "my_kill"]), "written");
     child.kill().expect("kill -9");
     let _ = child.wait();
@@ -188,20 +223,31 @@ async fn mariadb_changes_refuse_a_purged_binlog_and_another_server() {
     // Changes after the position purged from the binlog: exit 2, nothing written.
     exec(&url, "INSERT INTO orders (id, note) VALUES (2, 'b');").await;
     let mut conn = sqlx::MySqlConnection::connect(&url).await.expect("connect");
-    sqlx::raw_sql("FLUSH BINARY LOGS").execute(&mut conn).await.expect("flush");
+    sqlx::raw_sql("FLUSH BINARY LOGS")
+        .execute(&mut conn)
+        .await
+        .expect("flush");
     let (file,): (String,) = sqlx::query_as("SELECT CAST(@@log_bin_basename AS CHAR)")
         .fetch_one(&mut conn)
         .await
         .expect("basename");
-    let rows = sqlx::raw_sql("SHOW BINARY LOGS").fetch_all(&mut conn).await.expect("logs");
-    let last: String = sqlx::Row::try_get_unchecked(rows.last().expect("a binlog"), 0).expect("name");
+    let rows = sqlx::raw_sql("SHOW BINARY LOGS")
+        .fetch_all(&mut conn)
+        .await
+        .expect("logs");
+    let last: String =
+        sqlx::Row::try_get_unchecked(rows.last().expect("a binlog"), 0).expect("name");
     sqlx::raw_sql(&format!("PURGE BINARY LOGS TO '{last}'"))
         .execute(&mut conn)
         .await
         .expect("purge");
     let purged = ws.sluice(&["run", "--job", "my_lost"]);
     purged.assert_code(2);
-    assert!(purged.stderr().contains("purged"), "{file}: {}", purged.stderr());
+    assert!(
+        purged.stderr().contains("purged"),
+        "{file}: {}",
+        purged.stderr()
+    );
     let n = lake_sql(&ws, "SELECT count(*) AS n FROM my_lost");
     assert!(n.contains("| 1 "), "{n}");
 }

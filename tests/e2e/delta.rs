@@ -61,7 +61,10 @@ async fn merge_upserts_and_deletes_by_key_with_time_travel() {
     )
     .await;
     let first = ws.run_ok("orders");
-    assert_eq!(first["delta"]["version"], 0, "the first load is version 0: {first}");
+    assert_eq!(
+        first["delta"]["version"], 0,
+        "the first load is version 0: {first}"
+    );
     assert_eq!(totals(&ws, &[]), ["1000", "1000", "500500"]);
 
     // Updates (one moves to another day's partition), inserts, deletes.
@@ -97,7 +100,11 @@ async fn merge_upserts_and_deletes_by_key_with_time_travel() {
     // Nothing new: no version is added.
     let again = ws.run_ok("orders");
     assert_eq!(again["status"], "up_to_date");
-    assert_eq!(log_versions(&ws, "orders"), 2, "load (creating the table), merge");
+    assert_eq!(
+        log_versions(&ws, "orders"),
+        2,
+        "load (creating the table), merge"
+    );
 }
 
 #[tokio::test]

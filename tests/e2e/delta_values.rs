@@ -28,7 +28,9 @@ const SCHEMA: &str = "CREATE TABLE places (id INTEGER PRIMARY KEY, region TEXT, 
 
 /// An SQL literal (SQLite) of a value.
 fn literal(value: Option<&str>) -> String {
-    value.map_or("NULL".to_string(), |v| format!("'{}'", v.replace('\'', "''")))
+    value.map_or("NULL".to_string(), |v| {
+        format!("'{}'", v.replace('\'', "''"))
+    })
 }
 
 async fn places(ws: &Workspace, mode: &str, extra: &str) -> String {
@@ -63,7 +65,8 @@ fn per_value(ws: &Workspace, as_of: &[&str]) -> Vec<String> {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!("SELECT count(*) AS rows, CAST(sum(n) AS BIGINT) AS total, {cases} FROM places");
+    let sql =
+        format!("SELECT count(*) AS rows, CAST(sum(n) AS BIGINT) AS total, {cases} FROM places");
     let mut args = vec!["query", sql.as_str()];
     args.extend_from_slice(as_of);
     let run = ws.sluice(&args);
@@ -168,7 +171,11 @@ async fn a_full_run_writes_hostile_values_that_query_reads() {
 async fn vacuum_dry_run_lists_the_files_it_would_remove() {
     let ws = Workspace::new();
     let url = places(&ws, "full", "").await;
-    exec(&url, "INSERT INTO places (id, region, n, updated_at) VALUES (1, 'N/A', 1, 1);").await;
+    exec(
+        &url,
+        "INSERT INTO places (id, region, n, updated_at) VALUES (1, 'N/A', 1, 1);",
+    )
+    .await;
     ws.run_ok("places");
     ws.run_ok("places");
     let dry = ws.sluice(&["vacuum", "--job", "places", "--retain", "0s", "--dry-run"]);
@@ -183,7 +190,10 @@ async fn vacuum_dry_run_lists_the_files_it_would_remove() {
     assert!(listed[0].contains("region=N%2FA/part-"), "{out}");
     // Nothing was removed: the listed file is still there.
     let file = listed[0].trim().trim_start_matches("would remove ");
-    assert!(ws.lake().join(file).exists(), "{file} is gone after a dry run");
+    assert!(
+        ws.lake().join(file).exists(),
+        "{file} is gone after a dry run"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +209,11 @@ async fn as_of_applies_to_the_tables_the_query_names() {
             ),
         );
     }
-    exec(&url, "INSERT INTO places (id, region, n, updated_at) VALUES (1, 'a', 1, 1);").await;
+    exec(
+        &url,
+        "INSERT INTO places (id, region, n, updated_at) VALUES (1, 'a', 1, 1);",
+    )
+    .await;
     // ta gets versions 0, 1, 2; tb only 0.
     ws.run_ok("tb");
     for id in 2..=3 {
@@ -220,7 +234,10 @@ async fn as_of_applies_to_the_tables_the_query_names() {
     assert_eq!(count("SELECT count(*) AS n FROM ta", "0"), ["1"]);
     // A table the query does not name is not asked for version 2.
     assert_eq!(
-        count("WITH x AS (SELECT * FROM ta) SELECT count(*) AS n FROM x", "1"),
+        count(
+            "WITH x AS (SELECT * FROM ta) SELECT count(*) AS n FROM x",
+            "1"
+        ),
         ["2"]
     );
     // A table that has no version 2 is the user's error, naming it and its versions.
@@ -284,7 +301,12 @@ async fn ties_go_to_the_tie_break_column() {
         .lines()
         .filter(|l| l.starts_with('|'))
         .skip(1)
-        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
         .collect();
     assert_eq!(lines, [["1", "5"], ["2", "3"], ["3", "4"]], "{rows}");
     assert_eq!(run["delta"]["ties"], 2, "{run}");
@@ -299,7 +321,12 @@ async fn without_a_tie_break_the_delete_wins_then_the_other_columns() {
         .lines()
         .filter(|l| l.starts_with('|'))
         .skip(1)
-        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
         .collect();
     assert_eq!(lines, [["1", "9"], ["3", "4"]], "{rows}");
     assert_eq!(run["delta"]["ties"], 2, "{run}");

@@ -196,8 +196,7 @@ target:
             .queue_url(&self.url)
             .attributes(
                 QueueAttributeName::RedrivePolicy,
-                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "1"})
-                    .to_string(),
+                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "1"}).to_string(),
             )
             .send()
             .await
@@ -639,7 +638,8 @@ async fn a_receive_that_fails_mid_run_commits_what_was_received_and_nothing_reac
     assert_eq!(first["feed"]["deleted"], 30, "{first}");
     assert_eq!(first["feed"]["receive_failures"], 1, "{first}");
     assert!(
-        run.stderr().contains("a receive failed after the SDK's retries"),
+        run.stderr()
+            .contains("a receive failed after the SDK's retries"),
         "a warning in the log: {}",
         run.stderr()
     );
@@ -666,7 +666,10 @@ async fn a_receive_that_fails_mid_run_commits_what_was_received_and_nothing_reac
     assert!(said.contains("nothing was received"), "{said}");
     let (calls, failed) = feed.receive_fault(None);
     assert_eq!(calls, failed, "no call after the failure");
-    assert!(calls <= 3, "{calls} calls: the SDK's attempts at one receive");
+    assert!(
+        calls <= 3,
+        "{calls} calls: the SDK's attempts at one receive"
+    );
     assert_eq!(feed.depth().await, (20, 0), "nothing was taken");
 
     let third = feed.run_through_front();
@@ -682,7 +685,11 @@ async fn a_receive_that_fails_mid_run_commits_what_was_received_and_nothing_reac
     assert_eq!(feed.receive_fault(None), (1, 0), "one receive call");
 
     assert_eq!(feed.depth().await, (0, 0));
-    assert_eq!(feed.depth_of(&dlq).await, (0, 0), "nothing in the dead-letter queue");
+    assert_eq!(
+        feed.depth_of(&dlq).await,
+        (0, 0),
+        "nothing in the dead-letter queue"
+    );
     assert_eq!(
         feed.row("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM gps_positions"),
         ["120", "120", "1", "120"]

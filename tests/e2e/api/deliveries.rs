@@ -53,7 +53,8 @@ target:
     .replace("@TENANT@", tenant)
     .replace("@NS@", namespace)
     .replace("@INNER@", inner);
-    api.ws.write_job(&format!("{job}.yaml"), &format!("{yaml}{SCHEMA}"));
+    api.ws
+        .write_job(&format!("{job}.yaml"), &format!("{yaml}{SCHEMA}"));
 }
 
 #[test]
@@ -75,7 +76,10 @@ fn a_busy_soap_service_is_asked_again_with_a_fresh_nonce() {
         assert_eq!(summary["status"], "committed", "{version}: {summary}");
         let stats = api.get("stats");
         assert_eq!(stats["busy_answered"], 1, "{version}: {stats}");
-        assert_eq!(stats["replays"], 0, "{version}: no nonce was sent twice: {stats}");
+        assert_eq!(
+            stats["replays"], 0,
+            "{version}: no nonce was sent twice: {stats}"
+        );
         assert!(
             summary["api"]["retries"].as_u64().unwrap_or(0) >= 1,
             "{version}: the Busy fault was retried: {summary}"
@@ -169,7 +173,9 @@ fn late_records_are_picked_up_by_the_lookback_once_each() {
         &api,
         "late_plain",
         request,
-        &format!("{window}  window: {{since: since, until: until, start: \"2024-04-30T00:00:00Z\"}}\n"),
+        &format!(
+            "{window}  window: {{since: since, until: until, start: \"2024-04-30T00:00:00Z\"}}\n"
+        ),
     );
     let both = |api: &Api| {
         let with = api.run("late_lookback");
@@ -234,8 +240,13 @@ fn an_exclusive_upper_bound_reads_a_record_on_the_bound_once() {
         "  cursor: occurred_at\n  window: {start: \"2024-04-30T00:00:00Z\"}\n",
     );
     let first = api.run("tolls_before");
-    let hi = first["window"]["hi"]["value"].as_str().expect("hi").to_string();
-    let hi = DateTime::parse_from_rfc3339(&hi).expect("hi").with_timezone(&Utc);
+    let hi = first["window"]["hi"]["value"]
+        .as_str()
+        .expect("hi")
+        .to_string();
+    let hi = DateTime::parse_from_rfc3339(&hi)
+        .expect("hi")
+        .with_timezone(&Utc);
     let records = api.get("records");
     let on_bound = records
         .as_array()

@@ -116,7 +116,10 @@ fn a_correction_of_the_same_size_and_time_is_reloaded_by_content_identity_only()
         "relevés/11/bank_01.json",
         format!("[{}, {}]", txn(1), txn(2)).as_bytes(),
     );
-    bank.put("relevés/12/bank_02.json", format!("[{}]", txn(3)).as_bytes());
+    bank.put(
+        "relevés/12/bank_02.json",
+        format!("[{}]", txn(3)).as_bytes(),
+    );
     assert_eq!(bank.run_ok("bank")["source_files"]["loaded"], 2);
 
     // The bank corrects a memo in place: the same byte count, and its time put back.
@@ -125,7 +128,10 @@ fn a_correction_of_the_same_size_and_time_is_reloaded_by_content_identity_only()
         .and_then(|m| m.modified())
         .expect("mtime");
     let corrected = format!("[{}, {}]", txn(1), txn(2).replace("toll A2", "toll B2"));
-    assert_eq!(corrected.len() as u64, std::fs::metadata(&path).expect("size").len());
+    assert_eq!(
+        corrected.len() as u64,
+        std::fs::metadata(&path).expect("size").len()
+    );
     std::fs::write(&path, corrected.as_bytes()).expect("write");
     std::fs::File::options()
         .write(true)
@@ -152,7 +158,10 @@ fn a_correction_of_the_same_size_and_time_is_reloaded_by_content_identity_only()
     let by_content = bank.run_ok("bank");
     assert_eq!(by_content["status"], "committed", "{by_content}");
     assert_eq!(by_content["source_files"]["hashed"], 2, "{by_content}");
-    assert_eq!(by_content["source_files"]["reloaded_runs"], 1, "{by_content}");
+    assert_eq!(
+        by_content["source_files"]["reloaded_runs"], 1,
+        "{by_content}"
+    );
     assert_eq!(
         bank.rows("SELECT txn_id, memo FROM bank ORDER BY txn_id"),
         ["1 toll A1", "2 toll B2", "3 toll A3"]
