@@ -636,10 +636,15 @@ mod tests {
 
     /// Compiles a job whose `source.files` is `files`; the feed and every problem.
     fn compile(files: &str) -> (Option<FilesFeed>, Vec<String>) {
-        let spec: JobSpec = serde_yaml::from_str(&format!(
+        // Read as the job loader reads a row: YAML to JSON, then the spec.
+        let text = format!(
             "job: bank\nsource:\n  connection: bank\n  files: {files}\ntarget:\n  table: bank\n  schema: [{{name: id, type: bigint}}]\n"
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
+        );
+        let doc = crate::job::load::yaml_documents(&text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pop()
+            .unwrap_or_default();
+        let spec: JobSpec = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
         let schema = crate::contract::compile(spec.target.schema.as_deref().unwrap_or_default())
             .unwrap_or_default();
         let mut problems = Vec::new();
