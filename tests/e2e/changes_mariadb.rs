@@ -117,7 +117,10 @@ async fn mariadb_changes_snapshot_updates_deletes_and_truncate() {
     .await;
     let second = ws.run_ok("my_orders");
     assert_eq!(second["status"], "committed", "{second}");
-    assert_eq!(second["changes"]["deletes"], 7, "{second}");
+    // The source's deletes: five, and 102's; the key move (16 → 1000) is an update of the
+    // source's row (it removes key 16 from the lake: the Delta commit's seventh delete).
+    assert_eq!(second["changes"]["deletes"], 6, "{second}");
+    assert_eq!(second["delta"]["deletes"], 7, "{second}");
     assert_converged(&ws, &url, "my_orders").await;
 
     // Nothing new for this table: no commit.
@@ -223,24 +226,46 @@ async fn mariadb_changes_refuse_a_purged_binlog_and_another_server() {
     // Changes after the position purged from the binlog: exit 2, nothing written.
     exec(&url, "INSERT INTO orders (id, note) VALUES (2, 'b');").await;
     let mut conn = sqlx::MySqlConnection::connect(&url).await.expect("connect");
-    sqlx::raw_sql("FLUSH BINARY LOGS")
-        .execute(&mut conn)
-        .await
-        .expect("flush");
     let (file,): (String,) = sqlx::query_as("SELECT CAST(@@log_bin_basename AS CHAR)")
         .fetch_one(&mut conn)
         .await
         .expect("basename");
-    let rows = sqlx::raw_sql("SHOW BINARY LOGS")
+    // MariaDB keeps a binlog file its engines have not checkpointed yet (PURGE skips it
+    // without a word): rotate once, then purge until the oldest file left is that one.
+    sqlx::raw_sql("FLUSH BINARY LOGS; FLUSH ENGINE LOGS")
+        .execute(&mut conn)
+        .await
+        .expect("flush");
+    let names = |rows: &[sqlx::mysql::MySqlRow]| -> Vec<String> {
+        rows.iter()
+            .map(|r| sqlx::Row::try_get_unchecked(r, 0).expect("name"))
+            .collect()
+    };
+    let logs = sqlx::raw_sql("SHOW BINARY LOGS")
         .fetch_all(&mut conn)
         .await
         .expect("logs");
-    let last: String =
-        sqlx::Row::try_get_unchecked(rows.last().expect("a binlog"), 0).expect("name");
-    sqlx::raw_sql(&format!("PURGE BINARY LOGS TO '{last}'"))
-        .execute(&mut conn)
-        .await
-        .expect("purge");
+    let last = names(&logs).pop().expect("a binlog");
+    let mut purged_all = false;
+    for _ in 0..100 {
+        sqlx::raw_sql(&format!("PURGE BINARY LOGS TO '{last}'"))
+            .execute(&mut conn)
+            .await
+            .expect("purge");
+        let logs = sqlx::raw_sql("SHOW BINARY LOGS")
+            .fetch_all(&mut conn)
+            .await
+            .expect("logs");
+        if names(&logs) == [last.clone()] {
+            purged_all = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        purged_all,
+        "the binlog files before {last} were not purged in 20 s"
+    );
     let purged = ws.sluice(&["run", "--job", "my_lost"]);
     purged.assert_code(2);
     assert!(

@@ -313,9 +313,9 @@ async fn evolve_is_a_delta_schema_change_and_ddl_says_delta() {
     assert_eq!(totals(&ws, &[]), ["2", "2", "31"], "{rows}");
     let log = std::fs::read_to_string(
         ws.lake()
-            .join("orders/_delta_log/00000000000000000002.json"),
+            .join("orders/_delta_log/00000000000000000001.json"),
     )
-    .expect("version 2");
+    .expect("version 1 (the first load is version 0)");
     assert!(
         log.contains("\"metaData\"") && log.contains("channel"),
         "the commit carries the new schema: {log}"

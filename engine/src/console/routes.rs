@@ -113,14 +113,14 @@ fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
-/// The viewer, or the answer to give instead: sign in (a page) or 401 (a fragment or a
-/// wrong key).
-fn viewer(console: &Console, headers: &HeaderMap, page: bool) -> Result<Viewer, Response> {
+/// The viewer, or the answer to give instead (boxed: a response is large): sign in (a
+/// page) or 401 (a fragment or a wrong key).
+fn viewer(console: &Console, headers: &HeaderMap, page: bool) -> Result<Viewer, Box<Response>> {
     match auth::viewer(&console.keys, &console.sessions, headers) {
         Ok(Some(viewer)) => Ok(viewer),
-        Ok(None) if page => Err(see_other("/login")),
-        Ok(None) => Err(Refusal::unauthorized().into_response()),
-        Err(refusal) => Err(Failure(refusal).into_response()),
+        Ok(None) if page => Err(Box::new(see_other("/login"))),
+        Ok(None) => Err(Box::new(Refusal::unauthorized().into_response())),
+        Err(refusal) => Err(Box::new(Failure(refusal).into_response())),
     }
 }
 
@@ -128,7 +128,7 @@ macro_rules! signed_in {
     ($console:expr, $headers:expr, $page:expr) => {
         match viewer(&$console, &$headers, $page) {
             Ok(v) => v,
-            Err(answer) => return Ok(answer),
+            Err(answer) => return Ok(*answer),
         }
     };
 }
@@ -323,11 +323,11 @@ fn actor(
     console: &Console,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
-) -> Result<Viewer, Response> {
+) -> Result<Viewer, Box<Response>> {
     let viewer = viewer(console, headers, false)?;
-    auth::operator(&viewer).map_err(|r| Failure(r).into_response())?;
+    auth::operator(&viewer).map_err(|r| Box::new(Failure(r).into_response()))?;
     auth::same_site(&viewer, form.get("csrf").map(String::as_str), headers)
-        .map_err(|r| Failure(r).into_response())?;
+        .map_err(|r| Box::new(Failure(r).into_response()))?;
     Ok(viewer)
 }
 
@@ -339,7 +339,7 @@ async fn run_now(
 ) -> Answer {
     let viewer = match actor(&console, &headers, &form(&body)) {
         Ok(v) => v,
-        Err(answer) => return Ok(answer),
+        Err(answer) => return Ok(*answer),
     };
     let set = console.jobs.get().await?;
     let row = set.find(&id).ok_or_else(|| not_found(&id))?;
@@ -387,7 +387,7 @@ async fn rewind(
     let form = form(&body);
     let viewer = match actor(&console, &headers, &form) {
         Ok(v) => v,
-        Err(answer) => return Ok(answer),
+        Err(answer) => return Ok(*answer),
     };
     let to = form.get("to").map(|t| t.trim()).unwrap_or("");
     if form.get("confirm").map(String::as_str) != Some("yes") || to.is_empty() {

@@ -52,6 +52,8 @@ enum Step {
 /// A state of the automaton: before step `.0`; `.1` inside a folder name that `Folders`
 /// is consuming.
 type State = (usize, bool);
+/// A state of each of two patterns, walked together.
+type Pair = (State, State);
 
 /// What one transition reads.
 #[derive(Debug, Clone)]
@@ -187,7 +189,7 @@ impl FilePattern {
         let start: Vec<(State, State)> =
             pairs(&self.closure((0, false)), &other.closure((0, false)));
         let accept = ((self.steps.len(), false), (other.steps.len(), false));
-        let mut came: BTreeMap<(State, State), Option<((State, State), char)>> = BTreeMap::new();
+        let mut came: BTreeMap<Pair, Option<(Pair, char)>> = BTreeMap::new();
         let mut queue = VecDeque::new();
         for pair in start {
             if came.insert(pair, None).is_none() {

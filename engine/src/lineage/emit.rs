@@ -154,7 +154,7 @@ mod tests {
         let file = Lineage::parse("file:///tmp/l.ndjson", Some("prod".into()))?;
         assert!(file.as_ref().is_some_and(|l| l.namespace == "prod"));
         assert!(
-            matches!(file.map(|l| l.target), Some(Target::File(p)) if p == PathBuf::from("/tmp/l.ndjson"))
+            matches!(file.map(|l| l.target), Some(Target::File(p)) if p == std::path::Path::new("/tmp/l.ndjson"))
         );
         assert!(Lineage::parse("kafka://broker/topic", None).is_err());
         Ok(())

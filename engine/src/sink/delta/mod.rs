@@ -122,7 +122,19 @@ pub async fn open(lake: &Lake, table: &str, as_of: AsOf) -> Result<Option<DeltaT
     let loaded = match as_of {
         AsOf::Latest => delta.load().await,
         AsOf::Version(v) => delta.load_version(v).await,
-        AsOf::Time(t) => delta.load_with_datetime(t).await,
+        // delta-rs loads the first version for a time before it: that is no version
+        // as of that time.
+        AsOf::Time(t) => delta.load_with_datetime(t).await.and_then(|()| {
+            let first = delta
+                .version()
+                .and_then(|v| delta.snapshot().ok()?.version_timestamp(v));
+            match first {
+                Some(at) if at > t.timestamp_millis() => Err(DeltaTableError::Generic(
+                    "the table's first version is later".into(),
+                )),
+                _ => Ok(()),
+            }
+        }),
     };
     match loaded {
         Ok(()) => Ok(Some(delta)),
