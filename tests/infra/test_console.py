@@ -70,9 +70,9 @@ class Console:
         opener = urllib.request.build_opener(NoRedirect)
         try:
             with opener.open(request, timeout=60) as reply:
-                return reply.status, dict(reply.headers), reply.read().decode()
+                return reply.status, reply.headers, reply.read().decode()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read().decode()
+            return e.code, e.headers, e.read().decode()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

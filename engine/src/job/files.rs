@@ -640,10 +640,7 @@ mod tests {
         let text = format!(
             "job: bank\nsource:\n  connection: bank\n  files: {files}\ntarget:\n  table: bank\n  schema: [{{name: id, type: bigint}}]\n"
         );
-        let doc = crate::job::load::yaml_documents(&text)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .pop()
-            .unwrap_or_default();
+        let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
         let spec: JobSpec = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
         let schema = crate::contract::compile(spec.target.schema.as_deref().unwrap_or_default())
             .unwrap_or_default();

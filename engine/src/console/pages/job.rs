@@ -103,7 +103,7 @@ pub fn render(p: &JobPage<'_>) -> String {
     let shown = serde_json::to_string_pretty(&view::redacted(&p.row.value)).unwrap_or_default();
     let _ = write!(
         out,
-        "<h2>The job row as validated</h2><pre>{}</pre>",
+        "<h2>The job row as validated</h2><pre tabindex=\"0\" aria-label=\"The job row\">{}</pre>",
         escape(&shown)
     );
     out
