@@ -38,6 +38,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::job::{Address, ChangeFeed, ChangeLog, Job};
+use crate::source::types::SourceColumn;
 
 /// What a change capture run read of the log, and what the log keeps for the job.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -118,4 +119,34 @@ pub(crate) fn failed(what: &'static str) -> Extract {
         })),
         done: Box::pin(async move { Err::<Consumed, Error>(Error::internal(what)) }),
     }
+}
+
+/// What a copy of the table again takes: said by every refusal of a new shape.
+pub(crate) const COPY_AGAIN: &str = "copy the table again: remove the job's state and lake table and run it (it takes a new snapshot)";
+
+/// The columns the last commit read against the table's now: a column that left or
+/// changed type is refused, since `log`'s changes before it no longer fit the lake's rows.
+pub(crate) fn columns_remain(
+    table: &str,
+    log: &str,
+    stored: &[(String, String)],
+    now: &[SourceColumn],
+) -> Result<()> {
+    for (name, source_type) in stored {
+        match now.iter().find(|c| c.name == *name) {
+            None => {
+                return Err(Error::user(format!(
+                    "column `{name}` of {table} is gone (dropped or renamed): change capture does not follow that, since {log}'s changes before it no longer fit the lake's rows. To take the table's new shape, {COPY_AGAIN}"
+                )));
+            }
+            Some(c) if c.source_type != *source_type => {
+                return Err(Error::user(format!(
+                    "column `{name}` of {table} changed type from {source_type} to {}: change capture does not follow that. To take the new type, {COPY_AGAIN}",
+                    c.source_type
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }

@@ -230,23 +230,12 @@ pub async fn columns(
     stored: &[(String, String)],
     now: &[SourceColumn],
 ) -> Result<()> {
-    let again = "copy the table again: remove the job's state and lake table and run it (it takes a new snapshot)";
-    for (name, source_type) in stored {
-        match now.iter().find(|c| c.name == *name) {
-            None => {
-                return Err(Error::user(format!(
-                    "column `{name}` of {schema}.{table} is gone (dropped or renamed): change capture does not follow that, since the binlog's changes before it no longer fit the lake's rows. To take the table's new shape, {again}"
-                )));
-            }
-            Some(c) if c.source_type != *source_type => {
-                return Err(Error::user(format!(
-                    "column `{name}` of {schema}.{table} changed type from {source_type} to {}: change capture does not follow that. To take the new type, {again}",
-                    c.source_type
-                )));
-            }
-            Some(_) => {}
-        }
-    }
+    crate::source::changes::columns_remain(
+        &format!("{schema}.{table}"),
+        "the binlog",
+        stored,
+        now,
+    )?;
     if stored.is_empty() {
         return Ok(());
     }
@@ -266,7 +255,8 @@ pub async fn columns(
     });
     if let Some((added, _, _)) = filled {
         return Err(Error::user(format!(
-            "column `{added}` was added to {schema}.{table} NOT NULL or with a DEFAULT: the rows that were there have a value, but the binlog holds no change for them. Add columns NULL without a default (and UPDATE them in the source), or {again}"
+            "column `{added}` was added to {schema}.{table} NOT NULL or with a DEFAULT: the rows that were there have a value, but the binlog holds no change for them. Add columns NULL without a default (and UPDATE them in the source), or {}",
+            crate::source::changes::COPY_AGAIN
         )));
     }
     Ok(())

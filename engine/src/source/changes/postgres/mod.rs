@@ -330,23 +330,7 @@ async fn check_columns(
     stored: &[(String, String)],
     now: &[SourceColumn],
 ) -> Result<()> {
-    let again = "copy the table again: remove the job's state and lake table and run it (it takes a new snapshot)";
-    for (name, source_type) in stored {
-        match now.iter().find(|c| c.name == *name) {
-            None => {
-                return Err(Error::user(format!(
-                    "column `{name}` of {table} is gone (dropped or renamed): change capture does not follow that, since the log's changes before it no longer fit the lake's rows. To take the table's new shape, {again}"
-                )));
-            }
-            Some(c) if c.source_type != *source_type => {
-                return Err(Error::user(format!(
-                    "column `{name}` of {table} changed type from {source_type} to {}: change capture does not follow that. To take the new type, {again}",
-                    c.source_type
-                )));
-            }
-            Some(_) => {}
-        }
-    }
+    crate::source::changes::columns_remain(table, "the log", stored, now)?;
     if stored.is_empty() {
         return Ok(());
     }
@@ -363,7 +347,8 @@ async fn check_columns(
         .find(|d| !stored.iter().any(|(name, _)| name == *d))
     {
         return Err(Error::user(format!(
-            "column `{added}` was added to {table} with a DEFAULT: the rows that were there have it, but the log holds no change for them. Add columns without a default (and UPDATE them in the source), or {again}"
+            "column `{added}` was added to {table} with a DEFAULT: the rows that were there have it, but the log holds no change for them. Add columns without a default (and UPDATE them in the source), or {}",
+            crate::source::changes::COPY_AGAIN
         )));
     }
     Ok(())
